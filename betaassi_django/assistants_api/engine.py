@@ -1,0 +1,133 @@
+"""The run engine: one event-loop thread per process that executes runs.
+
+Runs are asynchronous as OpenAI's are: creating one returns at once and the
+engine moves it along. Execution lives on a dedicated loop, not on the caller's,
+because callers' loops come and go (``async_to_sync`` makes one per call, tests
+make one per test) while a run must outlive the request that created it.
+
+Streaming clients subscribe to a run's events. ``RunEvents`` is thread-safe and
+not bound to any event loop, so a subscriber may wait from daphne's loop, from a
+test's loop, or from the short-lived loops of the sync in-process transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections import deque
+from concurrent.futures import Future
+
+logger = logging.getLogger("betaassi_django.engine")
+
+#: Events after which a run's stream ends (the client must act or it is over).
+STREAM_END_EVENTS = frozenset({
+    "thread.run.completed", "thread.run.failed", "thread.run.cancelled", "thread.run.expired",
+    "thread.run.incomplete", "thread.run.requires_action",
+})
+
+
+class RunEvents:
+    """One subscriber's queue of ``(event, data)`` pairs; ``None`` ends it."""
+
+    def __init__(self) -> None:
+        self._items: deque = deque()
+        self._lock = threading.Lock()
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None
+
+    def push(self, item: tuple[str, dict] | None) -> None:
+        with self._lock:
+            self._items.append(item)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            loop, future = waiter
+            try:
+                loop.call_soon_threadsafe(_wake, future)
+            except RuntimeError:  # the subscriber's loop is gone
+                pass
+
+    async def get(self) -> tuple[str, dict] | None:
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                loop = asyncio.get_running_loop()
+                future = loop.create_future()
+                self._waiter = (loop, future)
+            await future
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class RunEngine:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subscribers: dict[str, list[RunEvents]] = {}
+        self._cancel_requested: set[str] = set()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="betaassi-run-engine", daemon=True)
+                thread.start()
+                self._loop = loop
+            return self._loop
+
+    def submit(self, run_id: str) -> Future:
+        """Execute a queued run on the engine loop."""
+        from .execution import execute_run
+
+        # An empty context: the run must not inherit the caller's asgiref
+        # context, which would send its database work to the caller's thread.
+        return contextvars.Context().run(asyncio.run_coroutine_threadsafe, execute_run(run_id), self._ensure_loop())
+
+    def subscribe(self, run_id: str) -> RunEvents:
+        events = RunEvents()
+        with self._lock:
+            self._subscribers.setdefault(run_id, []).append(events)
+        return events
+
+    def unsubscribe(self, run_id: str, events: RunEvents) -> None:
+        with self._lock:
+            subscribers = self._subscribers.get(run_id, [])
+            if events in subscribers:
+                subscribers.remove(events)
+            if not subscribers:
+                self._subscribers.pop(run_id, None)
+
+    def publish(self, run_id: str, event: str, data: dict) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers.get(run_id, ()))
+        for events in subscribers:
+            events.push((event, data))
+        if event in STREAM_END_EVENTS:
+            self.end(run_id)
+
+    def end(self, run_id: str) -> None:
+        """Close every subscriber's stream of this run."""
+        with self._lock:
+            ended = self._subscribers.pop(run_id, [])
+        for events in ended:
+            events.push(None)
+
+    def request_cancel(self, run_id: str) -> None:
+        """Tell a run executing in this process to stop at its next delta."""
+        with self._lock:
+            self._cancel_requested.add(run_id)
+
+    def cancel_requested(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._cancel_requested
+
+    def forget(self, run_id: str) -> None:
+        with self._lock:
+            self._cancel_requested.discard(run_id)
+
+
+engine = RunEngine()

@@ -1,0 +1,48 @@
+"""OpenAI-shaped API errors: ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+
+
+class ApiError(Exception):
+    """An error answered to the client as OpenAI answers it."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def as_dict(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JsonResponse:
+        return JsonResponse(self.as_dict(), status=self.status)
+
+
+def invalid(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
+    """A 400 ``invalid_request_error``."""
+    return ApiError(400, message, param=param, code=code)
+
+
+def not_found(kind: str, object_id: str) -> ApiError:
+    return ApiError(404, f"No {kind} found with id '{object_id}'.")
+
+
+def server_error() -> ApiError:
+    return ApiError(
+        500,
+        "The server had an error while processing your request. Sorry about that!",
+        type="server_error",
+    )

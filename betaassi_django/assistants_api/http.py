@@ -1,0 +1,117 @@
+"""The request/response plumbing shared by every /v1 view.
+
+``endpoint()`` turns per-method async handlers into one Django view that
+authenticates, parses and validates the body, and answers every failure with
+an OpenAI-shaped error: client input never produces a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from betaassi_django import conf
+
+from .errors import ApiError, invalid, server_error
+from .models import ApiKey, hash_key
+from .validation import validate_body
+
+logger = logging.getLogger("betaassi_django.api")
+
+IN_PROCESS_SCOPE_KEY = "betaassi.in_process"
+Handler = Callable[..., Awaitable[dict | HttpResponseBase]]
+
+
+def is_in_process(request: HttpRequest) -> bool:
+    """True for calls from the app's own in-process transport (never set over HTTP)."""
+    scope = getattr(request, "scope", None)
+    return bool(scope and scope.get(IN_PROCESS_SCOPE_KEY))
+
+
+def _check_key(raw_key: str) -> bool:
+    key = ApiKey.objects.filter(hashed_key=hash_key(raw_key), revoked__isnull=True).first()
+    if key is None:
+        return False
+    stamp = timezone.now()
+    if key.last_used is None or (stamp - key.last_used).total_seconds() > 60:
+        ApiKey.objects.filter(pk=key.pk).update(last_used=stamp)
+    return True
+
+
+async def authenticate(request: HttpRequest) -> None:
+    if is_in_process(request):
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, raw_key = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw_key.strip():
+        raise ApiError(401, "You didn't provide an API key. You need to provide your API key in an Authorization "
+                            "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). Create one with "
+                            "`python manage.py create_api_key NAME`.")
+    if not await sync_to_async(_check_key)(raw_key.strip()):
+        shown = raw_key.strip()
+        shown = f"{shown[:8]}***{shown[-4:]}" if len(shown) > 12 else "***"
+        raise ApiError(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
+
+
+def read_body(request: HttpRequest, schema_name: str) -> dict:
+    """The JSON body, validated against the named request schema."""
+    limit = conf.get().api_max_body_bytes
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    try:
+        raw = request.body if declared <= limit else None
+    except RequestDataTooBig:
+        raw = None
+    if raw is None or len(raw) > limit:
+        raise invalid(f"The request body is larger than the {limit} bytes this server accepts.",
+                      code="request_too_large")
+    if not raw.strip():
+        body = {}
+    else:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise invalid("We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+                          "using your HTTP library correctly. The OpenAI API expects a JSON payload.)") from None
+    return validate_body(schema_name, body)
+
+
+def endpoint(**handlers: Handler):
+    """One view for a URL: ``endpoint(GET=list_x, POST=create_x)``."""
+    allowed = ", ".join(sorted(handlers))
+
+    @csrf_exempt
+    async def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
+        try:
+            await authenticate(request)
+            handler = handlers.get(request.method or "")
+            if handler is None:
+                raise ApiError(405, f"Method {request.method} is not allowed on {request.path}; use {allowed}.")
+            result = await handler(request, **kwargs)
+        except ApiError as error:
+            return error.response()
+        except Exception:
+            logger.exception("unhandled error in %s %s", request.method, request.path)
+            return server_error().response()
+        return result if isinstance(result, HttpResponseBase) else JsonResponse(result)
+
+    view.allowed_methods = allowed
+    return view
+
+
+@csrf_exempt
+async def unknown_path(request: HttpRequest, **kwargs) -> JsonResponse:
+    try:
+        await authenticate(request)
+    except ApiError as error:
+        return error.response()
+    return ApiError(404, f"Invalid URL ({request.method} {request.path}).").response()

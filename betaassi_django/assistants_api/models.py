@@ -1,0 +1,185 @@
+"""Store models of the embedded Assistants API.
+
+Each object keeps the fields of its OpenAPI schema. ``seq`` (the primary key)
+orders objects by creation even within one second, so list cursors are exact;
+``id`` is the public OpenAI-style id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.db import models
+from django.db.models import Q
+
+from .ids import new_id, now
+
+ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
+TERMINAL_RUN_STATUSES = ("cancelled", "failed", "completed", "incomplete", "expired")
+
+
+class StoredObject(models.Model):
+    seq = models.BigAutoField(primary_key=True)
+    created_at = models.BigIntegerField(default=now)
+    metadata = models.JSONField(default=dict)
+
+    class Meta:
+        abstract = True
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def _assistant_id() -> str:
+    return new_id("asst")
+
+
+def _thread_id() -> str:
+    return new_id("thread")
+
+
+def _message_id() -> str:
+    return new_id("msg")
+
+
+def _run_id() -> str:
+    return new_id("run")
+
+
+def _step_id() -> str:
+    return new_id("step")
+
+
+def _auto() -> str:
+    return "auto"
+
+
+class Assistant(StoredObject):
+    id = models.CharField(max_length=64, unique=True, default=_assistant_id)
+    name = models.CharField(max_length=256, null=True)
+    description = models.CharField(max_length=512, null=True)
+    model = models.CharField(max_length=256)
+    instructions = models.TextField(null=True)
+    tools = models.JSONField(default=list)
+    tool_resources = models.JSONField(null=True)
+    temperature = models.FloatField(null=True)
+    top_p = models.FloatField(null=True)
+    response_format = models.JSONField(null=True)
+    reasoning_effort = models.CharField(max_length=16, null=True)
+
+
+class Thread(StoredObject):
+    id = models.CharField(max_length=64, unique=True, default=_thread_id)
+    tool_resources = models.JSONField(null=True)
+
+
+class Message(StoredObject):
+    id = models.CharField(max_length=64, unique=True, default=_message_id)
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
+    status = models.CharField(max_length=16, default="completed")
+    incomplete_details = models.JSONField(null=True)
+    completed_at = models.BigIntegerField(null=True)
+    incomplete_at = models.BigIntegerField(null=True)
+    role = models.CharField(max_length=16)
+    content = models.JSONField(default=list)
+    assistant_id = models.CharField(max_length=64, null=True)
+    run_id = models.CharField(max_length=64, null=True, db_index=True)
+    attachments = models.JSONField(null=True)
+
+    class Meta(StoredObject.Meta):
+        indexes = [models.Index(fields=["thread", "seq"])]
+
+
+class Run(StoredObject):
+    id = models.CharField(max_length=64, unique=True, default=_run_id)
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
+    assistant_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, default="queued")
+    required_action = models.JSONField(null=True)
+    last_error = models.JSONField(null=True)
+    expires_at = models.BigIntegerField(null=True)
+    started_at = models.BigIntegerField(null=True)
+    cancelled_at = models.BigIntegerField(null=True)
+    failed_at = models.BigIntegerField(null=True)
+    completed_at = models.BigIntegerField(null=True)
+    incomplete_details = models.JSONField(null=True)
+    model = models.CharField(max_length=256)
+    instructions = models.TextField(default="")
+    additional_instructions = models.TextField(null=True)
+    tools = models.JSONField(default=list)
+    usage = models.JSONField(null=True)
+    temperature = models.FloatField(null=True)
+    top_p = models.FloatField(null=True)
+    max_prompt_tokens = models.IntegerField(null=True)
+    max_completion_tokens = models.IntegerField(null=True)
+    truncation_strategy = models.JSONField(default=dict)
+    tool_choice = models.JSONField(default=_auto)
+    parallel_tool_calls = models.BooleanField(default=True)
+    response_format = models.JSONField(default=_auto)
+    reasoning_effort = models.CharField(max_length=16, null=True)
+
+    class Meta(StoredObject.Meta):
+        indexes = [models.Index(fields=["thread", "seq"])]
+        constraints = [
+            # At most one active run per thread, enforced by the database so
+            # that it holds across server processes.
+            models.UniqueConstraint(
+                fields=["thread"],
+                condition=Q(status__in=ACTIVE_RUN_STATUSES),
+                name="assistants_api_one_active_run_per_thread",
+            )
+        ]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_RUN_STATUSES
+
+
+class RunStep(StoredObject):
+    id = models.CharField(max_length=64, unique=True, default=_step_id)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    thread_id = models.CharField(max_length=64)
+    assistant_id = models.CharField(max_length=64)
+    type = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, default="in_progress")
+    step_details = models.JSONField(default=dict)
+    last_error = models.JSONField(null=True)
+    expired_at = models.BigIntegerField(null=True)
+    cancelled_at = models.BigIntegerField(null=True)
+    failed_at = models.BigIntegerField(null=True)
+    completed_at = models.BigIntegerField(null=True)
+    usage = models.JSONField(null=True)
+
+
+def hash_key(raw_key: str) -> str:
+    """SHA-256 of a key. Keys are 256 random bits, so a fast hash is safe."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    """A bearer key for the embedded API over HTTP. Only its hash is stored."""
+
+    PREFIX = "sk-betaassi-"
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=24, help_text="The first characters, to recognise a key.")
+    hashed_key = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, name: str) -> tuple[ApiKey, str]:
+        """Create a key; returns the row and the raw key, which is never stored."""
+        raw = cls.PREFIX + secrets.token_urlsafe(32)
+        key = cls.objects.create(name=name, prefix=raw[: len(cls.PREFIX) + 6], hashed_key=hash_key(raw))
+        return key, raw

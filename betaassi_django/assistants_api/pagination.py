@@ -1,0 +1,81 @@
+"""Cursor pagination as OpenAI's list endpoints do it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.db.models import QuerySet
+from django.http import QueryDict
+
+from .errors import invalid
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+def _limit(query: QueryDict) -> int:
+    raw = query.get("limit")
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise invalid(f"Invalid type for 'limit': expected an integer, but got '{raw[:50]}' instead.",
+                      param="limit", code="invalid_type") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        side = "below minimum" if limit < 1 else "above maximum"
+        bound = ">= 1" if limit < 1 else f"<= {MAX_LIMIT}"
+        raise invalid(f"Invalid 'limit': integer {side} value. Expected a value {bound}, but got {limit} instead.",
+                      param="limit", code="integer_below_min_value" if limit < 1 else "integer_above_max_value")
+    return limit
+
+
+def _order(query: QueryDict) -> str:
+    order = query.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise invalid(f"Invalid value for 'order': '{order[:50]}'. Supported values are: 'asc' and 'desc'.",
+                      param="order", code="invalid_value")
+    return order
+
+
+def _cursor_seq(queryset: QuerySet, name: str, object_id: str) -> int:
+    seq = queryset.filter(id=object_id).values_list("seq", flat=True).first()
+    if seq is None:
+        raise invalid(f"Invalid '{name}': no object with id '{object_id[:100]}' is in this list.", param=name,
+                      code="invalid_cursor")
+    return seq
+
+
+def page(queryset: QuerySet, query: QueryDict, serialize: Callable[[object], dict]) -> dict:
+    """One page of ``queryset`` (in creation order) as an OpenAI list object.
+
+    ``after`` pages forward in the chosen order; ``before`` returns the objects
+    just before the cursor (still in the chosen order), and ``has_more`` then
+    says whether more lie further back.
+    """
+    limit, order = _limit(query), _order(query)
+    after, before = query.get("after"), query.get("before")
+    forward = order == "asc"
+    rows = queryset
+    if after:
+        seq = _cursor_seq(queryset, "after", after)
+        rows = rows.filter(seq__gt=seq) if forward else rows.filter(seq__lt=seq)
+    if before:
+        seq = _cursor_seq(queryset, "before", before)
+        rows = rows.filter(seq__lt=seq) if forward else rows.filter(seq__gt=seq)
+    backwards = bool(before) and not after
+    ascending = forward != backwards
+    items = list(rows.order_by("seq" if ascending else "-seq")[: limit + 1])
+    has_more = len(items) > limit
+    items = items[:limit]
+    if backwards:
+        items.reverse()
+    data = [serialize(item) for item in items]
+    return {
+        "object": "list",
+        "data": data,
+        # The specification types these as strings; an empty page has "".
+        "first_id": data[0]["id"] if data else "",
+        "last_id": data[-1]["id"] if data else "",
+        "has_more": has_more,
+    }

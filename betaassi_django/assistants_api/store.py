@@ -1,0 +1,351 @@
+"""Synchronous store operations behind the /v1 views.
+
+Views validate bodies against the specification, then call these through
+``sync_to_async`` so each operation is one short database transaction.
+"""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.http import QueryDict
+
+from betaassi_django import conf
+
+from . import serializers
+from .errors import invalid, not_found
+from .ids import now
+from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
+from .pagination import page
+
+ASSISTANT_FIELDS = (
+    "model", "name", "description", "instructions", "tools", "tool_resources", "metadata",
+    "temperature", "top_p", "response_format", "reasoning_effort",
+)
+INCLUDE_VALUES = ("step_details.tool_calls[*].file_search.results[*].content",)
+
+
+def _tool_resources(value: dict | None, param: str) -> dict | None:
+    """Keep the stored shape of the specification; vector store creation is not offered."""
+    if value is None:
+        return None
+    search = value.get("file_search")
+    if isinstance(search, dict) and "vector_stores" in search:
+        raise invalid("Creating vector stores inline is not supported by the embedded API; pass "
+                      "'vector_store_ids' instead.", param=f"{param}.file_search.vector_stores",
+                      code="unsupported_parameter")
+    return value
+
+
+# Assistants ---------------------------------------------------------------
+
+def get_assistant(assistant_id: str) -> Assistant:
+    try:
+        return Assistant.objects.get(id=assistant_id)
+    except Assistant.DoesNotExist:
+        raise not_found("assistant", assistant_id) from None
+
+
+def create_assistant(body: dict) -> dict:
+    values = {k: body[k] for k in ASSISTANT_FIELDS if k in body}
+    values["tool_resources"] = _tool_resources(values.get("tool_resources"), "tool_resources")
+    values.setdefault("tools", [])
+    values["metadata"] = values.get("metadata") or {}
+    values.setdefault("temperature", 1.0)
+    values.setdefault("top_p", 1.0)
+    values.setdefault("response_format", "auto")
+    return serializers.assistant(Assistant.objects.create(**values))
+
+
+def modify_assistant(assistant_id: str, body: dict) -> dict:
+    with transaction.atomic():
+        assistant = get_assistant(assistant_id)
+        for field in ASSISTANT_FIELDS:
+            if field in body:
+                value = body[field]
+                if field == "tool_resources":
+                    value = _tool_resources(value, field)
+                elif field in ("metadata", "tools"):
+                    value = value or ({} if field == "metadata" else [])
+                setattr(assistant, field, value)
+        assistant.save()
+    return serializers.assistant(assistant)
+
+
+def delete_assistant(assistant_id: str) -> dict:
+    deleted, _ = Assistant.objects.filter(id=assistant_id).delete()
+    if not deleted:
+        raise not_found("assistant", assistant_id)
+    return serializers.deleted("assistant", assistant_id)
+
+
+def list_assistants(query: QueryDict) -> dict:
+    return page(Assistant.objects.all(), query, serializers.assistant)
+
+
+# Threads and messages ------------------------------------------------------
+
+def get_thread(thread_id: str) -> Thread:
+    try:
+        return Thread.objects.get(id=thread_id)
+    except Thread.DoesNotExist:
+        raise not_found("thread", thread_id) from None
+
+
+def message_content(content: str | list) -> list:
+    """Request content (a string or parts) -> stored content parts."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": {"value": content, "annotations": []}}]
+    parts = []
+    for part in content:
+        if part["type"] == "text":
+            parts.append({"type": "text", "text": {"value": part["text"], "annotations": []}})
+        else:
+            parts.append(part)
+    return parts
+
+
+def _new_message(thread: Thread, body: dict) -> Message:
+    return Message(
+        thread=thread,
+        role=body["role"],
+        content=message_content(body["content"]),
+        attachments=body.get("attachments") or [],
+        metadata=body.get("metadata") or {},
+        status="completed",
+    )
+
+
+def _insert_thread(body: dict) -> Thread:
+    thread = Thread.objects.create(
+        metadata=body.get("metadata") or {},
+        tool_resources=_tool_resources(body.get("tool_resources"), "tool_resources"),
+    )
+    Message.objects.bulk_create([_new_message(thread, m) for m in body.get("messages") or []])
+    return thread
+
+
+def create_thread(body: dict) -> dict:
+    with transaction.atomic():
+        return serializers.thread(_insert_thread(body))
+
+
+def modify_thread(thread_id: str, body: dict) -> dict:
+    with transaction.atomic():
+        thread = get_thread(thread_id)
+        if "metadata" in body:
+            thread.metadata = body["metadata"] or {}
+        if "tool_resources" in body:
+            thread.tool_resources = _tool_resources(body["tool_resources"], "tool_resources")
+        thread.save()
+    return serializers.thread(thread)
+
+
+def delete_thread(thread_id: str) -> dict:
+    deleted, _ = Thread.objects.filter(id=thread_id).delete()
+    if not deleted:
+        raise not_found("thread", thread_id)
+    return serializers.deleted("thread", thread_id)
+
+
+def _active_run(thread: Thread) -> Run | None:
+    """The thread's active run, after expiring runs whose time ran out."""
+    Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now()).update(
+        status="expired"
+    )
+    return Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).first()
+
+
+def create_message(thread_id: str, body: dict) -> dict:
+    with transaction.atomic():
+        thread = get_thread(thread_id)
+        active = _active_run(thread)
+        if active is not None:
+            raise invalid(f"Can't add messages to {thread_id} while a run {active.id} is active.")
+        message = _new_message(thread, body)
+        message.save()
+    return serializers.message(message, thread_id)
+
+
+def get_message(thread_id: str, message_id: str) -> Message:
+    try:
+        return Message.objects.get(id=message_id, thread__id=thread_id)
+    except Message.DoesNotExist:
+        get_thread(thread_id)
+        raise not_found("message", message_id) from None
+
+
+def retrieve_message(thread_id: str, message_id: str) -> dict:
+    return serializers.message(get_message(thread_id, message_id), thread_id)
+
+
+def modify_message(thread_id: str, message_id: str, body: dict) -> dict:
+    with transaction.atomic():
+        message = get_message(thread_id, message_id)
+        if "metadata" in body:
+            message.metadata = body["metadata"] or {}
+            message.save(update_fields=["metadata"])
+    return serializers.message(message, thread_id)
+
+
+def delete_message(thread_id: str, message_id: str) -> dict:
+    with transaction.atomic():
+        get_message(thread_id, message_id).delete()
+    return serializers.deleted("thread.message", message_id)
+
+
+def list_messages(thread_id: str, query: QueryDict) -> dict:
+    thread = get_thread(thread_id)
+    messages = Message.objects.filter(thread=thread)
+    if query.get("run_id"):
+        messages = messages.filter(run_id=query["run_id"])
+    return page(messages, query, lambda m: serializers.message(m, thread_id))
+
+
+# Runs and steps -----------------------------------------------------------
+
+def check_include(query: QueryDict) -> None:
+    for value in query.getlist("include[]"):
+        if value not in INCLUDE_VALUES:
+            raise invalid(f"Invalid value for 'include[]': '{value[:100]}'. Supported values are: "
+                          f"'{INCLUDE_VALUES[0]}'.", param="include[]", code="invalid_value")
+
+
+def _new_run(run_id: str, thread: Thread, assistant: Assistant, body: dict) -> Run:
+    created = now()
+
+    def pick(field, default):
+        value = body.get(field)
+        return default if value is None else value
+
+    instructions = body.get("instructions")
+    if instructions is None:
+        instructions = assistant.instructions or ""
+    return Run(
+        id=run_id,
+        thread=thread,
+        assistant_id=assistant.id,
+        created_at=created,
+        expires_at=created + conf.get().run_expires_seconds,
+        model=pick("model", assistant.model),
+        instructions=instructions,
+        additional_instructions=body.get("additional_instructions"),
+        tools=pick("tools", assistant.tools),
+        metadata=body.get("metadata") or {},
+        temperature=pick("temperature", assistant.temperature),
+        top_p=pick("top_p", assistant.top_p),
+        max_prompt_tokens=body.get("max_prompt_tokens"),
+        max_completion_tokens=body.get("max_completion_tokens"),
+        truncation_strategy=pick("truncation_strategy", {"type": "auto", "last_messages": None}),
+        tool_choice=pick("tool_choice", "auto"),
+        parallel_tool_calls=pick("parallel_tool_calls", True),
+        response_format=pick("response_format", assistant.response_format or "auto"),
+        reasoning_effort=pick("reasoning_effort", assistant.reasoning_effort),
+    )
+
+
+def _check_truncation(body: dict) -> None:
+    strategy = body.get("truncation_strategy")
+    if strategy and strategy["type"] == "last_messages" and not strategy.get("last_messages"):
+        raise invalid("'truncation_strategy.last_messages' is required when its type is 'last_messages'.",
+                      param="truncation_strategy.last_messages", code="missing_required_parameter")
+
+
+def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
+    from .engine import engine
+
+    _check_truncation(body)
+    assistant = get_assistant(body["assistant_id"])
+    active = _active_run(thread)
+    if active is not None:
+        raise invalid(f"Thread {thread.id} already has an active run {active.id}.")
+    Message.objects.bulk_create([_new_message(thread, m) for m in body.get("additional_messages") or []])
+    run = _new_run(run_id, thread, assistant, body)
+    try:
+        with transaction.atomic():
+            run.save(force_insert=True)
+    except IntegrityError:
+        # Another process started a run between our check and our insert.
+        raise invalid(f"Thread {thread.id} already has an active run.") from None
+    transaction.on_commit(lambda: engine.submit(run_id))
+    return run
+
+
+def create_run(thread_id: str, run_id: str, body: dict) -> dict:
+    with transaction.atomic():
+        thread = get_thread(thread_id)
+        return serializers.run(_insert_run(run_id, thread, body), thread_id)
+
+
+def create_thread_and_run(run_id: str, body: dict) -> tuple[dict, dict]:
+    thread_body = body.get("thread") or {}
+    if body.get("tool_resources") is not None:
+        thread_body = {**thread_body, "tool_resources": body["tool_resources"]}
+    with transaction.atomic():
+        get_assistant(body["assistant_id"])
+        thread = _insert_thread(thread_body)
+        run = _insert_run(run_id, thread, {k: v for k, v in body.items() if k not in ("thread", "tool_resources")})
+        return serializers.thread(thread), serializers.run(run, thread.id)
+
+
+def get_run(thread_id: str, run_id: str) -> Run:
+    try:
+        return Run.objects.get(id=run_id, thread__id=thread_id)
+    except Run.DoesNotExist:
+        get_thread(thread_id)
+        raise not_found("run", run_id) from None
+
+
+def retrieve_run(thread_id: str, run_id: str) -> dict:
+    return serializers.run(get_run(thread_id, run_id), thread_id)
+
+
+def modify_run(thread_id: str, run_id: str, body: dict) -> dict:
+    with transaction.atomic():
+        run = get_run(thread_id, run_id)
+        if "metadata" in body:
+            run.metadata = body["metadata"] or {}
+            run.save(update_fields=["metadata"])
+    return serializers.run(run, thread_id)
+
+
+def list_runs(thread_id: str, query: QueryDict) -> dict:
+    thread = get_thread(thread_id)
+    return page(Run.objects.filter(thread=thread), query, lambda r: serializers.run(r, thread_id))
+
+
+def cancel_run(thread_id: str, run_id: str) -> dict:
+    from .engine import engine
+
+    with transaction.atomic():
+        run = get_run(thread_id, run_id)
+        if run.status not in ("queued", "in_progress", "requires_action"):
+            raise invalid(f"Cannot cancel run with status '{run.status}'.", param="run_id")
+        if run.status == "requires_action":
+            # Nothing is executing: the run stops here.
+            run.status, run.cancelled_at, run.required_action = "cancelled", now(), None
+        else:
+            run.status = "cancelling"
+        run.save(update_fields=["status", "cancelled_at", "required_action"])
+    engine.request_cancel(run_id)
+    return serializers.run(run, thread_id)
+
+
+def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> dict:
+    run = get_run(thread_id, run_id)
+    if run.status != "requires_action":
+        raise invalid(f"Runs in status \"{run.status}\" do not accept tool outputs.", param="run_id")
+    raise invalid("Tool outputs are not accepted by the echo responder.", param="tool_outputs")
+
+
+def get_step(thread_id: str, run_id: str, step_id: str) -> dict:
+    try:
+        step = RunStep.objects.get(id=step_id, run__id=run_id, thread_id=thread_id)
+    except RunStep.DoesNotExist:
+        get_run(thread_id, run_id)
+        raise not_found("run step", step_id) from None
+    return serializers.run_step(step, run_id)
+
+
+def list_steps(thread_id: str, run_id: str, query: QueryDict) -> dict:
+    run = get_run(thread_id, run_id)
+    return page(RunStep.objects.filter(run=run), query, lambda s: serializers.run_step(s, run_id))

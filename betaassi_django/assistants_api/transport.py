@@ -1,0 +1,113 @@
+"""In-process transports: the app's own openai clients reach the /v1 views without sockets.
+
+``InProcessTransport`` (sync) and ``AsyncInProcessTransport`` build the same
+Django ``ASGIRequest`` daphne would, resolve it against the API's URLconf and
+call the very same view. No middleware runs and no request signals are sent,
+so a call made inside the caller's database transaction stays inside it (the
+sync transport runs the view's database work on the caller's thread).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Iterator
+
+import httpx2
+from asgiref.sync import async_to_sync
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponseBase
+from django.urls import resolve
+
+from .http import IN_PROCESS_SCOPE_KEY
+from .streaming import RunEventStream, SSEResponse
+
+URLCONF = "betaassi_django.assistants_api.urls"
+API_PREFIX = "/v1"
+
+
+async def dispatch(request: httpx2.Request, body: bytes) -> HttpResponseBase:
+    """Answer one httpx request with the /v1 view that HTTP would reach."""
+    path = request.url.path
+    api_path = path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else path
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": request.url.scheme,
+        "path": path,
+        "raw_path": request.url.raw_path,
+        "root_path": "",
+        "query_string": request.url.query,
+        "headers": [(k.lower(), v) for k, v in request.headers.raw],
+        "server": (request.url.host, request.url.port or 80),
+        "client": ("127.0.0.1", 0),
+        IN_PROCESS_SCOPE_KEY: True,
+    }
+    django_request = ASGIRequest(scope, io.BytesIO(body))
+    match = resolve(api_path, urlconf=URLCONF)
+    django_request.resolver_match = match
+    return await match.func(django_request, *match.args, **match.kwargs)
+
+
+def _headers(response: HttpResponseBase) -> list[tuple[str, str]]:
+    return list(response.items())
+
+
+class _SyncFrames(httpx2.SyncByteStream):
+    """Pulls SSE frames one at a time, each in its own short event loop."""
+
+    def __init__(self, frames: RunEventStream) -> None:
+        self._frames = frames
+
+    def __iter__(self) -> Iterator[bytes]:
+        pull = async_to_sync(self._next)
+        while (frame := pull()) is not None:
+            yield frame
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._frames.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def close(self) -> None:
+        self._frames.close()
+
+
+class _AsyncFrames(httpx2.AsyncByteStream):
+    def __init__(self, frames: RunEventStream) -> None:
+        self._frames = frames
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for frame in self._frames:
+            yield frame
+
+    async def aclose(self) -> None:
+        self._frames.close()
+
+
+class InProcessTransport(httpx2.BaseTransport):
+    """For ``openai.OpenAI``: call from sync code (not from inside an event loop)."""
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = request.read()
+        response = async_to_sync(dispatch)(request, body)
+        if isinstance(response, SSEResponse):
+            stream = _SyncFrames(response.events)
+            return httpx2.Response(response.status_code, headers=_headers(response), stream=stream, request=request)
+        return httpx2.Response(response.status_code, headers=_headers(response), content=response.content,
+                               request=request)
+
+
+class AsyncInProcessTransport(httpx2.AsyncBaseTransport):
+    """For ``openai.AsyncOpenAI``: the view runs on the caller's event loop."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = await request.aread()
+        response = await dispatch(request, body)
+        if isinstance(response, SSEResponse):
+            stream = _AsyncFrames(response.events)
+            return httpx2.Response(response.status_code, headers=_headers(response), stream=stream, request=request)
+        return httpx2.Response(response.status_code, headers=_headers(response), content=response.content,
+                               request=request)

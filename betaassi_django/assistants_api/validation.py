@@ -1,0 +1,160 @@
+"""Request validation: OpenAI's request schemas, then the limits they leave out.
+
+Bodies are checked against the request schemas of OpenAI's specification
+(``schemas/requests.json``), so what the embedded API accepts is exactly what
+the specification allows; metadata limits, which the specification states only
+in prose, are checked here.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from .errors import invalid
+
+SCHEMAS_URI = "urn:betaassi:assistants-requests"
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY = 64
+METADATA_MAX_VALUE = 512
+_JSON_TYPES = {
+    dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+    int: "an integer", float: "a decimal", type(None): "null",
+}
+_SCHEMA_TYPES = {
+    "object": "an object", "array": "an array", "string": "a string", "boolean": "a boolean",
+    "integer": "an integer", "number": "a decimal", "null": "null",
+}
+
+
+@cache
+def _registry() -> Registry:
+    contents = json.loads((Path(__file__).parent / "schemas" / "requests.json").read_text())
+    return Registry().with_resource(SCHEMAS_URI, Resource.from_contents(contents, DRAFT202012))
+
+
+@cache
+def validator(schema_name: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": f"{SCHEMAS_URI}#/components/schemas/{schema_name}"}, registry=_registry())
+
+
+def param_path(path) -> str:
+    """``["messages", 0, "content"]`` -> ``messages[0].content`` as OpenAI names params."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), "a value")
+
+
+def _error_for(error: ValidationError) -> Exception:
+    """Translate the most relevant schema error into OpenAI's wording."""
+    path = list(error.absolute_path)
+    param = param_path(path) or None
+    where = f"'{param}'" if param else "the request body"
+    kind, expected, value = error.validator, error.validator_value, error.instance
+    if kind == "additionalProperties":
+        extra = sorted(set(value) - set(error.schema.get("properties", {})))
+        name = param_path([*path, extra[0]]) if extra else param
+        return invalid(f"Unrecognized request argument supplied: {extra[0] if extra else ''}", param=name,
+                       code="unknown_parameter")
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        name = param_path([*path, missing])
+        return invalid(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+    if kind == "type":
+        wanted = expected if isinstance(expected, list) else [expected]
+        names = " or ".join(_SCHEMA_TYPES.get(t, t) for t in wanted)
+        return invalid(f"Invalid type for {where}: expected {names}, but got {_describe(value)} instead.",
+                       param=param, code="invalid_type")
+    if kind == "maxLength":
+        return invalid(f"Invalid {where}: string too long. Expected a string with maximum length {expected}, "
+                       f"but got a string with length {len(value)} instead.", param=param,
+                       code="string_above_max_length")
+    if kind == "minLength":
+        return invalid(f"Invalid {where}: string too short. Expected a string with minimum length {expected}, "
+                       f"but got a string with length {len(value)} instead.", param=param,
+                       code="string_below_min_length")
+    if kind in ("maximum", "minimum"):
+        word = "integer" if isinstance(value, int) else "decimal"
+        side, op = ("above", "<=") if kind == "maximum" else ("below", ">=")
+        return invalid(f"Invalid {where}: {word} {side} {'maximum' if kind == 'maximum' else 'minimum'} value. "
+                       f"Expected a value {op} {expected}, but got {value} instead.", param=param,
+                       code=f"{word}_{side}_{'max' if kind == 'maximum' else 'min'}_value")
+    if kind in ("maxItems", "minItems"):
+        side = "long" if kind == "maxItems" else "short"
+        bound = "maximum" if kind == "maxItems" else "minimum"
+        return invalid(f"Invalid {where}: array too {side}. Expected an array with {bound} length {expected}, "
+                       f"but got an array with length {len(value)} instead.", param=param,
+                       code=f"array_{'above_max' if kind == 'maxItems' else 'below_min'}_length")
+    if kind in ("enum", "const"):
+        allowed = expected if kind == "enum" else [expected]
+        listed = ", ".join(repr(v) for v in allowed)
+        return invalid(f"Invalid value for {where}: {json.dumps(value)[:100]}. Supported values are: {listed}.",
+                       param=param, code="invalid_value")
+    if kind in ("anyOf", "oneOf"):
+        return invalid(f"Invalid value for {where}: {_describe(value)} does not match any of the forms the "
+                       "API accepts here.", param=param, code="invalid_value")
+    return invalid(f"Invalid value for {where}: {error.message[:200]}", param=param, code="invalid_value")
+
+
+def validate_body(schema_name: str, body: Any) -> dict:
+    """Validate a decoded JSON body; raise a 400 ``ApiError`` naming the param."""
+    if not isinstance(body, dict):
+        raise invalid(f"Invalid type for the request body: expected an object, but got {_describe(body)} instead.",
+                      code="invalid_type")
+    error = best_match(validator(schema_name).iter_errors(body))
+    if error is not None:
+        raise _error_for(error)
+    for path, metadata in _metadata_values(body):
+        check_metadata(metadata, path)
+    return body
+
+
+def _metadata_values(body: dict):
+    """Every metadata object a request body can carry, with its param path."""
+    if "metadata" in body:
+        yield "metadata", body["metadata"]
+    thread = body.get("thread")
+    if isinstance(thread, dict):
+        yield from ((f"thread.{p}", m) for p, m in _metadata_values(thread))
+    for field in ("messages", "additional_messages"):
+        for index, message in enumerate(body.get(field) or []):
+            if isinstance(message, dict) and "metadata" in message:
+                yield f"{field}[{index}].metadata", message["metadata"]
+
+
+def check_metadata(metadata: Any, param: str = "metadata") -> None:
+    """At most 16 pairs, keys up to 64 characters, string values up to 512."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise invalid(f"Invalid type for '{param}': expected an object, but got {_describe(metadata)} instead.",
+                      param=param, code="invalid_type")
+    for index, (key, value) in enumerate(metadata.items()):
+        name = f"{param}.{key}"
+        if index >= METADATA_MAX_PAIRS:
+            raise invalid(f"Invalid '{param}': too many properties. Expected an object with at most "
+                          f"{METADATA_MAX_PAIRS} properties, but got an object with {len(metadata)} properties "
+                          f"instead; '{key}' is over the limit.", param=name, code="object_above_max_properties")
+        if len(key) > METADATA_MAX_KEY:
+            raise invalid(f"Invalid '{param}': key '{key}' is too long. Expected a key with maximum length "
+                          f"{METADATA_MAX_KEY}, but got a key with length {len(key)} instead.", param=name,
+                          code="string_above_max_length")
+        if not isinstance(value, str):
+            raise invalid(f"Invalid type for '{name}': expected a string, but got {_describe(value)} instead.",
+                          param=name, code="invalid_type")
+        if len(value) > METADATA_MAX_VALUE:
+            raise invalid(f"Invalid '{name}': string too long. Expected a string with maximum length "
+                          f"{METADATA_MAX_VALUE}, but got a string with length {len(value)} instead.", param=name,
+                          code="string_above_max_length")

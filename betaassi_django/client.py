@@ -1,0 +1,73 @@
+"""The one factory for openai clients, for whichever backend is configured.
+
+- ``embedded`` (default): the app's own Assistants API, reached in-process.
+- ``remote``: any Assistants-compatible host at ``OPENAI_BASE_URL``.
+
+Everything in betaassi-django talks to its backend through these clients, so
+the official SDK (its retries, streaming helpers and types) is the only client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import openai
+
+from betaassi_django import conf
+
+#: The base URL of in-process clients; nothing listens there, no socket is opened.
+EMBEDDED_BASE_URL = "http://embedded.betaassi.invalid/v1"
+EMBEDDED_API_KEY = "in-process"
+
+_sync_client: openai.OpenAI | None = None
+_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def build_client(*, backend: str | None = None, **options) -> openai.OpenAI:
+    """A new sync client; ``options`` go to ``openai.OpenAI`` (e.g. ``max_retries``)."""
+    settings = conf.get()
+    if (backend or settings.backend) == "embedded":
+        from betaassi_django.assistants_api.transport import InProcessTransport
+
+        return openai.OpenAI(base_url=EMBEDDED_BASE_URL, api_key=EMBEDDED_API_KEY,
+                             http_client=openai.DefaultHttpxClient(transport=InProcessTransport()), **options)
+    return openai.OpenAI(base_url=settings.openai_base_url or None, api_key=settings.openai_api_key or None,
+                         **options)
+
+
+def build_async_client(*, backend: str | None = None, **options) -> openai.AsyncOpenAI:
+    """A new async client; ``options`` go to ``openai.AsyncOpenAI``."""
+    settings = conf.get()
+    if (backend or settings.backend) == "embedded":
+        from betaassi_django.assistants_api.transport import AsyncInProcessTransport
+
+        return openai.AsyncOpenAI(base_url=EMBEDDED_BASE_URL, api_key=EMBEDDED_API_KEY,
+                                  http_client=openai.DefaultAsyncHttpxClient(transport=AsyncInProcessTransport()),
+                                  **options)
+    return openai.AsyncOpenAI(base_url=settings.openai_base_url or None, api_key=settings.openai_api_key or None,
+                              **options)
+
+
+def get_client() -> openai.OpenAI:
+    """The shared sync client for the configured backend."""
+    global _sync_client
+    if _sync_client is None:
+        _sync_client = build_client()
+    return _sync_client
+
+
+def get_async_client() -> openai.AsyncOpenAI:
+    """The shared async client of the running event loop (connection pools are per loop)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = _async_clients[loop] = build_async_client()
+    return client
+
+
+def reset() -> None:
+    """Forget shared clients (after the configuration changed)."""
+    global _sync_client
+    _sync_client = None
+    _async_clients.clear()

@@ -1,0 +1,84 @@
+"""The one place that reads betaassi-django's configuration.
+
+Each value comes from the Django setting of the same name when a project sets
+one, else from the environment (django-environ, so ``.env`` is honoured), else
+the default in DESIGN.md section 4.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import environ
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+BACKENDS = ("embedded", "remote")
+RESPONDERS = ("echo", "openai")
+UPSTREAM_APIS = ("responses", "chat")
+
+_env = environ.Env()
+
+
+@dataclass(frozen=True)
+class BetaassiSettings:
+    backend: str
+    openai_base_url: str
+    openai_api_key: str
+    responder: str
+    upstream_base_url: str
+    upstream_api_key: str
+    upstream_api: str
+    api_max_body_bytes: int
+    run_expires_seconds: int
+    echo_delay: float
+
+
+def _read(name: str, default, cast=str):
+    if hasattr(settings, name):
+        return cast(getattr(settings, name))
+    if cast is int:
+        return _env.int(name, default=default)
+    if cast is float:
+        return _env.float(name, default=default)
+    return _env.str(name, default=default)
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _read(name, default).strip().lower() or default
+    if value not in allowed:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+@functools.cache
+def get() -> BetaassiSettings:
+    """The current configuration, read once and cached until a setting changes."""
+    openai_base_url = _read("OPENAI_BASE_URL", "")
+    openai_api_key = _read("OPENAI_API_KEY", "")
+    return BetaassiSettings(
+        backend=_choice("BETAASSI_BACKEND", "embedded", BACKENDS),
+        openai_base_url=openai_base_url,
+        openai_api_key=openai_api_key,
+        responder=_choice("BETAASSI_RESPONDER", "echo", RESPONDERS),
+        # The embedded backend's upstream falls back to the usual OpenAI variables.
+        upstream_base_url=_read("BETAASSI_UPSTREAM_BASE_URL", "") or openai_base_url or OPENAI_DEFAULT_BASE_URL,
+        upstream_api_key=_read("BETAASSI_UPSTREAM_API_KEY", "") or openai_api_key,
+        upstream_api=_choice("BETAASSI_UPSTREAM_API", "responses", UPSTREAM_APIS),
+        api_max_body_bytes=_read("BETAASSI_API_MAX_BODY_BYTES", 4 * 1024 * 1024, int),
+        run_expires_seconds=_read("BETAASSI_RUN_EXPIRES_SECONDS", 600, int),
+        echo_delay=_read("BETAASSI_ECHO_DELAY", 0.0, float),
+    )
+
+
+def _reset(**kwargs) -> None:
+    get.cache_clear()
+    from betaassi_django import client
+
+    client.reset()
+
+
+setting_changed.connect(_reset)

@@ -1,0 +1,3 @@
+"""WebSocket URL patterns of the app (the session consumer joins in a later release)."""
+
+websocket_urlpatterns: list = []
