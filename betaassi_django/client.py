@@ -30,10 +30,13 @@ def build_client(*, backend: str | None = None, **options) -> openai.OpenAI:
     if (backend or settings.backend) == "embedded":
         from betaassi_django.assistants_api.transport import InProcessTransport
 
-        return openai.OpenAI(base_url=EMBEDDED_BASE_URL, api_key=EMBEDDED_API_KEY,
-                             http_client=openai.DefaultHttpxClient(transport=InProcessTransport()), **options)
-    return openai.OpenAI(base_url=settings.openai_base_url or None, api_key=settings.openai_api_key or None,
-                         **options)
+        return openai.OpenAI(
+            base_url=EMBEDDED_BASE_URL,
+            api_key=EMBEDDED_API_KEY,
+            http_client=openai.DefaultHttpxClient(transport=InProcessTransport()),
+            **options,
+        )
+    return openai.OpenAI(base_url=settings.openai_base_url or None, api_key=settings.openai_api_key or None, **options)
 
 
 def build_async_client(*, backend: str | None = None, **options) -> openai.AsyncOpenAI:
@@ -42,11 +45,15 @@ def build_async_client(*, backend: str | None = None, **options) -> openai.Async
     if (backend or settings.backend) == "embedded":
         from betaassi_django.assistants_api.transport import AsyncInProcessTransport
 
-        return openai.AsyncOpenAI(base_url=EMBEDDED_BASE_URL, api_key=EMBEDDED_API_KEY,
-                                  http_client=openai.DefaultAsyncHttpxClient(transport=AsyncInProcessTransport()),
-                                  **options)
-    return openai.AsyncOpenAI(base_url=settings.openai_base_url or None, api_key=settings.openai_api_key or None,
-                              **options)
+        return openai.AsyncOpenAI(
+            base_url=EMBEDDED_BASE_URL,
+            api_key=EMBEDDED_API_KEY,
+            http_client=openai.DefaultAsyncHttpxClient(transport=AsyncInProcessTransport()),
+            **options,
+        )
+    return openai.AsyncOpenAI(
+        base_url=settings.openai_base_url or None, api_key=settings.openai_api_key or None, **options
+    )
 
 
 def get_client() -> openai.OpenAI:

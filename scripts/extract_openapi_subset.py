@@ -32,9 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "openapi" / "assistants-openapi.json"
 REQUESTS_OUT = ROOT / "betaassi_django" / "assistants_api" / "schemas" / "requests.json"
 REQUEST_SCHEMAS = (
-    "CreateAssistantRequest", "ModifyAssistantRequest", "CreateThreadRequest", "ModifyThreadRequest",
-    "CreateMessageRequest", "ModifyMessageRequest", "CreateRunRequest", "CreateThreadAndRunRequest",
-    "ModifyRunRequest", "SubmitToolOutputsRunRequest",
+    "CreateAssistantRequest",
+    "ModifyAssistantRequest",
+    "CreateThreadRequest",
+    "ModifyThreadRequest",
+    "CreateMessageRequest",
+    "ModifyMessageRequest",
+    "CreateRunRequest",
+    "CreateThreadAndRunRequest",
+    "ModifyRunRequest",
+    "SubmitToolOutputsRunRequest",
 )
 ANNOTATIONS = ("description", "example", "x-oaiMeta", "title", "x-oaiTypeLabel", "x-stainless-const")
 PATH_PREFIXES = ("/assistants", "/threads")
@@ -112,29 +119,39 @@ def extract(spec: dict) -> dict:
     roots: set[str] = set(EXTRA_SCHEMAS)
     _refs(paths, roots)
     done = closure(schemas, roots)
-    return denullable(_jsonable({
-        "openapi": spec["openapi"],
-        "info": {
-            **spec["info"],
-            "x-subset-of": "openai/openai-openapi main at f85dbe2 (2026-08-21), MIT, Copyright (c) OpenAI",
-        },
-        "servers": spec.get("servers", []),
-        "security": spec.get("security", []),
-        "paths": paths,
-        "components": {
-            "schemas": {name: schemas[name] for name in sorted(done)},
-            "securitySchemes": spec["components"].get("securitySchemes", {}),
-        },
-    }))
+    return denullable(
+        _jsonable(
+            {
+                "openapi": spec["openapi"],
+                "info": {
+                    **spec["info"],
+                    "x-subset-of": "openai/openai-openapi main at f85dbe2 (2026-08-21), MIT, Copyright (c) OpenAI",
+                },
+                "servers": spec.get("servers", []),
+                "security": spec.get("security", []),
+                "paths": paths,
+                "components": {
+                    "schemas": {name: schemas[name] for name in sorted(done)},
+                    "securitySchemes": spec["components"].get("securitySchemes", {}),
+                },
+            }
+        )
+    )
 
 
 def extract_requests(spec: dict) -> dict:
     schemas = spec["components"]["schemas"]
     names = closure(schemas, REQUEST_SCHEMAS)
-    return strip_annotations(denullable(_jsonable({
-        "x-source": "openai/openai-openapi main at f85dbe2 (2026-08-21), MIT, Copyright (c) OpenAI",
-        "components": {"schemas": {name: schemas[name] for name in sorted(names)}},
-    })))
+    return strip_annotations(
+        denullable(
+            _jsonable(
+                {
+                    "x-source": "openai/openai-openapi main at f85dbe2 (2026-08-21), MIT, Copyright (c) OpenAI",
+                    "components": {"schemas": {name: schemas[name] for name in sorted(names)}},
+                }
+            )
+        )
+    )
 
 
 def main(source: str) -> None:

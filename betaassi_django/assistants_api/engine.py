@@ -13,6 +13,7 @@ test's loop, or from the short-lived loops of the sync in-process transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
@@ -22,10 +23,16 @@ from concurrent.futures import Future
 logger = logging.getLogger("betaassi_django.engine")
 
 #: Events after which a run's stream ends (the client must act or it is over).
-STREAM_END_EVENTS = frozenset({
-    "thread.run.completed", "thread.run.failed", "thread.run.cancelled", "thread.run.expired",
-    "thread.run.incomplete", "thread.run.requires_action",
-})
+STREAM_END_EVENTS = frozenset(
+    {
+        "thread.run.completed",
+        "thread.run.failed",
+        "thread.run.cancelled",
+        "thread.run.expired",
+        "thread.run.incomplete",
+        "thread.run.requires_action",
+    }
+)
 
 
 class RunEvents:
@@ -42,10 +49,8 @@ class RunEvents:
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             loop, future = waiter
-            try:
+            with contextlib.suppress(RuntimeError):  # the subscriber's loop is gone
                 loop.call_soon_threadsafe(_wake, future)
-            except RuntimeError:  # the subscriber's loop is gone
-                pass
 
     async def get(self) -> tuple[str, dict] | None:
         while True:

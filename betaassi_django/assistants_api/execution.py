@@ -75,13 +75,21 @@ def _start(run_id: str) -> Started | Run | None:
             tools=run.tools,
         )
         message = Message.objects.create(
-            thread_id=run.thread_id, role="assistant", status="in_progress", content=[],
-            assistant_id=run.assistant_id, run_id=run.id, attachments=[],
+            thread_id=run.thread_id,
+            role="assistant",
+            status="in_progress",
+            content=[],
+            assistant_id=run.assistant_id,
+            run_id=run.id,
+            attachments=[],
         )
         step = RunStep.objects.create(
-            run=run, thread_id=thread_id, assistant_id=run.assistant_id, type="message_creation",
-            status="in_progress", step_details={"type": "message_creation",
-                                                "message_creation": {"message_id": message.id}},
+            run=run,
+            thread_id=thread_id,
+            assistant_id=run.assistant_id,
+            type="message_creation",
+            status="in_progress",
+            step_details={"type": "message_creation", "message_creation": {"message_id": message.id}},
         )
     run_data = serializers.run(run, thread_id)
     step_data = serializers.run_step(step, run.id)
@@ -110,10 +118,14 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str, error: str 
             raise RunGone(run.id)
         if outcome == "completed" and current.status == "cancelling":
             outcome = "cancelled"
-        content = [{"type": "text", "text": {"value": text, "annotations": []}}] if text or outcome == "completed" \
-            else []
-        usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                 "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+        content = (
+            [{"type": "text", "text": {"value": text, "annotations": []}}] if text or outcome == "completed" else []
+        )
+        usage = {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        }
         message.content = content
         if outcome == "completed":
             message.status, message.completed_at = "completed", stamp

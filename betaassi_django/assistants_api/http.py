@@ -51,9 +51,12 @@ async def authenticate(request: HttpRequest) -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, raw_key = header.partition(" ")
     if scheme.lower() != "bearer" or not raw_key.strip():
-        raise ApiError(401, "You didn't provide an API key. You need to provide your API key in an Authorization "
-                            "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). Create one with "
-                            "`python manage.py create_api_key NAME`.")
+        raise ApiError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization "
+            "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). Create one with "
+            "`python manage.py create_api_key NAME`.",
+        )
     if not await sync_to_async(_check_key)(raw_key.strip()):
         shown = raw_key.strip()
         shown = f"{shown[:8]}***{shown[-4:]}" if len(shown) > 12 else "***"
@@ -72,16 +75,19 @@ def read_body(request: HttpRequest, schema_name: str) -> dict:
     except RequestDataTooBig:
         raw = None
     if raw is None or len(raw) > limit:
-        raise invalid(f"The request body is larger than the {limit} bytes this server accepts.",
-                      code="request_too_large")
+        raise invalid(
+            f"The request body is larger than the {limit} bytes this server accepts.", code="request_too_large"
+        )
     if not raw.strip():
         body = {}
     else:
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise invalid("We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-                          "using your HTTP library correctly. The OpenAI API expects a JSON payload.)") from None
+            raise invalid(
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+                "using your HTTP library correctly. The OpenAI API expects a JSON payload.)"
+            ) from None
     return validate_body(schema_name, body)
 
 

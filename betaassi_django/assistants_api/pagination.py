@@ -20,29 +20,41 @@ def _limit(query: QueryDict) -> int:
     try:
         limit = int(raw)
     except ValueError:
-        raise invalid(f"Invalid type for 'limit': expected an integer, but got '{raw[:50]}' instead.",
-                      param="limit", code="invalid_type") from None
+        raise invalid(
+            f"Invalid type for 'limit': expected an integer, but got '{raw[:50]}' instead.",
+            param="limit",
+            code="invalid_type",
+        ) from None
     if not 1 <= limit <= MAX_LIMIT:
         side = "below minimum" if limit < 1 else "above maximum"
         bound = ">= 1" if limit < 1 else f"<= {MAX_LIMIT}"
-        raise invalid(f"Invalid 'limit': integer {side} value. Expected a value {bound}, but got {limit} instead.",
-                      param="limit", code="integer_below_min_value" if limit < 1 else "integer_above_max_value")
+        raise invalid(
+            f"Invalid 'limit': integer {side} value. Expected a value {bound}, but got {limit} instead.",
+            param="limit",
+            code="integer_below_min_value" if limit < 1 else "integer_above_max_value",
+        )
     return limit
 
 
 def _order(query: QueryDict) -> str:
     order = query.get("order") or "desc"
     if order not in ("asc", "desc"):
-        raise invalid(f"Invalid value for 'order': '{order[:50]}'. Supported values are: 'asc' and 'desc'.",
-                      param="order", code="invalid_value")
+        raise invalid(
+            f"Invalid value for 'order': '{order[:50]}'. Supported values are: 'asc' and 'desc'.",
+            param="order",
+            code="invalid_value",
+        )
     return order
 
 
 def _cursor_seq(queryset: QuerySet, name: str, object_id: str) -> int:
     seq = queryset.filter(id=object_id).values_list("seq", flat=True).first()
     if seq is None:
-        raise invalid(f"Invalid '{name}': no object with id '{object_id[:100]}' is in this list.", param=name,
-                      code="invalid_cursor")
+        raise invalid(
+            f"Invalid '{name}': no object with id '{object_id[:100]}' is in this list.",
+            param=name,
+            code="invalid_cursor",
+        )
     return seq
 
 

@@ -74,6 +74,4 @@ def get_responder() -> Responder:
     name = conf.get().responder
     if name == "echo":
         return EchoResponder()
-    raise ImproperlyConfigured(
-        f"BETAASSI_RESPONDER={name!r} is not available in this release; use 'echo'."
-    )
+    raise ImproperlyConfigured(f"BETAASSI_RESPONDER={name!r} is not available in this release; use 'echo'.")

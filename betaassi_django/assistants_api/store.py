@@ -18,8 +18,17 @@ from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Threa
 from .pagination import page
 
 ASSISTANT_FIELDS = (
-    "model", "name", "description", "instructions", "tools", "tool_resources", "metadata",
-    "temperature", "top_p", "response_format", "reasoning_effort",
+    "model",
+    "name",
+    "description",
+    "instructions",
+    "tools",
+    "tool_resources",
+    "metadata",
+    "temperature",
+    "top_p",
+    "response_format",
+    "reasoning_effort",
 )
 INCLUDE_VALUES = ("step_details.tool_calls[*].file_search.results[*].content",)
 
@@ -30,13 +39,16 @@ def _tool_resources(value: dict | None, param: str) -> dict | None:
         return None
     search = value.get("file_search")
     if isinstance(search, dict) and "vector_stores" in search:
-        raise invalid("Creating vector stores inline is not supported by the embedded API; pass "
-                      "'vector_store_ids' instead.", param=f"{param}.file_search.vector_stores",
-                      code="unsupported_parameter")
+        raise invalid(
+            "Creating vector stores inline is not supported by the embedded API; pass 'vector_store_ids' instead.",
+            param=f"{param}.file_search.vector_stores",
+            code="unsupported_parameter",
+        )
     return value
 
 
 # Assistants ---------------------------------------------------------------
+
 
 def get_assistant(assistant_id: str) -> Assistant:
     try:
@@ -83,6 +95,7 @@ def list_assistants(query: QueryDict) -> dict:
 
 
 # Threads and messages ------------------------------------------------------
+
 
 def get_thread(thread_id: str) -> Thread:
     try:
@@ -149,9 +162,7 @@ def delete_thread(thread_id: str) -> dict:
 
 def _active_run(thread: Thread) -> Run | None:
     """The thread's active run, after expiring runs whose time ran out."""
-    Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now()).update(
-        status="expired"
-    )
+    Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now()).update(status="expired")
     return Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).first()
 
 
@@ -203,11 +214,15 @@ def list_messages(thread_id: str, query: QueryDict) -> dict:
 
 # Runs and steps -----------------------------------------------------------
 
+
 def check_include(query: QueryDict) -> None:
     for value in query.getlist("include[]"):
         if value not in INCLUDE_VALUES:
-            raise invalid(f"Invalid value for 'include[]': '{value[:100]}'. Supported values are: "
-                          f"'{INCLUDE_VALUES[0]}'.", param="include[]", code="invalid_value")
+            raise invalid(
+                f"Invalid value for 'include[]': '{value[:100]}'. Supported values are: '{INCLUDE_VALUES[0]}'.",
+                param="include[]",
+                code="invalid_value",
+            )
 
 
 def _new_run(run_id: str, thread: Thread, assistant: Assistant, body: dict) -> Run:
@@ -246,8 +261,11 @@ def _new_run(run_id: str, thread: Thread, assistant: Assistant, body: dict) -> R
 def _check_truncation(body: dict) -> None:
     strategy = body.get("truncation_strategy")
     if strategy and strategy["type"] == "last_messages" and not strategy.get("last_messages"):
-        raise invalid("'truncation_strategy.last_messages' is required when its type is 'last_messages'.",
-                      param="truncation_strategy.last_messages", code="missing_required_parameter")
+        raise invalid(
+            "'truncation_strategy.last_messages' is required when its type is 'last_messages'.",
+            param="truncation_strategy.last_messages",
+            code="missing_required_parameter",
+        )
 
 
 def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
@@ -333,7 +351,7 @@ def cancel_run(thread_id: str, run_id: str) -> dict:
 def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> dict:
     run = get_run(thread_id, run_id)
     if run.status != "requires_action":
-        raise invalid(f"Runs in status \"{run.status}\" do not accept tool outputs.", param="run_id")
+        raise invalid(f'Runs in status "{run.status}" do not accept tool outputs.', param="run_id")
     raise invalid("Tool outputs are not accepted by the echo responder.", param="tool_outputs")
 
 

@@ -28,7 +28,7 @@ API_PREFIX = "/v1"
 async def dispatch(request: httpx2.Request, body: bytes) -> HttpResponseBase:
     """Answer one httpx request with the /v1 view that HTTP would reach."""
     path = request.url.path
-    api_path = path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else path
+    api_path = path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else path
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -96,8 +96,9 @@ class InProcessTransport(httpx2.BaseTransport):
         if isinstance(response, SSEResponse):
             stream = _SyncFrames(response.events)
             return httpx2.Response(response.status_code, headers=_headers(response), stream=stream, request=request)
-        return httpx2.Response(response.status_code, headers=_headers(response), content=response.content,
-                               request=request)
+        return httpx2.Response(
+            response.status_code, headers=_headers(response), content=response.content, request=request
+        )
 
 
 class AsyncInProcessTransport(httpx2.AsyncBaseTransport):
@@ -109,5 +110,6 @@ class AsyncInProcessTransport(httpx2.AsyncBaseTransport):
         if isinstance(response, SSEResponse):
             stream = _AsyncFrames(response.events)
             return httpx2.Response(response.status_code, headers=_headers(response), stream=stream, request=request)
-        return httpx2.Response(response.status_code, headers=_headers(response), content=response.content,
-                               request=request)
+        return httpx2.Response(
+            response.status_code, headers=_headers(response), content=response.content, request=request
+        )

@@ -25,12 +25,22 @@ METADATA_MAX_PAIRS = 16
 METADATA_MAX_KEY = 64
 METADATA_MAX_VALUE = 512
 _JSON_TYPES = {
-    dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-    int: "an integer", float: "a decimal", type(None): "null",
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a decimal",
+    type(None): "null",
 }
 _SCHEMA_TYPES = {
-    "object": "an object", "array": "an array", "string": "a string", "boolean": "a boolean",
-    "integer": "an integer", "number": "a decimal", "null": "null",
+    "object": "an object",
+    "array": "an array",
+    "string": "a string",
+    "boolean": "a boolean",
+    "integer": "an integer",
+    "number": "a decimal",
+    "null": "null",
 }
 
 
@@ -66,8 +76,9 @@ def _error_for(error: ValidationError) -> Exception:
     if kind == "additionalProperties":
         extra = sorted(set(value) - set(error.schema.get("properties", {})))
         name = param_path([*path, extra[0]]) if extra else param
-        return invalid(f"Unrecognized request argument supplied: {extra[0] if extra else ''}", param=name,
-                       code="unknown_parameter")
+        return invalid(
+            f"Unrecognized request argument supplied: {extra[0] if extra else ''}", param=name, code="unknown_parameter"
+        )
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         name = param_path([*path, missing])
@@ -75,44 +86,67 @@ def _error_for(error: ValidationError) -> Exception:
     if kind == "type":
         wanted = expected if isinstance(expected, list) else [expected]
         names = " or ".join(_SCHEMA_TYPES.get(t, t) for t in wanted)
-        return invalid(f"Invalid type for {where}: expected {names}, but got {_describe(value)} instead.",
-                       param=param, code="invalid_type")
+        return invalid(
+            f"Invalid type for {where}: expected {names}, but got {_describe(value)} instead.",
+            param=param,
+            code="invalid_type",
+        )
     if kind == "maxLength":
-        return invalid(f"Invalid {where}: string too long. Expected a string with maximum length {expected}, "
-                       f"but got a string with length {len(value)} instead.", param=param,
-                       code="string_above_max_length")
+        return invalid(
+            f"Invalid {where}: string too long. Expected a string with maximum length {expected}, "
+            f"but got a string with length {len(value)} instead.",
+            param=param,
+            code="string_above_max_length",
+        )
     if kind == "minLength":
-        return invalid(f"Invalid {where}: string too short. Expected a string with minimum length {expected}, "
-                       f"but got a string with length {len(value)} instead.", param=param,
-                       code="string_below_min_length")
+        return invalid(
+            f"Invalid {where}: string too short. Expected a string with minimum length {expected}, "
+            f"but got a string with length {len(value)} instead.",
+            param=param,
+            code="string_below_min_length",
+        )
     if kind in ("maximum", "minimum"):
         word = "integer" if isinstance(value, int) else "decimal"
         side, op = ("above", "<=") if kind == "maximum" else ("below", ">=")
-        return invalid(f"Invalid {where}: {word} {side} {'maximum' if kind == 'maximum' else 'minimum'} value. "
-                       f"Expected a value {op} {expected}, but got {value} instead.", param=param,
-                       code=f"{word}_{side}_{'max' if kind == 'maximum' else 'min'}_value")
+        return invalid(
+            f"Invalid {where}: {word} {side} {'maximum' if kind == 'maximum' else 'minimum'} value. "
+            f"Expected a value {op} {expected}, but got {value} instead.",
+            param=param,
+            code=f"{word}_{side}_{'max' if kind == 'maximum' else 'min'}_value",
+        )
     if kind in ("maxItems", "minItems"):
         side = "long" if kind == "maxItems" else "short"
         bound = "maximum" if kind == "maxItems" else "minimum"
-        return invalid(f"Invalid {where}: array too {side}. Expected an array with {bound} length {expected}, "
-                       f"but got an array with length {len(value)} instead.", param=param,
-                       code=f"array_{'above_max' if kind == 'maxItems' else 'below_min'}_length")
+        return invalid(
+            f"Invalid {where}: array too {side}. Expected an array with {bound} length {expected}, "
+            f"but got an array with length {len(value)} instead.",
+            param=param,
+            code=f"array_{'above_max' if kind == 'maxItems' else 'below_min'}_length",
+        )
     if kind in ("enum", "const"):
         allowed = expected if kind == "enum" else [expected]
         listed = ", ".join(repr(v) for v in allowed)
-        return invalid(f"Invalid value for {where}: {json.dumps(value)[:100]}. Supported values are: {listed}.",
-                       param=param, code="invalid_value")
+        return invalid(
+            f"Invalid value for {where}: {json.dumps(value)[:100]}. Supported values are: {listed}.",
+            param=param,
+            code="invalid_value",
+        )
     if kind in ("anyOf", "oneOf"):
-        return invalid(f"Invalid value for {where}: {_describe(value)} does not match any of the forms the "
-                       "API accepts here.", param=param, code="invalid_value")
+        return invalid(
+            f"Invalid value for {where}: {_describe(value)} does not match any of the forms the API accepts here.",
+            param=param,
+            code="invalid_value",
+        )
     return invalid(f"Invalid value for {where}: {error.message[:200]}", param=param, code="invalid_value")
 
 
 def validate_body(schema_name: str, body: Any) -> dict:
     """Validate a decoded JSON body; raise a 400 ``ApiError`` naming the param."""
     if not isinstance(body, dict):
-        raise invalid(f"Invalid type for the request body: expected an object, but got {_describe(body)} instead.",
-                      code="invalid_type")
+        raise invalid(
+            f"Invalid type for the request body: expected an object, but got {_describe(body)} instead.",
+            code="invalid_type",
+        )
     error = best_match(validator(schema_name).iter_errors(body))
     if error is not None:
         raise _error_for(error)
@@ -139,22 +173,38 @@ def check_metadata(metadata: Any, param: str = "metadata") -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict):
-        raise invalid(f"Invalid type for '{param}': expected an object, but got {_describe(metadata)} instead.",
-                      param=param, code="invalid_type")
+        raise invalid(
+            f"Invalid type for '{param}': expected an object, but got {_describe(metadata)} instead.",
+            param=param,
+            code="invalid_type",
+        )
     for index, (key, value) in enumerate(metadata.items()):
         name = f"{param}.{key}"
         if index >= METADATA_MAX_PAIRS:
-            raise invalid(f"Invalid '{param}': too many properties. Expected an object with at most "
-                          f"{METADATA_MAX_PAIRS} properties, but got an object with {len(metadata)} properties "
-                          f"instead; '{key}' is over the limit.", param=name, code="object_above_max_properties")
+            raise invalid(
+                f"Invalid '{param}': too many properties. Expected an object with at most "
+                f"{METADATA_MAX_PAIRS} properties, but got an object with {len(metadata)} properties "
+                f"instead; '{key}' is over the limit.",
+                param=name,
+                code="object_above_max_properties",
+            )
         if len(key) > METADATA_MAX_KEY:
-            raise invalid(f"Invalid '{param}': key '{key}' is too long. Expected a key with maximum length "
-                          f"{METADATA_MAX_KEY}, but got a key with length {len(key)} instead.", param=name,
-                          code="string_above_max_length")
+            raise invalid(
+                f"Invalid '{param}': key '{key}' is too long. Expected a key with maximum length "
+                f"{METADATA_MAX_KEY}, but got a key with length {len(key)} instead.",
+                param=name,
+                code="string_above_max_length",
+            )
         if not isinstance(value, str):
-            raise invalid(f"Invalid type for '{name}': expected a string, but got {_describe(value)} instead.",
-                          param=name, code="invalid_type")
+            raise invalid(
+                f"Invalid type for '{name}': expected a string, but got {_describe(value)} instead.",
+                param=name,
+                code="invalid_type",
+            )
         if len(value) > METADATA_MAX_VALUE:
-            raise invalid(f"Invalid '{name}': string too long. Expected a string with maximum length "
-                          f"{METADATA_MAX_VALUE}, but got a string with length {len(value)} instead.", param=name,
-                          code="string_above_max_length")
+            raise invalid(
+                f"Invalid '{name}': string too long. Expected a string with maximum length "
+                f"{METADATA_MAX_VALUE}, but got a string with length {len(value)} instead.",
+                param=name,
+                code="string_above_max_length",
+            )

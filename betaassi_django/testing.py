@@ -1,0 +1,143 @@
+"""Run the project under a real daphne server, for tests and benchmarks.
+
+``LiveServer`` starts ``daphne`` in a subprocess on its own database (migrated
+with ``manage.py migrate``) and creates an API key with
+``manage.py create_api_key``, exactly as an operator would.
+``scratch_database_url`` makes that database next to the one in use: a file
+for SQLite, a fresh database on the same server for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import urlopen
+
+import environ
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def scratch_database_url(like_url: str) -> Iterator[str]:
+    """A new empty database of the same kind as ``like_url``, dropped afterwards."""
+    config = environ.Env.db_url_config(like_url)
+    if "sqlite" in config["ENGINE"]:
+        with tempfile.TemporaryDirectory(prefix="betaassi-live-") as folder:
+            yield f"sqlite:///{folder}/live.sqlite3"
+        return
+    import psycopg
+
+    name = f"betaassi_live_{uuid.uuid4().hex[:12]}"
+    admin = {
+        "host": config.get("HOST") or None,
+        "port": config.get("PORT") or None,
+        "user": config.get("USER") or None,
+        "password": config.get("PASSWORD") or None,
+        "dbname": "postgres",
+    }
+    with psycopg.connect(**{k: v for k, v in admin.items() if v}, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield like_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(**{k: v for k, v in admin.items() if v}, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class LiveServer:
+    """``daphne`` serving ``asgi_app`` on 127.0.0.1 with its own database."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        asgi_app: str = "project.asgi:application",
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.asgi_app = asgi_app
+        self.cwd = str(cwd or os.getcwd())
+        self.env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self.api_key = ""
+        self.log_path = Path(tempfile.mkstemp(prefix="betaassi-daphne-", suffix=".log")[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """Where the openai SDK points: the /v1 API."""
+        return f"{self.url}/v1"
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def start(self, timeout: float = 60) -> LiveServer:
+        self.manage("migrate", "--noinput", "-v", "0")
+        self.api_key = self.manage("create_api_key", "live-server").strip().splitlines()[-1]
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), self.asgi_app],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daphne exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                urlopen(f"{self.base_url}/assistants", timeout=2)
+            except HTTPError:
+                return self  # any HTTP answer (401 here) means it serves
+            except (URLError, OSError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"daphne did not answer on {self.url} within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
