@@ -37,6 +37,15 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.django_db(transaction=True))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_engine_connections(django_db_setup):
+    """The run engine's thread holds its own connection; close it before the test database is dropped."""
+    yield
+    from betaassi_django.assistants_api.engine import engine
+
+    engine.close_connections()
+
+
 @pytest.fixture(scope="session")
 def daphne_server():
     """daphne serving the project over real HTTP, with its own database and API key."""

@@ -234,3 +234,21 @@ async def test_async_streaming_text_deltas(aclient):
     assert run.status == "completed"
     page = await aclient.beta.threads.messages.list(thread.id, run_id=run.id)
     assert page.data[0].content[0].text.value == "echo: async hello [context=1]"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_past_its_expiry_is_expired_and_frees_the_thread(settings):
+    """A run whose process died never finishes: once expires_at passes it reads as expired."""
+    from betaassi_django.assistants_api.models import Run
+    from tests.conftest import in_process_client
+
+    client = in_process_client()
+    assistant, thread = _setup(client, LONG_TEXT)
+    settings.BETAASSI_ECHO_DELAY = 0.01
+    run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    _wait(client, thread.id, run.id)
+    # Simulate a crashed process: the run stays in progress with its time run out.
+    Run.objects.filter(id=run.id).update(status="in_progress", expires_at=run.created_at - 1)
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "expired"
+    client.beta.threads.messages.create(thread.id, role="user", content="free again")

@@ -130,6 +130,18 @@ class RunEngine:
         with self._lock:
             return run_id in self._cancel_requested
 
+    def close_connections(self) -> None:
+        """Close the database connections the engine's work holds (before dropping a test database)."""
+        if self._loop is None:
+            return
+        from asgiref.sync import sync_to_async
+        from django.db import connections
+
+        async def close() -> None:
+            await sync_to_async(connections.close_all)()
+
+        contextvars.Context().run(asyncio.run_coroutine_threadsafe, close(), self._loop).result(30)
+
     def forget(self, run_id: str) -> None:
         with self._lock:
             self._cancel_requested.discard(run_id)

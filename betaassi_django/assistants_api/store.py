@@ -307,10 +307,15 @@ def create_thread_and_run(run_id: str, body: dict) -> tuple[dict, dict]:
 
 def get_run(thread_id: str, run_id: str) -> Run:
     try:
-        return Run.objects.get(id=run_id, thread__id=thread_id)
+        run = Run.objects.get(id=run_id, thread__id=thread_id)
     except Run.DoesNotExist:
         get_thread(thread_id)
         raise not_found("run", run_id) from None
+    if run.is_active and run.expires_at is not None and run.expires_at < now():
+        # Its process died (or it waited too long for tool outputs): it will never finish.
+        Run.objects.filter(pk=run.pk, status=run.status).update(status="expired")
+        run.status = "expired"
+    return run
 
 
 def retrieve_run(thread_id: str, run_id: str) -> dict:
