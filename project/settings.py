@@ -16,7 +16,8 @@ env = environ.Env(
     DATABASE_URL=(str, "sqlite:///" + str(BASE_DIR / "db.sqlite3")),
     REDIS_URL=(str, ""),
 )
-environ.Env.read_env(BASE_DIR / ".env")
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env")
 
 SECRET_KEY = env("SECRET_KEY", default="django-insecure-betaassi-dev-only-change-me")
 DEBUG = env("DEBUG")
