@@ -6,3 +6,10 @@ class BetaassiConfig(AppConfig):
     label = "betaassi_django"
     verbose_name = "Assistants and sessions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from .checks import check_metadata_fields
+
+        checks.register(check_metadata_fields, "models")

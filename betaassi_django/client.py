@@ -10,7 +10,9 @@ the official SDK (its retries, streaming helpers and types) is the only client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
+from collections.abc import Iterator
 
 import openai
 
@@ -22,6 +24,7 @@ EMBEDDED_API_KEY = "in-process"
 
 _sync_client: openai.OpenAI | None = None
 _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_overrides: list[tuple[openai.OpenAI | None, openai.AsyncOpenAI | None]] = []
 
 
 def build_client(*, backend: str | None = None, **options) -> openai.OpenAI:
@@ -59,6 +62,8 @@ def build_async_client(*, backend: str | None = None, **options) -> openai.Async
 def get_client() -> openai.OpenAI:
     """The shared sync client for the configured backend."""
     global _sync_client
+    if _overrides and _overrides[-1][0] is not None:
+        return _overrides[-1][0]
     if _sync_client is None:
         _sync_client = build_client()
     return _sync_client
@@ -66,11 +71,27 @@ def get_client() -> openai.OpenAI:
 
 def get_async_client() -> openai.AsyncOpenAI:
     """The shared async client of the running event loop (connection pools are per loop)."""
+    if _overrides and _overrides[-1][1] is not None:
+        return _overrides[-1][1]
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
         client = _async_clients[loop] = build_async_client()
     return client
+
+
+@contextlib.contextmanager
+def use_clients(sync: openai.OpenAI | None = None, async_: openai.AsyncOpenAI | None = None) -> Iterator[None]:
+    """Make ``get_client()`` / ``get_async_client()`` return these clients for a while.
+
+    For tests and tools that need a client with their own transport, hooks or
+    retries (for example one that counts the requests it sends).
+    """
+    _overrides.append((sync, async_))
+    try:
+        yield
+    finally:
+        _overrides.pop()
 
 
 def reset() -> None:

@@ -1,0 +1,91 @@
+"""System checks: a model whose fields cannot fit in metadata is refused at start-up."""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.core import checks
+
+from betaassi_django import metadata as codec
+from betaassi_django.models import RemoteModel
+
+
+def _field_errors(model, field, available: int) -> list[checks.CheckMessage]:
+    where = f"{model._meta.label}.{field.name}"
+    errors = []
+    if codec.codec_for(field) is None:
+        errors.append(
+            checks.Error(
+                f"{where}: a {field.__class__.__name__} cannot be stored in backend metadata.",
+                hint="Use a field type from betaassi_django.metadata (str, int, bool, float, Decimal, date, datetime, "
+                "time, duration, UUID, JSON), or keep this data in a model of its own.",
+                obj=field,
+                id="betaassi.E002",
+            )
+        )
+    if len(field.name) + codec.MAX_SUFFIX_LENGTH > codec.MAX_KEY_LENGTH or "." in field.name:
+        errors.append(
+            checks.Error(
+                f"{where}: the field name is its metadata key and must be at most "
+                f"{codec.MAX_KEY_LENGTH - codec.MAX_SUFFIX_LENGTH} characters without dots.",
+                hint="Rename the field.",
+                obj=field,
+                id="betaassi.E003",
+            )
+        )
+    if field.name == codec.TYPE_KEY:
+        errors.append(
+            checks.Error(
+                f"{where}: '{codec.TYPE_KEY}' is a reserved metadata key.",
+                hint="Rename the field.",
+                obj=field,
+                id="betaassi.E003",
+            )
+        )
+    needed = codec.max_keys(field)
+    if needed is not None and needed > available:
+        errors.append(
+            checks.Error(
+                f"{where}: max_length={field.max_length} needs up to {needed} metadata keys "
+                f"({codec.MAX_VALUE_LENGTH} characters each) but only {available} are free for it.",
+                hint=f"Lower max_length to at most {available * codec.MAX_VALUE_LENGTH}, or use fewer fields.",
+                obj=field,
+                id="betaassi.E004",
+            )
+        )
+    return errors
+
+
+def check_metadata_fields(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    configs = app_configs or apps.get_app_configs()
+    for config in configs:
+        for model in config.get_models():
+            if not issubclass(model, RemoteModel):
+                continue
+            fields = model.metadata_fields()
+            free = codec.MAX_PAIRS - 1  # betaassi_type takes one key
+            if len(fields) > free:
+                messages.append(
+                    checks.Error(
+                        f"{model._meta.label} has {len(fields)} metadata fields; at most {free} fit "
+                        f"({codec.MAX_PAIRS} keys, one is '{codec.TYPE_KEY}').",
+                        hint="Move some fields into a model of their own, or combine them in a JSONField.",
+                        obj=model,
+                        id="betaassi.E001",
+                    )
+                )
+                continue
+            for field in fields:
+                messages += _field_errors(model, field, free - (len(fields) - 1))
+            worst = [codec.max_keys(f) for f in fields]
+            if None not in worst and sum(worst) > free:
+                messages.append(
+                    checks.Warning(
+                        f"{model._meta.label}: values at their max_length need {sum(worst)} metadata keys but "
+                        f"only {free} are free; save() raises a ValidationError naming the fields when they overflow.",
+                        hint="Lower some max_length values.",
+                        obj=model,
+                        id="betaassi.W001",
+                    )
+                )
+    return messages

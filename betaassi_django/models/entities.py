@@ -1,0 +1,181 @@
+"""The four Assistants-API entities as abstract Django models, and their concrete defaults.
+
+Subclass an abstract base and add ordinary Django fields; each added field is
+persisted into the backend object's metadata::
+
+    class StreamThread(BaseThread):
+        hwm = models.CharField(max_length=64, blank=True, default="")
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from django.db import NotSupportedError, models
+
+from .base import RemoteModel, from_unix
+
+
+class BaseAssistant(RemoteModel):
+    """An assistant. The subclass's docstring is its default instructions."""
+
+    name = models.CharField(max_length=256, blank=True, null=True)
+    description = models.CharField(max_length=512, blank=True, null=True)
+    model = models.CharField(max_length=256, default="gpt-4o")
+    instructions = models.TextField(blank=True, null=True, max_length=256000)
+    tools = models.JSONField(default=list, blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    top_p = models.FloatField(null=True, blank=True)
+
+    remote_fields = ("name", "description", "model", "instructions", "tools", "temperature", "top_p")
+    writable_fields = remote_fields
+
+    class Meta:
+        abstract = True
+
+    def __init_subclass__(cls, **kwargs):
+        # Django writes a generated docstring onto models without one: keep the declared one.
+        super().__init_subclass__(**kwargs)
+        cls._declared_doc = cls.__dict__.get("__doc__")
+
+    @classmethod
+    def default_instructions(cls) -> str | None:
+        doc = getattr(cls, "_declared_doc", None)
+        return inspect.cleandoc(doc) if doc else None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.id and self.instructions is None:
+            self.instructions = self.default_instructions()
+
+    @classmethod
+    def resource(cls, api) -> Any:
+        return api.beta.assistants
+
+    def remote_values(self, obj: Any) -> dict[str, Any]:
+        values = super().remote_values(obj)
+        values["tools"] = [tool.model_dump(exclude_none=True) for tool in obj.tools]
+        return values
+
+
+class BaseThread(RemoteModel):
+    """A conversation thread."""
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def resource(cls, api) -> Any:
+        return api.beta.threads
+
+    @classmethod
+    def list_remote(cls, **scope: str) -> list:
+        raise NotSupportedError("The Assistants API cannot list threads; query the mirror table instead.")
+
+    @classmethod
+    async def alist_remote(cls, **scope: str) -> list:
+        raise NotSupportedError("The Assistants API cannot list threads; query the mirror table instead.")
+
+
+class BaseMessage(RemoteModel):
+    """A message of a thread. Only its metadata can change after creation."""
+
+    thread_id = models.CharField(max_length=64, db_index=True)
+    role = models.CharField(max_length=16, choices=[("user", "user"), ("assistant", "assistant")], default="user")
+    content = models.TextField(blank=True, default="", help_text="The text of the message.")
+    status = models.CharField(max_length=16, blank=True, default="", editable=False)
+    assistant_id = models.CharField(max_length=64, blank=True, null=True, editable=False)
+    run_id = models.CharField(max_length=64, blank=True, null=True, editable=False)
+
+    remote_fields = ("thread_id", "role", "status", "assistant_id", "run_id")
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def resource(cls, api) -> Any:
+        return api.beta.threads.messages
+
+    def scope(self) -> dict[str, str]:
+        return {"thread_id": self.thread_id}
+
+    def create_payload(self) -> dict[str, Any]:
+        return {"role": self.role, "content": self.content, "metadata": self.encode_metadata()}
+
+    def remote_values(self, obj: Any) -> dict[str, Any]:
+        values = super().remote_values(obj)
+        values["content"] = "\n".join(part.text.value for part in obj.content if part.type == "text")
+        return values
+
+
+class BaseRun(RemoteModel):
+    """A run of an assistant on a thread. Creating one starts it; only metadata can change."""
+
+    thread_id = models.CharField(max_length=64, db_index=True)
+    assistant_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, blank=True, default="", editable=False)
+    model = models.CharField(max_length=256, blank=True, default="", help_text="Blank: the assistant's model.")
+    instructions = models.TextField(blank=True, null=True, help_text="Empty: the assistant's instructions.")
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    completed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.JSONField(null=True, blank=True, editable=False)
+
+    remote_fields = ("thread_id", "assistant_id", "status", "model", "instructions")
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def resource(cls, api) -> Any:
+        return api.beta.threads.runs
+
+    def scope(self) -> dict[str, str]:
+        return {"thread_id": self.thread_id}
+
+    def create_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"assistant_id": self.assistant_id, "metadata": self.encode_metadata()}
+        if self.model:
+            payload["model"] = self.model
+        if self.instructions:
+            payload["instructions"] = self.instructions
+        return payload
+
+    def remote_values(self, obj: Any) -> dict[str, Any]:
+        values = super().remote_values(obj)
+        values["started_at"] = from_unix(obj.started_at)
+        values["completed_at"] = from_unix(obj.completed_at)
+        values["last_error"] = obj.last_error.model_dump() if obj.last_error else None
+        return values
+
+    def delete(self, *args, **kwargs):
+        raise NotSupportedError("Runs cannot be deleted in the Assistants API; cancel() one that is active.")
+
+    async def adelete(self, *args, **kwargs):
+        raise NotSupportedError("Runs cannot be deleted in the Assistants API; cancel() one that is active.")
+
+    def cancel(self) -> None:
+        from betaassi_django.client import get_client
+
+        self.apply_remote(self.resource(get_client()).cancel(self.id, **self.scope()))
+        self._store_mirror()
+
+
+# The concrete defaults. They have no docstrings: an assistant's docstring is
+# its default instructions, and these are meant to carry none.
+
+
+class Assistant(BaseAssistant):
+    pass
+
+
+class Thread(BaseThread):
+    pass
+
+
+class Message(BaseMessage):
+    pass
+
+
+class Run(BaseRun):
+    pass
