@@ -55,37 +55,34 @@ def _field_errors(model, field, available: int) -> list[checks.CheckMessage]:
     return errors
 
 
-def check_metadata_fields(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+def check_model(model) -> list[checks.CheckMessage]:
+    """Why a RemoteModel subclass's fields cannot live in metadata (empty when they can)."""
     messages: list[checks.CheckMessage] = []
-    configs = app_configs or apps.get_app_configs()
-    for config in configs:
-        for model in config.get_models():
-            if not issubclass(model, RemoteModel):
-                continue
-            fields = model.metadata_fields()
-            free = codec.MAX_PAIRS - 1  # betaassi_type takes one key
-            if len(fields) > free:
-                messages.append(
-                    checks.Error(
-                        f"{model._meta.label} has {len(fields)} metadata fields; at most {free} fit "
-                        f"({codec.MAX_PAIRS} keys, one is '{codec.TYPE_KEY}').",
-                        hint="Move some fields into a model of their own, or combine them in a JSONField.",
-                        obj=model,
-                        id="betaassi.E001",
-                    )
-                )
-                continue
-            for field in fields:
-                messages += _field_errors(model, field, free - (len(fields) - 1))
-            worst = [codec.max_keys(f) for f in fields]
-            if None not in worst and sum(worst) > free:
-                messages.append(
-                    checks.Warning(
-                        f"{model._meta.label}: values at their max_length need {sum(worst)} metadata keys but "
-                        f"only {free} are free; save() raises a ValidationError naming the fields when they overflow.",
-                        hint="Lower some max_length values.",
-                        obj=model,
-                        id="betaassi.W001",
-                    )
-                )
+    fields = model.metadata_fields()
+    free = codec.MAX_PAIRS - 1  # betaassi_type takes one key
+    if len(fields) > free:
+        return [checks.Error(
+            f"{model._meta.label} has {len(fields)} metadata fields; at most {free} fit "
+            f"({codec.MAX_PAIRS} keys, one is '{codec.TYPE_KEY}').",
+            hint="Move some fields into a model of their own, or combine them in a JSONField.",
+            obj=model, id="betaassi.E001")]
+    for field in fields:
+        messages += _field_errors(model, field, free - (len(fields) - 1))
+    worst = [codec.max_keys(f) for f in fields]
+    if None not in worst and sum(worst) > free:
+        messages.append(checks.Warning(
+            f"{model._meta.label}: values at their max_length need {sum(worst)} metadata keys but "
+            f"only {free} are free; save() raises a ValidationError naming the fields when they overflow.",
+            hint="Lower some max_length values.", obj=model, id="betaassi.W001"))
     return messages
+
+
+def check_metadata_fields(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    configs = app_configs or apps.get_app_configs()
+    return [
+        message
+        for config in configs
+        for model in config.get_models()
+        if issubclass(model, RemoteModel)
+        for message in check_model(model)
+    ]

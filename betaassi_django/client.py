@@ -14,6 +14,7 @@ import contextlib
 import weakref
 from collections.abc import Iterator
 
+import httpx2
 import openai
 
 from betaassi_django import conf
@@ -27,36 +28,38 @@ _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _overrides: list[tuple[openai.OpenAI | None, openai.AsyncOpenAI | None]] = []
 
 
-def build_client(*, backend: str | None = None, **options) -> openai.OpenAI:
-    """A new sync client; ``options`` go to ``openai.OpenAI`` (e.g. ``max_retries``)."""
+def build_client(*, backend: str | None = None, wrap_transport=None, **options) -> openai.OpenAI:
+    """A new sync client; ``options`` go to ``openai.OpenAI`` (e.g. ``max_retries``).
+
+    ``wrap_transport`` receives the httpx2 transport (in-process or HTTP) and
+    returns the one to use, e.g. to record or count requests.
+    """
     settings = conf.get()
     if (backend or settings.backend) == "embedded":
         from betaassi_django.assistants_api.transport import InProcessTransport
 
-        return openai.OpenAI(
-            base_url=EMBEDDED_BASE_URL,
-            api_key=EMBEDDED_API_KEY,
-            http_client=openai.DefaultHttpxClient(transport=InProcessTransport()),
-            **options,
-        )
-    return openai.OpenAI(base_url=settings.openai_base_url or None, api_key=settings.openai_api_key or None, **options)
+        transport, base_url, api_key = InProcessTransport(), EMBEDDED_BASE_URL, EMBEDDED_API_KEY
+    else:
+        transport, base_url, api_key = httpx2.HTTPTransport(), settings.openai_base_url, settings.openai_api_key
+    if wrap_transport is not None:
+        transport = wrap_transport(transport)
+    return openai.OpenAI(base_url=base_url or None, api_key=api_key or None,
+                         http_client=openai.DefaultHttpxClient(transport=transport), **options)
 
 
-def build_async_client(*, backend: str | None = None, **options) -> openai.AsyncOpenAI:
+def build_async_client(*, backend: str | None = None, wrap_transport=None, **options) -> openai.AsyncOpenAI:
     """A new async client; ``options`` go to ``openai.AsyncOpenAI``."""
     settings = conf.get()
     if (backend or settings.backend) == "embedded":
         from betaassi_django.assistants_api.transport import AsyncInProcessTransport
 
-        return openai.AsyncOpenAI(
-            base_url=EMBEDDED_BASE_URL,
-            api_key=EMBEDDED_API_KEY,
-            http_client=openai.DefaultAsyncHttpxClient(transport=AsyncInProcessTransport()),
-            **options,
-        )
-    return openai.AsyncOpenAI(
-        base_url=settings.openai_base_url or None, api_key=settings.openai_api_key or None, **options
-    )
+        transport, base_url, api_key = AsyncInProcessTransport(), EMBEDDED_BASE_URL, EMBEDDED_API_KEY
+    else:
+        transport, base_url, api_key = httpx2.AsyncHTTPTransport(), settings.openai_base_url, settings.openai_api_key
+    if wrap_transport is not None:
+        transport = wrap_transport(transport)
+    return openai.AsyncOpenAI(base_url=base_url or None, api_key=api_key or None,
+                              http_client=openai.DefaultAsyncHttpxClient(transport=transport), **options)
 
 
 def get_client() -> openai.OpenAI:

@@ -131,8 +131,10 @@ def encode_field(field: models.Field, value: object) -> dict[str, str]:
         raise ValidationError({field.name: f"{field.__class__.__name__} cannot be stored in metadata."})
     try:
         text = codec.encode(value)
-    except (TypeError, ValueError) as exc:
+    except (AttributeError, TypeError, ValueError) as exc:
         raise ValidationError({field.name: f"Cannot store {value!r} in metadata: {exc}."}) from exc
+    if "\x00" in text:
+        raise ValidationError({field.name: "Null characters are not allowed."})
     pieces = [text[i : i + MAX_VALUE_LENGTH] for i in range(0, len(text), MAX_VALUE_LENGTH)] or [""]
     return dict(zip(chunk_keys(field.name, len(pieces)), pieces, strict=True))
 

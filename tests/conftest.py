@@ -30,10 +30,11 @@ def _database_url() -> str:
 
 
 def pytest_collection_modifyitems(items):
-    """In-process scenarios use the test database, committed: the run engine's thread must see it."""
+    """In-process scenarios and model tests use the test database, committed: the run engine's thread
+    must see it."""
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if "in_process" in (params.get("client"), params.get("aclient")):
+        if "in_process" in (params.get("client"), params.get("aclient")) or "backend" in params:
             item.add_marker(pytest.mark.django_db(transaction=True))
 
 
@@ -49,9 +50,10 @@ def _close_engine_connections(django_db_setup):
 @pytest.fixture(scope="session")
 def daphne_server():
     """daphne serving the project over real HTTP, with its own database and API key."""
-    with scratch_database_url(_database_url()) as url, LiveServer(
-        url, env={"BETAASSI_ECHO_DELAY": LIVE_ECHO_DELAY}, cwd=settings.BASE_DIR
-    ) as server:
+    with (
+        scratch_database_url(_database_url()) as url,
+        LiveServer(url, env={"BETAASSI_ECHO_DELAY": LIVE_ECHO_DELAY}, cwd=settings.BASE_DIR) as server,
+    ):
         yield server
 
 
@@ -63,14 +65,24 @@ def echo_delay(settings):
 
 def http_client(server: LiveServer, **options) -> openai.OpenAI:
     transport = ValidatingTransport(httpx2.HTTPTransport(), "http")
-    return openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0,
-                         http_client=openai.DefaultHttpxClient(transport=transport), **options)
+    return openai.OpenAI(
+        base_url=server.base_url,
+        api_key=server.api_key,
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(transport=transport),
+        **options,
+    )
 
 
 def in_process_client(**options) -> openai.OpenAI:
     transport = ValidatingTransport(InProcessTransport(), "in_process")
-    return openai.OpenAI(base_url=EMBEDDED_BASE_URL, api_key=EMBEDDED_API_KEY, max_retries=0,
-                         http_client=openai.DefaultHttpxClient(transport=transport), **options)
+    return openai.OpenAI(
+        base_url=EMBEDDED_BASE_URL,
+        api_key=EMBEDDED_API_KEY,
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(transport=transport),
+        **options,
+    )
 
 
 @pytest.fixture(params=["in_process", "http"])
@@ -87,11 +99,19 @@ def aclient(request, echo_delay) -> openai.AsyncOpenAI:
     if request.param == "http":
         server = request.getfixturevalue("daphne_server")
         transport = AsyncValidatingTransport(httpx2.AsyncHTTPTransport(), "http")
-        return openai.AsyncOpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0,
-                                  http_client=openai.DefaultAsyncHttpxClient(transport=transport))
+        return openai.AsyncOpenAI(
+            base_url=server.base_url,
+            api_key=server.api_key,
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(transport=transport),
+        )
     transport = AsyncValidatingTransport(AsyncInProcessTransport(), "in_process")
-    return openai.AsyncOpenAI(base_url=EMBEDDED_BASE_URL, api_key=EMBEDDED_API_KEY, max_retries=0,
-                              http_client=openai.DefaultAsyncHttpxClient(transport=transport))
+    return openai.AsyncOpenAI(
+        base_url=EMBEDDED_BASE_URL,
+        api_key=EMBEDDED_API_KEY,
+        max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(transport=transport),
+    )
 
 
 #: Answers 400 to every run today: no responder puts a run in requires_action
@@ -103,8 +123,10 @@ def pytest_sessionfinish(session, exitstatus):
     """After a full run, every operation of the specification must have been
     answered (and validated) with a 200 over both transports."""
     config = session.config
-    whole_suite = not config.option.keyword and not config.option.markexpr and all(
-        arg.rstrip("/").endswith("tests") for arg in config.args
+    whole_suite = (
+        not config.option.keyword
+        and not config.option.markexpr
+        and all(arg.rstrip("/").endswith("tests") for arg in config.args)
     )
     if not whole_suite or exitstatus != 0:
         return
@@ -125,3 +147,54 @@ def pytest_sessionfinish(session, exitstatus):
         if reporter:
             reporter.write_line("spec: operations never answered with a validated 200: " + ", ".join(missing))
         session.exitstatus = 1
+
+
+class Backend:
+    """The backend the models talk to, with every request it received."""
+
+    def __init__(self, kind: str, sync_transport, async_transport) -> None:
+        self.kind = kind
+        self._transports = (sync_transport, async_transport)
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        return self._transports[0].requests + self._transports[1].requests
+
+    def calls(self, method: str | None = None) -> int:
+        return sum(1 for m, _ in self.requests if method is None or m == method)
+
+    def reset(self) -> None:
+        for transport in self._transports:
+            transport.requests.clear()
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def backend(request, settings):
+    """The models' backend: the embedded API in-process, or the daphne server as a remote host."""
+    from betaassi_django.client import build_async_client, build_client, use_clients
+
+    kind = "in_process" if request.param == "embedded" else "http"
+    settings.BETAASSI_BACKEND = request.param
+    if request.param == "remote":
+        server = request.getfixturevalue("daphne_server")
+        settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = server.base_url, server.api_key
+        # The server outlives the test: start from no assistants, as the embedded test database does.
+        raw = http_client(server)
+        for assistant_id in [a.id for a in raw.beta.assistants.list(limit=100)]:
+            raw.beta.assistants.delete(assistant_id)
+    transports = []
+
+    def wrap(transport):
+        checked = ValidatingTransport(transport, kind)
+        transports.append(checked)
+        return checked
+
+    def awrap(transport):
+        checked = AsyncValidatingTransport(transport, kind)
+        transports.append(checked)
+        return checked
+
+    sync, async_ = build_client(wrap_transport=wrap, max_retries=0), build_async_client(wrap_transport=awrap,
+                                                                                          max_retries=0)
+    with use_clients(sync, async_):
+        yield Backend(request.param, *transports)

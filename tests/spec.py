@@ -119,9 +119,13 @@ def validate_event(method: str, path: str, event: str, data: str, kind: str) -> 
         if data != "[DONE]":
             raise SpecViolation(f"done event carries {data!r}, not [DONE]")
     else:
-        validator = Draft202012Validator({**schema, "$id": "urn:event"}, registry=_registry()) \
-            if "$ref" not in schema else Draft202012Validator(
-                {"$ref": f"{SPEC_URI}#/components/schemas/{_ref_name(schema)}"}, registry=_registry())
+        validator = (
+            Draft202012Validator({**schema, "$id": "urn:event"}, registry=_registry())
+            if "$ref" not in schema
+            else Draft202012Validator(
+                {"$ref": f"{SPEC_URI}#/components/schemas/{_ref_name(schema)}"}, registry=_registry()
+            )
+        )
         _check(validator, json.loads(data), f"{op_id} event {event}")
     VALIDATED[(op_id, f"event:{event}", kind)] += 1
 
@@ -176,10 +180,14 @@ def _is_sse(response: httpx2.Response) -> bool:
 
 
 class ValidatingTransport(httpx2.BaseTransport):
+    """Validates every response; ``requests`` records each request's method and path."""
+
     def __init__(self, inner: httpx2.BaseTransport, kind: str) -> None:
         self.inner, self.kind = inner, kind
+        self.requests: list[tuple[str, str]] = []
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append((request.method, request.url.path))
         response = self.inner.handle_request(request)
         method, path = request.method, request.url.path
         if _is_sse(response):
@@ -196,8 +204,10 @@ class ValidatingTransport(httpx2.BaseTransport):
 class AsyncValidatingTransport(httpx2.AsyncBaseTransport):
     def __init__(self, inner: httpx2.AsyncBaseTransport, kind: str) -> None:
         self.inner, self.kind = inner, kind
+        self.requests: list[tuple[str, str]] = []
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append((request.method, request.url.path))
         response = await self.inner.handle_async_request(request)
         method, path = request.method, request.url.path
         if _is_sse(response):

@@ -8,9 +8,14 @@ import pytest
 
 def test_create_retrieve_modify_delete(client):
     created = client.beta.assistants.create(
-        model="gpt-4o", name="Helper", description="Helps.", instructions="Be brief.",
+        model="gpt-4o",
+        name="Helper",
+        description="Helps.",
+        instructions="Be brief.",
         tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
-        metadata={"team": "docs"}, temperature=0.5, top_p=0.9,
+        metadata={"team": "docs"},
+        temperature=0.5,
+        top_p=0.9,
     )
     assert created.id.startswith("asst_") and len(created.id) == len("asst_") + 24
     assert (created.object, created.name, created.description) == ("assistant", "Helper", "Helps.")
@@ -22,8 +27,11 @@ def test_create_retrieve_modify_delete(client):
     assert fetched.model_dump() == created.model_dump()
 
     changed = client.beta.assistants.update(created.id, name="Renamed", metadata={"team": "eng", "tier": "1"})
-    assert (changed.name, changed.metadata, changed.instructions) == ("Renamed", {"team": "eng", "tier": "1"},
-                                                                       "Be brief.")
+    assert (changed.name, changed.metadata, changed.instructions) == (
+        "Renamed",
+        {"team": "eng", "tier": "1"},
+        "Be brief.",
+    )
     assert client.beta.assistants.retrieve(created.id).name == "Renamed"
 
     deleted = client.beta.assistants.delete(created.id)
@@ -120,15 +128,15 @@ def test_metadata_limits_on_every_entity(client, metadata, bad_param):
     assistant = client.beta.assistants.create(model="m")
     thread = client.beta.threads.create()
     message = client.beta.threads.messages.create(thread.id, role="user", content="hi")
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                   poll_interval_ms=10)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=10)
     calls = {
         "assistant create": lambda: client.beta.assistants.create(model="m", metadata=metadata),
         "assistant modify": lambda: client.beta.assistants.update(assistant.id, metadata=metadata),
         "thread create": lambda: client.beta.threads.create(metadata=metadata),
         "thread modify": lambda: client.beta.threads.update(thread.id, metadata=metadata),
-        "message modify": lambda: client.beta.threads.messages.update(message.id, thread_id=thread.id,
-                                                                      metadata=metadata),
+        "message modify": lambda: client.beta.threads.messages.update(
+            message.id, thread_id=thread.id, metadata=metadata
+        ),
         "run modify": lambda: client.beta.threads.runs.update(run.id, thread_id=thread.id, metadata=metadata),
     }
     for what, call in calls.items():

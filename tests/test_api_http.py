@@ -35,16 +35,21 @@ def test_missing_or_wrong_key_is_401(daphne_server, header):
         assert response.status_code == 401
         error = _error(response)
         assert error["type"] == "invalid_request_error" and error["param"] is None
-        assert error["code"] == ("invalid_api_key" if header and header.startswith("Bearer ") and len(header) > 7
-                                 else None)
+        assert error["code"] == (
+            "invalid_api_key" if header and header.startswith("Bearer ") and len(header) > 7 else None
+        )
 
 
 def test_revoked_key_is_401(daphne_server):
     raw = daphne_server.manage("create_api_key", "to-revoke").strip().splitlines()[-1]
     assert _post(daphne_server, "/threads", b"{}", key=raw).status_code == 200
-    daphne_server.manage("shell", "-c", "from betaassi_django.assistants_api.models import ApiKey; "
-                                      "from django.utils import timezone; "
-                                      "ApiKey.objects.filter(name='to-revoke').update(revoked=timezone.now())")
+    daphne_server.manage(
+        "shell",
+        "-c",
+        "from betaassi_django.assistants_api.models import ApiKey; "
+        "from django.utils import timezone; "
+        "ApiKey.objects.filter(name='to-revoke').update(revoked=timezone.now())",
+    )
     response = _post(daphne_server, "/threads", b"{}", key=raw)
     assert response.status_code == 401 and _error(response)["code"] == "invalid_api_key"
 
@@ -62,13 +67,16 @@ def test_create_api_key_prints_the_key_last_and_stores_only_its_hash():
     assert raw not in stored
 
 
-@pytest.mark.parametrize(("body", "message_start"), [
-    (b"{not json", "We could not parse the JSON body"),
-    (b"\xff\xfe\x00", "We could not parse the JSON body"),
-    (b"[1, 2]", "Invalid type for the request body: expected an object, but got an array"),
-    (b'"text"', "Invalid type for the request body: expected an object, but got a string"),
-    (b"null", "Invalid type for the request body: expected an object, but got null"),
-])
+@pytest.mark.parametrize(
+    ("body", "message_start"),
+    [
+        (b"{not json", "We could not parse the JSON body"),
+        (b"\xff\xfe\x00", "We could not parse the JSON body"),
+        (b"[1, 2]", "Invalid type for the request body: expected an object, but got an array"),
+        (b'"text"', "Invalid type for the request body: expected an object, but got a string"),
+        (b"null", "Invalid type for the request body: expected an object, but got null"),
+    ],
+)
 def test_malformed_bodies_are_400(daphne_server, body, message_start):
     for path in ("/assistants", "/threads", "/threads/runs"):
         response = _post(daphne_server, path, body)

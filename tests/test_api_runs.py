@@ -43,7 +43,11 @@ def test_run_lifecycle(client):
     assert [m.content[0].text.value for m in reply.data] == ["echo: hello there [context=1]"]
     message = reply.data[0]
     assert (message.role, message.status, message.assistant_id, message.run_id) == (
-        "assistant", "completed", assistant.id, run.id)
+        "assistant",
+        "completed",
+        assistant.id,
+        run.id,
+    )
 
     steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)
     assert len(steps.data) == 1
@@ -55,8 +59,7 @@ def test_run_lifecycle(client):
     fetched = client.beta.threads.runs.steps.retrieve(step.id, thread_id=thread.id, run_id=run.id)
     assert fetched.model_dump() == step.model_dump()
 
-    assert client.beta.threads.runs.update(run.id, thread_id=thread.id, metadata={"job": "2"}).metadata == {
-        "job": "2"}
+    assert client.beta.threads.runs.update(run.id, thread_id=thread.id, metadata={"job": "2"}).metadata == {"job": "2"}
     runs = client.beta.threads.runs.list(thread.id)
     assert [r.id for r in runs.data] == [run.id] and runs.data[0].metadata == {"job": "2"}
 
@@ -64,26 +67,35 @@ def test_run_lifecycle(client):
 def test_run_overrides(client):
     assistant, thread = _setup(client, "hi")
     run = client.beta.threads.runs.create_and_poll(
-        thread_id=thread.id, assistant_id=assistant.id, model="other-model", instructions="Other.",
-        additional_messages=[{"role": "user", "content": "added"}], temperature=0.2, poll_interval_ms=10,
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        model="other-model",
+        instructions="Other.",
+        additional_messages=[{"role": "user", "content": "added"}],
+        temperature=0.2,
+        poll_interval_ms=10,
     )
     assert (run.status, run.model, run.instructions, run.temperature) == ("completed", "other-model", "Other.", 0.2)
     latest = client.beta.threads.messages.list(thread.id, limit=1).data[0]
     assert latest.content[0].text.value == "echo: added [context=2]"
 
 
-@pytest.mark.parametrize(("strategy", "context"), [
-    (None, 3),
-    ({"type": "auto"}, 3),
-    ({"type": "last_messages", "last_messages": 1}, 1),
-    ({"type": "last_messages", "last_messages": 2}, 2),
-    ({"type": "last_messages", "last_messages": 50}, 3),
-])
+@pytest.mark.parametrize(
+    ("strategy", "context"),
+    [
+        (None, 3),
+        ({"type": "auto"}, 3),
+        ({"type": "last_messages", "last_messages": 1}, 1),
+        ({"type": "last_messages", "last_messages": 2}, 2),
+        ({"type": "last_messages", "last_messages": 50}, 3),
+    ],
+)
 def test_truncation_strategy(client, strategy, context):
     assistant, thread = _setup(client, "one", "two", "three")
     extra = {"truncation_strategy": strategy} if strategy else {}
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                   poll_interval_ms=10, **extra)
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=10, **extra
+    )
     assert run.status == "completed"
     reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
     assert reply.content[0].text.value == f"echo: three [context={context}]"
@@ -92,18 +104,25 @@ def test_truncation_strategy(client, strategy, context):
 def test_last_messages_needs_a_count(client):
     assistant, thread = _setup(client, "x")
     with pytest.raises(openai.BadRequestError) as info:
-        client.beta.threads.runs.create(thread.id, assistant_id=assistant.id,
-                                        truncation_strategy={"type": "last_messages"})
+        client.beta.threads.runs.create(
+            thread.id, assistant_id=assistant.id, truncation_strategy={"type": "last_messages"}
+        )
     assert info.value.param == "truncation_strategy.last_messages"
     with pytest.raises(openai.BadRequestError) as info:
-        client.beta.threads.runs.create(thread.id, assistant_id=assistant.id,
-                                        truncation_strategy={"type": "last_messages", "last_messages": 0})
+        client.beta.threads.runs.create(
+            thread.id, assistant_id=assistant.id, truncation_strategy={"type": "last_messages", "last_messages": 0}
+        )
     assert info.value.param == "truncation_strategy.last_messages"
 
 
 EXPECTED_PREFIX = [
-    "thread.run.created", "thread.run.queued", "thread.run.in_progress", "thread.run.step.created",
-    "thread.run.step.in_progress", "thread.message.created", "thread.message.in_progress",
+    "thread.run.created",
+    "thread.run.queued",
+    "thread.run.in_progress",
+    "thread.run.step.created",
+    "thread.run.step.in_progress",
+    "thread.message.created",
+    "thread.message.in_progress",
 ]
 EXPECTED_SUFFIX = ["thread.message.completed", "thread.run.step.completed", "thread.run.completed"]
 
@@ -126,8 +145,8 @@ def test_stream_event_sequence(client):
 def test_create_and_run(client):
     assistant = client.beta.assistants.create(model="m")
     run = client.beta.threads.create_and_run_poll(
-        assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "new thread"}],
-                                           "metadata": {"via": "create_and_run"}},
+        assistant_id=assistant.id,
+        thread={"messages": [{"role": "user", "content": "new thread"}], "metadata": {"via": "create_and_run"}},
         poll_interval_ms=10,
     )
     assert run.status == "completed"
@@ -175,8 +194,9 @@ def test_active_run_conflict_and_cancel(client):
 
     # The thread is free again.
     client.beta.threads.messages.create(thread.id, role="user", content="after")
-    again = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                     poll_interval_ms=10)
+    again = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=10
+    )
     assert again.status == "completed"
 
 
@@ -194,15 +214,13 @@ def test_cancel_while_streaming(client):
 
 def test_unknown_ids_in_runs_are_404(client):
     assistant, thread = _setup(client, "x")
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                   poll_interval_ms=10)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=10)
     calls = {
         "run": lambda: client.beta.threads.runs.retrieve("run_missing", thread_id=thread.id),
         "run ": lambda: client.beta.threads.runs.update("run_missing", thread_id=thread.id, metadata={}),
         " run": lambda: client.beta.threads.runs.cancel("run_missing", thread_id=thread.id),
         "run  ": lambda: client.beta.threads.runs.steps.list("run_missing", thread_id=thread.id),
-        "run step": lambda: client.beta.threads.runs.steps.retrieve("step_missing", thread_id=thread.id,
-                                                                    run_id=run.id),
+        "run step": lambda: client.beta.threads.runs.steps.retrieve("step_missing", thread_id=thread.id, run_id=run.id),
         "thread": lambda: client.beta.threads.runs.list("thread_missing"),
         "thread ": lambda: client.beta.threads.runs.create("thread_missing", assistant_id=assistant.id),
         "assistant": lambda: client.beta.threads.runs.create(thread.id, assistant_id="asst_missing"),
@@ -216,11 +234,11 @@ def test_unknown_ids_in_runs_are_404(client):
 
 def test_submit_tool_outputs_needs_requires_action(client):
     assistant, thread = _setup(client, "x")
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                   poll_interval_ms=10)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=10)
     with pytest.raises(openai.BadRequestError) as info:
-        client.beta.threads.runs.submit_tool_outputs(run.id, thread_id=thread.id,
-                                                     tool_outputs=[{"tool_call_id": "call_1", "output": "x"}])
+        client.beta.threads.runs.submit_tool_outputs(
+            run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "call_1", "output": "x"}]
+        )
     assert info.value.body["message"] == 'Runs in status "completed" do not accept tool outputs.'
 
 

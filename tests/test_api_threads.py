@@ -33,8 +33,10 @@ def test_thread_lifecycle_with_initial_messages(client):
 
     deleted = client.beta.threads.delete(thread.id)
     assert (deleted.id, deleted.object, deleted.deleted) == (thread.id, "thread.deleted", True)
-    for call in (lambda: client.beta.threads.retrieve(thread.id),
-                 lambda: client.beta.threads.messages.retrieve(first.id, thread_id=thread.id)):
+    for call in (
+        lambda: client.beta.threads.retrieve(thread.id),
+        lambda: client.beta.threads.messages.retrieve(first.id, thread_id=thread.id),
+    ):
         with pytest.raises(openai.NotFoundError) as info:
             call()
         assert info.value.body["message"] == f"No thread found with id '{thread.id}'."

@@ -150,9 +150,26 @@ def validate_body(schema_name: str, body: Any) -> dict:
     error = best_match(validator(schema_name).iter_errors(body))
     if error is not None:
         raise _error_for(error)
+    _refuse_null_characters(body, [])
     for path, metadata in _metadata_values(body):
         check_metadata(metadata, path)
     return body
+
+
+def _refuse_null_characters(value: Any, path: list) -> None:
+    """No string may hold U+0000: PostgreSQL cannot store it, so no backend accepts it."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            name = param_path(path) or None
+            raise invalid(f"Invalid value for '{name}': null characters are not allowed.", param=name,
+                          code="invalid_value")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_null_characters(key, path)
+            _refuse_null_characters(item, [*path, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_null_characters(item, [*path, index])
 
 
 def _metadata_values(body: dict):

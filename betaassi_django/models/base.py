@@ -143,6 +143,12 @@ class RemoteModel(models.Model):
             self.clean_fields(exclude={"id", "created_at", "metadata", "synced_at"})
         except ValidationError as exc:
             errors.update(exc.message_dict)
+        for name in (*self.writable_fields, "content"):
+            value = getattr(self, name, None)
+            if isinstance(value, str) and "\x00" in value:
+                errors.setdefault(name, []).append("Null characters are not allowed.")
+        if errors:
+            raise ValidationError(errors)
         try:
             metadata = self.encode_metadata()
         except ValidationError as exc:
