@@ -61,6 +61,8 @@ def test_model_is_required(client):
         ("top_p", -0.1, "top_p", "decimal_below_min_value"),
         ("tools", [{"type": "browser"}], "tools[0]", "invalid_value"),
         ("unknown_field", 1, "unknown_field", "unknown_parameter"),
+        ("name", "nul\x00inside", "name", "invalid_value"),
+        ("metadata", {"k": "nul\x00inside"}, "metadata.k", "invalid_value"),
     ],
 )
 def test_bad_fields_are_400_naming_the_param(client, field, value, param, code):

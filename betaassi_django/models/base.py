@@ -185,6 +185,12 @@ class RemoteModel(models.Model):
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
+        if codec.TYPE_KEY in (instance.metadata or {}):
+            # Values come from the backend's own strings, exactly (a database column can round off:
+            # jsonb reads a large float back as an int, SQLite keeps 15 significant digits).
+            loaded = [f for f in cls.metadata_fields() if f.attname in instance.__dict__]
+            for attname, value in codec.decode(loaded, instance.metadata).items():
+                setattr(instance, attname, value)
         # What the backend held when the mirror was written: used to undo a modify.
         instance._snapshot = cls._payload(
             {n: getattr(instance, n) for n in cls.writable_fields}, instance.metadata or {}
