@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from functools import cache
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx2
 from jsonschema import Draft202012Validator
@@ -58,6 +59,7 @@ def _operations() -> list[tuple[re.Pattern, str, str, dict]]:
 
 
 def operation(method: str, path: str) -> tuple[str, dict]:
+    path = unquote(path)
     for pattern, op_method, op_id, op in _operations():
         if op_method == method and pattern.match(path):
             return op_id, op
