@@ -177,6 +177,8 @@ def test_active_run_conflict_and_cancel(client):
         client.beta.threads.messages.create(thread.id, role="user", content="more")
     assert info.value.body["message"] == f"Can't add messages to {thread.id} while a run {run.id} is active."
 
+    while client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "queued":
+        time.sleep(0.01)  # cancel it mid-reply, not before it starts
     cancelling = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
     assert cancelling.status == "cancelling"
     cancelled = _wait(client, thread.id, run.id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.http import JsonResponse
+import json
+
+from django.http import HttpResponse
 
 
 class ApiError(Exception):
@@ -27,8 +29,8 @@ class ApiError(Exception):
     def as_dict(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def response(self) -> JsonResponse:
-        return JsonResponse(self.as_dict(), status=self.status)
+    def response(self) -> HttpResponse:
+        return HttpResponse(json.dumps(self.as_dict()), status=self.status, content_type="application/json")
 
 
 def invalid(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:

@@ -1,19 +1,23 @@
 """The request/response plumbing shared by every /v1 view.
 
-``endpoint()`` turns per-method async handlers into one Django view that
+``endpoint()`` turns per-method handlers into one async Django view that
 authenticates, parses and validates the body, and answers every failure with
 an OpenAI-shaped error: client input never produces a 500.
+
+Handlers are plain functions (their work is database work): the async view
+runs authentication and the handler in one ``sync_to_async`` hop, and the sync
+in-process transport calls the same ``handle`` directly, with no event loop.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
@@ -26,7 +30,7 @@ from .validation import validate_body
 logger = logging.getLogger("betaassi_django.api")
 
 IN_PROCESS_SCOPE_KEY = "betaassi.in_process"
-Handler = Callable[..., Awaitable[dict | HttpResponseBase]]
+Handler = Callable[..., dict | HttpResponseBase]
 
 
 def is_in_process(request: HttpRequest) -> bool:
@@ -45,7 +49,12 @@ def _check_key(raw_key: str) -> bool:
     return True
 
 
-async def authenticate(request: HttpRequest) -> None:
+def json_response(data: dict, status: int = 200) -> HttpResponse:
+    """Compact JSON, as the API's bodies are plain JSON values (no Django encoder needed)."""
+    return HttpResponse(json.dumps(data, separators=(",", ":")), status=status, content_type="application/json")
+
+
+def authenticate(request: HttpRequest) -> None:
     if is_in_process(request):
         return
     header = request.headers.get("Authorization", "")
@@ -57,7 +66,7 @@ async def authenticate(request: HttpRequest) -> None:
             "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). Create one with "
             "`python manage.py create_api_key NAME`.",
         )
-    if not await sync_to_async(_check_key)(raw_key.strip()):
+    if not _check_key(raw_key.strip()):
         shown = raw_key.strip()
         shown = f"{shown[:8]}***{shown[-4:]}" if len(shown) > 12 else "***"
         raise ApiError(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
@@ -95,29 +104,31 @@ def endpoint(**handlers: Handler):
     """One view for a URL: ``endpoint(GET=list_x, POST=create_x)``."""
     allowed = ", ".join(sorted(handlers))
 
-    @csrf_exempt
-    async def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
+    def handle(request: HttpRequest, **kwargs) -> HttpResponseBase:
         try:
-            await authenticate(request)
+            authenticate(request)
             handler = handlers.get(request.method or "")
             if handler is None:
                 raise ApiError(405, f"Method {request.method} is not allowed on {request.path}; use {allowed}.")
-            result = await handler(request, **kwargs)
+            result = handler(request, **kwargs)
         except ApiError as error:
             return error.response()
         except Exception:
             logger.exception("unhandled error in %s %s", request.method, request.path)
             return server_error().response()
-        return result if isinstance(result, HttpResponseBase) else JsonResponse(result)
+        return result if isinstance(result, HttpResponseBase) else json_response(result)
 
-    view.allowed_methods = allowed
+    @csrf_exempt
+    async def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
+        return await sync_to_async(handle)(request, **kwargs)
+
+    view.handle = handle
     return view
 
 
-@csrf_exempt
-async def unknown_path(request: HttpRequest, **kwargs) -> JsonResponse:
-    try:
-        await authenticate(request)
-    except ApiError as error:
-        return error.response()
-    return ApiError(404, f"Invalid URL ({request.method} {request.path}).").response()
+def _unknown(request: HttpRequest, **kwargs) -> dict:
+    raise ApiError(404, f"Invalid URL ({request.method} {request.path}).")
+
+
+unknown_path = endpoint(**{method: _unknown for method in ("GET", "POST", "DELETE", "PUT", "PATCH", "HEAD",
+                                                           "OPTIONS")})

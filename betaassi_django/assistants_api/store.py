@@ -161,9 +161,13 @@ def delete_thread(thread_id: str) -> dict:
 
 
 def _active_run(thread: Thread) -> Run | None:
-    """The thread's active run, after expiring runs whose time ran out."""
-    Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES, expires_at__lt=now()).update(status="expired")
-    return Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).first()
+    """The thread's active run; one whose time ran out is expired on the way."""
+    for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).only("id", "status", "expires_at"):
+        if run.expires_at is not None and run.expires_at < now():
+            Run.objects.filter(pk=run.pk, status=run.status).update(status="expired")
+            continue
+        return run
+    return None
 
 
 def create_message(thread_id: str, body: dict) -> dict:

@@ -1,10 +1,12 @@
 """In-process transports: the app's own openai clients reach the /v1 views without sockets.
 
 ``InProcessTransport`` (sync) and ``AsyncInProcessTransport`` build the same
-Django ``ASGIRequest`` daphne would, resolve it against the API's URLconf and
-call the very same view. No middleware runs and no request signals are sent,
-so a call made inside the caller's database transaction stays inside it (the
-sync transport runs the view's database work on the caller's thread).
+Django ``ASGIRequest`` daphne would and resolve it against the API's URLconf.
+The async transport awaits the very view daphne calls; the sync one calls that
+view's ``handle`` (the code the view runs in its one thread hop) directly on
+the caller's thread, with no event loop, so a call made inside the caller's
+database transaction stays inside it. No middleware runs and no request
+signals are sent.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ URLCONF = "betaassi_django.assistants_api.urls"
 API_PREFIX = "/v1"
 
 
-async def dispatch(request: httpx2.Request, body: bytes) -> HttpResponseBase:
-    """Answer one httpx request with the /v1 view that HTTP would reach."""
+def _resolve(request: httpx2.Request, body: bytes):
+    """The Django request daphne would build, and the /v1 view it reaches."""
     path = request.url.path
-    api_path = path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else path
+    api_path = path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else path
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -47,7 +49,7 @@ async def dispatch(request: httpx2.Request, body: bytes) -> HttpResponseBase:
     django_request = ASGIRequest(scope, io.BytesIO(body))
     match = resolve(api_path, urlconf=URLCONF)
     django_request.resolver_match = match
-    return await match.func(django_request, *match.args, **match.kwargs)
+    return django_request, match
 
 
 def _headers(response: HttpResponseBase) -> list[tuple[str, str]]:
@@ -91,8 +93,8 @@ class InProcessTransport(httpx2.BaseTransport):
     """For ``openai.OpenAI``: call from sync code (not from inside an event loop)."""
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        body = request.read()
-        response = async_to_sync(dispatch)(request, body)
+        django_request, match = _resolve(request, request.read())
+        response = match.func.handle(django_request, *match.args, **match.kwargs)
         if isinstance(response, SSEResponse):
             stream = _SyncFrames(response.events)
             return httpx2.Response(response.status_code, headers=_headers(response), stream=stream, request=request)
@@ -105,8 +107,8 @@ class AsyncInProcessTransport(httpx2.AsyncBaseTransport):
     """For ``openai.AsyncOpenAI``: the view runs on the caller's event loop."""
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        body = await request.aread()
-        response = await dispatch(request, body)
+        django_request, match = _resolve(request, await request.aread())
+        response = await match.func(django_request, *match.args, **match.kwargs)
         if isinstance(response, SSEResponse):
             stream = _AsyncFrames(response.events)
             return httpx2.Response(response.status_code, headers=_headers(response), stream=stream, request=request)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import openai
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
-from django.db import NotSupportedError, models, transaction
+from django.db import NotSupportedError, models
 
 from betaassi_django import client as clients
 from betaassi_django import metadata as codec
@@ -120,13 +120,11 @@ class RemoteModel(models.Model):
         """Ids that address this object besides its own (e.g. ``thread_id``)."""
         return {}
 
-    def create_payload(self) -> dict[str, Any]:
-        return self.modify_payload()
+    def create_payload(self, metadata: dict[str, str]) -> dict[str, Any]:
+        return self.modify_payload(metadata)
 
-    def modify_payload(self) -> dict[str, Any]:
-        payload = {name: getattr(self, name) for name in self.writable_fields}
-        payload["metadata"] = self.encode_metadata()
-        return payload
+    def modify_payload(self, metadata: dict[str, str]) -> dict[str, Any]:
+        return {**{name: getattr(self, name) for name in self.writable_fields}, "metadata": metadata}
 
     # -- validation and encoding --------------------------------------------
 
@@ -211,9 +209,8 @@ class RemoteModel(models.Model):
     # -- write-through ----------------------------------------------------------
 
     def _write_mirror(self, created: bool = False) -> None:
-        """Insert (a new object) or upsert the mirror row."""
-        with transaction.atomic(using=self._state.db or "default"):
-            super().save(force_insert=created)
+        """Insert (a new object) or upsert the mirror row: one statement, atomic by itself."""
+        super().save(force_insert=created)
 
     def _compensate(self, api, created: bool) -> None:
         resource = self.resource(api)
@@ -231,14 +228,14 @@ class RemoteModel(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         """Create or modify the backend object, then the mirror row."""
-        self.validate_for_backend()
+        metadata = self.validate_for_backend()
         api = clients.get_client()
         created = not self.id
         resource = self.resource(api)
         if created:
-            obj = resource.create(**self.scope(), **self.create_payload())
+            obj = resource.create(**self.scope(), **self.create_payload(metadata))
         else:
-            obj = resource.update(self.id, **self.scope(), **self.modify_payload())
+            obj = resource.update(self.id, **self.scope(), **self.modify_payload(metadata))
         previous = getattr(self, "_snapshot", None)
         self.apply_remote(obj)
         try:
@@ -253,14 +250,14 @@ class RemoteModel(models.Model):
 
     async def asave(self, *args, **kwargs) -> None:
         """``save()`` for async code: the async client, and the mirror write in a thread."""
-        self.validate_for_backend()
+        metadata = self.validate_for_backend()
         api = clients.get_async_client()
         created = not self.id
         resource = self.resource(api)
         if created:
-            obj = await resource.create(**self.scope(), **self.create_payload())
+            obj = await resource.create(**self.scope(), **self.create_payload(metadata))
         else:
-            obj = await resource.update(self.id, **self.scope(), **self.modify_payload())
+            obj = await resource.update(self.id, **self.scope(), **self.modify_payload(metadata))
         previous = getattr(self, "_snapshot", None)
         self.apply_remote(obj)
         try:

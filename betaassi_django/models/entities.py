@@ -100,8 +100,8 @@ class BaseMessage(RemoteModel):
     def scope(self) -> dict[str, str]:
         return {"thread_id": self.thread_id}
 
-    def create_payload(self) -> dict[str, Any]:
-        return {"role": self.role, "content": self.content, "metadata": self.encode_metadata()}
+    def create_payload(self, metadata: dict[str, str]) -> dict[str, Any]:
+        return {"role": self.role, "content": self.content, "metadata": metadata}
 
     def remote_values(self, obj: Any) -> dict[str, Any]:
         values = super().remote_values(obj)
@@ -133,8 +133,8 @@ class BaseRun(RemoteModel):
     def scope(self) -> dict[str, str]:
         return {"thread_id": self.thread_id}
 
-    def create_payload(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {"assistant_id": self.assistant_id, "metadata": self.encode_metadata()}
+    def create_payload(self, metadata: dict[str, str]) -> dict[str, Any]:
+        payload: dict[str, Any] = {"assistant_id": self.assistant_id, "metadata": metadata}
         if self.model:
             payload["model"] = self.model
         if self.instructions:

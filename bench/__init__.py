@@ -1,0 +1,1 @@
+"""Benchmarks, run by ``make bench``: ratios against a baseline measured side by side."""

@@ -1,0 +1,74 @@
+"""``make bench``: every benchmark on scratch databases, then one table.
+
+The database named by DATABASE_URL (SQLite by default) is never touched: the
+benchmarks run on a scratch database of the same kind, and the HTTP paths on a
+daphne server with a scratch database of its own. BENCH_N sets the number of
+measured operations per path (default 300).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    from betaassi_django.testing import LiveServer, scratch_database_url
+
+    like = os.environ.get("DATABASE_URL") or f"sqlite:///{ROOT / 'db.sqlite3'}"
+    n = int(os.environ.get("BENCH_N", "300"))
+    with scratch_database_url(like) as local_url, scratch_database_url(like) as server_url:
+        os.environ["DATABASE_URL"] = local_url
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", run_syncdb=True, verbosity=0)
+        with LiveServer(server_url, cwd=ROOT) as server:
+            run_all(server, n)
+            from django.db import connections
+
+            from betaassi_django.assistants_api.engine import engine
+
+            engine.close_connections()
+            connections.close_all()
+    from .report import print_table
+
+    print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
+    print_table()
+
+
+def run_all(server, n: int) -> None:
+    import httpx2
+    import openai
+
+    from betaassi_django.client import build_client, use_clients
+
+    from . import api_roundtrip, models
+
+    recorder: list[tuple[str, str]] = []
+
+    class Recording(httpx2.BaseTransport):
+        def __init__(self, inner: httpx2.BaseTransport) -> None:
+            self.inner = inner
+
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            recorder.append((request.method, request.url.path))
+            return self.inner.handle_request(request)
+
+    in_process = build_client(backend="embedded", wrap_transport=Recording, max_retries=0)
+    http = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+    with use_clients(in_process):
+        api_roundtrip.run(in_process, http, n)
+        models.run(recorder, n, listed=250)
+    models.run_remote(server, n)
+
+
+if __name__ == "__main__":
+    main()
