@@ -186,7 +186,8 @@ def test_active_run_conflict_and_cancel(client):
 
     reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
     assert (reply.status, reply.incomplete_details.reason) == ("incomplete", "run_cancelled")
-    assert len(reply.content[0].text.value) < len(f"echo: {LONG_TEXT} [context=1]")
+    partial = reply.content[0].text.value if reply.content else ""  # empty when cancelled before the first delta
+    assert len(partial) < len(f"echo: {LONG_TEXT} [context=1]")
     step = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data[0]
     assert step.status == "cancelled"
 
