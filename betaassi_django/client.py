@@ -28,38 +28,35 @@ _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _overrides: list[tuple[openai.OpenAI | None, openai.AsyncOpenAI | None]] = []
 
 
+def _connection(backend: str | None, asynchronous: bool, wrap_transport) -> dict:
+    """base_url, api_key and http_client for the backend, shared by both client kinds."""
+    settings = conf.get()
+    if (backend or settings.backend) == "embedded":
+        from betaassi_django.assistants_api import transport as in_process
+
+        transport = in_process.AsyncInProcessTransport() if asynchronous else in_process.InProcessTransport()
+        base_url, api_key = EMBEDDED_BASE_URL, EMBEDDED_API_KEY
+    else:
+        transport = httpx2.AsyncHTTPTransport() if asynchronous else httpx2.HTTPTransport()
+        base_url, api_key = settings.openai_base_url, settings.openai_api_key
+    if wrap_transport is not None:
+        transport = wrap_transport(transport)
+    http_client = (openai.DefaultAsyncHttpxClient if asynchronous else openai.DefaultHttpxClient)(transport=transport)
+    return {"base_url": base_url or None, "api_key": api_key or None, "http_client": http_client}
+
+
 def build_client(*, backend: str | None = None, wrap_transport=None, **options) -> openai.OpenAI:
-    """A new sync client; ``options`` go to ``openai.OpenAI`` (e.g. ``max_retries``).
+    """A new sync client; ``options`` go to ``openai.OpenAI`` (e.g. ``max_retries``, ``base_url``).
 
     ``wrap_transport`` receives the httpx2 transport (in-process or HTTP) and
     returns the one to use, e.g. to record or count requests.
     """
-    settings = conf.get()
-    if (backend or settings.backend) == "embedded":
-        from betaassi_django.assistants_api.transport import InProcessTransport
-
-        transport, base_url, api_key = InProcessTransport(), EMBEDDED_BASE_URL, EMBEDDED_API_KEY
-    else:
-        transport, base_url, api_key = httpx2.HTTPTransport(), settings.openai_base_url, settings.openai_api_key
-    if wrap_transport is not None:
-        transport = wrap_transport(transport)
-    return openai.OpenAI(base_url=base_url or None, api_key=api_key or None,
-                         http_client=openai.DefaultHttpxClient(transport=transport), **options)
+    return openai.OpenAI(**{**_connection(backend, False, wrap_transport), **options})
 
 
 def build_async_client(*, backend: str | None = None, wrap_transport=None, **options) -> openai.AsyncOpenAI:
     """A new async client; ``options`` go to ``openai.AsyncOpenAI``."""
-    settings = conf.get()
-    if (backend or settings.backend) == "embedded":
-        from betaassi_django.assistants_api.transport import AsyncInProcessTransport
-
-        transport, base_url, api_key = AsyncInProcessTransport(), EMBEDDED_BASE_URL, EMBEDDED_API_KEY
-    else:
-        transport, base_url, api_key = httpx2.AsyncHTTPTransport(), settings.openai_base_url, settings.openai_api_key
-    if wrap_transport is not None:
-        transport = wrap_transport(transport)
-    return openai.AsyncOpenAI(base_url=base_url or None, api_key=api_key or None,
-                              http_client=openai.DefaultAsyncHttpxClient(transport=transport), **options)
+    return openai.AsyncOpenAI(**{**_connection(backend, True, wrap_transport), **options})
 
 
 def get_client() -> openai.OpenAI:

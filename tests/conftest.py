@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import os
 
-import httpx2
 import openai
 import pytest
 from django.conf import settings
 
-from betaassi_django.assistants_api.transport import AsyncInProcessTransport, InProcessTransport
-from betaassi_django.client import EMBEDDED_API_KEY, EMBEDDED_BASE_URL
 from betaassi_django.testing import LiveServer, scratch_database_url
 from tests.spec import AsyncValidatingTransport, ValidatingTransport
 
@@ -63,55 +60,38 @@ def echo_delay(settings):
     settings.BETAASSI_ECHO_DELAY = float(LIVE_ECHO_DELAY)
 
 
+def _sdk_client(kind: str, server: LiveServer | None = None, asynchronous: bool = False, **options):
+    """The product's own client factory, with every response validated against the specification."""
+    from betaassi_django.client import build_async_client, build_client
+
+    checked = AsyncValidatingTransport if asynchronous else ValidatingTransport
+    if server is not None:
+        options.update(base_url=server.base_url, api_key=server.api_key)
+    build = build_async_client if asynchronous else build_client
+    return build(backend="remote" if kind == "http" else "embedded", max_retries=0,
+                 wrap_transport=lambda transport: checked(transport, kind), **options)
+
+
 def http_client(server: LiveServer, **options) -> openai.OpenAI:
-    transport = ValidatingTransport(httpx2.HTTPTransport(), "http")
-    return openai.OpenAI(
-        base_url=server.base_url,
-        api_key=server.api_key,
-        max_retries=0,
-        http_client=openai.DefaultHttpxClient(transport=transport),
-        **options,
-    )
+    return _sdk_client("http", server, **options)
 
 
 def in_process_client(**options) -> openai.OpenAI:
-    transport = ValidatingTransport(InProcessTransport(), "in_process")
-    return openai.OpenAI(
-        base_url=EMBEDDED_BASE_URL,
-        api_key=EMBEDDED_API_KEY,
-        max_retries=0,
-        http_client=openai.DefaultHttpxClient(transport=transport),
-        **options,
-    )
+    return _sdk_client("in_process", **options)
 
 
 @pytest.fixture(params=["in_process", "http"])
 def client(request, echo_delay) -> openai.OpenAI:
     """The sync SDK client, once per transport."""
-    if request.param == "http":
-        return http_client(request.getfixturevalue("daphne_server"))
-    return in_process_client()
+    server = request.getfixturevalue("daphne_server") if request.param == "http" else None
+    return _sdk_client(request.param, server)
 
 
 @pytest.fixture(params=["in_process", "http"])
 def aclient(request, echo_delay) -> openai.AsyncOpenAI:
     """The async SDK client, once per transport."""
-    if request.param == "http":
-        server = request.getfixturevalue("daphne_server")
-        transport = AsyncValidatingTransport(httpx2.AsyncHTTPTransport(), "http")
-        return openai.AsyncOpenAI(
-            base_url=server.base_url,
-            api_key=server.api_key,
-            max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(transport=transport),
-        )
-    transport = AsyncValidatingTransport(AsyncInProcessTransport(), "in_process")
-    return openai.AsyncOpenAI(
-        base_url=EMBEDDED_BASE_URL,
-        api_key=EMBEDDED_API_KEY,
-        max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(transport=transport),
-    )
+    server = request.getfixturevalue("daphne_server") if request.param == "http" else None
+    return _sdk_client(request.param, server, asynchronous=True)
 
 
 #: Answers 400 to every run today: no responder puts a run in requires_action
