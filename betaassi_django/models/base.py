@@ -226,16 +226,16 @@ class RemoteModel(models.Model):
                 self.id,
             )
 
-    def save(self, *args, **kwargs) -> None:
-        """Create or modify the backend object, then the mirror row."""
+    def _backend_write(self, api):
+        """The SDK call that creates or modifies this object (validated first), not yet made."""
         metadata = self.validate_for_backend()
-        api = clients.get_client()
-        created = not self.id
         resource = self.resource(api)
-        if created:
-            obj = resource.create(**self.scope(), **self.create_payload(metadata))
-        else:
-            obj = resource.update(self.id, **self.scope(), **self.modify_payload(metadata))
+        if not self.id:
+            return resource.create(**self.scope(), **self.create_payload(metadata))
+        return resource.update(self.id, **self.scope(), **self.modify_payload(metadata))
+
+    def _store_written(self, obj, created: bool) -> None:
+        """Mirror what the backend answered; undo the backend change if the mirror write fails."""
         previous = getattr(self, "_snapshot", None)
         self.apply_remote(obj)
         try:
@@ -243,32 +243,21 @@ class RemoteModel(models.Model):
         except Exception:
             if previous is not None:
                 self._snapshot = previous
-            self._compensate(api, created)
+            self._compensate(clients.get_client(), created)
             if created:
                 self.id = ""
             raise
 
+    def save(self, *args, **kwargs) -> None:
+        """Create or modify the backend object, then the mirror row."""
+        created = not self.id
+        self._store_written(self._backend_write(clients.get_client()), created)
+
     async def asave(self, *args, **kwargs) -> None:
         """``save()`` for async code: the async client, and the mirror write in a thread."""
-        metadata = self.validate_for_backend()
-        api = clients.get_async_client()
         created = not self.id
-        resource = self.resource(api)
-        if created:
-            obj = await resource.create(**self.scope(), **self.create_payload(metadata))
-        else:
-            obj = await resource.update(self.id, **self.scope(), **self.modify_payload(metadata))
-        previous = getattr(self, "_snapshot", None)
-        self.apply_remote(obj)
-        try:
-            await sync_to_async(self._write_mirror)(created)
-        except Exception:
-            if previous is not None:
-                self._snapshot = previous
-            await sync_to_async(self._compensate)(clients.get_client(), created)
-            if created:
-                self.id = ""
-            raise
+        obj = await self._backend_write(clients.get_async_client())
+        await sync_to_async(self._store_written)(obj, created)
 
     def delete(self, *args, **kwargs):
         """Delete the backend object, then the mirror row."""
