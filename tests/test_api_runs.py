@@ -273,3 +273,46 @@ def test_a_run_past_its_expiry_is_expired_and_frees_the_thread(settings):
     Run.objects.filter(id=run.id).update(status="in_progress", expires_at=run.created_at - 1)
     assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "expired"
     client.beta.threads.messages.create(thread.id, role="user", content="free again")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_responder_failure_fails_the_run(settings):
+    """A run whose responder cannot answer ends failed, with last_error, and frees its thread."""
+    from tests.conftest import in_process_client
+
+    settings.BETAASSI_RESPONDER = "openai"  # not available in this release: every run fails
+    client = in_process_client()
+    assistant, thread = _setup(client, "hello")
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   poll_interval_ms=10)
+    assert (run.status, run.last_error.code) == ("failed", "server_error")
+    assert "BETAASSI_RESPONDER='openai' is not available" in run.last_error.message
+    assert run.failed_at is not None and run.completed_at is None
+    step = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data[0]
+    assert (step.status, step.last_error.code) == ("failed", "server_error")
+    reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
+    assert (reply.status, reply.incomplete_details.reason) == ("incomplete", "run_failed")
+    client.beta.threads.messages.create(thread.id, role="user", content="the thread is free")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_process_calls_send_no_request_signals():
+    from django.core.signals import request_finished, request_started
+
+    from tests.conftest import in_process_client
+
+    fired = []
+
+    def receiver(**kwargs):
+        fired.append(kwargs)
+
+    request_started.connect(receiver)
+    request_finished.connect(receiver)
+    try:
+        client = in_process_client()
+        assistant = client.beta.assistants.create(model="m")
+        client.beta.assistants.retrieve(assistant.id)
+    finally:
+        request_started.disconnect(receiver)
+        request_finished.disconnect(receiver)
+    assert fired == []
