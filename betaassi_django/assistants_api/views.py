@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from . import store
+from . import serializers, store
 from .engine import engine
 from .http import read_body
 from .ids import new_id
@@ -22,9 +22,7 @@ def create_assistant(request: HttpRequest) -> dict:
 
 
 def retrieve_assistant(request: HttpRequest, assistant_id: str) -> dict:
-    from .serializers import assistant
-
-    return assistant(store.get_assistant(assistant_id))
+    return serializers.assistant(store.get_assistant(assistant_id))
 
 
 def modify_assistant(request: HttpRequest, assistant_id: str) -> dict:
@@ -43,9 +41,7 @@ def create_thread(request: HttpRequest) -> dict:
 
 
 def retrieve_thread(request: HttpRequest, thread_id: str) -> dict:
-    from .serializers import thread
-
-    return thread(store.get_thread(thread_id))
+    return serializers.thread(store.get_thread(thread_id))
 
 
 def modify_thread(request: HttpRequest, thread_id: str) -> dict:
