@@ -316,3 +316,23 @@ def test_in_process_calls_send_no_request_signals():
         request_started.disconnect(receiver)
         request_finished.disconnect(receiver)
     assert fired == []
+
+
+async def test_concurrent_streams_each_get_their_own_events(aclient):
+    """Ten runs streamed at once: every stream carries exactly its own run's events."""
+    import asyncio
+
+    assistant = await aclient.beta.assistants.create(model="m")
+
+    async def one(index: int) -> tuple[str, str, str]:
+        thread = await aclient.beta.threads.create(messages=[{"role": "user", "content": f"stream number {index}"}])
+        async with aclient.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+            deltas = "".join([delta async for delta in stream.text_deltas])
+            run = await stream.get_final_run()
+            final = (await stream.get_final_messages())[0].content[0].text.value
+        assert run.thread_id == thread.id and run.status == "completed"
+        return deltas, final, f"echo: stream number {index} [context=1]"
+
+    results = await asyncio.gather(*(one(index) for index in range(10)))
+    for deltas, final, expected in results:
+        assert deltas == final == expected

@@ -56,4 +56,7 @@ class SSEResponse(StreamingHttpResponse):
         self.events = events
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"
-        self._resource_closers.append(events.close)
+
+    def close(self) -> None:
+        self.events.close()
+        super().close()
