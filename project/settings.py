@@ -67,6 +67,9 @@ ASGI_APPLICATION = "project.asgi.application"
 WSGI_APPLICATION = "project.wsgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL")}
+# Keep connections between requests (opening a PostgreSQL connection costs more than most requests).
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several threads (the run engine, async views) write at once: wait for the
     # lock instead of failing, and take it up front so upgrades cannot deadlock.
