@@ -2,6 +2,7 @@
 
 from .base import RemoteModel, RemoteQuerySet
 from .entities import Assistant, BaseAssistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
+from .publishing import PublishLease
 
 __all__ = [
     "Assistant",
@@ -10,6 +11,7 @@ __all__ = [
     "BaseRun",
     "BaseThread",
     "Message",
+    "PublishLease",
     "RemoteModel",
     "RemoteQuerySet",
     "Run",

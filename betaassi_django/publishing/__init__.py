@@ -1,0 +1,1 @@
+"""The publish queue: session events single-tracked through each assistant's publish thread."""
