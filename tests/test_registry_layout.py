@@ -24,8 +24,9 @@ def test_ten_thousand_sessions_fit_and_every_one_is_found_in_its_page():
     root, pages = Root("thread_root"), [Page(f"thread_{0:024d}")]
     root.page_ids.append(pages[0].thread_id)
     ids = [f"session-{rng.getrandbits(48):x}-{index}" for index in range(10_000)]
+    made = iter(range(1, 10**6))
     for index, session_id in enumerate(ids):
-        put(root, pages, session_id, _record(index), lambda: Page(f"thread_{len(pages):024d}"))
+        put(root, pages, session_id, _record(index), lambda: Page(f"thread_{next(made):024d}"))
     assert sum(len(p.sessions) for p in pages) == 10_000
     assert all(p.chars() == len(p.encoded_sessions()) for p in pages)  # the running sizes are exact
     for session_id in ids:  # a lookup reads the root, then exactly one page
@@ -44,8 +45,9 @@ def test_round_trip_through_metadata():
 def test_the_root_refuses_to_grow_past_its_keys():
     root = Root("thread_r", [f"thread_{0:024d}"])
     pages = [Page(root.page_ids[0])]
+    made = iter(range(1, 10**6))
     while root.can_double():
-        double(root, pages, lambda: Page(f"thread_{len(pages):024d}"))
+        pages = double(root, pages, lambda: Page(f"thread_{next(made):024d}"))
     assert len(root.page_ids) == 256 and _fits_metadata(root.to_metadata())
     with pytest.raises(RegistryFull):
-        double(root, pages, lambda: Page(f"thread_{len(pages):024d}"))
+        double(root, pages, lambda: Page(f"thread_{next(made):024d}"))

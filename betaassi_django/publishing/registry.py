@@ -10,10 +10,11 @@ Layout (all in metadata, readable by any process):
   ``sessions``, ``sessions.1``... (14 keys, about 80 sessions).
 
 A session lives in page ``crc32(session_id) % len(pages)``. The number of pages
-doubles (every session is rehashed) when the table passes 60% full or a page
-overflows, so pages stay evenly filled, a small registry has few pages (a
-batch of events touches few), and 256 pages hold well over 10,000 sessions
-while finding one session costs two reads (root, page).
+doubles (every session is rehashed into new page threads, switched to in one
+root write) when the table passes 60% full or a page overflows, so pages stay
+evenly filled, a small registry has few pages (a batch of events touches few),
+and 256 pages hold over 10,000 sessions while finding one session costs two
+reads (root, page).
 """
 
 from __future__ import annotations
@@ -151,18 +152,22 @@ def needs_growth(root: Root, pages: list[Page], touched: Page) -> bool:
     return sum(p.chars() for p in pages) > TARGET_LOAD * PAGE_CAPACITY_CHARS * len(pages)
 
 
-def double(root: Root, pages: list[Page], make_page) -> None:
-    """Twice the pages; every session moves to the page its id now hashes to."""
+def double(root: Root, pages: list[Page], make_page) -> list[Page]:
+    """Twice as many pages, all new, with every session where its id now hashes.
+
+    The old pages are left as they are: the caller writes the new ones, then
+    the root (the switch to the new directory is that one write), then deletes
+    the old page threads. A crash before the root write leaves the old layout
+    whole.
+    """
     if not root.can_double():
         raise RegistryFull(f"the root holds {len(root.page_ids)} pages; twice as many do not fit")
-    sessions = {sid: record for page in pages for sid, record in page.sessions.items()}
-    pages.extend(make_page() for _ in range(len(pages)))
-    root.page_ids = [page.thread_id for page in pages]
+    fresh = [make_page() for _ in range(2 * len(pages))]
+    root.page_ids = [page.thread_id for page in fresh]
     for page in pages:
-        for session_id in list(page.sessions):
-            page.remove(session_id)
-    for session_id, record in sessions.items():
-        pages[root.bucket(session_id)].put(session_id, record)
+        for session_id, record in page.sessions.items():
+            fresh[root.bucket(session_id)].put(session_id, record)
+    return fresh
 
 
 def put(root: Root, pages: list[Page], session_id: str, record: dict, make_page) -> bool:
@@ -170,5 +175,5 @@ def put(root: Root, pages: list[Page], session_id: str, record: dict, make_page)
     pages[root.bucket(session_id)].put(session_id, record)
     if not needs_growth(root, pages, pages[root.bucket(session_id)]):
         return False
-    double(root, pages, make_page)
+    pages[:] = double(root, pages, make_page)
     return True

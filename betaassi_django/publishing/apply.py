@@ -1,0 +1,161 @@
+"""Applying publish-queue events to the registry pages: the processor's pure core.
+
+``apply_events`` folds events, in order, into the pages held in memory and says
+which pages changed. It does no I/O, so the rules that make the processor
+crash-safe are stated (and tested) here:
+
+- every changed page is written with ``applied`` = the last event of the
+  batch, and the root with ``hwm`` = that event, after the pages;
+- after a crash, the events after the root's ``hwm`` are read again; an event
+  whose page already carries an ``applied`` at or after it is skipped, so no
+  event takes effect twice and none is lost;
+- rejected events and no-ops change nothing, and replaying them gives the
+  same verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .events import Event, Rejected, check_session_args, parse
+from .registry import Page, Root
+
+KIND_CODES = {"default": "d", "oneshot": "o", "manyshots": "m"}
+KINDS_BY_CODE = {code: kind for kind, code in KIND_CODES.items()}
+
+
+@dataclass
+class Outcome:
+    event_id: str
+    op: str
+    session_id: str | None
+    status: str  # applied | noop | rejected | replayed
+    reason: str = ""
+
+
+@dataclass
+class Batch:
+    outcomes: list[Outcome] = field(default_factory=list)
+    changed: set[int] = field(default_factory=set)  # indexes of pages to write
+    deleted_threads: list[str] = field(default_factory=list)  # session threads to delete after the commit
+    settings: list[tuple[str, object]] = field(default_factory=list)  # assistant.set (field, value), in order
+
+
+def record_for(args: dict, now: int) -> dict:
+    """A session's registry record: short keys, so a page holds many."""
+    record = {"o": args["owner"], "k": KIND_CODES[args.get("kind", "default")], "c": now, "r": 0}
+    if args.get("context_messages") is not None:
+        record["n"] = args["context_messages"]
+    if args.get("model"):
+        record["m"] = args["model"]
+    if args.get("thread_id"):
+        record["t"] = args["thread_id"]
+    return record
+
+
+def session_from_record(session_id: str, record: dict) -> dict:
+    """A record in the words of the Python API."""
+    return {
+        "session_id": session_id,
+        "owner": record["o"],
+        "kind": KINDS_BY_CODE[record["k"]],
+        "context_messages": record.get("n"),
+        "model": record.get("m"),
+        "thread_id": record.get("t"),
+        "created_at": record["c"],
+        "revision": record["r"],
+    }
+
+
+def _update(record: dict, args: dict) -> tuple[dict | None, str]:
+    """The updated record, or None and why the update cannot apply."""
+    kind = KINDS_BY_CODE[record["k"]]
+    new_kind = args.get("kind", kind)
+    count = args["context_messages"] if "context_messages" in args else record.get("n")
+    if new_kind != "manyshots":
+        count = None if "context_messages" not in args else count
+    if new_kind == "manyshots" and not count:
+        return None, "context_messages (N >= 1) is required for kind 'manyshots'"
+    if new_kind != "manyshots" and count is not None:
+        return None, f"context_messages applies only to kind 'manyshots', not {new_kind!r}"
+    updated = {**record, "k": KIND_CODES[new_kind], "r": record["r"] + 1}
+    updated.pop("n", None)
+    if count is not None:
+        updated["n"] = count
+    if "model" in args:
+        updated.pop("m", None)
+        if args["model"]:
+            updated["m"] = args["model"]
+    return updated, ""
+
+
+def _already_applied(page: Page, position: int, order: dict[str, int]) -> bool:
+    """Whether the page was written after this event in an earlier, interrupted commit."""
+    return page.applied in order and order[page.applied] >= position
+
+
+def apply_event(root: Root, pages: list[Page], event: Event, now: int, batch: Batch, event_id: str) -> None:
+    index = root.bucket(event.session_id)
+    page = pages[index]
+    current = page.sessions.get(event.session_id)
+    outcome = Outcome(event_id, event.op, event.session_id, "applied")
+    if event.op == "session.create":
+        if current is not None:
+            outcome.status, outcome.reason = "noop", "the session exists"
+            if event.args.get("thread_id") and event.args["thread_id"] != current.get("t"):
+                batch.deleted_threads.append(event.args["thread_id"])  # the publisher's thread is not needed
+        else:
+            page.put(event.session_id, record_for(event.args, now))
+    elif event.op == "session.update":
+        if current is None:
+            outcome.status, outcome.reason = "noop", "no such session"
+        else:
+            updated, reason = _update(current, event.args)
+            if updated is None:
+                outcome.status, outcome.reason = "rejected", reason
+            else:
+                page.put(event.session_id, updated)
+    else:  # session.delete
+        if current is None:
+            outcome.status, outcome.reason = "noop", "no such session"
+        else:
+            page.remove(event.session_id)
+            if current.get("t"):
+                batch.deleted_threads.append(current["t"])
+    if outcome.status == "applied":
+        batch.changed.add(index)
+    batch.outcomes.append(outcome)
+
+
+def apply_events(root: Root, pages: list[Page], events: list[tuple[str, str]], now: int) -> Batch:
+    """Fold ``(event_id, content)`` pairs, in order, into ``pages``; returns what happened.
+
+    Growing the table (when a page would overflow) is the caller's job: it
+    doubles the pages with ``registry.double`` before applying the rest.
+    """
+    batch = Batch()
+    order = {event_id: position for position, (event_id, _) in enumerate(events)}
+    for position, (event_id, content) in enumerate(events):
+        try:
+            event = parse(content)
+        except Rejected as exc:
+            batch.outcomes.append(Outcome(event_id, "", None, "rejected", str(exc)))
+            continue
+        if event.op == "assistant.set":
+            batch.settings.append((event.args["field"], event.args["value"]))
+            batch.outcomes.append(Outcome(event_id, event.op, None, "applied"))
+            continue
+        if _already_applied(pages[root.bucket(event.session_id)], position, order):
+            batch.outcomes.append(Outcome(event_id, event.op, event.session_id, "replayed",
+                                          "applied before an interrupted commit"))
+            continue
+        apply_event(root, pages, event, now, batch, event_id)
+    if events:
+        last = events[-1][0]
+        for index in batch.changed:
+            pages[index].applied = last
+        root.hwm = last
+    return batch
+
+
+__all__ = ["Batch", "Outcome", "apply_events", "check_session_args", "record_for", "session_from_record"]
