@@ -59,11 +59,12 @@ def check_model(model) -> list[checks.CheckMessage]:
     """Why a RemoteModel subclass's fields cannot live in metadata (empty when they can)."""
     messages: list[checks.CheckMessage] = []
     fields = model.metadata_fields()
-    free = codec.MAX_PAIRS - 1  # betaassi_type takes one key
+    reserved = model.reserved_keys()
+    free = codec.MAX_PAIRS - len(reserved)
     if len(fields) > free:
         return [checks.Error(
             f"{model._meta.label} has {len(fields)} metadata fields; at most {free} fit "
-            f"({codec.MAX_PAIRS} keys, one is '{codec.TYPE_KEY}').",
+            f"({codec.MAX_PAIRS} keys; reserved: {', '.join(reserved)}).",
             hint="Move some fields into a model of their own, or combine them in a JSONField.",
             obj=model, id="betaassi.E001")]
     for field in fields:

@@ -40,7 +40,9 @@ def test_assistant_docstring_is_default_instructions(backend):
     remote = get_client().beta.assistants.retrieve(support.id)
     assert remote.instructions == "You answer support questions politely."
     assert (remote.name, remote.model) == ("Help desk", "gpt-4o-mini")
-    assert remote.metadata == {"tier": "2", "escalate": "false", "betaassi_type": "testapp.Support"}
+    queue = {k: v for k, v in remote.metadata.items() if k in ("betaassi_publish", "betaassi_registry")}
+    assert [v[:7] for v in queue.values()] == ["thread_", "thread_"]  # the publish queue, made with it
+    assert remote.metadata == {"tier": "2", "escalate": "false", "betaassi_type": "testapp.Support", **queue}
     explicit = Support.objects.create(instructions="Other.")
     assert get_client().beta.assistants.retrieve(explicit.id).instructions == "Other."
     assert Assistant.objects.create().instructions is None

@@ -2,7 +2,7 @@
 
 from .base import RemoteModel, RemoteQuerySet
 from .entities import Assistant, BaseAssistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
-from .publishing import PublishLease
+from .publishing import PublishedEvent, PublishLease, Session
 
 __all__ = [
     "Assistant",
@@ -12,8 +12,10 @@ __all__ = [
     "BaseThread",
     "Message",
     "PublishLease",
+    "PublishedEvent",
     "RemoteModel",
     "RemoteQuerySet",
     "Run",
+    "Session",
     "Thread",
 ]

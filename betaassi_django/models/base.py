@@ -105,6 +105,11 @@ class RemoteModel(models.Model):
         return [f for f in cls._meta.concrete_fields if f.name not in core]
 
     @classmethod
+    def reserved_keys(cls) -> tuple[str, ...]:
+        """Metadata keys the app itself uses on this entity (not available to fields)."""
+        return (codec.TYPE_KEY,)
+
+    @classmethod
     def type_label(cls) -> str:
         """The value of the ``betaassi_type`` metadata key for this class."""
         return cls._meta.label

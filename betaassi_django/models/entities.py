@@ -53,10 +53,109 @@ class BaseAssistant(RemoteModel):
     def resource(cls, api) -> Any:
         return api.beta.assistants
 
+    @classmethod
+    def reserved_keys(cls) -> tuple[str, ...]:
+        from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY
+
+        return (*super().reserved_keys(), PUBLISH_KEY, REGISTRY_KEY)
+
     def remote_values(self, obj: Any) -> dict[str, Any]:
         values = super().remote_values(obj)
         values["tools"] = [tool.model_dump(exclude_none=True) for tool in obj.tools]
         return values
+
+    # -- the publish queue, created and deleted with the assistant -------------
+
+    def _with_queue(self) -> list[str]:
+        """Create the publish thread and registry of a new assistant; returns their ids (to undo)."""
+        from betaassi_django.client import get_client
+        from betaassi_django.publishing.backend import create_queue
+
+        self.validate_for_backend()  # refuse bad values before any backend call
+        keys = create_queue(get_client())
+        self.metadata = {**(self.metadata or {}), **keys}
+        return list(keys.values())
+
+    def _undo_queue(self, thread_ids: list[str]) -> None:
+        from betaassi_django.client import get_client
+        from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY, delete_queue
+
+        delete_queue(get_client(), dict(zip((PUBLISH_KEY, REGISTRY_KEY), thread_ids, strict=True)))
+
+    def save(self, *args, **kwargs) -> None:
+        created = self._with_queue() if not self.id else None
+        try:
+            super().save(*args, **kwargs)
+        except Exception:
+            if created:
+                self._undo_queue(created)
+            raise
+
+    async def asave(self, *args, **kwargs) -> None:
+        from asgiref.sync import sync_to_async
+
+        created = await sync_to_async(self._with_queue)() if not self.id else None
+        try:
+            await super().asave(*args, **kwargs)
+        except Exception:
+            if created:
+                await sync_to_async(self._undo_queue)(created)
+            raise
+
+    def delete(self, *args, **kwargs):
+        from betaassi_django.client import get_client
+        from betaassi_django.publishing.backend import delete_queue
+
+        delete_queue(get_client(), self.metadata or {})
+        return super().delete(*args, **kwargs)
+
+    # -- sessions (see betaassi_django.publishing.publisher) -------------------
+
+    def create_session(self, session_id: str, *, owner, kind: str = "default", context_messages: int | None = None,
+                       model: str | None = None, wait: bool = False, timeout: float = 10.0) -> str:
+        """Publish ``session.create``; returns the event id (with ``wait``, once it is applied)."""
+        from betaassi_django.publishing import publisher
+
+        event_id = publisher.create_session(self, session_id, owner=owner, kind=kind,
+                                            context_messages=context_messages, model=model)
+        if wait:
+            publisher.wait_applied(event_id, timeout)
+        return event_id
+
+    def update_session(self, session_id: str, *, wait: bool = False, timeout: float = 10.0, **changes) -> str:
+        from betaassi_django.publishing import publisher
+
+        event_id = publisher.update_session(self, session_id, **changes)
+        if wait:
+            publisher.wait_applied(event_id, timeout)
+        return event_id
+
+    def delete_session(self, session_id: str, *, wait: bool = False, timeout: float = 10.0) -> str:
+        from betaassi_django.publishing import publisher
+
+        event_id = publisher.delete_session(self, session_id)
+        if wait:
+            publisher.wait_applied(event_id, timeout)
+        return event_id
+
+    def set_attr(self, field: str, value, *, wait: bool = False, timeout: float = 10.0) -> str:
+        from betaassi_django.publishing import publisher
+
+        event_id = publisher.set_attr(self, field, value)
+        if wait:
+            publisher.wait_applied(event_id, timeout)
+        return event_id
+
+    def get_session(self, session_id: str) -> dict | None:
+        from betaassi_django.publishing import publisher
+
+        return publisher.get_session(self, session_id)
+
+    @property
+    def sessions(self) -> list[dict]:
+        from betaassi_django.publishing import publisher
+
+        return publisher.sessions(self)
 
 
 class BaseThread(RemoteModel):

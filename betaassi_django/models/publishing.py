@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -21,3 +22,47 @@ class PublishLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.assistant_id} held by {self.holder} until {self.expires_at:%H:%M:%S}"
+
+
+class PublishedEvent(models.Model):
+    """What the processor did with one publish-queue event (the backend message is the event)."""
+
+    STATUSES = [("applied", "applied"), ("noop", "no-op"), ("rejected", "rejected"), ("replayed", "replayed")]
+
+    event_id = models.CharField(max_length=64, primary_key=True)
+    assistant_id = models.CharField(max_length=64, db_index=True)
+    op = models.CharField(max_length=32, blank=True)
+    session_id = models.CharField(max_length=64, blank=True, null=True)
+    status = models.CharField(max_length=16, choices=STATUSES)
+    reason = models.TextField(blank=True, default="")
+    processed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "publish-queue event"
+        ordering = ["processed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.op or 'event'} {self.session_id or ''} {self.status}".strip()
+
+
+class Session(models.Model):
+    """The local mirror of one registry record, for queries and the admin (the registry wins)."""
+
+    assistant_id = models.CharField(max_length=64, db_index=True)
+    session_id = models.CharField(max_length=64)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                              related_name="assistant_sessions")
+    kind = models.CharField(max_length=16, default="default")
+    context_messages = models.PositiveIntegerField(null=True, blank=True)
+    model = models.CharField(max_length=100, blank=True, null=True)
+    thread_id = models.CharField(max_length=64, blank=True, null=True)
+    created_at = models.DateTimeField()
+    touched_at = models.DateTimeField(null=True, blank=True)
+    revision = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["assistant_id", "session_id"],
+                                               name="betaassi_session_unique_per_assistant")]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} ({self.kind})"

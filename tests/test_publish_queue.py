@@ -1,0 +1,132 @@
+"""Sessions through the publish queue, end to end on the embedded backend."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+
+from betaassi_django.client import get_client
+from betaassi_django.models import PublishedEvent, Session
+from betaassi_django.publishing.backend import PUBLISH_KEY
+from betaassi_django.publishing.processor import Processor
+from tests.testapp.models import Support
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("alice", password="x")
+
+
+def test_sessions_are_applied_in_order(user, capsys):
+    support = Support.objects.create(tier=1)
+    support.create_session("session-id1", owner=user)
+    support.create_session("many", owner=user.pk, kind="manyshots", context_messages=3, model="m-1")
+    support.update_session("session-id1", kind="oneshot")
+    support.delete_session("many")
+    support.create_session("session-id1", owner=user)  # exists: a no-op, recorded as such
+    assert support.get_session("session-id1") is None  # published, not applied yet
+
+    call_command("process_publish_queue", "--once")
+    assert "processed 5 event(s)" in capsys.readouterr().out
+
+    session = support.get_session("session-id1")
+    assert (session["owner"], session["kind"], session["revision"]) == (user.pk, "oneshot", 1)
+    assert session["thread_id"].startswith("thread_")
+    assert support.get_session("many") is None
+    assert [s["session_id"] for s in support.sessions] == ["session-id1"]
+    statuses = list(PublishedEvent.objects.order_by("processed_at").values_list("op", "status"))
+    assert statuses == [("session.create", "applied"), ("session.create", "applied"), ("session.update", "applied"),
+                        ("session.delete", "applied"), ("session.create", "noop")]
+    mirror = Session.objects.get(assistant_id=support.id, session_id="session-id1")
+    assert (mirror.owner, mirror.kind, mirror.revision) == (user, "oneshot", 1)
+    assert not Session.objects.filter(session_id="many").exists()
+    assert Processor().run_once() == 0  # the high water mark moved: nothing is pending
+
+
+def test_bad_events_are_recorded_and_passed(user):
+    support = Support.objects.create()
+    queue = support.metadata[PUBLISH_KEY]
+    api = get_client()
+    api.beta.threads.messages.create(queue, role="user", content="not json at all")
+    api.beta.threads.messages.create(queue, role="user", content=json.dumps({"v": 1, "op": "session.fly"}))
+    support.create_session("after", owner=user)
+    Processor().run_once()
+    assert list(PublishedEvent.objects.order_by("processed_at").values_list("status", "reason")) == [
+        ("rejected", "not valid JSON"), ("rejected", "unknown op 'session.fly'"), ("applied", "")]
+    assert support.get_session("after")["owner"] == user.pk
+
+
+def test_arguments_are_validated_before_publishing(user):
+    support = Support.objects.create()
+    for call, field in [
+        (lambda: support.create_session("bad id!", owner=user), "session_id"),
+        (lambda: support.create_session("s", owner=user, kind="sometimes"), "kind"),
+        (lambda: support.create_session("s", owner=user, kind="manyshots", context_messages=0), "context_messages"),
+        (lambda: support.create_session("s", owner=None), "owner"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            call()
+        assert field in info.value.message_dict
+    assert get_client().beta.threads.messages.list(support.metadata[PUBLISH_KEY]).data == []
+
+
+def test_set_attr_goes_through_the_queue(user):
+    support = Support.objects.create(tier=1)
+    support.set_attr("tier", 4)
+    assert Support.retrieve(support.id).tier == 1
+    Processor().run_once()
+    assert Support.retrieve(support.id).tier == 4
+    with pytest.raises(ValidationError):
+        support.set_attr("nope", 1)
+
+
+def test_deleting_the_assistant_deletes_its_queue(user):
+    import openai
+
+    support = Support.objects.create()
+    support.create_session("s1", owner=user)
+    Processor().run_once()
+    session_thread = support.get_session("s1")["thread_id"]
+    queue = support.metadata[PUBLISH_KEY]
+    support.delete()
+    for thread_id in (queue, session_thread):
+        with pytest.raises(openai.NotFoundError):
+            get_client().beta.threads.retrieve(thread_id)
+
+
+def test_the_registry_grows_and_batches_stay_cheap(user):
+    """400 sessions: pages double as the registry fills; each session is found in two reads."""
+    from betaassi_django.client import build_client, use_clients
+    from betaassi_django.publishing.backend import REGISTRY_KEY, load_registry
+    from tests.spec import ValidatingTransport
+
+    support = Support.objects.create()
+    for index in range(400):
+        support.create_session(f"s-{index:04d}", owner=user)
+    Processor().run_once()
+    _, pages = load_registry(get_client(), support.metadata[REGISTRY_KEY])
+    assert len(pages) >= 4 and sum(len(p.sessions) for p in pages) == 400
+
+    transports = []
+    counting = build_client(max_retries=0, wrap_transport=lambda t: transports.append(ValidatingTransport(t, "x"))
+                            or transports[-1])
+    with use_clients(counting):
+        assert support.get_session("s-0399")["owner"] == user.pk
+        assert len(transports[0].requests) == 2  # the root, then one page
+        transports[0].requests.clear()
+        for index in range(100):
+            support.update_session(f"s-{index % 2:04d}", model=f"m{index}")  # two sessions, one or two pages
+        transports[0].requests.clear()
+        Processor(assistant_ids=[support.id]).run_once()
+    calls = [(m, p.rsplit("/", 1)[-1]) for m, p in transports[0].requests]
+    listing = [c for c in calls if c[0] == "GET" and c[1] == "messages"]
+    writes = [c for c in calls if c[0] == "POST"]
+    assert len(listing) == 2  # the batch of 100, then the empty list that ends the drain
+    assert 2 <= len(writes) <= 3  # the changed page(s) and the root
+    assert support.get_session("s-0001")["model"] == "m99" and support.get_session("s-0000")["revision"] == 50
