@@ -36,10 +36,10 @@ def test_sessions_are_applied_in_order(user, capsys):
     assert "processed 5 event(s)" in capsys.readouterr().out
 
     session = support.get_session("session-id1")
-    assert (session["owner"], session["kind"], session["revision"]) == (user.pk, "oneshot", 1)
-    assert session["thread_id"].startswith("thread_")
+    assert (session.owner, session.kind, session.revision) == (user, "oneshot", 1)
+    assert session.thread_id.startswith("thread_")
     assert support.get_session("many") is None
-    assert [s["session_id"] for s in support.sessions] == ["session-id1"]
+    assert [s.session_id for s in support.sessions] == ["session-id1"]
     statuses = list(PublishedEvent.objects.order_by("processed_at").values_list("op", "status"))
     assert statuses == [("session.create", "applied"), ("session.create", "applied"), ("session.update", "applied"),
                         ("session.delete", "applied"), ("session.create", "noop")]
@@ -59,7 +59,7 @@ def test_bad_events_are_recorded_and_passed(user):
     Processor().run_once()
     assert list(PublishedEvent.objects.order_by("processed_at").values_list("status", "reason")) == [
         ("rejected", "not valid JSON"), ("rejected", "unknown op 'session.fly'"), ("applied", "")]
-    assert support.get_session("after")["owner"] == user.pk
+    assert support.get_session("after").owner_id == user.pk
 
 
 def test_arguments_are_validated_before_publishing(user):
@@ -92,7 +92,7 @@ def test_deleting_the_assistant_deletes_its_queue(user):
     support = Support.objects.create()
     support.create_session("s1", owner=user)
     Processor().run_once()
-    session_thread = support.get_session("s1")["thread_id"]
+    session_thread = support.get_session("s1").thread_id
     queue = support.metadata[PUBLISH_KEY]
     support.delete()
     for thread_id in (queue, session_thread):
@@ -117,8 +117,8 @@ def test_the_registry_grows_and_batches_stay_cheap(user):
     counting = build_client(max_retries=0, wrap_transport=lambda t: transports.append(ValidatingTransport(t, "x"))
                             or transports[-1])
     with use_clients(counting):
-        assert support.get_session("s-0399")["owner"] == user.pk
-        assert len(transports[0].requests) == 2  # the root, then one page
+        assert support.get_session("s-0399").owner_id == user.pk
+        assert [m for m, _ in transports[0].requests] == ["GET", "GET"]  # the root, then one page
         transports[0].requests.clear()
         for index in range(100):
             support.update_session(f"s-{index % 2:04d}", model=f"m{index}")  # two sessions, one or two pages
@@ -129,4 +129,31 @@ def test_the_registry_grows_and_batches_stay_cheap(user):
     writes = [c for c in calls if c[0] == "POST"]
     assert len(listing) == 2  # the batch of 100, then the empty list that ends the drain
     assert 2 <= len(writes) <= 3  # the changed page(s) and the root
-    assert support.get_session("s-0001")["model"] == "m99" and support.get_session("s-0000")["revision"] == 50
+    assert support.get_session("s-0001").model == "m99" and support.get_session("s-0000").revision == 50
+
+
+@pytest.mark.parametrize(("kind", "count", "contexts"), [
+    ("default", None, [1, 3, 5]),
+    ("oneshot", None, [1, 1, 1]),
+    ("manyshots", 2, [1, 2, 2]),
+    ("manyshots", 4, [1, 3, 4]),
+])
+def test_ask_honours_the_session_kind(user, kind, count, contexts):
+    support = Support.objects.create(model="echo")
+    support.create_session("chat", owner=user, kind=kind, context_messages=count)
+    Processor().run_once()
+    session = support.get_session("chat")
+    replies = [session.ask(f"turn {n}") for n in range(3)]
+    assert replies == [f"echo: turn {n} [context={c}]" for n, c in enumerate(contexts)]
+    assert Session.objects.get(session_id="chat").touched_at is not None
+
+
+async def test_astream_yields_the_reply_in_deltas(user):
+    from asgiref.sync import sync_to_async
+
+    support = await Support.objects.acreate()
+    await sync_to_async(support.create_session)("s", owner=user, kind="oneshot")
+    await sync_to_async(Processor().run_once)()
+    session = await sync_to_async(support.get_session)("s")
+    deltas = [delta async for delta in session.astream("hello there")]
+    assert deltas == ["echo: ", "hello ", "there ", "[context=1]"]

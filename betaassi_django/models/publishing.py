@@ -66,3 +66,53 @@ class Session(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id} ({self.kind})"
+
+    # -- talking to the assistant in this session ------------------------------
+
+    def truncation_strategy(self) -> dict:
+        """What the run shows the model: everything, the last message, or the last N."""
+        if self.kind == "oneshot":
+            return {"type": "last_messages", "last_messages": 1}
+        if self.kind == "manyshots":
+            return {"type": "last_messages", "last_messages": self.context_messages}
+        return {"type": "auto"}
+
+    def _run_options(self) -> dict:
+        options = {"thread_id": self.thread_id, "assistant_id": self.assistant_id,
+                   "truncation_strategy": self.truncation_strategy()}
+        if self.model:
+            options["model"] = self.model
+        return options
+
+    def _touch(self) -> None:
+        from django.utils import timezone
+
+        self.touched_at = timezone.now()
+        if self.pk:
+            Session.objects.filter(pk=self.pk).update(touched_at=self.touched_at)
+
+    def ask(self, text: str) -> str:
+        """Send ``text`` in this session and return the assistant's whole reply."""
+        from betaassi_django.client import get_client
+
+        api = get_client()
+        api.beta.threads.messages.create(self.thread_id, role="user", content=text)
+        run = api.beta.threads.runs.create_and_poll(**self._run_options(), poll_interval_ms=50)
+        self._touch()
+        if run.status != "completed":
+            raise RuntimeError(f"run {run.id} ended {run.status}: {run.last_error.message if run.last_error else ''}")
+        reply = api.beta.threads.messages.list(self.thread_id, run_id=run.id, limit=1).data[0]
+        return "".join(part.text.value for part in reply.content if part.type == "text")
+
+    async def astream(self, text: str):
+        """Send ``text`` in this session and yield the reply's text deltas as they arrive."""
+        from asgiref.sync import sync_to_async
+
+        from betaassi_django.client import get_async_client
+
+        api = get_async_client()
+        await api.beta.threads.messages.create(self.thread_id, role="user", content=text)
+        async with api.beta.threads.runs.stream(**self._run_options()) as stream:
+            async for delta in stream.text_deltas:
+                yield delta
+        await sync_to_async(self._touch)()

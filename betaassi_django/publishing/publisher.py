@@ -83,19 +83,36 @@ def set_attr(assistant, field: str, value) -> str:
     return publish(assistant, Event("assistant.set", None, {"field": field, "value": json_value}))
 
 
-def get_session(assistant, session_id: str) -> dict | None:
-    """One session from the registry in the backend (two reads)."""
+def _session(assistant, session_id: str, record: dict):
+    """A ``Session`` built from the registry record (the mirror row's pk, when there is one)."""
+    import datetime
+
+    from betaassi_django.models import Session
+
+    data = session_from_record(session_id, record)
+    mirror = Session.objects.filter(assistant_id=assistant.id, session_id=session_id).first()
+    return Session(
+        pk=mirror.pk if mirror else None, assistant_id=assistant.id, session_id=session_id,
+        owner_id=data["owner"], kind=data["kind"], context_messages=data["context_messages"], model=data["model"],
+        thread_id=data["thread_id"], revision=data["revision"],
+        created_at=datetime.datetime.fromtimestamp(data["created_at"], tz=datetime.UTC),
+        touched_at=mirror.touched_at if mirror else None,
+    )
+
+
+def get_session(assistant, session_id: str):
+    """One session from the registry in the backend (two reads), as a ``Session``; None if absent."""
     _, root_id = _queue_ids(assistant)
     record = find_record(get_client(), root_id, session_id)
-    return None if record is None else session_from_record(session_id, record)
+    return None if record is None else _session(assistant, session_id, record)
 
 
-def sessions(assistant) -> list[dict]:
+def sessions(assistant) -> list:
     """Every session in the registry, by session id."""
     _, root_id = _queue_ids(assistant)
     _, pages = load_registry(get_client(), root_id)
-    return sorted((session_from_record(sid, r) for p in pages for sid, r in p.sessions.items()),
-                  key=lambda s: s["session_id"])
+    records = sorted((sid, r) for p in pages for sid, r in p.sessions.items())
+    return [_session(assistant, sid, record) for sid, record in records]
 
 
 def wait_applied(event_id: str, timeout: float = 10.0, interval: float = 0.01) -> str:
