@@ -18,6 +18,8 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
+# daphne in the foreground and the publish-queue processor beside it; Ctrl-C stops both.
+# Without REDIS_URL the processor cannot be woken across processes, so it polls every 0.2 s.
 run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 	@echo ""
@@ -25,7 +27,9 @@ run: $(VENV)/.runtime
 	@echo "  Create a key for it:  $(BIN)/python manage.py create_api_key my-laptop"
 	@echo "  Admin:                http://127.0.0.1:$(PORT)/admin/  ($(BIN)/python manage.py createsuperuser)"
 	@echo ""
-	exec $(BIN)/daphne -b 127.0.0.1 -p $(PORT) project.asgi:application
+	$(BIN)/python manage.py process_publish_queue --interval $(if $(REDIS_URL),2,0.2) & \
+	trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) project.asgi:application
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -178,3 +178,14 @@ def backend(request, settings):
                                                                                           max_retries=0)
     with use_clients(sync, async_):
         yield Backend(request.param, *transports)
+
+
+def shared_database_url() -> str:
+    """DATABASE_URL of the database the tests use, for subprocesses (commands) to share it."""
+    from django.db import connection
+
+    config = connection.settings_dict
+    if "sqlite" in config["ENGINE"]:
+        return f"sqlite:///{config['NAME']}"
+    auth = config["USER"] + (f":{config['PASSWORD']}" if config["PASSWORD"] else "")
+    return f"postgres://{auth}@{config['HOST'] or '127.0.0.1'}:{config['PORT'] or 5432}/{config['NAME']}"

@@ -146,13 +146,20 @@ class BaseAssistant(RemoteModel):
             publisher.wait_applied(event_id, timeout)
         return event_id
 
-    def get_session(self, session_id: str) -> dict | None:
+    def get_session(self, session_id: str):
         from betaassi_django.publishing import publisher
 
         return publisher.get_session(self, session_id)
 
     @property
-    def sessions(self) -> list[dict]:
+    def publish_queue(self):
+        """This assistant's publish queue: ``assistant.publish_queue.events(after=...)``."""
+        from betaassi_django.publishing.publisher import PublishQueue
+
+        return PublishQueue(self)
+
+    @property
+    def sessions(self) -> list:
         from betaassi_django.publishing import publisher
 
         return publisher.sessions(self)

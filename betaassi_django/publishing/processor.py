@@ -23,7 +23,7 @@ from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.models import PublishedEvent, Session
 
-from . import lease
+from . import lease, signals
 from .apply import Batch, session_from_record
 from .apply import apply_events as fold
 from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry
@@ -91,12 +91,18 @@ class Processor:
                 for page in pages:
                     page.applied = root.hwm
                 batch.changed = set(range(len(pages)))
-            for field, value in batch.settings:  # absolute values: safe to redo after a crash
+            # Everything before the root write is safe to redo, so a crash anywhere loses nothing:
+            # assistant.set values are absolute, and the local log and mirror are rewritten on replay.
+            for field, value in batch.settings:
                 self._set_attr(assistant, field, value)
+            self._record(assistant, batch, root, pages)
             self._commit(root, pages, batch)
             if old_pages is not None:
                 delete_threads(self.api, [p.thread_id for p in old_pages])
-            self._after_commit(assistant, batch, root, pages)
+            delete_threads(self.api, batch.deleted_threads)
+            signals.broadcast(assistant.id, [
+                {"event_id": o.event_id, "op": o.op, "session_id": o.session_id, "status": o.status}
+                for o in batch.outcomes])
             seen += len(events)
 
     def _new_page(self) -> Page:
@@ -108,17 +114,21 @@ class Processor:
             self.api.beta.threads.update(pages[index].thread_id, metadata=pages[index].to_metadata())
         self.api.beta.threads.update(root.thread_id, metadata=root.to_metadata())
 
-    def _after_commit(self, assistant, batch: Batch, root: Root, pages: list[Page]) -> None:
-        delete_threads(self.api, batch.deleted_threads)
+    def _record(self, assistant, batch: Batch, root: Root, pages: list[Page]) -> None:
+        """The local event log and Session mirror, in one transaction."""
         with transaction.atomic():
             for outcome in batch.outcomes:
-                PublishedEvent.objects.update_or_create(event_id=outcome.event_id, defaults={
-                    "assistant_id": assistant.id, "op": outcome.op, "session_id": outcome.session_id,
-                    "status": outcome.status, "reason": outcome.reason})
                 level = logging.WARNING if outcome.status == "rejected" else logging.INFO
                 logger.log(level, "event=%s assistant=%s op=%s session=%s status=%s reason=%s", outcome.event_id,
                            assistant.id, outcome.op, outcome.session_id, outcome.status, outcome.reason or "-")
-            touched = {o.session_id for o in batch.outcomes if o.session_id and o.status == "applied"}
+                fields = {"assistant_id": assistant.id, "op": outcome.op, "session_id": outcome.session_id,
+                          "status": outcome.status, "reason": outcome.reason}
+                if outcome.status == "replayed":  # applied before a crash: keep what was recorded then
+                    fields.update(status="applied")
+                    PublishedEvent.objects.get_or_create(event_id=outcome.event_id, defaults=fields)
+                else:
+                    PublishedEvent.objects.update_or_create(event_id=outcome.event_id, defaults=fields)
+            touched = {o.session_id for o in batch.outcomes if o.session_id and o.status in ("applied", "replayed")}
             for session_id in touched:
                 self._mirror(assistant.id, session_id, pages[root.bucket(session_id)].sessions.get(session_id))
 

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 
 from betaassi_django.client import get_client
 
+from . import signals
 from .apply import session_from_record
 from .backend import PUBLISH_KEY, REGISTRY_KEY, SESSION_THREAD_KEY, find_record, load_registry
 from .events import Event, Rejected, check_session_args, check_session_id
@@ -34,6 +35,7 @@ def publish(assistant, event: Event) -> str:
     publish_id, _ = _queue_ids(assistant)
     message = get_client().beta.threads.messages.create(
         publish_id, role="user", content=event.to_json(), metadata={"betaassi_event": event.op})
+    signals.wake(assistant.id)
     return message.id
 
 
@@ -126,3 +128,24 @@ def wait_applied(event_id: str, timeout: float = 10.0, interval: float = 0.01) -
             return status
         time.sleep(interval)
     raise TimeoutError(f"event {event_id} was not processed within {timeout}s; is process_publish_queue running?")
+
+
+class PublishQueue:
+    """An assistant's publish queue, for any process that wants to follow it."""
+
+    def __init__(self, assistant) -> None:
+        self.assistant = assistant
+
+    def events(self, after: str | None = None, *, page_size: int = 100):
+        """``(event_id, Event or Rejected)`` in order, after the event ``after`` (from the start if None)."""
+        from .events import parse
+
+        publish_id, _ = _queue_ids(self.assistant)
+        api = get_client()
+        for message in api.beta.threads.messages.list(publish_id, order="asc", limit=page_size,
+                                                      **({"after": after} if after else {})):
+            content = "".join(part.text.value for part in message.content if part.type == "text")
+            try:
+                yield message.id, parse(content)
+            except Rejected as exc:
+                yield message.id, exc

@@ -3,7 +3,9 @@ import threading
 
 from django.core.management.base import BaseCommand
 
+from betaassi_django.publishing import signals
 from betaassi_django.publishing.processor import Processor
+from betaassi_django.publishing.wake import Waker
 
 
 class Command(BaseCommand):
@@ -15,18 +17,29 @@ class Command(BaseCommand):
         parser.add_argument("--assistant", action="append", dest="assistants", metavar="ASST_ID",
                             help="Only this assistant (repeatable).")
         parser.add_argument("--interval", type=float, default=1.0, help="Seconds between polls (default 1).")
+        parser.add_argument("--holder", help="A stable name for this processor, so that after a crash it takes "
+                                             "its own leases back at once (default: host:pid:random).")
+        parser.add_argument("--lease-seconds", type=float, default=30.0,
+                            help="How long a lease lasts without renewal (default 30).")
 
-    def handle(self, *args, once: bool, assistants: list[str] | None, interval: float, **options) -> None:
-        processor = Processor(assistant_ids=assistants)
+    def handle(self, *args, once: bool, assistants: list[str] | None, interval: float, holder: str | None,
+               lease_seconds: float, **options) -> None:
+        processor = Processor(assistant_ids=assistants, holder=holder, lease_seconds=lease_seconds)
         if once:
             seen = processor.run_once()
             self.stdout.write(f"processed {seen} event(s)")
             return
         stop = threading.Event()
+        waker = Waker()
+        def shutdown(*_) -> None:
+            stop.set()
+            signals.local_wake.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, shutdown)
         self.stdout.write(f"processing publish queues as {processor.holder} (every {interval}s; Ctrl-C stops)")
         while not stop.is_set():
+            signals.local_wake.clear()
             processor.run_once()
-            stop.wait(interval)
+            waker.wait(interval)
         self.stdout.write("stopped")
