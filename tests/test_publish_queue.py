@@ -157,3 +157,29 @@ async def test_astream_yields_the_reply_in_deltas(user):
     session = await sync_to_async(support.get_session)("s")
     deltas = [delta async for delta in session.astream("hello there")]
     assert deltas == ["echo: ", "hello ", "there ", "[context=1]"]
+
+
+@pytest.mark.slow
+def test_ten_thousand_sessions_on_one_assistant(user):
+    """The registry holds 10,000 sessions; finding any one costs two backend reads."""
+    from betaassi_django.client import build_client, use_clients
+    from betaassi_django.publishing.backend import REGISTRY_KEY, load_registry
+    from betaassi_django.publishing.events import Event
+    from betaassi_django.publishing.publisher import publish
+    from tests.spec import ValidatingTransport
+
+    support = Support.objects.create()
+    for index in range(10_000):
+        publish(support, Event("session.create", f"user-{index:05d}", {"owner": user.pk, "kind": "default"}))
+    assert Processor().run_once() == 10_000
+    _, pages = load_registry(get_client(), support.metadata[REGISTRY_KEY])
+    assert sum(len(p.sessions) for p in pages) == 10_000 and len(pages) >= 64  # grown by doubling
+
+    transports = []
+    counting = build_client(max_retries=0, wrap_transport=lambda t: transports.append(ValidatingTransport(t, "x"))
+                            or transports[-1])
+    with use_clients(counting):
+        for index in (0, 4_999, 9_999):
+            transports[0].requests.clear()
+            assert support.get_session(f"user-{index:05d}").owner_id == user.pk
+            assert [m for m, _ in transports[0].requests] == ["GET", "GET"]
