@@ -113,3 +113,73 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing():
     assert PublishedEvent.objects.filter(assistant_id=support.id, status="rejected").count() == sum(
         1 for e in events if e.op == "session.fly")
     assert support.metadata[PUBLISH_KEY]
+
+
+def _holdings(output: str) -> list[tuple[str, str, float, float]]:
+    """(assistant, holder, start, end) from the processors' lease log lines."""
+    import re
+
+    open_: dict[tuple[str, str], float] = {}
+    spans = []
+    for line in output.splitlines():
+        match = re.search(r"lease (acquired|released) assistant=(\S+) holder=(\S+) t=([\d.]+)", line)
+        if not match:
+            continue
+        what, assistant, holder, at = match.group(1), match.group(2), match.group(3), float(match.group(4))
+        if what == "acquired":
+            open_[(assistant, holder)] = at
+        else:
+            spans.append((assistant, holder, open_.pop((assistant, holder)), at))
+    return spans
+
+
+@pytest.mark.slow
+def test_three_processors_share_twenty_assistants_and_never_hold_one_together():
+    import itertools
+    import threading
+
+    from django.db import connection
+
+    from betaassi_django.publishing.events import Rejected
+
+    assistants = [Support.objects.create() for _ in range(20)]
+    processes = [_processor("--interval", "0.05", "--holder", f"proc{n}") for n in range(3)]
+    rng = random.Random(5)
+    plans = [[(rng.choice(assistants), event) for event in _mixed_events(random.Random(n), 60)] for n in range(4)]
+
+    def publisher(plan) -> None:
+        try:
+            for assistant, event in plan:
+                publish(assistant, event)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=publisher, args=(plan,)) for plan in plans]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        deadline = time.monotonic() + 120
+        while PublishedEvent.objects.count() < 240 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        outputs = []
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+            outputs.append(process.communicate(timeout=60)[0])
+    assert PublishedEvent.objects.count() == 240
+
+    for assistant in assistants:  # each registry is exactly what its own event log implies
+        events = [(event_id, event.to_json()) for event_id, event in assistant.publish_queue.events()
+                  if not isinstance(event, Rejected)]
+        root, pages = Root("r", ["p"]), [Page("p")]
+        apply_events(root, pages, events, 0)
+        assert _registry(assistant.metadata[REGISTRY_KEY]) == _sessions(pages)
+
+    spans = [span for output in outputs for span in _holdings(output)]
+    assert len({holder for _, holder, _, _ in spans}) == 3  # every processor did some of the work
+    for assistant in assistants:
+        held = sorted((start, end, holder) for a, holder, start, end in spans if a == assistant.id)
+        for (_, end, holder), (start, _, other) in itertools.pairwise(held):
+            assert start >= end or holder == other, f"{holder} and {other} held {assistant.id} together"

@@ -13,6 +13,7 @@ import datetime
 import logging
 import os
 import socket
+import time
 import uuid
 
 import openai
@@ -61,9 +62,11 @@ class Processor:
         for assistant in self.assistants():
             if not lease.acquire(assistant.id, self.holder, self.lease_seconds):
                 continue
+            logger.info("lease acquired assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
             try:
                 seen += self.drain(assistant)
             finally:
+                logger.info("lease released assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
                 lease.release(assistant.id, self.holder)
         return seen
 
