@@ -50,7 +50,7 @@ def run_all(server, n: int) -> None:
 
     from betaassi_django.client import build_client, use_clients
 
-    from . import api_roundtrip, models
+    from . import api_roundtrip, models, publishing
 
     recorder: list[tuple[str, str]] = []
 
@@ -68,6 +68,7 @@ def run_all(server, n: int) -> None:
         api_roundtrip.run(in_process, http, n)
         models.run(recorder, n, listed=250)
     models.run_remote(server, n)
+    publishing.run(samples=max(20, n // 6))
 
 
 if __name__ == "__main__":

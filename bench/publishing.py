@@ -1,0 +1,155 @@
+"""Issue 4: backend calls per batch against the seed's algorithm, wake-up latency, sessions per second."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+
+import httpx2
+from django.contrib.auth import get_user_model
+
+from betaassi_django.client import build_client, get_client, use_clients
+from betaassi_django.models import PublishedEvent
+from betaassi_django.publishing import signals
+from betaassi_django.publishing.backend import PUBLISH_KEY
+from betaassi_django.publishing.events import Event
+from betaassi_django.publishing.processor import Processor
+from betaassi_django.publishing.publisher import publish
+from tests.testapp.models import Support
+
+from .report import Timing, add, add_timing
+
+NAME = "publish queue"
+
+
+class Counting(httpx2.BaseTransport):
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self.inner, self.calls = inner, []
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.calls.append((request.method, request.url.path))
+        return self.inner.handle_request(request)
+
+
+def _counting_client():
+    holder: list[Counting] = []
+    client = build_client(max_retries=0, wrap_transport=lambda t: holder.append(Counting(t)) or holder[-1])
+    return client, holder[0]
+
+
+def seed_algorithm(assistant_id: str, publish_id: str) -> None:
+    """The seed's processor: list 3 events at a time, retrieve each again, write the assistant per event."""
+    api = get_client()
+    hwm, assistant = None, None
+    while True:
+        page = api.beta.threads.messages.list(publish_id, order="asc", limit=3, **({"after": hwm} if hwm else {}))
+        if not page.data:
+            return
+        for listed in page.data:
+            message = api.beta.threads.messages.retrieve(listed.id, thread_id=publish_id)
+            event = json.loads(message.content[0].text.value)
+            assistant = assistant or api.beta.assistants.retrieve(assistant_id)
+            metadata = dict(assistant.metadata or {})
+            metadata[f"s:{event['session_id']}"[:64]] = event["args"].get("model") or ""
+            metadata = dict(list(metadata.items())[-16:])
+            hwm = message.id
+            assistant = api.beta.assistants.update(assistant_id, metadata=metadata)
+
+
+def calls_per_batch(user) -> None:
+    support = Support.objects.create()
+    for index in range(50):
+        publish(support, Event("session.create", f"s{index}", {"owner": user.pk}))
+    Processor(assistant_ids=[support.id]).run_once()
+    for index in range(100):
+        publish(support, Event("session.update", f"s{index % 50}", {"model": f"m{index}"}))
+    client, counter = _counting_client()
+    with use_clients(client):
+        processor = Processor(assistant_ids=[support.id])
+        counter.calls.clear()
+        processor.run_once()
+    lists = [c for c in counter.calls if c[0] == "GET" and c[1].endswith("/messages")]
+    writes = [c for c in counter.calls if c[0] == "POST"]
+    ours = (len(lists) - 1) + len(writes)  # the last list is the empty one that ends the drain
+    add(NAME, "calls per batch of 100 events (ours)", f"{len(lists) - 1} list + {len(writes)} write(s) = {ours}",
+        "", f"<= 3: {'met' if ours <= 3 else 'MISSED'}")
+
+    seed = Support.objects.create()
+    for index in range(100):
+        publish(seed, Event("session.update", f"s{index % 50}", {"model": f"m{index}"}))
+    client, counter = _counting_client()
+    with use_clients(client):
+        seed_algorithm(seed.id, seed.metadata[PUBLISH_KEY])
+    seed_calls = len(counter.calls)
+    add(NAME, "calls per batch of 100 events (seed baseline)", f"{seed_calls} calls",
+        f"{seed_calls / ours:.0f}x" if ours else "", "report (seed / ours)")
+
+
+def _latency(support, user, samples: int, wake: bool) -> Timing:
+    timing = Timing()
+    stop = threading.Event()
+
+    def loop() -> None:
+        processor = Processor(assistant_ids=[support.id])
+        while not stop.is_set():
+            signals.local_wake.clear()
+            processor.run_once()
+            signals.local_wake.wait(0.2) if wake else stop.wait(0.2)
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    pause = random.Random(1)
+    for index in range(samples):
+        time.sleep(pause.uniform(0, 0.2))  # publish at any point of the poll cycle
+        start = time.perf_counter()
+        event_id = publish(support, Event("session.create", f"{'w' if wake else 'p'}{index}", {"owner": user.pk}))
+        while not PublishedEvent.objects.filter(event_id=event_id).exists():
+            time.sleep(0.001)
+        timing.samples.append(time.perf_counter() - start)
+    stop.set()
+    signals.local_wake.set()
+    worker.join()
+    return timing
+
+
+def latency_and_rate(user, samples: int) -> None:
+    support = Support.objects.create()
+    polling = _latency(support, user, samples, wake=False)
+    woken = _latency(support, user, samples, wake=True)
+    add_timing(NAME, "publish-to-applied, polling every 0.2 s", polling)
+    ok = woken.p50_ms < 50
+    add_timing(NAME, "publish-to-applied, with wake-up", woken, woken.p50_ms / polling.p50_ms,
+               f"p50 < 50 ms: {'met' if ok else 'MISSED'}")
+
+    rate_support = Support.objects.create()
+    stop = threading.Event()
+
+    def loop() -> None:
+        processor = Processor(assistant_ids=[rate_support.id])
+        while not stop.is_set():
+            signals.local_wake.clear()
+            processor.run_once()
+            signals.local_wake.wait(0.2)
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    count = 300
+    start = time.perf_counter()
+    last = ""
+    for index in range(count):
+        last = rate_support.create_session(f"r{index}", owner=user)
+    while not PublishedEvent.objects.filter(event_id=last).exists():
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    signals.local_wake.set()
+    worker.join()
+    add(NAME, f"sessions created through the queue ({count})", f"{count / elapsed:8.0f} sessions/s", "", "report")
+
+
+def run(samples: int) -> None:
+    user = get_user_model().objects.create_user(f"bench-{time.time_ns()}")
+    calls_per_batch(user)
+    latency_and_rate(user, samples)
