@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -183,3 +184,89 @@ def test_ten_thousand_sessions_on_one_assistant(user):
             transports[0].requests.clear()
             assert support.get_session(f"user-{index:05d}").owner_id == user.pk
             assert [m for m, _ in transports[0].requests] == ["GET", "GET"]
+
+
+def test_wait_blocks_until_a_processor_applied_the_event(user):
+    import threading
+
+    from betaassi_django.publishing import signals
+
+    support = Support.objects.create()
+    stop = threading.Event()
+
+    def processor_thread() -> None:
+        from django.db import connection
+
+        processor = Processor(assistant_ids=[support.id])
+        try:
+            while not stop.is_set():
+                signals.local_wake.clear()
+                processor.run_once()
+                signals.local_wake.wait(5)  # only a wake-up can make this quick
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=processor_thread)
+    worker.start()
+    try:
+        started = time.monotonic()
+        support.create_session("waited", owner=user, wait=True)
+        assert time.monotonic() - started < 4  # woken, not polled
+        assert Session.objects.filter(session_id="waited").exists()
+    finally:
+        stop.set()
+        signals.local_wake.set()
+        worker.join()
+    with pytest.raises(TimeoutError):  # no processor runs now
+        support.create_session("never", owner=user, wait=True, timeout=0.3)
+
+
+def test_other_processes_follow_the_queue_from_a_cursor(user):
+    from betaassi_django.publishing.events import Rejected
+
+    support = Support.objects.create()
+    first = support.create_session("a", owner=user)
+    support.update_session("a", model="m2")
+    get_client().beta.threads.messages.create(support.metadata["betaassi_publish"], role="user", content="junk")
+    events = list(support.publish_queue.events())
+    assert [e.op if not isinstance(e, Rejected) else "rejected" for _, e in events] == [
+        "session.create", "session.update", "rejected"]
+    after_first = list(support.publish_queue.events(after=first))
+    assert [event_id for event_id, _ in after_first] == [event_id for event_id, _ in events[1:]]
+    assert after_first[0][1].args == {"model": "m2"}
+
+
+def test_applied_events_are_broadcast_over_redis(user, settings):
+    """With channels-redis, the processor announces applied events to the assistant's group."""
+    import asyncio
+
+    from channels.layers import channel_layers, get_channel_layer
+
+    from betaassi_django.publishing.signals import assistant_group
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                           "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}
+    channel_layers.backends.clear()
+    support = Support.objects.create()
+    layer = get_channel_layer()
+
+    async def join() -> str:
+        channel = await layer.new_channel()
+        await layer.group_add(assistant_group(support.id), channel)
+        return channel
+
+    async def receive(channel: str) -> dict:
+        return await asyncio.wait_for(layer.receive(channel), 10)
+
+    loop = asyncio.new_event_loop()
+    try:
+        channel = loop.run_until_complete(join())
+        event_id = support.create_session("told", owner=user)
+        Processor(assistant_ids=[support.id]).run_once()
+        message = loop.run_until_complete(receive(channel))
+    finally:
+        loop.close()
+        channel_layers.backends.clear()
+    assert message["type"] == "publish.applied" and message["assistant"] == support.id
+    assert message["events"] == [{"event_id": event_id, "op": "session.create", "session_id": "told",
+                                  "status": "applied"}]
