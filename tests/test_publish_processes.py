@@ -183,3 +183,32 @@ def test_three_processors_share_twenty_assistants_and_never_hold_one_together():
         held = sorted((start, end, holder) for a, holder, start, end in spans if a == assistant.id)
         for (_, end, holder), (start, _, other) in itertools.pairwise(held):
             assert start >= end or holder == other, f"{holder} and {other} held {assistant.id} together"
+
+
+def test_publishers_wake_a_processor_in_another_process_through_redis(settings):
+    """The processor polls every 30 s, yet applies the event at once: the wake-up crossed Redis."""
+    from channels.layers import channel_layers
+
+    redis_url = "redis://127.0.0.1:6379/0"
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                           "CONFIG": {"hosts": [redis_url]}}}
+    channel_layers.backends.clear()
+    user = get_user_model().objects.create_user("carol")
+    support = Support.objects.create()
+    env = {**os.environ, "DATABASE_URL": shared_database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
+           "REDIS_URL": redis_url}
+    process = subprocess.Popen([sys.executable, "manage.py", "process_publish_queue", "--interval", "30",
+                                "--assistant", support.id], cwd=settings.BASE_DIR, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "processing publish queues" in process.stdout.readline()  # started
+        time.sleep(1)  # its first pass found nothing; it now waits up to 30 s
+        started = time.monotonic()
+        event_id = support.create_session("woken", owner=user)
+        assert _wait_for(event_id, timeout=20) == "applied"
+        assert time.monotonic() - started < 10
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+        channel_layers.backends.clear()
+    assert process.returncode == 0, output
