@@ -18,18 +18,23 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
-# daphne in the foreground and the publish-queue processor beside it; Ctrl-C stops both.
-# Without REDIS_URL the processor cannot be woken across processes, so it polls every 0.2 s.
+# daphne in the foreground with the publish-queue processor. Without REDIS_URL the processor runs
+# inside the daphne process (the in-memory channel layer does not cross processes); with it, beside
+# daphne as its own process, woken through Redis. Ctrl-C stops both.
 run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 	@echo ""
-	@echo "  betaassi-django serves the embedded Assistants API at http://127.0.0.1:$(PORT)/v1/"
-	@echo "  Create a key for it:  $(BIN)/python manage.py create_api_key my-laptop"
-	@echo "  Admin:                http://127.0.0.1:$(PORT)/admin/  ($(BIN)/python manage.py createsuperuser)"
+	@$(BIN)/python manage.py setup_demo
+	@echo "  Open http://127.0.0.1:$(PORT)/ and log in. Admin: http://127.0.0.1:$(PORT)/admin/ (manage.py createsuperuser)"
+	@echo "  Embedded Assistants API: http://127.0.0.1:$(PORT)/v1/  (key: $(BIN)/python manage.py create_api_key NAME)"
 	@echo ""
-	$(BIN)/python manage.py process_publish_queue --interval $(if $(REDIS_URL),2,0.2) & \
+ifeq ($(REDIS_URL),)
+	BETAASSI_IN_SERVER_PROCESSOR=true $(BIN)/daphne -b 127.0.0.1 -p $(PORT) project.asgi:application
+else
+	$(BIN)/python manage.py process_publish_queue --interval 2 & \
 	trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) project.asgi:application
+endif
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .

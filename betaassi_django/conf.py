@@ -35,6 +35,7 @@ class BetaassiSettings:
     api_max_body_bytes: int
     run_expires_seconds: int
     echo_delay: float
+    in_server_processor: bool
 
 
 def _read(name: str, default, cast=str):
@@ -44,6 +45,8 @@ def _read(name: str, default, cast=str):
         return _env.int(name, default=default)
     if cast is float:
         return _env.float(name, default=default)
+    if cast is bool:
+        return _env.bool(name, default=default)
     return _env.str(name, default=default)
 
 
@@ -71,6 +74,8 @@ def get() -> BetaassiSettings:
         api_max_body_bytes=_read("BETAASSI_API_MAX_BODY_BYTES", 4 * 1024 * 1024, int),
         run_expires_seconds=_read("BETAASSI_RUN_EXPIRES_SECONDS", 600, int),
         echo_delay=_read("BETAASSI_ECHO_DELAY", 0.0, float),
+        # Run the publish-queue processor inside the ASGI server process (one process, no Redis).
+        in_server_processor=_read("BETAASSI_IN_SERVER_PROCESSOR", False, bool),
     )
 
 

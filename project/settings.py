@@ -87,11 +87,12 @@ if env("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [env("REDIS_URL")]},
+            # Room for a burst of frames per connection before the layer drops any.
+            "CONFIG": {"hosts": [env("REDIS_URL")], "capacity": 1000},
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -105,6 +106,10 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -114,7 +119,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"betaassi_django": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")}},
+    "loggers": {
+        "betaassi_django": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO"), "propagate": False},
+        # The in-process API client would log every call it makes at INFO.
+        "httpx2": {"level": "WARNING"},
+    },
 }
 
 # betaassi-django reads its own settings (BETAASSI_*, OPENAI_*) in betaassi_django.conf.

@@ -77,14 +77,15 @@ class Session(models.Model):
             return {"type": "last_messages", "last_messages": self.context_messages}
         return {"type": "auto"}
 
-    def _run_options(self) -> dict:
+    def run_options(self) -> dict:
         options = {"thread_id": self.thread_id, "assistant_id": self.assistant_id,
                    "truncation_strategy": self.truncation_strategy()}
         if self.model:
             options["model"] = self.model
         return options
 
-    def _touch(self) -> None:
+    def touch(self) -> None:
+        """Record that the session was used now."""
         from django.utils import timezone
 
         self.touched_at = timezone.now()
@@ -97,8 +98,8 @@ class Session(models.Model):
 
         api = get_client()
         api.beta.threads.messages.create(self.thread_id, role="user", content=text)
-        run = api.beta.threads.runs.create_and_poll(**self._run_options(), poll_interval_ms=50)
-        self._touch()
+        run = api.beta.threads.runs.create_and_poll(**self.run_options(), poll_interval_ms=50)
+        self.touch()
         if run.status != "completed":
             raise RuntimeError(f"run {run.id} ended {run.status}: {run.last_error.message if run.last_error else ''}")
         reply = api.beta.threads.messages.list(self.thread_id, run_id=run.id, limit=1).data[0]
@@ -112,7 +113,7 @@ class Session(models.Model):
 
         api = get_async_client()
         await api.beta.threads.messages.create(self.thread_id, role="user", content=text)
-        async with api.beta.threads.runs.stream(**self._run_options()) as stream:
+        async with api.beta.threads.runs.stream(**self.run_options()) as stream:
             async for delta in stream.text_deltas:
                 yield delta
-        await sync_to_async(self._touch)()
+        await sync_to_async(self.touch)()

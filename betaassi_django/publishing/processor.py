@@ -13,6 +13,7 @@ import datetime
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -29,6 +30,7 @@ from .apply import Batch, session_from_record
 from .apply import apply_events as fold
 from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry
 from .registry import Page, Root, double, needs_growth
+from .wake import Waker
 
 logger = logging.getLogger("betaassi_django.publishing")
 
@@ -56,6 +58,17 @@ class Processor:
             return [self.api.beta.assistants.retrieve(aid) for aid in self.assistant_ids]
         return [a for a in self.api.beta.assistants.list(limit=100, order="asc")
                 if (a.metadata or {}).get(PUBLISH_KEY) and (a.metadata or {}).get(REGISTRY_KEY)]
+
+    def serve(self, interval: float, stop: threading.Event) -> None:
+        """Process until ``stop`` is set: at once when woken, else every ``interval`` seconds."""
+        waker = Waker()
+        while not stop.is_set():
+            signals.local_wake.clear()
+            try:
+                self.run_once()
+            except Exception:  # the backend is down or a database hiccup: log it, keep serving
+                logger.exception("processing failed; retrying in %ss", interval)
+            waker.wait(interval)
 
     def run_once(self) -> int:
         seen = 0

@@ -2,14 +2,20 @@
 
 Publishers call ``wake(assistant_id)`` so a processor applies the event within
 milliseconds instead of at its next poll. The channel layer carries wake-ups
-across processes when it is channels-redis; the in-memory layer does not cross
-processes (nor is it safe across threads), so within a process a plain
+across processes when it is channels-redis; within a process a plain
 ``threading.Event`` carries them. Applied events are broadcast to the
-channel-layer group ``betaassi.assistant.<id>`` for other processes.
+channel-layer group ``betaassi.assistant.<id>``, where WebSocket consumers and
+other processes listen.
+
+The in-memory layer neither crosses processes nor is safe across threads: its
+queues belong to the server's event loop. A processor running inside the
+server (``serve_on(loop)``) hands its broadcasts to that loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import threading
 
@@ -20,10 +26,22 @@ logger = logging.getLogger("betaassi_django.publishing")
 
 WAKE_GROUP = "betaassi.publish"
 local_wake = threading.Event()
+_server_loop: asyncio.AbstractEventLoop | None = None
 
 
 def assistant_group(assistant_id: str) -> str:
     return f"betaassi.assistant.{assistant_id}"
+
+
+def session_group(assistant_id: str, session_id: str) -> str:
+    """Group names allow only ``[A-Za-z0-9._-]``; session ids may hold ``:``, so they are hashed."""
+    return f"betaassi.session.{assistant_id}.{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
+
+
+def serve_on(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Deliver this process's broadcasts on ``loop`` (the server's), for the in-memory layer."""
+    global _server_loop
+    _server_loop = loop
 
 
 def _shared_layer():
@@ -32,9 +50,19 @@ def _shared_layer():
     return None if layer is None or isinstance(layer, InMemoryChannelLayer) else layer
 
 
+def _logged(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("broadcast failed: %s", future.exception())
+
+
 def _send(group: str, message: dict) -> None:
-    layer = _shared_layer()
+    layer = get_channel_layer()
     if layer is None:
+        return
+    if isinstance(layer, InMemoryChannelLayer):
+        loop = _server_loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).add_done_callback(_logged)
         return
     try:
         async_to_sync(layer.group_send)(group, message)
@@ -47,7 +75,8 @@ def _send(group: str, message: dict) -> None:
 def wake(assistant_id: str) -> None:
     """Tell processors that ``assistant_id`` has a new event."""
     local_wake.set()
-    _send(WAKE_GROUP, {"type": "publish.wake", "assistant": assistant_id})
+    if _shared_layer() is not None:
+        _send(WAKE_GROUP, {"type": "publish.wake", "assistant": assistant_id})
 
 
 def broadcast(assistant_id: str, outcomes: list[dict]) -> None:

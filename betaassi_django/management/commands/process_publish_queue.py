@@ -5,7 +5,6 @@ from django.core.management.base import BaseCommand
 
 from betaassi_django.publishing import signals
 from betaassi_django.publishing.processor import Processor
-from betaassi_django.publishing.wake import Waker
 
 
 class Command(BaseCommand):
@@ -30,7 +29,7 @@ class Command(BaseCommand):
             self.stdout.write(f"processed {seen} event(s)")
             return
         stop = threading.Event()
-        waker = Waker()
+
         def shutdown(*_) -> None:
             stop.set()
             signals.local_wake.set()
@@ -38,8 +37,5 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, shutdown)
         self.stdout.write(f"processing publish queues as {processor.holder} (every {interval}s; Ctrl-C stops)")
-        while not stop.is_set():
-            signals.local_wake.clear()
-            processor.run_once()
-            waker.wait(interval)
+        processor.serve(interval, stop)
         self.stdout.write("stopped")

@@ -1,0 +1,220 @@
+"""Turns of a session over the channel layer: the user's message, a run, its streamed reply.
+
+Every frame of a turn goes to the session's channel-layer group, so each
+connection to the session, in any server process, receives the same stream.
+A process answers a session's turns one at a time, in arrival order; another
+process's run on the same thread is waited out, because the API refuses a
+second active run (and new messages) on a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import openai
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from betaassi_django.client import get_async_client
+from betaassi_django.publishing.signals import session_group
+
+logger = logging.getLogger("betaassi_django.sessions")
+
+#: Turns a session may have waiting in one process before new ones are refused.
+MAX_PENDING_TURNS = 16
+#: Messages of history sent with ``session.ready``.
+HISTORY_MESSAGES = 50
+#: Deltas that arrive closer together than this are sent as one frame.
+DELTA_COALESCE_SECONDS = 0.02
+#: How long a turn waits for another process's run on the same thread.
+BUSY_WAIT_SECONDS = 120.0
+
+ACTIVE_RUN_STATUSES = {"queued", "in_progress", "requires_action", "cancelling"}
+RUN_END_EVENTS = {"thread.run.failed", "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete",
+                  "thread.run.requires_action"}
+
+
+def text_of(message) -> str:
+    return "".join(part.text.value for part in message.content if part.type == "text")
+
+
+def message_frame(message) -> dict:
+    """A message as frames carry it."""
+    return {"id": message.id, "role": message.role, "content": text_of(message),
+            "created_at": message.created_at, "run_id": message.run_id}
+
+
+def session_frame(session) -> dict:
+    """A session as frames carry it (no owner details: the socket already knows its user)."""
+    return {
+        "assistant_id": session.assistant_id, "session_id": session.session_id, "kind": session.kind,
+        "context_messages": session.context_messages, "model": session.model, "thread_id": session.thread_id,
+        "created_at": int(session.created_at.timestamp()),
+        "touched_at": int(session.touched_at.timestamp()) if session.touched_at else None,
+    }
+
+
+async def history(thread_id: str, limit: int = HISTORY_MESSAGES) -> list[dict]:
+    """The thread's last ``limit`` messages, oldest first."""
+    page = await get_async_client().beta.threads.messages.list(thread_id, order="desc", limit=limit)
+    return [message_frame(m) for m in reversed(page.data)]
+
+
+# -- one turn ----------------------------------------------------------------------------------------------
+
+
+class _Deltas:
+    """Coalesces bursts of text deltas, so a fast stream does not become thousands of frames."""
+
+    def __init__(self, emit, run_id: str) -> None:
+        self.emit, self.run_id = emit, run_id
+        self.buffer: list[str] = []
+        self.last_sent = 0.0
+        self.timer: asyncio.Task | None = None
+        self.lock = asyncio.Lock()
+
+    async def add(self, text: str) -> None:
+        self.buffer.append(text)
+        if time.monotonic() - self.last_sent >= DELTA_COALESCE_SECONDS:
+            await self.flush()
+        elif self.timer is None:
+            self.timer = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(DELTA_COALESCE_SECONDS)
+        self.timer = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            if self.buffer:
+                text, self.buffer = "".join(self.buffer), []
+                self.last_sent = time.monotonic()
+                await self.emit({"type": "message.delta", "run_id": self.run_id, "delta": text})
+
+    async def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        await self.flush()
+
+
+async def _latest_run_active(api: openai.AsyncOpenAI, thread_id: str) -> bool:
+    runs = await api.beta.threads.runs.list(thread_id, limit=1)
+    return bool(runs.data) and runs.data[0].status in ACTIVE_RUN_STATUSES
+
+
+async def _when_idle(api: openai.AsyncOpenAI, thread_id: str, call):
+    """``call()``, retried while another run on the thread (another server process's turn) is active."""
+    deadline = time.monotonic() + BUSY_WAIT_SECONDS
+    while True:
+        try:
+            return await call()
+        except openai.BadRequestError:
+            if time.monotonic() > deadline or not await _latest_run_active(api, thread_id):
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def _stream_run(api: openai.AsyncOpenAI, session, emit) -> None:
+    manager = None
+
+    async def open_stream():
+        # Entering the SDK's stream manager sends the request, so an active-run refusal surfaces here.
+        nonlocal manager
+        manager = api.beta.threads.runs.stream(**session.run_options())
+        return await manager.__aenter__()
+
+    stream = await _when_idle(api, session.thread_id, open_stream)
+    run_id, deltas = None, None
+    try:
+        async for event in stream:
+            name = event.event
+            if name == "thread.run.created":
+                run_id = event.data.id
+                deltas = _Deltas(emit, run_id)
+                await emit({"type": "run.started", "run_id": run_id})
+            elif name == "thread.message.delta" and deltas is not None:
+                for part in event.data.delta.content or []:
+                    if part.type == "text" and part.text and part.text.value:
+                        await deltas.add(part.text.value)
+            elif name == "thread.message.completed":
+                if deltas is not None:
+                    await deltas.close()
+                await emit({"type": "message.completed", "run_id": run_id, "message": message_frame(event.data)})
+            elif name in RUN_END_EVENTS:
+                if deltas is not None:
+                    await deltas.close()
+                error = event.data.last_error.message if event.data.last_error else name.rsplit(".", 1)[-1]
+                await emit({"type": "run.failed", "run_id": run_id, "error": error})
+    finally:
+        await manager.__aexit__(None, None, None)
+
+
+async def run_turn(assistant_id: str, session_id: str, text: str, emit) -> None:
+    """One turn, reported through ``emit(frame)``; never raises (a failure is a ``run.failed`` frame)."""
+    from betaassi_django.models import Session
+
+    session = await Session.objects.filter(assistant_id=assistant_id, session_id=session_id).afirst()
+    if session is None:
+        await emit({"type": "run.failed", "run_id": None, "error": "the session no longer exists"})
+        return
+    api = get_async_client()
+    try:
+        message = await _when_idle(api, session.thread_id, lambda: api.beta.threads.messages.create(
+            session.thread_id, role="user", content=text))
+        await emit({"type": "message.created", "message": message_frame(message)})
+        await _stream_run(api, session, emit)
+    except openai.APIError as exc:
+        logger.warning("turn in %s/%s failed: %s", assistant_id, session_id, exc)
+        await emit({"type": "run.failed", "run_id": None, "error": getattr(exc, "message", str(exc))})
+    except Exception as exc:  # a bug must not take the session's queue down with it
+        logger.exception("turn in %s/%s failed", assistant_id, session_id)
+        await emit({"type": "run.failed", "run_id": None, "error": f"internal error ({type(exc).__name__})"})
+    await database_sync_to_async(session.touch)()
+
+
+# -- the session's turns in this process --------------------------------------------------------------------
+
+
+@dataclass
+class _Turns:
+    loop: asyncio.AbstractEventLoop
+    pending: deque = field(default_factory=deque)
+    task: asyncio.Task | None = None
+
+
+_sessions: dict[str, _Turns] = {}
+
+
+def submit(assistant_id: str, session_id: str, text: str) -> bool:
+    """Queue a turn; False when the session already has ``MAX_PENDING_TURNS`` waiting here."""
+    group = session_group(assistant_id, session_id)
+    loop = asyncio.get_running_loop()
+    turns = _sessions.get(group)
+    if turns is None or turns.loop is not loop:
+        turns = _sessions[group] = _Turns(loop)
+    if len(turns.pending) >= MAX_PENDING_TURNS:
+        return False
+    turns.pending.append(text)
+    if turns.task is None or turns.task.done():
+        turns.task = loop.create_task(_work(assistant_id, session_id, group, turns))
+    return True
+
+
+async def _work(assistant_id: str, session_id: str, group: str, turns: _Turns) -> None:
+    layer = get_channel_layer()
+
+    async def emit(frame: dict) -> None:
+        await layer.group_send(group, {"type": "session.frame", "frame": frame})
+
+    try:
+        while turns.pending:
+            await run_turn(assistant_id, session_id, turns.pending.popleft(), emit)
+    finally:
+        if _sessions.get(group) is turns and not turns.pending:
+            del _sessions[group]

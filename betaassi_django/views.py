@@ -1,0 +1,111 @@
+"""Pages: the user's sessions per assistant, and the chat page of one session."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from asgiref.sync import sync_to_async
+from django.apps import apps
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from betaassi_django.forms import StartSessionForm
+from betaassi_django.models import BaseAssistant, PublishedEvent, Session
+
+#: How long starting a session waits for the processor to apply it.
+APPLY_WAIT_SECONDS = 10.0
+
+
+def assistant_models() -> list[type[BaseAssistant]]:
+    """Every concrete assistant class of the project."""
+    return [m for m in apps.get_models() if issubclass(m, BaseAssistant)]
+
+
+def all_assistants() -> list[BaseAssistant]:
+    return sorted((a for model in assistant_models() for a in model.objects.all()),
+                  key=lambda a: ((a.name or "").lower(), a.id))
+
+
+def find_assistant(assistant_id: str) -> BaseAssistant | None:
+    for model in assistant_models():
+        found = model.objects.filter(id=assistant_id).first()
+        if found is not None:
+            return found
+    return None
+
+
+@login_required
+def session_list(request: HttpRequest) -> HttpResponse:
+    assistants = all_assistants()
+    form = StartSessionForm(assistants=assistants)
+    return render(request, "betaassi_django/sessions.html", _list_context(request, assistants, form))
+
+
+def _list_context(request: HttpRequest, assistants, form) -> dict:
+    mine = Session.objects.filter(owner=request.user).order_by("-touched_at", "-created_at")
+    by_assistant = {a.id: [] for a in assistants}
+    for session in mine:
+        by_assistant.setdefault(session.assistant_id, []).append(session)
+    return {"assistants": [(a, by_assistant[a.id]) for a in assistants], "form": form}
+
+
+async def _applied(event_id: str) -> str | None:
+    """The event's status once a processor has handled it; None if it did not within the wait."""
+    deadline = time.monotonic() + APPLY_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        status = await PublishedEvent.objects.filter(event_id=event_id).values_list("status", flat=True).afirst()
+        if status is not None:
+            return status
+        await asyncio.sleep(0.02)
+    return None
+
+
+@login_required
+async def start_session(request: HttpRequest) -> HttpResponse:
+    """Publish ``session.create`` and wait (without holding a worker thread) until it is applied."""
+    if request.method != "POST":
+        return redirect("betaassi:sessions")
+    user = await request.auser()
+    assistants = await sync_to_async(all_assistants)()
+    form = StartSessionForm(request.POST, assistants=assistants)
+    if not await sync_to_async(form.is_valid)():
+        context = await sync_to_async(_list_context)(request, assistants, form)
+        return await sync_to_async(render)(request, "betaassi_django/sessions.html", context, status=400)
+    data = form.cleaned_data
+    assistant = next(a for a in assistants if a.id == data["assistant"])
+    try:
+        event_id = await sync_to_async(assistant.create_session)(
+            data["session_id"], owner=user, kind=data["kind"], context_messages=data["context_messages"],
+            model=data["model"])
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect("betaassi:sessions")
+    status = await _applied(event_id)
+    if status == "applied":
+        return redirect("betaassi:chat", assistant_id=assistant.id, session_id=data["session_id"])
+    if status is None:
+        messages.warning(request, f"Session {data['session_id']} is published but not applied yet; "
+                                  "is process_publish_queue running?")
+    else:
+        messages.error(request, f"Session {data['session_id']} was not created ({status}): the id is taken.")
+    return redirect("betaassi:sessions")
+
+
+@login_required
+def chat(request: HttpRequest, assistant_id: str, session_id: str) -> HttpResponse:
+    session = Session.objects.filter(assistant_id=assistant_id, session_id=session_id).first()
+    if session is None:
+        raise Http404("No such session.")
+    if session.owner_id != request.user.pk and not request.user.is_staff:
+        raise PermissionDenied("This session is not yours.")
+    assistant = find_assistant(assistant_id)
+    return render(request, "betaassi_django/chat.html", {
+        "session": session, "assistant": assistant, "sessions_url": reverse("betaassi:sessions"),
+        "socket_path": f"/ws/assistants/{assistant_id}/sessions/{session_id}/",
+    })
