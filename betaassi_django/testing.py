@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from urllib.error import HTTPError, URLError
 from urllib.request import urlopen
 
 import environ
+import httpx2
 
 
 def free_port() -> int:
@@ -73,7 +75,9 @@ class LiveServer:
         self.port = port or free_port()
         self.asgi_app = asgi_app
         self.cwd = str(cwd or os.getcwd())
-        self.env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # The project as an operator runs it, whatever settings the caller (a test run) uses itself.
+        self.env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1",
+                    "DJANGO_SETTINGS_MODULE": "project.settings", **(env or {})}
         self.process: subprocess.Popen | None = None
         self.api_key = ""
         self.log_path = Path(tempfile.mkstemp(prefix="betaassi-daphne-", suffix=".log")[1])
@@ -123,6 +127,28 @@ class LiveServer:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"daphne did not answer on {self.url} within {timeout}s:\n{self.log()}")
+
+    def demo_login(self) -> tuple[str, str]:
+        """``manage.py setup_demo`` on this server's database: the demo user's name and password."""
+        out = self.manage("setup_demo")
+        match = re.search(r"user (\S+)  password (\S+)", out)
+        if match is None:
+            raise RuntimeError(f"setup_demo printed no new login (the demo user existed):\n{out}")
+        return match[1], match[2]
+
+    def login(self, username: str, password: str) -> httpx2.Client:
+        """An HTTP client logged in through the login page, as a browser would be (CSRF included)."""
+        web = httpx2.Client(base_url=self.url, headers={"Referer": self.url + "/"})
+        web.get("/accounts/login/").raise_for_status()
+        done = web.post("/accounts/login/", data={"username": username, "password": password,
+                                                  "csrfmiddlewaretoken": web.cookies["csrftoken"]})
+        if done.status_code != 302:
+            raise RuntimeError(f"login as {username} failed: {done.status_code}")
+        return web
+
+    def websocket_headers(self, web: httpx2.Client) -> dict[str, str]:
+        """What a browser on this server's pages sends with a WebSocket handshake: its cookies and origin."""
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in web.cookies.items()), "Origin": self.url}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]

@@ -120,13 +120,22 @@ async def _when_idle(api: openai.AsyncOpenAI, thread_id: str, call):
             await asyncio.sleep(0.05)
 
 
-async def _stream_run(api: openai.AsyncOpenAI, session, emit) -> None:
+async def _our_message(api: openai.AsyncOpenAI, thread_id: str):
+    """The turn's user message: the thread's newest user message, as none can be added while our run is active."""
+    page = await api.beta.threads.messages.list(thread_id, order="desc", limit=5)
+    return next(m for m in page.data if m.role == "user")
+
+
+async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> None:
     manager = None
 
     async def open_stream():
-        # Entering the SDK's stream manager sends the request, so an active-run refusal surfaces here.
+        # The message goes in with the run (``additional_messages``), atomically: a turn of another
+        # process cannot slip its message between ours and our run. Entering the SDK's stream manager
+        # sends the request, so an active-run refusal surfaces here, with nothing added.
         nonlocal manager
-        manager = api.beta.threads.runs.stream(**session.run_options())
+        manager = api.beta.threads.runs.stream(
+            **session.run_options(), additional_messages=[{"role": "user", "content": text}])
         return await manager.__aenter__()
 
     stream = await _when_idle(api, session.thread_id, open_stream)
@@ -137,6 +146,8 @@ async def _stream_run(api: openai.AsyncOpenAI, session, emit) -> None:
             if name == "thread.run.created":
                 run_id = event.data.id
                 deltas = _Deltas(emit, run_id)
+                message = await _our_message(api, session.thread_id)
+                await emit({"type": "message.created", "message": message_frame(message)})
                 await emit({"type": "run.started", "run_id": run_id})
             elif name == "thread.message.delta" and deltas is not None:
                 for part in event.data.delta.content or []:
@@ -165,10 +176,7 @@ async def run_turn(assistant_id: str, session_id: str, text: str, emit) -> None:
         return
     api = get_async_client()
     try:
-        message = await _when_idle(api, session.thread_id, lambda: api.beta.threads.messages.create(
-            session.thread_id, role="user", content=text))
-        await emit({"type": "message.created", "message": message_frame(message)})
-        await _stream_run(api, session, emit)
+        await _stream_turn(api, session, text, emit)
     except openai.APIError as exc:
         logger.warning("turn in %s/%s failed: %s", assistant_id, session_id, exc)
         await emit({"type": "run.failed", "run_id": None, "error": getattr(exc, "message", str(exc))})

@@ -97,8 +97,9 @@ class Session(models.Model):
         from betaassi_django.client import get_client
 
         api = get_client()
-        api.beta.threads.messages.create(self.thread_id, role="user", content=text)
-        run = api.beta.threads.runs.create_and_poll(**self.run_options(), poll_interval_ms=50)
+        # The message goes in with the run, atomically: another turn cannot slip in between.
+        run = api.beta.threads.runs.create_and_poll(
+            **self.run_options(), additional_messages=[{"role": "user", "content": text}], poll_interval_ms=50)
         self.touch()
         if run.status != "completed":
             raise RuntimeError(f"run {run.id} ended {run.status}: {run.last_error.message if run.last_error else ''}")
@@ -112,8 +113,8 @@ class Session(models.Model):
         from betaassi_django.client import get_async_client
 
         api = get_async_client()
-        await api.beta.threads.messages.create(self.thread_id, role="user", content=text)
-        async with api.beta.threads.runs.stream(**self.run_options()) as stream:
+        async with api.beta.threads.runs.stream(
+                **self.run_options(), additional_messages=[{"role": "user", "content": text}]) as stream:
             async for delta in stream.text_deltas:
                 yield delta
         await sync_to_async(self.touch)()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
+
 from . import signals
 
 
@@ -17,8 +20,11 @@ class Waker:
     """
 
     def __init__(self) -> None:
-        self._layer = signals._shared_layer()
-        if self._layer is not None:
+        self._layer = None
+        if signals._shared_layer() is not None:
+            # Its own layer instance: a channels-redis layer receives on one event loop only, and the
+            # server's consumers receive on the shared one.
+            self._layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
             threading.Thread(target=self._listen, name="betaassi-wake", daemon=True).start()
 
     def _listen(self) -> None:
