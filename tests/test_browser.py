@@ -1,0 +1,106 @@
+"""A real browser (Playwright driving Debian's Chromium) against a live daphne with the in-server processor."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from betaassi_django.testing import LiveServer, scratch_database_url
+from tests.conftest import _database_url
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
+#: As root on a machine with no outside network: no sandbox, and nothing that phones home.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    env = {"BETAASSI_IN_SERVER_PROCESSOR": "true", "BETAASSI_ECHO_DELAY": "0.05"}
+    with scratch_database_url(_database_url()) as url, LiveServer(url, env=env, cwd=settings.BASE_DIR) as live:
+        yield live
+
+
+def test_log_in_start_a_session_and_chat(browser, server):
+    username, password = server.demo_login()
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(server.url + "/")
+    assert page.url == server.url + "/accounts/login/?next=/"
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("#login")
+    page.wait_for_url(server.url + "/")
+    assert page.locator("section.assistant h2").first.inner_text().startswith("Demo assistant")
+
+    page.fill("#id_session_id", "browser-1")
+    page.select_option("#id_kind", "manyshots")
+    page.fill("#id_context_messages", "2")
+    page.click("#start")
+    page.wait_for_url("**/chat/*/browser-1/")
+    page.wait_for_selector("#status.connected")
+    assert page.inner_text("#session-kind") == "last 2 messages"
+
+    page.fill("#content", "hello from the browser")
+    page.press("#content", "Enter")
+    page.locator(".msg.user", has_text="hello from the browser").wait_for()
+    reply = page.locator(".msg.assistant").last
+    reply.filter(has_text="[context=1]").wait_for()
+    assert reply.inner_text() == "echo: hello from the browser [context=1]"
+    assert "streaming" not in (reply.get_attribute("class") or "")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+
+    page.reload()  # history comes back with session.ready
+    page.wait_for_selector("#status.connected")
+    assert page.locator(".msg").all_inner_texts() == [
+        "hello from the browser", "echo: hello from the browser [context=1]"]
+
+    page.goto(server.url + "/")
+    assert page.locator("a.session-link", has_text="browser-1").count() == 1
+    page.close()
+
+
+def test_the_chat_page_reconnects_after_the_server_restarts(browser):
+    env = {"BETAASSI_IN_SERVER_PROCESSOR": "true"}
+    with scratch_database_url(_database_url()) as url:
+        first = LiveServer(url, env=env, cwd=settings.BASE_DIR).start()
+        try:
+            username, password = first.demo_login()
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(first.url + "/accounts/login/")
+            page.fill("#id_username", username)
+            page.fill("#id_password", password)
+            page.click("#login")
+            page.fill("#id_session_id", "restarting")
+            page.click("#start")
+            page.wait_for_selector("#status.connected")
+        finally:
+            first.stop()
+        page.wait_for_selector("#status:not(.connected)")
+        assert page.inner_text("#status").startswith("disconnected; reconnecting in")
+        with LiveServer(url, env=env, cwd=settings.BASE_DIR, port=first.port):
+            page.wait_for_selector("#status.connected")
+            page.fill("#content", "back again")
+            page.press("#content", "Enter")
+            page.locator(".msg.assistant", has_text="echo: back again [context=1]").wait_for()
+        page.close()
