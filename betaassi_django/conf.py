@@ -36,6 +36,9 @@ class BetaassiSettings:
     run_expires_seconds: int
     echo_delay: float
     in_server_processor: bool
+    upstream_timeout: float
+    upstream_max_retries: int
+    tool_timeout: float
 
 
 def _read(name: str, default, cast=str):
@@ -76,6 +79,11 @@ def get() -> BetaassiSettings:
         echo_delay=_read("BETAASSI_ECHO_DELAY", 0.0, float),
         # Run the publish-queue processor inside the ASGI server process (one process, no Redis).
         in_server_processor=_read("BETAASSI_IN_SERVER_PROCESSOR", False, bool),
+        # The openai responder's SDK client: seconds per upstream request, and retries (the SDK's).
+        upstream_timeout=_read("BETAASSI_UPSTREAM_TIMEOUT", 60.0, float),
+        upstream_max_retries=_read("BETAASSI_UPSTREAM_MAX_RETRIES", 2, int),
+        # Seconds a function tool may take before the model gets an error output instead.
+        tool_timeout=_read("BETAASSI_TOOL_TIMEOUT", 30.0, float),
     )
 
 

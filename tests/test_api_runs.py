@@ -278,15 +278,18 @@ def test_a_run_past_its_expiry_is_expired_and_frees_the_thread(settings):
 @pytest.mark.django_db(transaction=True)
 def test_a_responder_failure_fails_the_run(settings):
     """A run whose responder cannot answer ends failed, with last_error, and frees its thread."""
+    from betaassi_django.testing import free_port
     from tests.conftest import in_process_client
 
-    settings.BETAASSI_RESPONDER = "openai"  # not available in this release: every run fails
+    settings.BETAASSI_RESPONDER = "openai"  # an upstream nothing listens on: every run fails
+    settings.BETAASSI_UPSTREAM_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
+    settings.BETAASSI_UPSTREAM_MAX_RETRIES = 0
     client = in_process_client()
     assistant, thread = _setup(client, "hello")
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
                                                    poll_interval_ms=10)
     assert (run.status, run.last_error.code) == ("failed", "server_error")
-    assert "BETAASSI_RESPONDER='openai' is not available" in run.last_error.message
+    assert run.last_error.message == "Could not reach the upstream model: Connection error."
     assert run.failed_at is not None and run.completed_at is None
     step = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data[0]
     assert (step.status, step.last_error.code) == ("failed", "server_error")

@@ -1,16 +1,23 @@
-"""Executing one run: queued -> in_progress -> completed | failed | cancelled.
+"""Executing one run: queued -> in_progress -> completed | failed | cancelled | requires_action.
 
 Every state change is one database transaction followed by the stream events
-OpenAI emits for it. A cancel request (from any process) is noticed between
-deltas: at once through the engine's flag in this process, and through the
-database at most ``CANCEL_POLL_SECONDS`` later otherwise.
+OpenAI emits for it. The reply message and its ``message_creation`` step are
+created at the first text delta, as OpenAI's are. Function calls of the model
+end the execution in ``requires_action`` with a ``tool_calls`` step; submitting
+their outputs queues the run again (``store.submit_tool_outputs``) and the next
+execution sends the model the thread, then this run's text, calls and outputs.
+
+A cancel request (from any process) is noticed between deltas: at once through
+the engine's flag in this process, and through the database at most
+``CANCEL_POLL_SECONDS`` later otherwise; the upstream stream is closed then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.db import transaction
@@ -19,7 +26,7 @@ from . import serializers
 from .engine import engine
 from .ids import now
 from .models import Message, Run, RunStep
-from .responders import ContextMessage, Reply, ResponderRequest, get_responder
+from .responders import ContextMessage, Reply, ResponderError, ResponderRequest, ToolCall, ToolRound, get_responder
 
 logger = logging.getLogger("betaassi_django.engine")
 CANCEL_POLL_SECONDS = 0.25
@@ -32,10 +39,11 @@ class RunGone(Exception):
 @dataclass
 class Started:
     run: Run
-    message: Message
-    step: RunStep
     request: ResponderRequest
     events: list[tuple[str, dict]]
+    message: Message | None = None
+    step: RunStep | None = None
+    calls: list[ToolCall] = field(default_factory=list)
 
 
 def _text_of(message: Message) -> str:
@@ -43,16 +51,32 @@ def _text_of(message: Message) -> str:
 
 
 def _context(run: Run) -> list[ContextMessage]:
-    """The thread's messages the responder sees, after the truncation strategy."""
-    messages = Message.objects.filter(thread_id=run.thread_id).order_by("-seq")
+    """The thread's messages the responder sees, after the truncation strategy (this run's own excluded)."""
+    messages = Message.objects.filter(thread_id=run.thread_id).exclude(run_id=run.id, role="assistant")
+    messages = messages.order_by("-seq")
     strategy = run.truncation_strategy or {}
     if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
         messages = messages[: strategy["last_messages"]]
     return [ContextMessage(m.role, _text_of(m)) for m in reversed(list(messages))]
 
 
+def _transcript(run: Run) -> list[ContextMessage | ToolRound]:
+    """This run's earlier turns, in order: its text so far, its function calls with their outputs."""
+    turns: list[ContextMessage | ToolRound] = []
+    for step in RunStep.objects.filter(run=run).order_by("seq"):
+        details = step.step_details
+        if step.type == "message_creation":
+            message = Message.objects.filter(id=details["message_creation"]["message_id"]).first()
+            if message is not None and _text_of(message):
+                turns.append(ContextMessage("assistant", _text_of(message)))
+        elif step.type == "tool_calls":
+            turns.append(ToolRound([ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"],
+                                             c["function"]["output"]) for c in details["tool_calls"]]))
+    return turns
+
+
 def _start(run_id: str) -> Started | Run | None:
-    """queued -> in_progress with its step and empty reply message; or the run if it ended first."""
+    """queued -> in_progress; or the run if it ended first."""
     with transaction.atomic():
         run = Run.objects.select_related("thread").filter(id=run_id).first()
         if run is None:
@@ -63,96 +87,132 @@ def _start(run_id: str) -> Started | Run | None:
             return run
         if run.status != "queued":
             return run
-        run.status, run.started_at = "in_progress", now()
+        run.status, run.started_at = "in_progress", run.started_at or now()
         run.save(update_fields=["status", "started_at"])
-        thread_id = run.thread.id
         request = ResponderRequest(
             model=run.model,
             instructions="\n\n".join(filter(None, [run.instructions, run.additional_instructions])),
-            messages=_context(run),
+            messages=[*_context(run), *_transcript(run)],
             temperature=run.temperature,
             top_p=run.top_p,
             tools=run.tools,
+            parallel_tool_calls=run.parallel_tool_calls,
+            tool_choice=run.tool_choice,
         )
-        message = Message.objects.create(
-            thread_id=run.thread_id,
-            role="assistant",
-            status="in_progress",
-            content=[],
-            assistant_id=run.assistant_id,
-            run_id=run.id,
-            attachments=[],
-        )
-        step = RunStep.objects.create(
-            run=run,
-            thread_id=thread_id,
-            assistant_id=run.assistant_id,
-            type="message_creation",
-            status="in_progress",
-            step_details={"type": "message_creation", "message_creation": {"message_id": message.id}},
-        )
-    run_data = serializers.run(run, thread_id)
-    step_data = serializers.run_step(step, run.id)
-    message_data = serializers.message(message, thread_id)
-    events = [
-        ("thread.run.in_progress", run_data),
-        ("thread.run.step.created", step_data),
-        ("thread.run.step.in_progress", step_data),
-        ("thread.message.created", message_data),
-        ("thread.message.in_progress", message_data),
-    ]
-    return Started(run, message, step, request, events)
+    return Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))])
 
 
 def _status(run_id: str) -> str | None:
     return Run.objects.filter(id=run_id).values_list("status", flat=True).first()
 
 
-def _finish(started: Started, text: str, reply: Reply, outcome: str, error: str = "") -> list[tuple[str, dict]]:
-    """Write the run's end state; a run cancelled meanwhile ends cancelled."""
+def _new_message(started: Started) -> Message:
+    run = started.run
+    return Message.objects.create(thread_id=run.thread_id, role="assistant", status="in_progress", content=[],
+                                  assistant_id=run.assistant_id, run_id=run.id, attachments=[])
+
+
+def _new_step(run: Run, kind: str, details: dict) -> RunStep:
+    return RunStep.objects.create(run=run, thread_id=run.thread.id, assistant_id=run.assistant_id, type=kind,
+                                  status="in_progress", step_details={"type": kind, kind: details})
+
+
+def _open_message(started: Started) -> list[tuple[str, dict]]:
+    """The reply message and its step, at the first text delta."""
+    with transaction.atomic():
+        if not Run.objects.filter(id=started.run.id).exists():
+            raise RunGone(started.run.id)
+        started.message = _new_message(started)
+        started.step = _new_step(started.run, "message_creation", {"message_id": started.message.id})
+    thread_id = started.run.thread.id
+    step_data = serializers.run_step(started.step, started.run.id)
+    message_data = serializers.message(started.message, thread_id)
+    return [("thread.run.step.created", step_data), ("thread.run.step.in_progress", step_data),
+            ("thread.message.created", message_data), ("thread.message.in_progress", message_data)]
+
+
+def _usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _run_usage(run: Run) -> dict:
+    """A run's usage: the sum over its steps (each execution's model call is recorded on its last step)."""
+    totals = [0, 0]
+    for usage in RunStep.objects.filter(run=run).exclude(usage=None).values_list("usage", flat=True):
+        totals[0] += usage["prompt_tokens"]
+        totals[1] += usage["completion_tokens"]
+    return _usage(*totals)
+
+
+def _function_call(call: ToolCall) -> dict:
+    return {"id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments, "output": None}}
+
+
+def _finish(started: Started, text: str, reply: Reply, outcome: str,
+            error: tuple[str, str] = ("", "")) -> list[tuple[str, dict]]:
+    """Write the execution's end state; a run cancelled meanwhile ends cancelled."""
     run, message, step = started.run, started.message, started.step
     stamp = now()
+    thread_id = run.thread.id
+    events: list[tuple[str, dict]] = []
     with transaction.atomic():
         current = Run.objects.select_for_update().filter(id=run.id).first()
-        if current is None or not Message.objects.filter(pk=message.pk).exists():
+        if current is None or (message is not None and not Message.objects.filter(pk=message.pk).exists()):
             raise RunGone(run.id)
-        if outcome == "completed" and current.status == "cancelling":
+        if outcome in ("completed", "requires_action") and current.status == "cancelling":
             outcome = "cancelled"
-        content = (
-            [{"type": "text", "text": {"value": text, "annotations": []}}] if text or outcome == "completed" else []
-        )
-        usage = {
-            "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-        }
-        message.content = content
-        if outcome == "completed":
-            message.status, message.completed_at = "completed", stamp
-            step.status, step.completed_at, step.usage = "completed", stamp, usage
-            current.status, current.completed_at, current.usage = "completed", stamp, usage
+        if outcome == "requires_action" and any(not c.name for c in started.calls):
+            outcome, error = "failed", ("server_error", "The upstream model called a function without a name.")
+        if outcome != "requires_action" and message is None:
+            # A run that ends here has its reply message (empty, or incomplete) and step, even without text.
+            events += _open_message(started)
+            message, step = started.message, started.step
+        usage = _usage(reply.prompt_tokens, reply.completion_tokens)
+        if message is not None:
+            keep = text or outcome == "completed"
+            message.content = [{"type": "text", "text": {"value": text, "annotations": []}}] if keep else []
+            if outcome in ("completed", "requires_action"):
+                message.status, message.completed_at = "completed", stamp
+                step.status, step.completed_at = "completed", stamp
+            elif outcome == "cancelled":
+                message.status, message.incomplete_at = "incomplete", stamp
+                message.incomplete_details = {"reason": "run_cancelled"}
+                step.status, step.cancelled_at = "cancelled", stamp
+            else:
+                message.status, message.incomplete_at = "incomplete", stamp
+                message.incomplete_details = {"reason": "run_failed"}
+                step.status, step.failed_at = "failed", stamp
+                step.last_error = {"code": error[0] or "server_error", "message": error[1] or "The run failed."}
+            if outcome != "requires_action":
+                step.usage = usage
+            message.save()
+            step.save()
+        if outcome == "requires_action":
+            tool_step = _new_step(run, "tool_calls", [_function_call(c) for c in started.calls])
+            tool_step.usage = usage
+            tool_step.save(update_fields=["usage"])
+            current.status = "requires_action"
+            current.required_action = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in started.calls]}}
+        elif outcome == "completed":
+            current.status, current.completed_at = "completed", stamp
+            current.usage = _run_usage(current)
         elif outcome == "cancelled":
-            message.status, message.incomplete_at = "incomplete", stamp
-            message.incomplete_details = {"reason": "run_cancelled"}
-            step.status, step.cancelled_at = "cancelled", stamp
             current.status, current.cancelled_at = "cancelled", stamp
         else:
-            last_error = {"code": "server_error", "message": error or "The run failed."}
-            message.status, message.incomplete_at = "incomplete", stamp
-            message.incomplete_details = {"reason": "run_failed"}
-            step.status, step.failed_at, step.last_error = "failed", stamp, last_error
-            current.status, current.failed_at, current.last_error = "failed", stamp, last_error
-        message.save()
-        step.save()
+            current.status, current.failed_at = "failed", stamp
+            current.last_error = {"code": error[0] or "server_error", "message": error[1] or "The run failed."}
         current.save()
-    thread_id = run.thread.id
-    message_data = serializers.message(message, thread_id)
-    events = []
-    if outcome == "completed":
-        events.append(("thread.message.completed", message_data))
-    else:
-        events.append(("thread.message.incomplete", message_data))
-    events.append((f"thread.run.step.{step.status}", serializers.run_step(step, run.id)))
+    if message is not None:
+        message_event = "thread.message.completed" if message.status == "completed" else "thread.message.incomplete"
+        events.append((message_event, serializers.message(message, thread_id)))
+        events.append((f"thread.run.step.{step.status}", serializers.run_step(step, run.id)))
+    if outcome == "requires_action":
+        step_data = serializers.run_step(tool_step, run.id)
+        events += [("thread.run.step.created", step_data), ("thread.run.step.in_progress", step_data),
+                   ("thread.run.step.delta", _tool_calls_delta(tool_step.id, started.calls))]
     events.append((f"thread.run.{current.status}", serializers.run(current, thread_id)))
     return events
 
@@ -165,10 +225,18 @@ def _delta(message_id: str, index: int, text: str) -> dict:
     }
 
 
+def _tool_calls_delta(step_id: str, calls: list[ToolCall]) -> dict:
+    """The step's function calls as one ``thread.run.step.delta`` (what the SDK's tool-call callbacks read)."""
+    tool_calls = [{"index": i, **_function_call(c)} for i, c in enumerate(calls)]
+    return {"id": step_id, "object": "thread.run.step.delta",
+            "delta": {"step_details": {"type": "tool_calls", "tool_calls": tool_calls}}}
+
+
 async def execute_run(run_id: str) -> None:
-    """Move one run from queued to its end, publishing OpenAI's stream events."""
+    """Move one run from queued to its end (or to requires_action), publishing OpenAI's stream events."""
+    ended = False
     try:
-        await _execute(run_id)
+        ended = await _execute(run_id)
     except RunGone:
         logger.info("run %s was deleted while executing", run_id)
         engine.publish(run_id, "error", _error(f"Run {run_id} was deleted while executing."))
@@ -176,7 +244,10 @@ async def execute_run(run_id: str) -> None:
         logger.exception("run %s crashed", run_id)
         engine.publish(run_id, "error", _error(f"Run {run_id} stopped on a server error."))
     finally:
-        engine.end(run_id)
+        # Once an end event was published, a client may already be streaming the run's next
+        # execution (tool outputs submitted at once): its subscription must not be closed here.
+        if not ended:
+            engine.end(run_id)
         engine.forget(run_id)
 
 
@@ -184,34 +255,49 @@ def _error(message: str) -> dict:
     return {"message": message, "type": "server_error", "param": None, "code": None}
 
 
-async def _execute(run_id: str) -> None:
+async def _execute(run_id: str) -> bool:
+    """Execute; True when an event that ends the run's stream was published."""
     started = await database_sync_to_async(_start)(run_id)
     if started is None:
-        return
+        return False
     if isinstance(started, Run):
         if started.status == "cancelled":
             engine.publish(run_id, "thread.run.cancelled", serializers.run(started, started.thread.id))
-        return
+            return True
+        return False
     for event, data in started.events:
         engine.publish(run_id, event, data)
     parts: list[str] = []
     reply = Reply()
-    outcome, error = "completed", ""
+    outcome, error = "completed", ("", "")
     last_poll = time.monotonic()
     try:
-        async for piece in get_responder().stream(started.request, reply):
-            if engine.cancel_requested(run_id):
-                outcome = "cancelled"
-                break
-            if time.monotonic() - last_poll > CANCEL_POLL_SECONDS:
-                last_poll = time.monotonic()
-                if await database_sync_to_async(_status)(run_id) == "cancelling":
+        async with contextlib.aclosing(get_responder().stream(started.request, reply)) as stream:
+            async for piece in stream:
+                if engine.cancel_requested(run_id):
                     outcome = "cancelled"
                     break
-            parts.append(piece)
-            engine.publish(run_id, "thread.message.delta", _delta(started.message.id, 0, piece))
+                if time.monotonic() - last_poll > CANCEL_POLL_SECONDS:
+                    last_poll = time.monotonic()
+                    if await database_sync_to_async(_status)(run_id) == "cancelling":
+                        outcome = "cancelled"
+                        break
+                if isinstance(piece, ToolCall):
+                    started.calls.append(piece)
+                    continue
+                if started.message is None:
+                    for event, data in await database_sync_to_async(_open_message)(started):
+                        engine.publish(run_id, event, data)
+                parts.append(piece)
+                engine.publish(run_id, "thread.message.delta", _delta(started.message.id, 0, piece))
+    except ResponderError as exc:
+        logger.warning("run %s failed: %s", run_id, exc.message)
+        outcome, error = "failed", (exc.code, exc.message)
     except Exception as exc:  # a responder failure ends the run, never the engine
-        logger.warning("run %s failed: %s", run_id, exc)
-        outcome, error = "failed", str(exc) or exc.__class__.__name__
+        logger.warning("run %s failed: %s", run_id, exc, exc_info=True)
+        outcome, error = "failed", ("server_error", str(exc) or exc.__class__.__name__)
+    if outcome == "completed" and started.calls:
+        outcome = "requires_action"
     for event, data in await database_sync_to_async(_finish)(started, "".join(parts), reply, outcome, error):
         engine.publish(run_id, event, data)
+    return True

@@ -348,8 +348,9 @@ def cancel_run(thread_id: str, run_id: str) -> dict:
         if run.status not in ("queued", "in_progress", "requires_action"):
             raise invalid(f"Cannot cancel run with status '{run.status}'.", param="run_id")
         if run.status == "requires_action":
-            # Nothing is executing: the run stops here.
+            # Nothing is executing: the run stops here, with the calls it waited for.
             run.status, run.cancelled_at, run.required_action = "cancelled", now(), None
+            RunStep.objects.filter(run=run, status="in_progress").update(status="cancelled", cancelled_at=now())
         else:
             run.status = "cancelling"
         run.save(update_fields=["status", "cancelled_at", "required_action"])
@@ -357,11 +358,60 @@ def cancel_run(thread_id: str, run_id: str) -> dict:
     return serializers.run(run, thread_id)
 
 
-def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> dict:
-    run = get_run(thread_id, run_id)
-    if run.status != "requires_action":
-        raise invalid(f'Runs in status "{run.status}" do not accept tool outputs.', param="run_id")
-    raise invalid("Tool outputs are not accepted by the echo responder.", param="tool_outputs")
+def _pending_tool_step(run: Run) -> RunStep:
+    return RunStep.objects.filter(run=run, type="tool_calls", status="in_progress").order_by("-seq").first()
+
+
+def _check_tool_outputs(run: Run, outputs: list[dict]) -> dict[str, str]:
+    """Outputs by call id: exactly one for each call the run waits for (as OpenAI requires)."""
+    expected = [call["id"] for call in run.required_action["submit_tool_outputs"]["tool_calls"]]
+    given: dict[str, str] = {}
+    for index, item in enumerate(outputs):
+        for name in ("tool_call_id", "output"):
+            if not isinstance(item.get(name), str):
+                raise invalid(f"Missing required parameter: 'tool_outputs[{index}].{name}'.",
+                              param=f"tool_outputs[{index}].{name}", code="missing_required_parameter")
+        call_id = item["tool_call_id"]
+        if call_id not in expected:
+            raise invalid(f"Invalid 'tool_outputs[{index}].tool_call_id': no tool call '{call_id[:100]}' is "
+                          f"awaiting output in this run.", param=f"tool_outputs[{index}].tool_call_id",
+                          code="invalid_value")
+        if call_id in given:
+            raise invalid(f"Duplicate output for tool call '{call_id}'.", param=f"tool_outputs[{index}].tool_call_id",
+                          code="invalid_value")
+        given[call_id] = item["output"]
+    missing = [call_id for call_id in expected if call_id not in given]
+    if missing:
+        raise invalid(f"Expected tool outputs for call_ids {expected}, got {list(given)}.", param="tool_outputs",
+                      code="invalid_value")
+    return given
+
+
+def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> tuple[dict, list[tuple[str, dict]]]:
+    """Record the outputs on the run's tool_calls step and queue the run again; the engine continues it.
+
+    Returns the run and the events a streamed submission starts with.
+    """
+    from .engine import engine
+
+    with transaction.atomic():
+        run = get_run(thread_id, run_id)
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.status != "requires_action":
+            raise invalid(f"Runs in status \"{run.status}\" do not accept tool outputs.", param="run_id")
+        outputs = _check_tool_outputs(run, body["tool_outputs"])
+        step = _pending_tool_step(run)
+        details = step.step_details
+        for call in details["tool_calls"]:
+            call["function"]["output"] = outputs[call["id"]]
+        step.step_details, step.status, step.completed_at = details, "completed", now()
+        step.save(update_fields=["step_details", "status", "completed_at"])
+        run.status, run.required_action = "queued", None
+        run.save(update_fields=["status", "required_action"])
+        transaction.on_commit(lambda: engine.submit(run_id))
+    run_data = serializers.run(run, thread_id)
+    return run_data, [("thread.run.step.completed", serializers.run_step(step, run_id)),
+                      ("thread.run.queued", run_data)]
 
 
 def get_step(thread_id: str, run_id: str, step_id: str) -> dict:

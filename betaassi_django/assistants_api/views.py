@@ -126,8 +126,18 @@ def cancel_run(request: HttpRequest, thread_id: str, run_id: str) -> dict:
     return store.cancel_run(thread_id, run_id)
 
 
-def submit_tool_outputs(request: HttpRequest, thread_id: str, run_id: str) -> dict:
-    return store.submit_tool_outputs(thread_id, run_id, read_body(request, "SubmitToolOutputsRunRequest"))
+def submit_tool_outputs(request: HttpRequest, thread_id: str, run_id: str) -> dict | SSEResponse:
+    """Continue a run in ``requires_action``; with ``stream: true`` answer with the rest of its events."""
+    body = read_body(request, "SubmitToolOutputsRunRequest")
+    if not body.get("stream"):
+        return store.submit_tool_outputs(thread_id, run_id, body)[0]
+    events = engine.subscribe(run_id)
+    try:
+        _, prelude = store.submit_tool_outputs(thread_id, run_id, body)
+    except BaseException:
+        engine.unsubscribe(run_id, events)
+        raise
+    return SSEResponse(RunEventStream(run_id, events, prelude))
 
 
 # Run steps

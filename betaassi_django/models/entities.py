@@ -10,11 +10,15 @@ persisted into the backend object's metadata::
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import logging
+from typing import Any, ClassVar
 
+import openai
 from django.db import NotSupportedError, models
 
 from .base import RemoteModel, from_unix
+
+logger = logging.getLogger("betaassi_django.models")
 
 
 class BaseAssistant(RemoteModel):
@@ -30,6 +34,9 @@ class BaseAssistant(RemoteModel):
 
     remote_fields = ("name", "description", "model", "instructions", "tools", "temperature", "top_p")
     writable_fields = remote_fields
+    #: Python functions the model may call (see ``betaassi_django.tools``): their schemas are added to
+    #: ``tools`` when the assistant is saved, and sessions execute them when a run asks.
+    function_tools: ClassVar[list] = []
 
     class Meta:
         abstract = True
@@ -38,6 +45,24 @@ class BaseAssistant(RemoteModel):
         # Django writes a generated docstring onto models without one: keep the declared one.
         super().__init_subclass__(**kwargs)
         cls._declared_doc = cls.__dict__.get("__doc__")
+        if "function_tools" in cls.__dict__:
+            from betaassi_django.tools import as_tools
+
+            cls._function_tools = as_tools(cls.function_tools)  # a bad function fails at import, not at a run
+
+    @classmethod
+    def function_tools_by_name(cls) -> dict:
+        """This class's function tools by name."""
+        from betaassi_django.tools import as_tools
+
+        return getattr(cls, "_function_tools", None) or as_tools(cls.function_tools)
+
+    def modify_payload(self, metadata: dict[str, str]) -> dict[str, Any]:
+        from betaassi_django.tools import merge_tool_definitions
+
+        payload = super().modify_payload(metadata)
+        payload["tools"] = merge_tool_definitions(payload["tools"], self.function_tools_by_name().values())
+        return payload
 
     @classmethod
     def default_instructions(cls) -> str | None:
@@ -103,11 +128,24 @@ class BaseAssistant(RemoteModel):
             raise
 
     def delete(self, *args, **kwargs):
-        from betaassi_django.client import get_client
-        from betaassi_django.publishing.backend import delete_queue
+        """Delete the assistant, then its publish thread, registry and session threads.
 
-        delete_queue(get_client(), self.metadata or {})
-        return super().delete(*args, **kwargs)
+        The assistant's own delete is the one step that decides: if the backend fails before it,
+        nothing changed; thread deletes that fail after it leave only unreachable threads behind.
+        """
+        from betaassi_django.client import get_client
+        from betaassi_django.publishing.backend import delete_threads, queue_threads
+        from betaassi_django.publishing.status import forget_assistant
+
+        api, assistant_id = get_client(), self.id
+        doomed = queue_threads(api, self.metadata or {})
+        result = super().delete(*args, **kwargs)
+        forget_assistant(assistant_id)
+        try:
+            delete_threads(api, doomed)
+        except openai.APIError:
+            logger.exception("assistant %s deleted; some of its queue threads were not: %s", assistant_id, doomed)
+        return result
 
     # -- sessions (see betaassi_django.publishing.publisher) -------------------
 

@@ -1,0 +1,69 @@
+"""A real model through Chat Completions (Ollama, vLLM, LM Studio and other compatible servers)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from betaassi_django.client import get_upstream_client
+
+from . import ContextMessage, Reply, ResponderRequest, ToolCall, ToolRound
+from .upstream import new_call_id, refusal, tool_choice, translated_errors
+
+
+def chat_messages(request: ResponderRequest) -> list[dict]:
+    """Instructions as the system message, then the thread, then this run's calls and tool messages."""
+    messages: list[dict] = [{"role": "system", "content": request.instructions}] if request.instructions else []
+    for entry in request.messages:
+        if isinstance(entry, ContextMessage):
+            messages.append({"role": entry.role, "content": entry.text})
+        elif isinstance(entry, ToolRound):
+            messages.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in entry.calls]})
+            messages += [{"role": "tool", "tool_call_id": c.id, "content": c.output or ""} for c in entry.calls]
+    return messages
+
+
+def params(request: ResponderRequest) -> dict:
+    values: dict = {"model": request.model, "messages": chat_messages(request), "stream": True,
+                    "stream_options": {"include_usage": True}}
+    if request.temperature is not None:
+        values["temperature"] = request.temperature
+    if request.top_p is not None:
+        values["top_p"] = request.top_p
+    tools = request.function_tools
+    if tools:
+        values["tools"] = tools
+        values["tool_choice"] = tool_choice(request.tool_choice, flat=False)
+        values["parallel_tool_calls"] = request.parallel_tool_calls
+    return values
+
+
+class ChatCompletionsResponder:
+    async def stream(self, request: ResponderRequest, reply: Reply) -> AsyncIterator[str | ToolCall]:
+        calls: dict[int, dict] = {}
+        refused: list[str] = []
+        async with translated_errors():
+            chunks = await get_upstream_client().chat.completions.create(**params(request))
+            async with chunks:
+                async for chunk in chunks:
+                    if chunk.usage is not None:
+                        reply.prompt_tokens += chunk.usage.prompt_tokens
+                        reply.completion_tokens += chunk.usage.completion_tokens
+                    for choice in chunk.choices[:1]:
+                        delta = choice.delta
+                        if delta.content:
+                            yield delta.content
+                        if delta.refusal:
+                            refused.append(delta.refusal)
+                        for part in delta.tool_calls or []:
+                            call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                            call["id"] = part.id or call["id"]
+                            if part.function is not None:
+                                call["name"] += part.function.name or ""
+                                call["arguments"] += part.function.arguments or ""
+        if refused:
+            raise refusal("".join(refused))
+        for index in sorted(calls):
+            call = calls[index]
+            yield ToolCall(call["id"] or new_call_id(), call["name"], call["arguments"] or "{}")

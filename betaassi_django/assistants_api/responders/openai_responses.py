@@ -1,0 +1,71 @@
+"""A real model through the Responses API (``client.responses.stream``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from betaassi_django.client import get_upstream_client
+
+from . import ContextMessage, Reply, ResponderError, ResponderRequest, ToolCall, ToolRound
+from .upstream import new_call_id, refusal, tool_choice, translated_errors
+
+
+def input_items(request: ResponderRequest) -> list[dict]:
+    """The thread and this run's earlier function calls and outputs, as Responses input items."""
+    items: list[dict] = []
+    for entry in request.messages:
+        if isinstance(entry, ContextMessage):
+            items.append({"role": entry.role, "content": entry.text})
+        elif isinstance(entry, ToolRound):
+            items += [{"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
+                      for c in entry.calls]
+            items += [{"type": "function_call_output", "call_id": c.id, "output": c.output or ""}
+                      for c in entry.calls]
+    return items
+
+
+def params(request: ResponderRequest) -> dict:
+    values: dict = {"model": request.model, "input": input_items(request), "store": False}
+    if request.instructions:
+        values["instructions"] = request.instructions
+    if request.temperature is not None:
+        values["temperature"] = request.temperature
+    if request.top_p is not None:
+        values["top_p"] = request.top_p
+    tools = request.function_tools
+    if tools:
+        values["tools"] = [{"type": "function", "name": t["function"]["name"],
+                            "description": t["function"].get("description") or "",
+                            "parameters": t["function"].get("parameters") or {"type": "object", "properties": {}},
+                            "strict": bool(t["function"].get("strict"))} for t in tools]
+        values["tool_choice"] = tool_choice(request.tool_choice, flat=True)
+        values["parallel_tool_calls"] = request.parallel_tool_calls
+    return values
+
+
+class ResponsesResponder:
+    async def stream(self, request: ResponderRequest, reply: Reply) -> AsyncIterator[str | ToolCall]:
+        refused: list[str] = []
+        async with translated_errors(), get_upstream_client().responses.stream(**params(request)) as events:
+            async for event in events:
+                kind = event.type
+                if kind == "response.output_text.delta":
+                    yield event.delta
+                elif kind == "response.refusal.delta":
+                    refused.append(event.delta)
+                elif kind == "response.output_item.done" and event.item.type == "function_call":
+                    item = event.item
+                    yield ToolCall(item.call_id or new_call_id(), item.name, item.arguments or "{}")
+                elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                    usage = event.response.usage
+                    if usage is not None:
+                        reply.prompt_tokens += usage.input_tokens
+                        reply.completion_tokens += usage.output_tokens
+                    if kind == "response.failed":
+                        error = event.response.error
+                        raise ResponderError("server_error", f"The upstream model failed: "
+                                                             f"{error.message if error else 'no reason given'}")
+                elif kind == "error":
+                    raise ResponderError("server_error", f"The upstream model failed: {event.message}")
+        if refused:
+            raise refusal("".join(refused))

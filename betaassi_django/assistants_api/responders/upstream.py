@@ -1,0 +1,49 @@
+"""What the two upstream responders share: the SDK client, tool conversion, error translation."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+
+import openai
+
+from . import ResponderError
+
+
+def new_call_id() -> str:
+    """For an upstream that sends a function call without an id (some compatible servers do)."""
+    return "call_" + secrets.token_hex(12)
+
+
+def error_from(exc: openai.APIError) -> ResponderError:
+    """An SDK error (after its retries) as the run's ``last_error``."""
+    if isinstance(exc, openai.RateLimitError):
+        return ResponderError("rate_limit_exceeded", f"The upstream model is rate limited: {exc.message}")
+    if isinstance(exc, openai.APITimeoutError):
+        return ResponderError("server_error", "The upstream model did not answer in time.")
+    if isinstance(exc, openai.APIConnectionError):
+        return ResponderError("server_error", f"Could not reach the upstream model: {exc.message}")
+    if isinstance(exc, openai.APIStatusError):
+        return ResponderError("server_error", f"The upstream model answered {exc.status_code}: {exc.message}")
+    return ResponderError("server_error", f"The upstream model failed: {exc.message}")
+
+
+def refusal(text: str) -> ResponderError:
+    return ResponderError("invalid_prompt", f"The model refused: {text}" if text else "The model refused.")
+
+
+@contextlib.asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except openai.APIError as exc:
+        raise error_from(exc) from exc
+
+
+def tool_choice(value, flat: bool):
+    """The run's ``tool_choice`` for the upstream (Responses names a function flat, Chat nested)."""
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = value.get("function", {}).get("name")
+        return {"type": "function", "name": name} if flat else {"type": "function", "function": {"name": name}}
+    return value if value in ("auto", "none", "required") else "auto"
