@@ -226,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         path = self.path.split("?", 1)[0]
-        self.upstream.requests.append(Received(path, body, dict(self.headers)))
+        self.upstream.requests.append(Received(path, body, {k.lower(): v for k, v in self.headers.items()}))
         schema = {"/v1/responses": "CreateResponse", "/v1/chat/completions": "CreateChatCompletionRequest"}.get(path)
         if schema is None:
             self._error(404, f"Invalid URL (POST {path})")

@@ -16,16 +16,24 @@ def new_call_id() -> str:
     return "call_" + secrets.token_hex(12)
 
 
+def _message(exc: openai.APIError) -> str:
+    """The upstream's own error message when its body has one (the SDK prefixes the status)."""
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return exc.message
+
+
 def error_from(exc: openai.APIError) -> ResponderError:
     """An SDK error (after its retries) as the run's ``last_error``."""
     if isinstance(exc, openai.RateLimitError):
-        return ResponderError("rate_limit_exceeded", f"The upstream model is rate limited: {exc.message}")
+        return ResponderError("rate_limit_exceeded", f"The upstream model is rate limited: {_message(exc)}")
     if isinstance(exc, openai.APITimeoutError):
         return ResponderError("server_error", "The upstream model did not answer in time.")
     if isinstance(exc, openai.APIConnectionError):
         return ResponderError("server_error", f"Could not reach the upstream model: {exc.message}")
     if isinstance(exc, openai.APIStatusError):
-        return ResponderError("server_error", f"The upstream model answered {exc.status_code}: {exc.message}")
+        return ResponderError("server_error", f"The upstream model answered {exc.status_code}: {_message(exc)}")
     return ResponderError("server_error", f"The upstream model failed: {exc.message}")
 
 
