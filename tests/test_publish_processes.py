@@ -26,7 +26,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _processor(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": shared_database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    # DEBUG: the lease lines (acquired/released, with times) that the concurrency test reads.
+    env = {**os.environ, "DATABASE_URL": shared_database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
+           "LOG_LEVEL": "DEBUG"}
     return subprocess.Popen([sys.executable, "manage.py", "process_publish_queue", *args], cwd=settings.BASE_DIR,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -75,11 +75,11 @@ class Processor:
         for assistant in self.assistants():
             if not lease.acquire(assistant.id, self.holder, self.lease_seconds):
                 continue
-            logger.info("lease acquired assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
+            logger.debug("lease acquired assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
             try:
                 seen += self.drain(assistant)
             finally:
-                logger.info("lease released assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
+                logger.debug("lease released assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
                 lease.release(assistant.id, self.holder)
         return seen
 
@@ -149,15 +149,7 @@ class Processor:
                 self._mirror(assistant.id, session_id, pages[root.bucket(session_id)].sessions.get(session_id))
 
     def _mirror(self, assistant_id: str, session_id: str, record: dict | None) -> None:
-        if record is None:
-            Session.objects.filter(assistant_id=assistant_id, session_id=session_id).delete()
-            return
-        data = session_from_record(session_id, record)
-        owner = get_user_model().objects.filter(pk=data["owner"]).first()
-        Session.objects.update_or_create(assistant_id=assistant_id, session_id=session_id, defaults={
-            "owner": owner, "kind": data["kind"], "context_messages": data["context_messages"],
-            "model": data["model"], "thread_id": data["thread_id"], "revision": data["revision"],
-            "created_at": datetime.datetime.fromtimestamp(data["created_at"], tz=datetime.UTC)})
+        mirror_session(assistant_id, session_id, record)
 
     def _set_attr(self, assistant, field: str, value) -> None:
         """assistant.set: through the assistant's own model class, so the codec and checks apply."""
@@ -171,3 +163,16 @@ class Processor:
             instance.save()
         except Exception as exc:  # a bad value is the publisher's problem: record it, keep going
             logger.warning("assistant.set %s=%r on %s failed: %s", field, value, assistant.id, exc)
+
+
+def mirror_session(assistant_id: str, session_id: str, record: dict | None) -> None:
+    """Write one registry record into the ``Session`` mirror (None: the session is gone)."""
+    if record is None:
+        Session.objects.filter(assistant_id=assistant_id, session_id=session_id).delete()
+        return
+    data = session_from_record(session_id, record)
+    owner = get_user_model().objects.filter(pk=data["owner"]).first()
+    Session.objects.update_or_create(assistant_id=assistant_id, session_id=session_id, defaults={
+        "owner": owner, "kind": data["kind"], "context_messages": data["context_messages"],
+        "model": data["model"], "thread_id": data["thread_id"], "revision": data["revision"],
+        "created_at": datetime.datetime.fromtimestamp(data["created_at"], tz=datetime.UTC)})
