@@ -242,3 +242,17 @@ async def aassistant_functions(api, assistant_id: str) -> dict[str, FunctionTool
         assistant = await api.beta.assistants.retrieve(assistant_id)
         _labels[assistant_id] = (assistant.metadata or {}).get("betaassi_type", "")
     return _functions_of(_labels[assistant_id])
+
+
+async def outputs_for_run(api, run) -> list[dict]:
+    """Execute the function calls a run in ``requires_action`` waits for; ``api`` is an async client."""
+    functions = await aassistant_functions(api, run.assistant_id)
+    return await run_tool_calls(functions, run.required_action.submit_tool_outputs.tool_calls)
+
+
+def outputs_for_run_sync(api, run) -> list[dict]:
+    """``outputs_for_run`` for sync code (``api`` is a sync client); sync functions still get a timeout."""
+    from asgiref.sync import async_to_sync
+
+    functions = assistant_functions(api, run.assistant_id)
+    return async_to_sync(run_tool_calls)(functions, run.required_action.submit_tool_outputs.tool_calls)

@@ -34,8 +34,7 @@ DELTA_COALESCE_SECONDS = 0.02
 BUSY_WAIT_SECONDS = 120.0
 
 ACTIVE_RUN_STATUSES = {"queued", "in_progress", "requires_action", "cancelling"}
-RUN_END_EVENTS = {"thread.run.failed", "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete",
-                  "thread.run.requires_action"}
+RUN_END_EVENTS = {"thread.run.failed", "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"}
 
 
 def text_of(message) -> str:
@@ -141,27 +140,39 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> Non
     stream = await _when_idle(api, session.thread_id, open_stream)
     run_id, deltas = None, None
     try:
-        async for event in stream:
-            name = event.event
-            if name == "thread.run.created":
-                run_id = event.data.id
-                deltas = _Deltas(emit, run_id)
-                message = await _our_message(api, session.thread_id)
-                await emit({"type": "message.created", "message": message_frame(message)})
-                await emit({"type": "run.started", "run_id": run_id})
-            elif name == "thread.message.delta" and deltas is not None:
-                for part in event.data.delta.content or []:
-                    if part.type == "text" and part.text and part.text.value:
-                        await deltas.add(part.text.value)
-            elif name == "thread.message.completed":
-                if deltas is not None:
-                    await deltas.close()
-                await emit({"type": "message.completed", "run_id": run_id, "message": message_frame(event.data)})
-            elif name in RUN_END_EVENTS:
-                if deltas is not None:
-                    await deltas.close()
-                error = event.data.last_error.message if event.data.last_error else name.rsplit(".", 1)[-1]
-                await emit({"type": "run.failed", "run_id": run_id, "error": error})
+        while stream is not None:  # the run's stream, then one more per round of function calls
+            current, stream = stream, None
+            async for event in current:
+                name = event.event
+                if name == "thread.run.created":
+                    run_id = event.data.id
+                    deltas = _Deltas(emit, run_id)
+                    message = await _our_message(api, session.thread_id)
+                    await emit({"type": "message.created", "message": message_frame(message)})
+                    await emit({"type": "run.started", "run_id": run_id})
+                elif name == "thread.message.delta" and deltas is not None:
+                    for part in event.data.delta.content or []:
+                        if part.type == "text" and part.text and part.text.value:
+                            await deltas.add(part.text.value)
+                elif name == "thread.message.completed":
+                    if deltas is not None:
+                        await deltas.close()
+                    await emit({"type": "message.completed", "run_id": run_id, "message": message_frame(event.data)})
+                elif name in RUN_END_EVENTS:
+                    if deltas is not None:
+                        await deltas.close()
+                    error = event.data.last_error.message if event.data.last_error else name.rsplit(".", 1)[-1]
+                    await emit({"type": "run.failed", "run_id": run_id, "error": error})
+                elif name == "thread.run.requires_action":
+                    # The assistant's function tools run here; the run goes on in a new stream.
+                    from betaassi_django.tools import outputs_for_run
+
+                    outputs = await outputs_for_run(api, event.data)
+                    await manager.__aexit__(None, None, None)
+                    manager = api.beta.threads.runs.submit_tool_outputs_stream(
+                        run_id=event.data.id, thread_id=session.thread_id, tool_outputs=outputs)
+                    stream = await manager.__aenter__()
+                    break
     finally:
         await manager.__aexit__(None, None, None)
 

@@ -95,26 +95,39 @@ class Session(models.Model):
     def ask(self, text: str) -> str:
         """Send ``text`` in this session and return the assistant's whole reply."""
         from betaassi_django.client import get_client
+        from betaassi_django.tools import outputs_for_run_sync
 
         api = get_client()
         # The message goes in with the run, atomically: another turn cannot slip in between.
         run = api.beta.threads.runs.create_and_poll(
             **self.run_options(), additional_messages=[{"role": "user", "content": text}], poll_interval_ms=50)
+        while run.status == "requires_action":  # the model called the assistant's function tools
+            run = api.beta.threads.runs.submit_tool_outputs_and_poll(
+                run_id=run.id, thread_id=self.thread_id, tool_outputs=outputs_for_run_sync(api, run),
+                poll_interval_ms=50)
         self.touch()
         if run.status != "completed":
             raise RuntimeError(f"run {run.id} ended {run.status}: {run.last_error.message if run.last_error else ''}")
-        reply = api.beta.threads.messages.list(self.thread_id, run_id=run.id, limit=1).data[0]
-        return "".join(part.text.value for part in reply.content if part.type == "text")
+        replies = api.beta.threads.messages.list(self.thread_id, run_id=run.id, order="asc").data
+        return "".join(part.text.value for reply in replies for part in reply.content if part.type == "text")
 
     async def astream(self, text: str):
         """Send ``text`` in this session and yield the reply's text deltas as they arrive."""
         from asgiref.sync import sync_to_async
 
         from betaassi_django.client import get_async_client
+        from betaassi_django.tools import outputs_for_run
 
         api = get_async_client()
         async with api.beta.threads.runs.stream(
                 **self.run_options(), additional_messages=[{"role": "user", "content": text}]) as stream:
             async for delta in stream.text_deltas:
                 yield delta
+            run = stream.current_run
+        while run is not None and run.status == "requires_action":  # the model called function tools
+            async with api.beta.threads.runs.submit_tool_outputs_stream(
+                    run_id=run.id, thread_id=self.thread_id, tool_outputs=await outputs_for_run(api, run)) as stream:
+                async for delta in stream.text_deltas:
+                    yield delta
+                run = stream.current_run
         await sync_to_async(self.touch)()
