@@ -40,6 +40,11 @@ def find_record(api: openai.OpenAI, root_id: str, session_id: str) -> dict | Non
 
 def delete_queue(api: openai.OpenAI, metadata: dict[str, str]) -> None:
     """Delete an assistant's publish thread, registry and session threads (already-gone ones are fine)."""
+    delete_threads(api, queue_threads(api, metadata))
+
+
+def queue_threads(api: openai.OpenAI, metadata: dict[str, str]) -> list[str]:
+    """Every thread of an assistant's queue: session threads, registry pages and root, publish thread (reads)."""
     doomed: list[str] = []
     if metadata.get(REGISTRY_KEY):
         with contextlib.suppress(openai.NotFoundError):
@@ -48,7 +53,7 @@ def delete_queue(api: openai.OpenAI, metadata: dict[str, str]) -> None:
             doomed += [*root.page_ids, root.thread_id]
     if metadata.get(PUBLISH_KEY):
         doomed.append(metadata[PUBLISH_KEY])
-    delete_threads(api, doomed)
+    return doomed
 
 
 def delete_threads(api: openai.OpenAI, thread_ids: list[str]) -> None:

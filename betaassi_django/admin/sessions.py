@@ -1,0 +1,428 @@
+"""Sessions in the admin: a changelist of the ``Session`` mirror and an inline on each assistant's page.
+
+The registry in the backend is the source of truth and changes only through
+the publish queue, so adding, editing and deleting a session here publishes
+``session.create`` / ``session.update`` / ``session.delete``; the mirror row
+appears, changes or goes once the processor applies the event. Until then the
+row (or, for a new session, the list of pending creations) says "pending".
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import openai
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.checks import InlineModelAdminChecks
+from django.contrib.admin.models import ADDITION, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.forms.models import BaseModelFormSet, modelformset_factory
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+
+from betaassi_django.client import get_client
+from betaassi_django.forms import KINDS
+from betaassi_django.models import Session
+from betaassi_django.publishing import status as queue
+from betaassi_django.publishing.events import Event, Rejected, check_session_args, check_session_id
+
+from .common import INFORMATIVE_READ, BackendAdminMixin, BackendFailed, admin_url, confirm_then, describe, log_deleted
+
+SESSION_FIELDS = ("session_id", "owner", "kind", "context_messages", "model")
+UNKNOWN = "unknown (backend unreachable)"
+
+
+def all_assistants():
+    from betaassi_django.views import all_assistants as every_assistant
+
+    return every_assistant()
+
+
+def find_assistant(assistant_id: str):
+    from betaassi_django.views import find_assistant as lookup
+
+    return lookup(assistant_id)
+
+
+def chat_url(session: Session) -> str | None:
+    try:
+        return reverse("betaassi:chat", kwargs={"assistant_id": session.assistant_id, "session_id": session.session_id})
+    except NoReverseMatch:
+        return None
+
+
+def read_queues(request: HttpRequest, assistants) -> dict[str, queue.QueueStatus]:
+    """The pending events of each assistant, from the backend; on a failure, a warning and what was read."""
+    api = get_client().with_options(**INFORMATIVE_READ)
+    states: dict[str, queue.QueueStatus] = {}
+    for assistant in assistants:
+        try:
+            states[assistant.id] = queue.queue_status(assistant, api=api)
+        except ValueError:  # no publish queue: nothing can be pending
+            continue
+        except openai.APIError as error:
+            messages.warning(request, f"Pending events unknown: {describe(error)}.")
+            break
+    return states
+
+
+def status_text(session: Session, states: dict[str, queue.QueueStatus]) -> str:
+    state = states.get(session.assistant_id)
+    if state is None:
+        return UNKNOWN
+    ops = state.pending_by_session().get(session.session_id)
+    return "pending: " + ", ".join(op.removeprefix("session.") for op in ops) if ops else "applied"
+
+
+def pending_creations(states: dict[str, queue.QueueStatus], names: dict[str, str]) -> list[dict]:
+    """Sessions published for creation and not applied yet (they have no mirror row)."""
+    rows = []
+    for assistant_id, state in states.items():
+        for event_id, event in state.pending:
+            if isinstance(event, Event) and event.op == "session.create":
+                rows.append({"event_id": event_id, "assistant": names.get(assistant_id, assistant_id),
+                             "session_id": event.session_id, "kind": event.args.get("kind"),
+                             "context_messages": event.args.get("context_messages"),
+                             "model": event.args.get("model") or "", "owner": event.args.get("owner")})
+    return rows
+
+
+class SessionForm(forms.ModelForm):
+    """A session's settings, checked by the same rules the processor applies (a form error, never a 500)."""
+
+    kind = forms.ChoiceField(choices=KINDS, initial="default")
+    context_messages = forms.IntegerField(label="N", min_value=1, required=False,
+                                          help_text="Messages of context for 'last N messages'.")
+    model = forms.CharField(required=False, max_length=100, help_text="Blank: the assistant's model.")
+
+    class Meta:
+        model = Session
+        fields = SESSION_FIELDS
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # the registry changes kind, N and model; the id and owner stay
+            for name in ("session_id", "owner"):
+                if name in self.fields:
+                    self.fields[name].disabled = True
+        elif "owner" in self.fields:
+            self.fields["owner"].required = True
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("kind") != "manyshots":
+            data["context_messages"] = None
+        elif not data.get("context_messages") and "context_messages" not in self.errors:
+            self.add_error("context_messages", "Say how many messages 'last N messages' keeps.")
+        data["model"] = data.get("model") or None
+        if not self.instance.pk and data.get("session_id"):
+            try:
+                check_session_id(data["session_id"])
+            except Rejected as exc:
+                self.add_error("session_id", str(exc))
+        if not self.errors:
+            try:
+                check_session_args(self.changes(), creating=False)
+            except Rejected as exc:
+                field = next((f for f in SESSION_FIELDS if str(exc).startswith(f)), None)
+                self.add_error(field, str(exc))
+        return data
+
+    def changes(self) -> dict:
+        """kind, N and model as ``update_session`` takes them."""
+        data = self.cleaned_data
+        return {"kind": data["kind"], "context_messages": data.get("context_messages"), "model": data.get("model")}
+
+    def check_free(self, assistant_id: str) -> None:
+        session_id = self.cleaned_data.get("session_id")
+        if session_id and Session.objects.filter(assistant_id=assistant_id, session_id=session_id).exists():
+            self.add_error("session_id", f"The assistant already has a session {session_id!r}.")
+
+
+def publish(form: SessionForm, assistant, creating: bool) -> str:
+    """Publish the form's change; returns the event id. Raises ``BackendFailed`` (nothing published)."""
+    session = form.instance
+    try:
+        if creating:
+            data = form.cleaned_data
+            return assistant.create_session(data["session_id"], owner=data["owner"], **form.changes())
+        return assistant.update_session(session.session_id, **form.changes())
+    except openai.APIError as error:
+        raise BackendFailed(f"Publishing the session {form.cleaned_data.get('session_id') or session.session_id}",
+                            error) from error
+    except (ValueError, ValidationError) as error:  # no publish queue, or a refusal the form did not foresee
+        raise BackendFailed(f"Publishing the session {session.session_id}", "; ".join(
+            error.messages if isinstance(error, ValidationError) else [str(error)])) from error
+
+
+def publish_delete(assistant, session: Session) -> str:
+    try:
+        return assistant.delete_session(session.session_id)
+    except openai.APIError as error:
+        raise BackendFailed(f"Publishing the deletion of session {session.session_id}", error) from error
+
+
+class SessionFormSet(BaseModelFormSet):
+    """The sessions of one assistant (``instance``); saving publishes events instead of writing rows."""
+
+    states: dict[str, queue.QueueStatus] = {}
+
+    def __init__(self, data=None, files=None, instance=None, save_as_new=False, prefix=None, queryset=None,
+                 **kwargs) -> None:
+        self.instance = instance
+        rows = Session.objects.filter(assistant_id=instance.pk) if instance is not None and instance.pk else None
+        super().__init__(data, files, prefix=prefix,
+                         queryset=(rows if rows is not None else Session.objects.none()).order_by("session_id"),
+                         **kwargs)
+
+    @classmethod
+    def get_default_prefix(cls) -> str:
+        return "sessions"
+
+    def get_queryset(self):
+        rows = super().get_queryset()
+        for session in rows:  # evaluated once and cached: the forms get these very instances
+            session.status_text = status_text(session, self.states)
+        return rows
+
+    def pending_creations(self) -> list[dict]:
+        return pending_creations(self.states, {})
+
+    def clean(self) -> None:
+        super().clean()
+        wanted = [f.cleaned_data.get("session_id") for f in self.extra_forms
+                  if f.has_changed() and not self._should_delete_form(f) and f.cleaned_data]
+        for form in self.extra_forms:
+            if self.instance is not None and self.instance.pk and form.has_changed() and form.cleaned_data:
+                form.check_free(self.instance.pk)
+        if len(wanted) != len(set(wanted)):
+            raise ValidationError("Two new sessions have the same id.")
+
+    def save(self, commit: bool = True) -> list:
+        """Publish one event per change; ``published`` and ``failures`` say what happened to each."""
+        assistant = self.instance
+        self.new_objects, self.changed_objects, self.deleted_objects = [], [], []
+        self.published, self.failures = [], []
+        for form in self.initial_forms:
+            session = form.instance
+            try:
+                if self._should_delete_form(form):
+                    event_id = publish_delete(assistant, session)
+                    self.deleted_objects.append(session)
+                    self.published.append(f"Published session.delete for {session.session_id} (event {event_id}).")
+                elif form.has_changed():
+                    event_id = publish(form, assistant, creating=False)
+                    self.changed_objects.append((session, form.changed_data))
+                    self.published.append(f"Published session.update for {session.session_id} (event {event_id}).")
+            except BackendFailed as failure:
+                self.failures.append(failure.message)
+        for form in self.extra_forms:
+            if not form.has_changed() or self._should_delete_form(form):
+                continue
+            try:
+                event_id = publish(form, assistant, creating=True)
+            except BackendFailed as failure:
+                self.failures.append(failure.message)
+                continue
+            self.new_objects.append(form.instance)
+            self.published.append(f"Published session.create for {form.cleaned_data['session_id']} "
+                                  f"(event {event_id}); it is listed once the processor applies it.")
+        return self.new_objects
+
+
+class SessionInlineChecks(InlineModelAdminChecks):
+    """Sessions point at their assistant by id (any assistant model), not by a foreign key."""
+
+    def _check_relation(self, obj, parent_model):
+        return []
+
+    def _check_exclude_of_parent_model(self, obj, parent_model):
+        return []
+
+
+class SessionInline(admin.TabularInline):
+    """The assistant's sessions on its page: edit kind, N and model, add and delete (each publishes an event)."""
+
+    model = Session
+    checks_class = SessionInlineChecks
+    form = SessionForm
+    template = "admin/betaassi_django/assistant/sessions_inline.html"
+    fields = (*SESSION_FIELDS, "status", "touched_at", "chat")
+    readonly_fields = ("status", "touched_at", "chat")
+    extra = 1
+    verbose_name_plural = "sessions (changes are published to the queue)"
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = modelformset_factory(
+            Session, form=self.form, formset=SessionFormSet, fields=SESSION_FIELDS, extra=self.extra,
+            can_delete=self.has_delete_permission(request, obj),
+            formfield_callback=partial(self.formfield_for_dbfield, request=request))
+        formset.states = read_queues(request, [obj]) if obj is not None and obj.pk else {}
+        return formset
+
+    @admin.display(description="status")
+    def status(self, obj) -> str:
+        return getattr(obj, "status_text", "") if obj.pk else ""
+
+    @admin.display(description="chat")
+    def chat(self, obj) -> str:
+        url = chat_url(obj) if obj.pk else None
+        return format_html('<a href="{}">open</a>', url) if url else ""
+
+
+class AssistantFilter(admin.SimpleListFilter):
+    title = "assistant"
+    parameter_name = "assistant"
+
+    def lookups(self, request, model_admin):
+        return [(a.id, a.name or a.id) for a in all_assistants()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(assistant_id=self.value()) if self.value() else queryset
+
+
+class SessionAdminForm(SessionForm):
+    assistant = forms.ChoiceField(help_text="The assistant that holds the session.")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            del self.fields["assistant"]
+        else:
+            self.fields["assistant"].choices = [(a.id, f"{a.name or a.id} ({a.type_label()})")
+                                                for a in all_assistants()]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if not self.instance.pk and data.get("assistant"):
+            self.check_free(data["assistant"])
+        return data
+
+
+class SessionAdmin(BackendAdminMixin, admin.ModelAdmin):
+    """Every session of every assistant, as mirrored; changes publish events."""
+
+    form = SessionAdminForm
+    list_display = ("session_id", "assistant_link", "owner", "kind", "n", "model", "touched_at", "status",
+                    "chat_link")
+    list_filter = ("kind", AssistantFilter)
+    search_fields = ("session_id", "assistant_id", "owner__username")
+    list_select_related = ("owner",)
+    ordering = ("assistant_id", "session_id")
+    actions = ["delete_selected"]
+    registry_fields = ("thread_id", "created_at", "touched_at", "revision", "status", "chat_link")
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": ["assistant", *SESSION_FIELDS]})]
+        return [(None, {"fields": ["assistant_link", *SESSION_FIELDS]}), ("Registry", {"fields": self.registry_fields})]
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("assistant_link", "session_id", "owner", *self.registry_fields)
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        if request.method == "GET":
+            assistants = all_assistants()
+            states = read_queues(request, assistants)
+            by_id = {a.id: a for a in assistants}
+            for session in changelist.result_list:
+                session.status_text = status_text(session, states)
+                session.assistant_obj = by_id.get(session.assistant_id)
+            changelist.pending_creations = pending_creations(states, {a.id: a.name or a.id for a in assistants})
+        return changelist
+
+    def get_object(self, request, object_id, from_field=None):
+        session = super().get_object(request, object_id, from_field)
+        if session is not None and request.method == "GET":
+            assistant = find_assistant(session.assistant_id)
+            session.assistant_obj = assistant
+            session.status_text = status_text(session, read_queues(request, [assistant] if assistant else []))
+        return session
+
+    @admin.display(description="assistant", ordering="assistant_id")
+    def assistant_link(self, obj) -> str:
+        assistant = getattr(obj, "assistant_obj", None)
+        if assistant is None:
+            return f"{obj.assistant_id} (not mirrored)"
+        url = admin_url(type(assistant), "change", assistant.pk)
+        shown = assistant.name or assistant.id
+        return format_html('<a href="{}">{}</a>', url, shown) if url else shown
+
+    @admin.display(description="N", ordering="context_messages")
+    def n(self, obj):
+        return obj.context_messages
+
+    @admin.display(description="status")
+    def status(self, obj) -> str:
+        return getattr(obj, "status_text", "")
+
+    @admin.display(description="chat page")
+    def chat_link(self, obj) -> str:
+        url = chat_url(obj)
+        return format_html('<a class="chat-link" href="{}">open chat</a>', url) if url else "-"
+
+    # -- publishing instead of saving -------------------------------------------------------------
+
+    def save_model(self, request, obj, form, change) -> None:
+        assistant = find_assistant(form.cleaned_data["assistant"] if not change else obj.assistant_id)
+        if assistant is None:
+            raise BackendFailed("Publishing the session", "the assistant is not mirrored here; sync it first")
+        obj.assistant_id = assistant.id
+        obj.published_event = publish(form, assistant, creating=not change)
+
+    def log_addition(self, request, obj, message):
+        """The session has no row yet (it is only published): log it by name."""
+        return LogEntry.objects.create(
+            user_id=request.user.pk, content_type_id=ContentType.objects.get_for_model(Session).pk,
+            object_id=None, object_repr=f"{obj.session_id} on {obj.assistant_id} (published)"[:200],
+            action_flag=ADDITION, change_message=message)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        messages.success(request, f"Published session.create for {obj.session_id} (event {obj.published_event}); "
+                                  "it is listed as applied once the processor applies it.")
+        return HttpResponseRedirect(admin_url(Session, "changelist"))
+
+    def response_change(self, request, obj):
+        messages.success(request, f"Published session.update for {obj.session_id} (event {obj.published_event}); "
+                                  "the row changes once the processor applies it.")
+        if "_continue" in request.POST:
+            return HttpResponseRedirect(request.path)
+        return HttpResponseRedirect(admin_url(Session, "changelist"))
+
+    def delete_model(self, request, obj) -> None:
+        assistant = find_assistant(obj.assistant_id)
+        if assistant is None:  # the assistant is gone: the row is a leftover mirror, nothing to publish
+            obj.delete()
+            request.betaassi_deleted = f"Removed the mirror of session {obj.session_id} (its assistant is gone)."
+            return
+        event_id = publish_delete(assistant, obj)
+        request.betaassi_deleted = (f"Published session.delete for {obj.session_id} (event {event_id}); "
+                                    "the row goes once the processor applies it.")
+
+    def response_delete(self, request, obj_display, obj_id):
+        messages.success(request, request.betaassi_deleted)
+        return HttpResponseRedirect(admin_url(Session, "changelist"))
+
+    @confirm_then("delete_selected")
+    def delete_selected(self, request, queryset):
+        """Delete selected sessions (publishes session.delete)"""
+        published = 0
+        for session in queryset:
+            assistant = find_assistant(session.assistant_id)
+            try:
+                if assistant is None:
+                    session.delete()
+                else:
+                    publish_delete(assistant, session)
+            except BackendFailed as failure:
+                messages.error(request, f"{failure.message} {published} deletion(s) published before it.")
+                return None
+            log_deleted(request, Session, session.pk, str(session))
+            published += 1
+        messages.success(request, f"Published session.delete for {published} session(s); "
+                                  "they go once the processor applies them.")
+        return None
