@@ -33,7 +33,8 @@ def web(staff):
 
 
 def shown(response) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
+    """The admin messages this request added (earlier ones wait in the cookie until a page shows them)."""
+    return [str(m) for m in get_messages(response.wsgi_request)._queued_messages]
 
 
 def support_form(**values) -> dict:
