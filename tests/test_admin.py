@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import openai
@@ -19,21 +20,32 @@ from tests.testapp.models import Kitchen, Support
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def make_staff():
+    return get_user_model().objects.create_superuser("root", "root@example.com", "admin-pass-1")
+
+
+def client_of(user) -> Client:
+    """Django's test client, logged in (``client`` is the openai SDK in this suite)."""
+    browser = Client()
+    browser.force_login(user)
+    return browser
+
+
 @pytest.fixture
 def staff():
-    return get_user_model().objects.create_superuser("root", "root@example.com", "admin-pass-1")
+    return make_staff()
 
 
 @pytest.fixture
 def web(staff):
-    """Django's test client, logged in as staff (``client`` is the openai SDK in this suite)."""
-    browser = Client()
-    browser.force_login(staff)
-    return browser
+    return client_of(staff)
 
 
 def shown(response) -> list[str]:
-    """The admin messages this request added (earlier ones wait in the cookie until a page shows them)."""
+    """The admin messages this request added (earlier ones wait in the cookie until a page shows them), or
+    those a rendered page showed."""
+    if response.status_code == 200:
+        return [str(m) for m in response.context["messages"]]
     return [str(m) for m in get_messages(response.wsgi_request)._queued_messages]
 
 
@@ -126,6 +138,7 @@ def test_a_400_from_the_backend_is_an_error_on_its_field(web):
     assert form.errors["tools"][0].startswith(
         "Saving Renamed in the backend failed: the backend answered 400: Invalid value for 'tools[0]'")
     assert shown(response) == [form.errors["tools"][0]]
+    assert html.escape(form.errors["tools"][0]) in response.text
     assert get_client().beta.assistants.retrieve(desk.id).name == "Desk"
     assert Support.objects.get().name == "Desk"
 

@@ -10,10 +10,20 @@ from betaassi_django.client import get_client
 from betaassi_django.models import Session
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.processor import Processor
-from tests.test_admin import shown, staff, support_form, web  # noqa: F401 (fixtures)
+from tests.test_admin import client_of, make_staff, shown, support_form
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def staff():
+    return make_staff()
+
+
+@pytest.fixture
+def web(staff):
+    return client_of(staff)
 
 
 def published(assistant) -> list[dict]:

@@ -248,7 +248,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         except openai.APIError as error:
             messages.error(request, f"Syncing {shown} failed: {describe(error)}. The mirror was kept as it was.")
             return
-        messages.success(request, f"{shown} synced from the backend: {count} session(s)"
+        messages.success(request, f"{assistant.name or assistant.id} synced from the backend: {count} session(s)"
                                   + (f", {dropped} stale mirror row(s) removed." if dropped else "."))
 
     # -- the publish-queue page -------------------------------------------------------------------------

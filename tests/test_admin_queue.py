@@ -1,0 +1,122 @@
+"""The publish-queue page and the two actions: apply pending events now, sync from backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from betaassi_django.client import get_client
+from betaassi_django.models import PublishedEvent, PublishLease, Session
+from betaassi_django.publishing.backend import PUBLISH_KEY
+from betaassi_django.publishing.processor import Processor
+from tests.test_admin import client_of, make_staff, shown
+from tests.testapp.models import Support
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def staff():
+    return make_staff()
+
+
+@pytest.fixture
+def web(staff):
+    return client_of(staff)
+
+
+def test_the_queue_page_shows_each_event_with_its_status(web, staff):
+    desk = Support.objects.create(name="Desk")
+    api = get_client()
+    desk.create_session("s-1", owner=staff)
+    api.beta.threads.messages.create(desk.metadata[PUBLISH_KEY], role="user", content="not json at all")
+    desk.update_session("missing", kind="oneshot")  # a no-op: no such session
+    Processor().run_once()
+    hwm = PublishedEvent.objects.order_by("processed_at").last().event_id
+    later = desk.delete_session("s-1")  # pending
+
+    page = web.get(f"/admin/testapp/support/{desk.id}/queue/")
+    assert page.status_code == 200
+    assert (page.context["hwm"], page.context["lag"]) == (hwm, "1")
+    assert [(e["op"], e["session_id"], e["status"], e["reason"]) for e in page.context["events"]] == [
+        ("session.delete", "s-1", "pending", ""),
+        ("session.update", "missing", "applied (no-op)", "no such session"),
+        ("?", "", "rejected", "not valid JSON"),
+        ("session.create", "s-1", "applied", ""),
+    ]
+    assert page.context["events"][0]["id"] == later
+    assert page.context["events"][2]["body"] == "not json at all"
+    for text in (f'<code id="hwm">{hwm}</code>', '<dd id="lag">1</dd>', "Apply pending events now",
+                 "Sync from backend"):
+        assert text in page.text
+
+
+def test_the_queue_page_pages_through_older_events(web, staff):
+    desk = Support.objects.create(name="Desk")
+    for index in range(55):
+        desk.update_session(f"s-{index}", model="m")
+    first = web.get(f"/admin/testapp/support/{desk.id}/queue/")
+    assert len(first.context["events"]) == 50 and first.context["lag"] == "55"
+    older = web.get(f"/admin/testapp/support/{desk.id}/queue/", {"after": first.context["older"]})
+    assert [e["session_id"] for e in older.context["events"]] == [f"s-{i}" for i in (4, 3, 2, 1, 0)]
+    assert older.context["older"] is None
+
+
+def test_apply_now_from_the_queue_page(web, staff):
+    desk = Support.objects.create(name="Desk")
+    desk.create_session("s-1", owner=staff)
+    desk.create_session("s-2", owner=staff)
+    response = web.post(f"/admin/testapp/support/{desk.id}/queue/", {"apply": "1"})
+    assert response.status_code == 302 and response["Location"] == f"/admin/testapp/support/{desk.id}/queue/"
+    assert shown(response) == ["Desk: 2 event(s) processed; nothing is pending."]
+    assert sorted(Session.objects.values_list("session_id", flat=True)) == ["s-1", "s-2"]
+    assert [s.session_id for s in desk.sessions] == ["s-1", "s-2"]
+    assert not PublishLease.objects.exists()  # released after the run
+    assert web.get(f"/admin/testapp/support/{desk.id}/queue/").context["lag"] == "0"
+
+
+def test_apply_now_while_another_processor_holds_the_queue(web, staff):
+    desk = Support.objects.create(name="Desk")
+    desk.create_session("s-1", owner=staff)
+    from betaassi_django.publishing import lease
+
+    assert lease.acquire(desk.id, "elsewhere:1", 60)
+    response = web.post(f"/admin/testapp/support/{desk.id}/queue/", {"apply": "1"})
+    assert shown(response) == ["Desk: 0 event(s) processed, 1 still pending (the queue is leased to elsewhere:1)."]
+    assert not Session.objects.exists()
+
+
+def test_apply_now_as_a_changelist_action(web, staff):
+    one, two = Support.objects.create(name="One"), Support.objects.create(name="Two")
+    one.create_session("a", owner=staff)
+    two.create_session("b", owner=staff)
+    response = web.post("/admin/testapp/support/", {"action": "apply_pending_now", "_selected_action": [one.id]})
+    assert response.status_code == 302
+    assert shown(response) == ["One: 1 event(s) processed; nothing is pending."]
+    assert list(Session.objects.values_list("session_id", flat=True)) == ["a"]  # Two was not selected
+
+
+def test_sync_from_backend_rereads_the_assistant_and_its_sessions(web, staff):
+    desk = Support.objects.create(name="Desk", tier=1)
+    desk.create_session("s-1", owner=staff)
+    Processor().run_once()
+    api = get_client()
+    api.beta.assistants.update(desk.id, name="Renamed elsewhere", metadata={**desk.metadata, "tier": "7"})
+    Session.objects.create(assistant_id=desk.id, session_id="stale", created_at="2026-01-01T00:00Z")
+    Session.objects.filter(session_id="s-1").delete()
+
+    response = web.post(f"/admin/testapp/support/{desk.id}/queue/", {"sync": "1"})
+    assert shown(response) == [
+        "Renamed elsewhere synced from the backend: 1 session(s), 1 stale mirror row(s) removed."]
+    mirror = Support.objects.get()
+    assert (mirror.name, mirror.tier) == ("Renamed elsewhere", 7)
+    assert list(Session.objects.values_list("session_id", "owner")) == [("s-1", staff.pk)]
+
+
+def test_sync_drops_an_assistant_deleted_elsewhere(web, staff):
+    desk = Support.objects.create(name="Desk")
+    desk.create_session("s-1", owner=staff)
+    Processor().run_once()
+    get_client().beta.assistants.delete(desk.id)
+    response = web.post("/admin/testapp/support/", {"action": "sync_from_backend", "_selected_action": [desk.id]})
+    assert shown(response) == ["Desk is gone from the backend: its mirror and sessions were removed."]
+    assert not Support.objects.exists() and not Session.objects.exists() and not PublishedEvent.objects.exists()
