@@ -50,7 +50,7 @@ def run_all(server, n: int) -> None:
 
     from betaassi_django.client import build_client, use_clients
 
-    from . import api_roundtrip, models, publishing
+    from . import api_roundtrip, models, publishing, upstream
 
     recorder: list[tuple[str, str]] = []
 
@@ -69,6 +69,7 @@ def run_all(server, n: int) -> None:
         models.run(recorder, n, listed=250)
     models.run_remote(server, n)
     publishing.run(samples=max(20, n // 6))
+    upstream.run(n)  # the openai responder against a fake upstream on loopback
 
 
 if __name__ == "__main__":

@@ -70,11 +70,15 @@ def problems(schema: str, value) -> list[str]:
 
 @dataclass
 class Text:
-    """A text reply in these deltas; ``delay`` seconds before each delta after the first."""
+    """A text reply in these deltas; ``delay`` seconds before each delta after the first.
+
+    ``first_delay`` is the model's time to its first token (after the response is created).
+    """
 
     deltas: list[str]
     usage: tuple[int, int] = (11, 7)
     delay: float = 0.0
+    first_delay: float = 0.0
 
 
 @dataclass
@@ -316,8 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
             where = {"item_id": message_id, "output_index": 0, "content_index": 0}
             if text:
                 for number, delta in enumerate(text):
-                    if number and reply.delay:
-                        time.sleep(reply.delay)
+                    _pause(reply, number)
                     send({"type": "response.output_text.delta", **where, "delta": delta, "logprobs": []})
                 send({"type": "response.output_text.done", **where, "text": "".join(text), "logprobs": []})
             else:
@@ -375,8 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         send({"role": "assistant", "content": ""})
         for number, delta in enumerate(text):
-            if number and getattr(reply, "delay", 0):
-                time.sleep(reply.delay)
+            _pause(reply, number)
             send({"content": delta})
         if isinstance(reply, Refusal):
             send({"refusal": reply.text})
@@ -391,3 +393,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
 
+
+def _pause(reply, number: int) -> None:
+    """A text reply's pacing before delta ``number``."""
+    if isinstance(reply, Text):
+        pause = reply.first_delay if number == 0 else reply.delay
+        if pause:
+            time.sleep(pause)
