@@ -378,3 +378,20 @@ def test_the_fake_speaks_both_wire_formats_without_streaming(fake):
     completion = upstream.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     assert completion.choices[0].message.content == "Hi!" and completion.usage.total_tokens == 18
     assert fake.requests[1].body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_cancel_while_the_model_has_not_answered_yet(api, fake, client):
+    """A cancel is noticed while the responder waits for the model's first token, not only between deltas."""
+    fake.script(Text(["too ", "late"], first_delay=3))
+    assistant = client.beta.assistants.create(model="gpt-test")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "think hard"}])
+    run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    while client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "queued" or not fake.requests:
+        time.sleep(0.01)
+    started = time.monotonic()
+    client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    cancelled = _wait(client, thread.id, run.id)
+    assert cancelled.status == "cancelled"
+    assert time.monotonic() - started < 1.5  # the fake's first token was 3 s away
+    reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
+    assert (reply.status, reply.content) == ("incomplete", [])

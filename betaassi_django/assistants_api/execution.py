@@ -7,16 +7,17 @@ end the execution in ``requires_action`` with a ``tool_calls`` step; submitting
 their outputs queues the run again (``store.submit_tool_outputs``) and the next
 execution sends the model the thread, then this run's text, calls and outputs.
 
-A cancel request (from any process) is noticed between deltas: at once through
-the engine's flag in this process, and through the database at most
-``CANCEL_POLL_SECONDS`` later otherwise; the upstream stream is closed then.
+A cancel request (from any process) is noticed at the next delta through the
+engine's flag in this process, and within ``CANCEL_POLL_SECONDS`` in any case
+(the database is polled while the responder streams or waits); the upstream
+stream is closed then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
@@ -270,34 +271,48 @@ async def _execute(run_id: str) -> bool:
     parts: list[str] = []
     reply = Reply()
     outcome, error = "completed", ("", "")
-    last_poll = time.monotonic()
+    consumer = asyncio.ensure_future(_consume(run_id, started, parts, reply))
     try:
-        async with contextlib.aclosing(get_responder().stream(started.request, reply)) as stream:
-            async for piece in stream:
-                if engine.cancel_requested(run_id):
-                    outcome = "cancelled"
-                    break
-                if time.monotonic() - last_poll > CANCEL_POLL_SECONDS:
-                    last_poll = time.monotonic()
-                    if await database_sync_to_async(_status)(run_id) == "cancelling":
-                        outcome = "cancelled"
-                        break
-                if isinstance(piece, ToolCall):
-                    started.calls.append(piece)
-                    continue
-                if started.message is None:
-                    for event, data in await database_sync_to_async(_open_message)(started):
-                        engine.publish(run_id, event, data)
-                parts.append(piece)
-                engine.publish(run_id, "thread.message.delta", _delta(started.message.id, 0, piece))
+        # Watch for a cancel while the responder streams, or waits (a model can take long to answer).
+        while True:
+            done, _ = await asyncio.wait({consumer}, timeout=CANCEL_POLL_SECONDS)
+            if done:
+                outcome = consumer.result()
+                break
+            if engine.cancel_requested(run_id) or await database_sync_to_async(_status)(run_id) == "cancelling":
+                consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consumer
+                outcome = "cancelled"
+                break
     except ResponderError as exc:
         logger.warning("run %s failed: %s", run_id, exc.message)
         outcome, error = "failed", (exc.code, exc.message)
     except Exception as exc:  # a responder failure ends the run, never the engine
         logger.warning("run %s failed: %s", run_id, exc, exc_info=True)
         outcome, error = "failed", ("server_error", str(exc) or exc.__class__.__name__)
+    finally:
+        if not consumer.done():
+            consumer.cancel()
     if outcome == "completed" and started.calls:
         outcome = "requires_action"
     for event, data in await database_sync_to_async(_finish)(started, "".join(parts), reply, outcome, error):
         engine.publish(run_id, event, data)
     return True
+
+
+async def _consume(run_id: str, started: Started, parts: list[str], reply: Reply) -> str:
+    """Stream the responder's reply into the run's events; "cancelled" when a cancel arrived in this process."""
+    async with contextlib.aclosing(get_responder().stream(started.request, reply)) as stream:
+        async for piece in stream:
+            if engine.cancel_requested(run_id):
+                return "cancelled"
+            if isinstance(piece, ToolCall):
+                started.calls.append(piece)
+                continue
+            if started.message is None:
+                for event, data in await database_sync_to_async(_open_message)(started):
+                    engine.publish(run_id, event, data)
+            parts.append(piece)
+            engine.publish(run_id, "thread.message.delta", _delta(started.message.id, 0, piece))
+    return "completed"
