@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import json
 import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -181,6 +182,11 @@ class ClientGone(Exception):
 class _Handler(BaseHTTPRequestHandler):
     upstream: FakeUpstream
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Send each event as it is written, as real servers do (no Nagle delay behind delayed ACKs).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, *args) -> None:  # quiet
         pass
