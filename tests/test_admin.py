@@ -41,12 +41,12 @@ def web(staff):
     return client_of(staff)
 
 
-def shown(response) -> list[str]:
+def shown(response, level: str | None = None) -> list[str]:
     """The admin messages this request added (earlier ones wait in the cookie until a page shows them), or
-    those a rendered page showed."""
-    if response.status_code == 200:
-        return [str(m) for m in response.context["messages"]]
-    return [str(m) for m in get_messages(response.wsgi_request)._queued_messages]
+    those a rendered page showed; only those of ``level`` ("error", "warning"...) if given."""
+    found = response.context["messages"] if response.status_code == 200 else get_messages(
+        response.wsgi_request)._queued_messages
+    return [str(m) for m in found if level is None or m.level_tag == level]
 
 
 def support_form(**values) -> dict:

@@ -37,6 +37,7 @@ from .common import (
     admin_url,
     confirm_then,
     describe,
+    informative_reads_failed,
     log_deleted,
 )
 from .sessions import SessionInline
@@ -118,10 +119,12 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         """Each listed assistant's pending events, from the backend; the first failure stops the reads."""
         api = get_client().with_options(**INFORMATIVE_READ)
         for assistant in assistants:
+            if informative_reads_failed(request):
+                return
             try:
                 state = queue.queue_status(assistant, api=api)
             except openai.APIError as error:
-                messages.warning(request, f"Publish-queue lag unknown: {describe(error)}.")
+                informative_reads_failed(request, error)
                 return
             except ValueError:  # no publish queue (an assistant made outside betaassi)
                 assistant.queue_lag_text = "no queue"

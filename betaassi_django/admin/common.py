@@ -22,11 +22,10 @@ def describe(error: openai.APIError) -> str:
     if isinstance(error, openai.APITimeoutError):
         return "the backend did not answer in time"
     if isinstance(error, openai.APIConnectionError):
-        cause = error.__cause__
-        return f"the backend is unreachable ({cause or error})"
+        return f"the backend is unreachable ({str(error.__cause__ or error).rstrip('.')})"
     if isinstance(error, openai.APIStatusError):
         body = error.body if isinstance(error.body, dict) else {}
-        return f"the backend answered {error.status_code}: {body.get('message') or error.message}"
+        return f"the backend answered {error.status_code}: {(body.get('message') or error.message).rstrip('.')}"
     return f"the backend failed: {error}"
 
 
@@ -44,6 +43,18 @@ class BackendFailed(Exception):
 
 
 BACKEND_ERROR_ATTR = "_betaassi_backend_failure"
+UNREACHABLE_ATTR = "_betaassi_backend_unreachable"
+
+
+def informative_reads_failed(request: HttpRequest, error: openai.APIError | None = None) -> bool:
+    """Whether an informative read already failed in this request (then the page skips the others).
+
+    With ``error``, records the failure and shows one warning for the whole page.
+    """
+    if error is not None and not getattr(request, UNREACHABLE_ATTR, False):
+        setattr(request, UNREACHABLE_ATTR, True)
+        messages.warning(request, f"Pending events and queue lag are unknown: {describe(error)}.")
+    return getattr(request, UNREACHABLE_ATTR, False)
 
 
 class BackendFormMixin:
@@ -67,7 +78,8 @@ class BackendAdminMixin:
         failure = getattr(request, BACKEND_ERROR_ATTR, None)
         if failure is None:
             return form
-        return type(form.__name__, (form,), {"backend_failure": failure})
+        bases = (form,) if issubclass(form, BackendFormMixin) else (BackendFormMixin, form)
+        return type(form.__name__, bases, {"backend_failure": failure})
 
     def changeform_view(self, request: HttpRequest, object_id=None, form_url="", extra_context=None):
         try:

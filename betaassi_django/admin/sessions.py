@@ -29,7 +29,15 @@ from betaassi_django.models import Session
 from betaassi_django.publishing import status as queue
 from betaassi_django.publishing.events import Event, Rejected, check_session_args, check_session_id
 
-from .common import INFORMATIVE_READ, BackendAdminMixin, BackendFailed, admin_url, confirm_then, describe, log_deleted
+from .common import (
+    INFORMATIVE_READ,
+    BackendAdminMixin,
+    BackendFailed,
+    admin_url,
+    confirm_then,
+    informative_reads_failed,
+    log_deleted,
+)
 
 SESSION_FIELDS = ("session_id", "owner", "kind", "context_messages", "model")
 UNKNOWN = "unknown (backend unreachable)"
@@ -59,13 +67,14 @@ def read_queues(request: HttpRequest, assistants) -> dict[str, queue.QueueStatus
     api = get_client().with_options(**INFORMATIVE_READ)
     states: dict[str, queue.QueueStatus] = {}
     for assistant in assistants:
+        if informative_reads_failed(request):
+            break
         try:
             states[assistant.id] = queue.queue_status(assistant, api=api)
         except ValueError:  # no publish queue: nothing can be pending
             continue
         except openai.APIError as error:
-            messages.warning(request, f"Pending events unknown: {describe(error)}.")
-            break
+            informative_reads_failed(request, error)
     return states
 
 
