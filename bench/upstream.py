@@ -1,7 +1,7 @@
 """Issue 7: the run engine's added latency over calling the model upstream directly.
 
 The upstream is the tests' fake (``tests/fake_upstream.py``, a real HTTP server
-on loopback) paced like a fast model: ``FIRST_TOKEN_S`` to the first token, then
+on loopback, in its own process) paced like a fast model: ``FIRST_TOKEN_S`` to the first token, then
 ``DELTAS`` deltas ``DELTA_GAP_S`` apart. Side by side, alternating order:
 
 - direct: ``AsyncOpenAI`` streaming the fake's reply (Responses: ``responses.stream``;
@@ -17,12 +17,15 @@ ratio embedded/direct of the p50 totals (target at most 1.2x).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 from django.test import override_settings
-
-from tests.fake_upstream import FakeUpstream, Text
 
 from .report import Timing, add, verdict
 
@@ -32,8 +35,22 @@ DELTA_GAP_S = 0.002
 DELTAS = 40
 
 
-def _reply() -> Text:
-    return Text([f"word{n} " for n in range(DELTAS)], first_delay=FIRST_TOKEN_S, delay=DELTA_GAP_S)
+@contextlib.contextmanager
+def _fake_upstream() -> Iterator[str]:
+    """The fake in its own process (as a real upstream is on another machine); yields its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_upstream", "--deltas", str(DELTAS), "--first-delay", str(FIRST_TOKEN_S),
+         "--delay", str(DELTA_GAP_S)], cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 async def _direct(upstream: openai.AsyncOpenAI, api: str) -> tuple[float, float]:
@@ -66,10 +83,10 @@ async def _embedded(api: openai.AsyncOpenAI, assistant_id: str, thread_id: str) 
     return first, time.perf_counter() - start
 
 
-async def _measure(api_name: str, fake: FakeUpstream, n: int) -> dict[str, tuple[Timing, Timing]]:
+async def _measure(api_name: str, base_url: str, n: int) -> dict[str, tuple[Timing, Timing]]:
     from betaassi_django.client import build_async_client
 
-    upstream = openai.AsyncOpenAI(base_url=fake.base_url, api_key="bench", max_retries=0)
+    upstream = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
     embedded = build_async_client(backend="embedded", max_retries=0)
     assistant = await embedded.beta.assistants.create(model="bench", instructions="Be quick.")
     threads = [(await embedded.beta.threads.create(messages=[{"role": "user", "content": "hi"}])).id
@@ -91,10 +108,10 @@ async def _measure(api_name: str, fake: FakeUpstream, n: int) -> dict[str, tuple
 def run(n: int) -> None:
     n = max(50, n // 3)
     for api_name in ("responses", "chat"):
-        with FakeUpstream(default=_reply(), check_replies=False) as fake, override_settings(
+        with _fake_upstream() as base_url, override_settings(
                 BETAASSI_RESPONDER="openai", BETAASSI_UPSTREAM_API=api_name,
-                BETAASSI_UPSTREAM_BASE_URL=fake.base_url, BETAASSI_UPSTREAM_API_KEY="bench"):
-            timings = asyncio.run(_measure(api_name, fake, n))
+                BETAASSI_UPSTREAM_BASE_URL=base_url, BETAASSI_UPSTREAM_API_KEY="bench"):
+            timings = asyncio.run(_measure(api_name, base_url, n))
         direct_first, direct_total = timings["direct SDK"]
         for path, (first, total) in timings.items():
             figure = (f"first delta p50 {first.p50_ms:6.1f} ms p99 {first.p99_ms:6.1f} ms; "

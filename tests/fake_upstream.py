@@ -406,3 +406,28 @@ def _pause(reply, number: int) -> None:
         pause = reply.first_delay if number == 0 else reply.delay
         if pause:
             time.sleep(pause)
+
+
+def main() -> None:
+    """``python -m tests.fake_upstream``: serve a paced text reply to every request until killed (for benchmarks).
+
+    Prints the base URL as its first line. In its own process the fake does not compete with the
+    product for the interpreter, as a real upstream on another machine would not.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--deltas", type=int, default=40)
+    parser.add_argument("--first-delay", type=float, default=0.05)
+    parser.add_argument("--delay", type=float, default=0.002)
+    args = parser.parse_args()
+    reply = Text([f"word{n} " for n in range(args.deltas)], first_delay=args.first_delay, delay=args.delay)
+    with FakeUpstream(default=reply, check_replies=False) as fake:
+        print(fake.base_url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            sys.stdin.read()  # until the parent closes our stdin (or kills us)
+
+
+if __name__ == "__main__":
+    main()
