@@ -93,6 +93,8 @@ def test_the_type_filter_lists_every_assistant_type(web):
         "testapp.Kitchen (0)": ("/admin/testapp/kitchen/", False),
     }
     assert [a.name for a in response.context["cl"].result_list] == ["Plain"]
+    with_counts = web.get("/admin/testapp/support/", {"_facets": "True"})
+    assert with_counts.status_code == 200 and [a.name for a in with_counts.context["cl"].result_list] == ["Desk"]
 
 
 def test_add_writes_through_with_the_subclass_fields(web):

@@ -120,3 +120,26 @@ def test_sync_drops_an_assistant_deleted_elsewhere(web, staff):
     response = web.post("/admin/testapp/support/", {"action": "sync_from_backend", "_selected_action": [desk.id]})
     assert shown(response) == ["Desk is gone from the backend: its mirror and sessions were removed."]
     assert not Support.objects.exists() and not Session.objects.exists() and not PublishedEvent.objects.exists()
+
+
+def test_sync_all_mirrors_new_assistants_and_drops_vanished_ones(web, staff):
+    api = get_client()
+    kept, gone = Support.objects.create(name="Kept"), Support.objects.create(name="Gone")
+    kept.create_session("s-1", owner=staff)
+    gone.create_session("s-2", owner=staff)
+    Processor().run_once()
+    api.beta.assistants.delete(gone.id)
+    made_elsewhere = api.beta.assistants.create(model="gpt-4o", name="Elsewhere",
+                                                metadata={"betaassi_type": "testapp.Support", "tier": "6"})
+    listing = web.get("/admin/testapp/support/")
+    assert 'id="sync-all"' in listing.text
+
+    response = web.post("/admin/testapp/support/sync/")
+    assert response.status_code == 302 and response["Location"] == "/admin/testapp/support/"
+    assert shown(response) == [
+        "Synced from the backend (testapp.Support removed: 1, testapp.Support synced: 2); sessions of 2 "
+        "assistant(s) re-read, 1 session row(s) of vanished assistants removed."]
+    assert sorted(Support.objects.values_list("name", "tier")) == [("Elsewhere", 6), ("Kept", 1)]
+    assert Support.objects.get(name="Elsewhere").pk == made_elsewhere.id
+    assert list(Session.objects.values_list("session_id", flat=True)) == ["s-1"]
+    assert web.get("/admin/testapp/support/sync/").status_code == 403

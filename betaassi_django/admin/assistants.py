@@ -10,8 +10,10 @@ not fit is a form error, not a 500.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import secrets
 
 import openai
 from django import forms
@@ -99,9 +101,14 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
     inlines = [SessionInline]
     actions = ["delete_selected", "apply_pending_now", "sync_from_backend"]
     change_form_template = "admin/betaassi_django/assistant/change_form.html"
+    change_list_template = "admin/betaassi_django/assistant/change_list.html"
     readonly_fields = ("id", "betaassi_type", "created_at", "synced_at", "metadata_table", "queue_summary")
 
     # -- the changelist ---------------------------------------------------------------------------
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"has_change_permission": self.has_change_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra)
 
     def get_queryset(self, request):
         sessions = Session.objects.filter(assistant_id=OuterRef("pk")).values("assistant_id").annotate(
@@ -225,7 +232,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
     def _apply_now(self, request: HttpRequest, assistant) -> None:
         shown = assistant.name or assistant.id
         try:
-            processed = queue.apply_now(assistant, holder=f"admin:{request.user.get_username()}")
+            processed = queue.apply_now(assistant, holder=f"admin:{request.user.get_username()}:{secrets.token_hex(3)}")
             left = queue.queue_status(assistant)
         except openai.APIError as error:
             messages.error(request, f"Applying the queue of {shown} failed: {describe(error)}. "
@@ -258,8 +265,35 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
 
     def get_urls(self):
         info = self.model._meta.app_label, self.model._meta.model_name
-        return [path("<path:object_id>/queue/", self.admin_site.admin_view(self.queue_view),
+        return [path("sync/", self.admin_site.admin_view(self.sync_all_view), name="{}_{}_sync".format(*info)),
+                path("<path:object_id>/queue/", self.admin_site.admin_view(self.queue_view),
                      name="{}_{}_queue".format(*info)), *super().get_urls()]
+
+    def sync_all_view(self, request: HttpRequest):
+        """Every assistant of every type re-read from the backend (new ones mirrored, gone ones dropped),
+        then each one's sessions from its registry."""
+        from betaassi_django.sync import sync_assistants
+
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        try:
+            counts = sync_assistants()
+            synced = 0
+            for model in assistant_models():
+                for assistant in model.objects.all():
+                    with contextlib.suppress(ValueError):  # no publish queue: no sessions
+                        queue.sync_sessions(assistant)
+                    synced += 1
+        except openai.APIError as error:
+            messages.error(request, f"Syncing from the backend failed: {describe(error)}. "
+                                    "What was read before the failure is mirrored; the rest is as it was.")
+        else:
+            mirrored = {a for m in assistant_models() for a in m.objects.values_list("pk", flat=True)}
+            stale, _ = Session.objects.exclude(assistant_id__in=mirrored).delete()
+            summary = ", ".join(f"{what}: {count}" for what, count in sorted(counts.items())) or "no assistants"
+            messages.success(request, f"Synced from the backend ({summary}); sessions of {synced} assistant(s) "
+                                      f"re-read, {stale} session row(s) of vanished assistants removed.")
+        return HttpResponseRedirect(admin_url(self.model, "changelist"))
 
     def queue_view(self, request: HttpRequest, object_id: str):
         """One assistant's publish queue: its events and their status; apply now; sync from the backend."""
