@@ -246,9 +246,23 @@ def test_streamed_requires_action_and_streamed_submit(api, fake, client):
     fake.script(Calls([("get_weather", '{"city": "Lima"}')]), Text(["Warm ", "in Lima."]))
     assistant = client.beta.assistants.create(model="gpt-test", tools=[WEATHER_TOOL])
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "Lima?"}])
-    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+    class Handler(openai.AssistantEventHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.created, self.done = [], []
+
+        def on_tool_call_created(self, tool_call) -> None:
+            self.created.append(tool_call.function.name)
+
+        def on_tool_call_done(self, tool_call) -> None:
+            self.done.append((tool_call.function.name, tool_call.function.arguments))
+
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id,
+                                         event_handler=Handler()) as stream:
         names = [event.event for event in stream]
         run = stream.current_run
+    # The SDK's tool-call callbacks fire, from the step delta, as they do against OpenAI.
+    assert (stream.created, stream.done) == (["get_weather"], [("get_weather", '{"city": "Lima"}')])
     assert names == ["thread.run.created", "thread.run.queued", "thread.run.in_progress",
                      "thread.run.step.created", "thread.run.step.in_progress", "thread.run.step.delta",
                      "thread.run.requires_action"]

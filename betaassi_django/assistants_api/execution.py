@@ -211,7 +211,9 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
         events.append((message_event, serializers.message(message, thread_id)))
         events.append((f"thread.run.step.{step.status}", serializers.run_step(step, run.id)))
     if outcome == "requires_action":
+        # As OpenAI streams it: the step starts with no calls, and a delta brings them.
         step_data = serializers.run_step(tool_step, run.id)
+        step_data["step_details"] = {"type": "tool_calls", "tool_calls": []}
         events += [("thread.run.step.created", step_data), ("thread.run.step.in_progress", step_data),
                    ("thread.run.step.delta", _tool_calls_delta(tool_step.id, started.calls))]
     events.append((f"thread.run.{current.status}", serializers.run(current, thread_id)))
