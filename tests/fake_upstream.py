@@ -98,6 +98,15 @@ class Refusal:
 
 
 @dataclass
+class Failed:
+    """Responses API: the stream starts, sends these text deltas, then ``response.failed`` with this error."""
+
+    code: str
+    message: str
+    deltas: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Status:
     """An HTTP error with OpenAI's error body; ``retry-after-ms`` keeps SDK retries quick."""
 
@@ -283,6 +292,9 @@ class _Handler(BaseHTTPRequestHandler):
         return response
 
     def _responses(self, body: dict, reply) -> None:
+        if isinstance(reply, Failed):
+            self._responses_failure(body, reply)
+            return
         text = reply.deltas if isinstance(reply, Text) else reply.text if isinstance(reply, Calls) else []
         calls = reply.calls if isinstance(reply, Calls) else []
         output: list[dict] = []
@@ -347,6 +359,30 @@ class _Handler(BaseHTTPRequestHandler):
                   "name": item["name"], "arguments": arguments})
             send({"type": "response.output_item.done", "output_index": at, "item": item})
         send({"type": "response.completed", "response": final})
+        self._chunk(b"")
+
+    def _responses_failure(self, body: dict, reply: Failed) -> None:
+        self._start_stream()
+        response_id, message_id = self.upstream.new_id("resp"), self.upstream.new_id("msg")
+        sequence = itertools.count()
+
+        def send(event: dict) -> None:
+            event["sequence_number"] = next(sequence)
+            self._check(_stream_event_schemas()[event["type"]], event)
+            self._chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+
+        send({"type": "response.created", "response": self._response(response_id, body, "in_progress", [], None)})
+        if reply.deltas:
+            send({"type": "response.output_item.added", "output_index": 0, "item": {
+                "type": "message", "id": message_id, "role": "assistant", "status": "in_progress", "content": []}})
+            send({"type": "response.content_part.added", "item_id": message_id, "output_index": 0,
+                  "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
+            for delta in reply.deltas:
+                send({"type": "response.output_text.delta", "item_id": message_id, "output_index": 0,
+                      "content_index": 0, "delta": delta, "logprobs": []})
+        failed = self._response(response_id, body, "failed", [], None)
+        failed["error"] = {"code": reply.code, "message": reply.message}
+        send({"type": "response.failed", "response": failed})
         self._chunk(b"")
 
     # -- Chat Completions ---------------------------------------------------------

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import in_process_client
-from tests.fake_upstream import Calls, FakeUpstream, Hang, Refusal, Status, Text
+from tests.fake_upstream import Calls, Failed, FakeUpstream, Hang, Refusal, Status, Text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -409,3 +409,23 @@ def test_cancel_while_the_model_has_not_answered_yet(api, fake, client):
     assert time.monotonic() - started < 1.5  # the fake's first token was 3 s away
     reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
     assert (reply.status, reply.content) == ("incomplete", [])
+
+
+@pytest.mark.parametrize(("code", "expected"), [("rate_limit_exceeded", "rate_limit_exceeded"),
+                                                ("vector_store_timeout", "server_error")])
+def test_a_response_that_fails_mid_stream_fails_the_run(settings, fake, client, code, expected):
+    settings.BETAASSI_RESPONDER = "openai"
+    settings.BETAASSI_UPSTREAM_BASE_URL = fake.base_url
+    fake.script(Failed(code, "The model stopped.", deltas=["Half ", "an "]))
+    assistant = client.beta.assistants.create(model="gpt-test")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        names = [event.event for event in stream]
+        run = stream.current_run
+    assert names.count("thread.message.delta") == 2
+    assert names[-3:] == ["thread.message.incomplete", "thread.run.step.failed", "thread.run.failed"]
+    assert (run.status, run.last_error.code, run.last_error.message) == (
+        "failed", expected, "The upstream model failed: The model stopped.")
+    reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
+    assert (reply.status, reply.content[0].text.value) == ("incomplete", "Half an ")
+    assert len(fake.requests) == 1  # a failed response is the model's answer: the SDK does not retry it

@@ -9,6 +9,9 @@ from betaassi_django.client import get_upstream_client
 from . import ContextMessage, Reply, ResponderError, ResponderRequest, ToolCall, ToolRound
 from .upstream import new_call_id, refusal, tool_choice, translated_errors
 
+#: Upstream error codes a run's ``last_error`` can carry as they are; any other is a ``server_error``.
+RUN_ERROR_CODES = ("server_error", "rate_limit_exceeded", "invalid_prompt")
+
 
 def input_items(request: ResponderRequest) -> list[dict]:
     """The thread and this run's earlier function calls and outputs, as Responses input items."""
@@ -63,8 +66,9 @@ class ResponsesResponder:
                         reply.completion_tokens += usage.output_tokens
                     if kind == "response.failed":
                         error = event.response.error
-                        raise ResponderError("server_error", f"The upstream model failed: "
-                                                             f"{error.message if error else 'no reason given'}")
+                        code = error.code if error and error.code in RUN_ERROR_CODES else "server_error"
+                        raise ResponderError(code, f"The upstream model failed: "
+                                                   f"{error.message if error else 'no reason given'}")
                 elif kind == "error":
                     raise ResponderError("server_error", f"The upstream model failed: {event.message}")
         if refused:
