@@ -107,7 +107,16 @@ def test_an_operator_creates_an_assistant_adds_a_session_applies_the_queue_and_o
     assert row.locator("td.field-n").inner_text() == "2"
     page.screenshot(path=str(ARTIFACTS / "admin.png"), full_page=True)
 
-    row.locator("a.chat-link").click()
+    chat_link = row.locator("a.chat-link").get_attribute("href")
+
+    # The assistant's page: its own fields, and the session in the inline.
+    page.goto(f"{server.url}/admin/testapp/support/{assistant_id}/change/")
+    assert page.input_value("#id_tier") == "5" and page.is_checked("#id_escalate")
+    assert page.input_value("#id_sessions-0-session_id") == "from-admin"
+    assert page.inner_text("#sessions-0 td.field-status") == "applied"
+    page.screenshot(path=str(ARTIFACTS / "admin-assistant.png"), full_page=True)
+
+    page.goto(server.url + chat_link)
     page.wait_for_url(f"{server.url}/chat/{assistant_id}/from-admin/")
     page.wait_for_selector("#status.connected")
     page.fill("#content", "hello from the admin")
