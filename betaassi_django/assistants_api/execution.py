@@ -113,9 +113,9 @@ def _new_message(started: Started) -> Message:
                                   assistant_id=run.assistant_id, run_id=run.id, attachments=[])
 
 
-def _new_step(run: Run, kind: str, details: dict) -> RunStep:
+def _new_step(run: Run, kind: str, details: dict | list, usage: dict | None = None) -> RunStep:
     return RunStep.objects.create(run=run, thread_id=run.thread.id, assistant_id=run.assistant_id, type=kind,
-                                  status="in_progress", step_details={"type": kind, kind: details})
+                                  status="in_progress", step_details={"type": kind, kind: details}, usage=usage)
 
 
 def _open_message(started: Started) -> list[tuple[str, dict]]:
@@ -190,9 +190,7 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
             message.save()
             step.save()
         if outcome == "requires_action":
-            tool_step = _new_step(run, "tool_calls", [_function_call(c) for c in started.calls])
-            tool_step.usage = usage
-            tool_step.save(update_fields=["usage"])
+            tool_step = _new_step(run, "tool_calls", [_function_call(c) for c in started.calls], usage)
             current.status = "requires_action"
             current.required_action = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
