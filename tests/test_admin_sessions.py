@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import threading
 
 import pytest
 
 from betaassi_django.client import get_client
 from betaassi_django.models import Session
+from betaassi_django.publishing import publisher, signals
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.processor import Processor
 from tests.test_admin import client_of, make_staff, shown, support_form
@@ -198,3 +201,25 @@ def test_adding_an_assistant_with_sessions_in_one_form(web, staff):
     assert [(e["op"], e["session_id"]) for e in published(desk)] == [("session.create", "first")]
     Processor().run_once()
     assert desk.get_session("first").owner == staff
+
+
+def test_a_serving_processor_is_woken_when_the_admin_form_commits(web, staff):
+    """The admin publishes inside its transaction; the wake-up waits for the commit, so the processor sees the event.
+
+    (On SQLite the admin's write lock also holds the processor back until the commit; on PostgreSQL only the
+    wake-up on commit keeps it from reading the queue too early and then sleeping a minute.)
+    """
+    desk = Support.objects.create(name="Desk")
+    stop = threading.Event()
+    thread = threading.Thread(target=Processor().serve, args=(60.0, stop), daemon=True)  # polls once a minute
+    thread.start()
+    try:
+        response = web.post("/admin/betaassi_django/session/add/", {
+            "assistant": desk.id, "session_id": "woken", "owner": staff.pk, "kind": "default"})
+        event_id = re.search(r"\(event (msg_\w+)\)", shown(response)[0])[1]
+        assert publisher.wait_applied(event_id, timeout=10) == "applied"
+        assert Session.objects.get().session_id == "woken"
+    finally:
+        stop.set()
+        signals.local_wake.set()
+        thread.join(10)

@@ -17,7 +17,8 @@ from betaassi_django.models import Assistant, Session
 
 from .assistants import AssistantAdmin, RemoteModelForm
 from .common import BackendFailed
-from .sessions import SessionAdmin, SessionInline
+from .session_admin import SessionAdmin
+from .sessions import SessionInline
 
 admin.site.register(Assistant, AssistantAdmin)
 admin.site.register(Session, SessionAdmin)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from betaassi_django.client import get_client
 
@@ -35,7 +36,8 @@ def publish(assistant, event: Event) -> str:
     publish_id, _ = _queue_ids(assistant)
     message = get_client().beta.threads.messages.create(
         publish_id, role="user", content=event.to_json(), metadata={"betaassi_event": event.op})
-    signals.wake(assistant.id)
+    # Inside a transaction (an admin form, ATOMIC_REQUESTS) the in-process event is visible once it commits.
+    transaction.on_commit(lambda: signals.wake(assistant.id))
     return message.id
 
 
