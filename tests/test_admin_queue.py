@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
 
 from betaassi_django.client import get_client
 from betaassi_django.models import PublishedEvent, PublishLease, Session
@@ -143,3 +146,24 @@ def test_sync_all_mirrors_new_assistants_and_drops_vanished_ones(web, staff):
     assert Support.objects.get(name="Elsewhere").pk == made_elsewhere.id
     assert list(Session.objects.values_list("session_id", flat=True)) == ["s-1"]
     assert web.get("/admin/testapp/support/sync/").status_code == 403
+
+
+def test_the_queue_page_needs_staff_the_change_permission_and_csrf(staff):
+    desk = Support.objects.create(name="Desk")
+    desk.create_session("s", owner=staff)
+    url = f"/admin/testapp/support/{desk.id}/queue/"
+    anonymous = Client().get(url)
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")
+
+    viewer = get_user_model().objects.create_user("viewer", password="viewer-pass-1", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_support"))
+    page = client_of(viewer).get(url)
+    assert page.status_code == 200 and page.context["lag"] == "1" and "Apply pending events now" not in page.text
+    assert client_of(viewer).post(url, {"apply": "1"}).status_code == 403
+    assert client_of(viewer).post("/admin/testapp/support/sync/").status_code == 403
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(staff)
+    assert strict.post(url, {"apply": "1"}).status_code == 403
+    assert strict.post("/admin/testapp/support/sync/").status_code == 403
+    assert not Session.objects.exists()  # nothing was applied
