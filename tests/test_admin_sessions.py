@@ -223,3 +223,27 @@ def test_a_serving_processor_is_woken_when_the_admin_form_commits(web, staff):
         stop.set()
         signals.local_wake.set()
         thread.join(10)
+
+
+def test_the_inline_shows_a_bounded_number_of_sessions(web, staff, monkeypatch):
+    from betaassi_django.admin.sessions import SessionFormSet
+
+    monkeypatch.setattr(SessionFormSet, "limit", 2)
+    desk = Support.objects.create(name="Desk")
+    for sid in ("c", "a", "b"):
+        desk.create_session(sid, owner=staff)
+    Processor().run_once()
+    page = web.get(f"/admin/testapp/support/{desk.id}/change/")
+    formset = page.context["inline_admin_formsets"][0].formset
+    assert [f.instance.session_id for f in formset.initial_forms] == ["a", "b"]
+    assert "Showing the first 2 of 3 sessions (by id)." in page.text
+    assert f'href="/admin/betaassi_django/session/?assistant={desk.id}"' in page.text
+
+    rows = [{"id": str(Session.objects.get(session_id="a").pk), "kind": "oneshot", "context_messages": "",
+             "model": ""},
+            {"id": str(Session.objects.get(session_id="b").pk), "kind": "default", "context_messages": "",
+             "model": ""}]
+    response = web.post(f"/admin/testapp/support/{desk.id}/change/",
+                        {**support_form(name="Desk"), **inline(initial=2, forms=rows)})
+    assert response.status_code == 302
+    assert [(e["op"], e["session_id"]) for e in published(desk)[3:]] == [("session.update", "a")]

@@ -27,11 +27,7 @@ from betaassi_django.models import Session
 from betaassi_django.publishing import status as queue
 from betaassi_django.publishing.events import Event, Rejected, check_session_args, check_session_id
 
-from .common import (
-    INFORMATIVE_READ,
-    BackendFailed,
-    informative_reads_failed,
-)
+from .common import INFORMATIVE_READ, BackendFailed, admin_url, informative_reads_failed
 
 SESSION_FIELDS = ("session_id", "owner", "kind", "context_messages", "model")
 UNKNOWN = "unknown (backend unreachable)"
@@ -172,14 +168,17 @@ class SessionFormSet(BaseModelFormSet):
     """The sessions of one assistant (``instance``); saving publishes events instead of writing rows."""
 
     states: dict[str, queue.QueueStatus] = {}
+    #: Sessions shown at most (an assistant may hold 10,000); the rest are in the sessions changelist.
+    limit = 50
 
     def __init__(self, data=None, files=None, instance=None, save_as_new=False, prefix=None, queryset=None,
                  **kwargs) -> None:
         self.instance = instance
         rows = Session.objects.filter(assistant_id=instance.pk) if instance is not None and instance.pk else None
-        super().__init__(data, files, prefix=prefix,
-                         queryset=(rows if rows is not None else Session.objects.none()).order_by("session_id"),
-                         **kwargs)
+        rows = (rows if rows is not None else Session.objects.none()).order_by("session_id")
+        self.total = rows.count()
+        self.all_sessions_url = f"{admin_url(Session, 'changelist')}?assistant={instance.pk}" if self.total else ""
+        super().__init__(data, files, prefix=prefix, queryset=rows[: self.limit], **kwargs)
 
     @classmethod
     def get_default_prefix(cls) -> str:
@@ -211,6 +210,9 @@ class SessionFormSet(BaseModelFormSet):
         self.published, self.failures = [], []
         for form in self.initial_forms:
             session = form.instance
+            if session.pk is None:  # no longer among the rows shown (applied changes moved it meanwhile)
+                self.failures.append("A session changed while the form was open; nothing was published for it.")
+                continue
             try:
                 if self._should_delete_form(form):
                     event_id = publish_delete(assistant, session)
