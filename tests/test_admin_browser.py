@@ -83,7 +83,7 @@ def test_an_operator_creates_an_assistant_adds_a_session_applies_the_queue_and_o
     page.select_option("#id_kind", "manyshots")
     page.fill("#id_context_messages", "2")
     page.click("input[name=_save]")
-    page.wait_for_url(server.url + "/admin/betaassi_django/session/")
+    page.wait_for_url(f"{server.url}/admin/betaassi_django/session/?assistant={assistant_id}")
     assert page.locator(".messagelist .success").inner_text().startswith("Published session.create for from-admin")
     assert page.locator("tr.pending-session").inner_text().split("\t")[:2] == ["from-admin", "Browser desk"]
 

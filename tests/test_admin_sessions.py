@@ -56,6 +56,7 @@ def test_add_a_session_from_the_session_admin(web, staff):
         "assistant": desk.id, "session_id": "s-1", "owner": staff.pk, "kind": "manyshots", "context_messages": "3",
         "model": "gpt-4o-mini"})
     assert response.status_code == 302
+    assert response["Location"] == f"/admin/betaassi_django/session/?assistant={desk.id}"
     [event] = published(desk)
     assert {k: event[k] for k in ("v", "op", "session_id")} == {"v": 1, "op": "session.create", "session_id": "s-1"}
     assert {k: event["args"][k] for k in ("owner", "kind", "context_messages", "model")} == {
@@ -64,7 +65,8 @@ def test_add_a_session_from_the_session_admin(web, staff):
     [message] = shown(response)
     assert message.startswith("Published session.create for s-1 (event msg_")
 
-    listing = web.get("/admin/betaassi_django/session/")
+    assert web.get("/admin/betaassi_django/session/").context["cl"].pending_creations == []  # no row of Desk
+    listing = web.get(response["Location"])
     assert [(p["session_id"], p["assistant"], p["kind"], p["context_messages"]) for p in
             listing.context["cl"].pending_creations] == [("s-1", "Desk", "manyshots", 3)]
     assert "Published, not applied yet" in listing.text

@@ -79,7 +79,10 @@ class SessionAdmin(BackendAdminMixin, admin.ModelAdmin):
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
         if request.method == "GET":
-            assistants = all_assistants()
+            # The queues of the assistants on this page and of the one filtered by: two reads each, whatever
+            # the number of assistants in the backend.
+            wanted = {s.assistant_id for s in changelist.result_list} | {request.GET.get("assistant")}
+            assistants = [a for a in all_assistants() if a.id in wanted]
             states = read_queues(request, assistants)
             by_id = {a.id: a for a in assistants}
             for session in changelist.result_list:
@@ -137,7 +140,7 @@ class SessionAdmin(BackendAdminMixin, admin.ModelAdmin):
     def response_add(self, request, obj, post_url_continue=None):
         messages.success(request, f"Published session.create for {obj.session_id} (event {obj.published_event}); "
                                   "it is listed as applied once the processor applies it.")
-        return HttpResponseRedirect(admin_url(Session, "changelist"))
+        return HttpResponseRedirect(f"{admin_url(Session, 'changelist')}?assistant={obj.assistant_id}")
 
     def response_change(self, request, obj):
         messages.success(request, f"Published session.update for {obj.session_id} (event {obj.published_event}); "
