@@ -50,7 +50,7 @@ def run_all(server, n: int) -> None:
 
     from betaassi_django.client import build_client, use_clients
 
-    from . import api_roundtrip, models, publishing, upstream
+    from . import admin, api_roundtrip, models, publishing, upstream
 
     recorder: list[tuple[str, str]] = []
 
@@ -67,6 +67,7 @@ def run_all(server, n: int) -> None:
     with use_clients(in_process):
         api_roundtrip.run(in_process, http, n)
         models.run(recorder, n, listed=250)
+        admin.run(recorder, n)
     models.run_remote(server, n)
     publishing.run(samples=max(20, n // 6))
     upstream.run(n)  # the openai responder against a fake upstream on loopback
