@@ -167,3 +167,21 @@ def test_the_queue_page_needs_staff_the_change_permission_and_csrf(staff):
     assert strict.post(url, {"apply": "1"}).status_code == 403
     assert strict.post("/admin/testapp/support/sync/").status_code == 403
     assert not Session.objects.exists()  # nothing was applied
+
+
+def test_an_assistant_made_outside_betaassi_has_no_queue_and_no_500(web):
+    outsider = get_client().beta.assistants.create(model="gpt-4o", name="Outsider",
+                                                   metadata={"betaassi_type": "testapp.Support"})
+    web.post("/admin/testapp/support/sync/")
+    url = f"/admin/testapp/support/{outsider.id}/queue/"
+    page = web.get(url)
+    assert page.status_code == 200
+    assert shown(page)[-1] == ("Outsider has no publish queue (it was made outside betaassi-django), so it has no "
+                               "events or sessions.")
+    assert shown(web.post(url, {"apply": "1"})) == [shown(page)[-1]]
+    assert shown(web.post(url, {"sync": "1"})) == [
+        "Outsider synced from the backend; it has no publish queue (it was made outside betaassi-django), so it "
+        "has no events or sessions."]
+    listing = web.get("/admin/testapp/support/")
+    assert [a.queue_lag_text for a in listing.context["cl"].result_list] == ["no queue"]
+    assert web.get(f"/admin/testapp/support/{outsider.id}/change/").status_code == 200

@@ -45,6 +45,7 @@ from .common import (
 from .sessions import SessionInline
 
 EVENTS_PER_PAGE = 50
+NO_QUEUE = "has no publish queue (it was made outside betaassi-django), so it has no events or sessions"
 
 
 class RemoteModelForm(BackendFormMixin, forms.ModelForm):
@@ -234,6 +235,9 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         try:
             processed = queue.apply_now(assistant, holder=f"admin:{request.user.get_username()}:{secrets.token_hex(3)}")
             left = queue.queue_status(assistant)
+        except ValueError:
+            messages.warning(request, f"{shown} {NO_QUEUE}.")
+            return
         except openai.APIError as error:
             messages.error(request, f"Applying the queue of {shown} failed: {describe(error)}. "
                                     "Events stay pending; what was applied is recorded.")
@@ -250,6 +254,9 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         try:
             assistant.refresh_from_backend()
             count, dropped = queue.sync_sessions(assistant)
+        except ValueError:
+            messages.success(request, f"{assistant.name or assistant.id} synced from the backend; it {NO_QUEUE}.")
+            return
         except openai.NotFoundError:
             assistant.forget()
             queue.forget_assistant(assistant_id)
@@ -321,6 +328,9 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         except openai.APIError as error:
             context["backend_error"] = describe(error)
             messages.error(request, f"The publish queue cannot be read: {describe(error)}.")
+        except ValueError:
+            context["backend_error"] = f"this assistant {NO_QUEUE}"
+            messages.warning(request, f"{assistant.name or assistant.id} {NO_QUEUE}.")
         return TemplateResponse(request, "admin/betaassi_django/assistant/publish_queue.html", context)
 
     def _queue_context(self, request: HttpRequest, assistant) -> dict:

@@ -83,10 +83,12 @@ def recent_events(assistant, *, api: openai.OpenAI | None = None, limit: int = 5
 def apply_now(assistant, *, holder: str | None = None) -> int:
     """Run the processor once for this assistant, in this process; returns the events it processed.
 
-    0 while another processor holds the assistant's lease (that one applies them).
+    0 while another processor holds the assistant's lease (that one applies them). ``ValueError`` when the
+    assistant has no publish queue.
     """
     from .processor import Processor
 
+    _queue_ids(assistant)
     return Processor(assistant_ids=[assistant.id], holder=holder).run_once()
 
 
