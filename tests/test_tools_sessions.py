@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from betaassi_django.client import get_client
+from betaassi_django.models import BaseAssistant
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.tools import openai_function
 from tests.fake_upstream import Calls, FakeUpstream, Text
@@ -61,14 +62,25 @@ async def slow_lookup(query: str) -> str:
     return "too late"
 
 
-class WeatherDesk(Support):
-    """You answer weather questions with your tools."""
+class WeatherDeskBase(BaseAssistant):
+    """Declared as a developer would; abstract, so that no model joins the app registry for the other tests."""
 
     function_tools = [get_weather, get_time, open_ticket, slow_lookup]
 
     class Meta:
-        proxy = True
+        abstract = True
         app_label = "testapp"
+
+
+def test_function_tools_are_checked_when_the_class_is_declared():
+    assert list(WeatherDeskBase.function_tools_by_name()) == ["get_weather", "get_time", "open_ticket", "slow_lookup"]
+    with pytest.raises(TypeError, match="annotate parameter 'city'"):
+        class Broken(BaseAssistant):
+            function_tools = [openai_function(name="bad")(lambda city: city)]
+
+            class Meta:
+                abstract = True
+                app_label = "testapp"
 
 
 @pytest.fixture
@@ -88,8 +100,11 @@ def alice():
 
 
 @pytest.fixture
-def desk(alice, fake):
-    desk = WeatherDesk.objects.create(model="gpt-test")
+def desk(alice, fake, monkeypatch):
+    """The test app's Support assistant with the weather functions (as if declared on its class)."""
+    monkeypatch.setattr(Support, "function_tools", WeatherDeskBase.function_tools)
+    monkeypatch.setattr(Support, "_declared_doc", "You answer weather questions with your tools.")
+    desk = Support.objects.create(model="gpt-test")
     desk.create_session("chat", owner=alice)
     Processor().run_once()
     return desk
@@ -106,8 +121,8 @@ def test_the_class_tools_go_to_the_backend_and_upstream(desk, fake):
     backend = get_client().beta.assistants.retrieve(desk.id)
     assert [t.model_dump(exclude_none=True) for t in backend.tools] == [
         get_weather.schema, get_time.schema, open_ticket.schema, slow_lookup.schema]
-    assert backend.metadata["betaassi_type"] == "testapp.WeatherDesk"
-    assert WeatherDesk.retrieve(desk.id).tools == [get_weather.schema, get_time.schema, open_ticket.schema,
+    assert backend.metadata["betaassi_type"] == "testapp.Support"
+    assert Support.retrieve(desk.id).tools == [get_weather.schema, get_time.schema, open_ticket.schema,
                                                    slow_lookup.schema]
     desk.name = "renamed"
     desk.save()  # saving again keeps one definition per function
