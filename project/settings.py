@@ -67,9 +67,13 @@ ASGI_APPLICATION = "project.asgi.application"
 WSGI_APPLICATION = "project.wsgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL")}
-# Keep connections between requests (opening a PostgreSQL connection costs more than most requests).
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# Under ASGI each request runs in a thread of its own, so connections kept per thread would pile up
+# (past PostgreSQL's max_connections under load): close them after each request, and on PostgreSQL
+# take them from a pool that bounds their number and makes taking one cheap.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2, "max_size": env.int("DATABASE_POOL_SIZE", default=20), "timeout": 30}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several threads (the run engine, async views) write at once: wait for the
     # lock instead of failing, and take it up front so upgrades cannot deadlock.

@@ -37,11 +37,14 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_engine_connections(django_db_setup):
-    """The run engine's thread holds its own connection; close it before the test database is dropped."""
+    """The run engine's thread (and the API's SQLite thread) hold their own connections; close them before the
+    test database is dropped."""
     yield
     from betaassi_django.assistants_api.engine import engine
+    from betaassi_django.assistants_api.http import close_sqlite_executor_connections
 
     engine.close_connections()
+    close_sqlite_executor_connections()
 
 
 @pytest.fixture(scope="session")

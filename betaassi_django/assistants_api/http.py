@@ -11,12 +11,15 @@ in-process transport calls the same ``handle`` directly, with no event loop.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
+from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -100,6 +103,29 @@ def read_body(request: HttpRequest, schema_name: str) -> dict:
     return validate_body(schema_name, body)
 
 
+@functools.cache
+def sqlite_executor() -> ThreadPoolExecutor | None:
+    """On SQLite, one thread (so one connection) for the API's database work in this process.
+
+    SQLite has a single writer. Under ASGI every request would otherwise run in
+    a thread of its own with a connection of its own, and concurrent requests
+    would queue on the file lock through SQLite's sleeping busy handler, slowly
+    and unfairly, until some timed out ("database is locked"). Queued on one
+    thread they take turns at once. Other databases keep Django's per-request
+    threads.
+    """
+    if connection.vendor != "sqlite":
+        return None
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="betaassi-api-sqlite")
+
+
+def close_sqlite_executor_connections() -> None:
+    """Close the connection the SQLite thread holds (before a test database is dropped)."""
+    executor = sqlite_executor()
+    if executor is not None:
+        executor.submit(connections.close_all).result(30)
+
+
 def endpoint(**handlers: Handler):
     """One view for a URL: ``endpoint(GET=list_x, POST=create_x)``."""
     allowed = ", ".join(sorted(handlers))
@@ -118,9 +144,21 @@ def endpoint(**handlers: Handler):
             return server_error().response()
         return result if isinstance(result, HttpResponseBase) else json_response(result)
 
+    def handle_and_release(request: HttpRequest, **kwargs) -> HttpResponseBase:
+        # A streamed run outlives the handler's database work: give the connection back (to the pool) now,
+        # not when the stream ends, or concurrent streams would hold every connection there is.
+        try:
+            return handle(request, **kwargs)
+        finally:
+            if not connection.in_atomic_block:
+                connection.close_if_unusable_or_obsolete()
+
     @csrf_exempt
     async def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
-        return await sync_to_async(handle)(request, **kwargs)
+        executor = sqlite_executor()
+        if executor is not None:
+            return await sync_to_async(handle, thread_sensitive=False, executor=executor)(request, **kwargs)
+        return await sync_to_async(handle_and_release)(request, **kwargs)
 
     view.handle = handle
     return view
