@@ -4,8 +4,8 @@ The upstream is the tests' fake (``tests/fake_upstream.py``, a real HTTP server
 on loopback, in its own process) paced like a fast model: ``FIRST_TOKEN_S`` to the first token, then
 ``DELTAS`` deltas ``DELTA_GAP_S`` apart. Side by side, alternating order:
 
-- direct: ``AsyncOpenAI`` streaming the fake's reply (Responses: ``responses.stream``;
-  Chat Completions: ``chat.completions.create(stream=True)``);
+- direct: ``AsyncOpenAI`` streaming the fake's reply with the call the responder makes
+  (``responses.create(stream=True)`` or ``chat.completions.create(stream=True)``);
 - embedded: the app's in-process async client streaming a run
   (``beta.threads.runs.stream``) whose ``openai`` responder calls the same fake
   with the same SDK, on a fresh one-message thread each time.
@@ -57,9 +57,10 @@ async def _direct(upstream: openai.AsyncOpenAI, api: str) -> tuple[float, float]
     start = time.perf_counter()
     first = None
     if api == "responses":
-        async with upstream.responses.stream(model="bench", input=[{"role": "user", "content": "hi"}],
-                                             store=False) as stream:
-            async for event in stream:
+        events = await upstream.responses.create(model="bench", input=[{"role": "user", "content": "hi"}],
+                                                 store=False, stream=True)
+        async with events:
+            async for event in events:
                 if event.type == "response.output_text.delta" and first is None:
                     first = time.perf_counter() - start
     else:

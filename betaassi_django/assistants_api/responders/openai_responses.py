@@ -1,4 +1,4 @@
-"""A real model through the Responses API (``client.responses.stream``)."""
+"""A real model through the Responses API (``client.responses.create(stream=True)``)."""
 
 from __future__ import annotations
 
@@ -49,27 +49,31 @@ def params(request: ResponderRequest) -> dict:
 class ResponsesResponder:
     async def stream(self, request: ResponderRequest, reply: Reply) -> AsyncIterator[str | ToolCall]:
         refused: list[str] = []
-        async with translated_errors(), get_upstream_client().responses.stream(**params(request)) as events:
-            async for event in events:
-                kind = event.type
-                if kind == "response.output_text.delta":
-                    yield event.delta
-                elif kind == "response.refusal.delta":
-                    refused.append(event.delta)
-                elif kind == "response.output_item.done" and event.item.type == "function_call":
-                    item = event.item
-                    yield ToolCall(item.call_id or new_call_id(), item.name, item.arguments or "{}")
-                elif kind in ("response.completed", "response.incomplete", "response.failed"):
-                    usage = event.response.usage
-                    if usage is not None:
-                        reply.prompt_tokens += usage.input_tokens
-                        reply.completion_tokens += usage.output_tokens
-                    if kind == "response.failed":
-                        error = event.response.error
-                        code = error.code if error and error.code in RUN_ERROR_CODES else "server_error"
-                        raise ResponderError(code, f"The upstream model failed: "
-                                                   f"{error.message if error else 'no reason given'}")
-                elif kind == "error":
-                    raise ResponderError("server_error", f"The upstream model failed: {event.message}")
+        async with translated_errors():
+            # The raw event stream: the SDK's ``responses.stream`` helper would also build a snapshot
+            # of the whole response on every event, which the run does not need.
+            events = await get_upstream_client().responses.create(**params(request), stream=True)
+            async with events:
+                async for event in events:
+                    kind = event.type
+                    if kind == "response.output_text.delta":
+                        yield event.delta
+                    elif kind == "response.refusal.delta":
+                        refused.append(event.delta)
+                    elif kind == "response.output_item.done" and event.item.type == "function_call":
+                        item = event.item
+                        yield ToolCall(item.call_id or new_call_id(), item.name, item.arguments or "{}")
+                    elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                        usage = event.response.usage
+                        if usage is not None:
+                            reply.prompt_tokens += usage.input_tokens
+                            reply.completion_tokens += usage.output_tokens
+                        if kind == "response.failed":
+                            error = event.response.error
+                            code = error.code if error and error.code in RUN_ERROR_CODES else "server_error"
+                            raise ResponderError(code, f"The upstream model failed: "
+                                                       f"{error.message if error else 'no reason given'}")
+                    elif kind == "error":
+                        raise ResponderError("server_error", f"The upstream model failed: {event.message}")
         if refused:
             raise refusal("".join(refused))
