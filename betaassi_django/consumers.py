@@ -67,7 +67,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if session.owner_id != user.pk and not user.is_staff:
             await self.close(CLOSE_FORBIDDEN)
             return
-        self.bucket, self.flooding = _Bucket(RATE_BURST, RATE_PER_SECOND), 0
+        self.session, self.bucket, self.flooding = session, _Bucket(RATE_BURST, RATE_PER_SECOND), 0
         self.groups_joined = (session_group(self.assistant_id, self.session_id), assistant_group(self.assistant_id))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -113,7 +113,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._error("invalid_content", "content must be a non-empty string")
         elif len(content.encode()) > MAX_CONTENT_BYTES:
             await self._error("content_too_long", f"content is at most {MAX_CONTENT_BYTES} bytes")
-        elif not turns.submit(self.assistant_id, self.session_id, content):
+        elif not turns.submit(self.session, content):
             await self._error("busy", f"{turns.MAX_PENDING_TURNS} messages are already waiting for a reply")
 
     # -- from the channel layer ------------------------------------------------------------------------
@@ -135,6 +135,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._send({"type": "session.deleted"})
             await self.close(1000)
         else:
+            self.session = session  # this connection's next turns use the new kind and model
             await self._send({"type": "session.updated", "session": turns.session_frame(session)})
 
     # -- helpers ---------------------------------------------------------------------------------------

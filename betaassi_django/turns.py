@@ -177,22 +177,17 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> Non
         await manager.__aexit__(None, None, None)
 
 
-async def run_turn(assistant_id: str, session_id: str, text: str, emit) -> None:
-    """One turn, reported through ``emit(frame)``; never raises (a failure is a ``run.failed`` frame)."""
-    from betaassi_django.models import Session
-
-    session = await Session.objects.filter(assistant_id=assistant_id, session_id=session_id).afirst()
-    if session is None:
-        await emit({"type": "run.failed", "run_id": None, "error": "the session no longer exists"})
-        return
+async def run_turn(session, text: str, emit) -> None:
+    """One turn in ``session`` (as the sender's connection knows it: ``session.updated`` keeps it current),
+    reported through ``emit(frame)``; never raises (a failure is a ``run.failed`` frame)."""
     api = get_async_client()
     try:
         await _stream_turn(api, session, text, emit)
     except openai.APIError as exc:
-        logger.warning("turn in %s/%s failed: %s", assistant_id, session_id, exc)
+        logger.warning("turn in %s/%s failed: %s", session.assistant_id, session.session_id, exc)
         await emit({"type": "run.failed", "run_id": None, "error": getattr(exc, "message", str(exc))})
     except Exception as exc:  # a bug must not take the session's queue down with it
-        logger.exception("turn in %s/%s failed", assistant_id, session_id)
+        logger.exception("turn in %s/%s failed", session.assistant_id, session.session_id)
         await emit({"type": "run.failed", "run_id": None, "error": f"internal error ({type(exc).__name__})"})
     await database_sync_to_async(session.touch)()
 
@@ -210,22 +205,22 @@ class _Turns:
 _sessions: dict[str, _Turns] = {}
 
 
-def submit(assistant_id: str, session_id: str, text: str) -> bool:
+def submit(session, text: str) -> bool:
     """Queue a turn; False when the session already has ``MAX_PENDING_TURNS`` waiting here."""
-    group = session_group(assistant_id, session_id)
+    group = session_group(session.assistant_id, session.session_id)
     loop = asyncio.get_running_loop()
     turns = _sessions.get(group)
     if turns is None or turns.loop is not loop:
         turns = _sessions[group] = _Turns(loop)
     if len(turns.pending) >= MAX_PENDING_TURNS:
         return False
-    turns.pending.append(text)
+    turns.pending.append((session, text))
     if turns.task is None or turns.task.done():
-        turns.task = loop.create_task(_work(assistant_id, session_id, group, turns))
+        turns.task = loop.create_task(_work(group, turns))
     return True
 
 
-async def _work(assistant_id: str, session_id: str, group: str, turns: _Turns) -> None:
+async def _work(group: str, turns: _Turns) -> None:
     layer = get_channel_layer()
 
     async def emit(frame: dict) -> None:
@@ -233,7 +228,7 @@ async def _work(assistant_id: str, session_id: str, group: str, turns: _Turns) -
 
     try:
         while turns.pending:
-            await run_turn(assistant_id, session_id, turns.pending.popleft(), emit)
+            await run_turn(*turns.pending.popleft(), emit)
     finally:
         if _sessions.get(group) is turns and not turns.pending:
             del _sessions[group]

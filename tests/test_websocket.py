@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from betaassi_django import consumers, turns
-from betaassi_django.client import get_client
+from betaassi_django.client import get_async_client, get_client
 from betaassi_django.publishing.processor import Processor
 from project.asgi import application
 from tests.testapp.models import Support
@@ -257,12 +257,23 @@ async def test_a_failed_run_is_reported_with_its_error(support, alice, settings)
 
 async def test_updates_and_deletion_are_pushed(support, alice):
     communicator, _ = await _ready(support, alice)
-    await sync_to_async(support.update_session)("chat-1", kind="manyshots", context_messages=4, model="m-2")
+    for text, context in (("one", 1), ("two", 3)):  # the whole history
+        await communicator.send_json_to({"type": "user.message", "content": text})
+        assert _reply(await _turn(communicator)) == f"echo: {text} [context={context}]"
+    await sync_to_async(support.update_session)("chat-1", kind="manyshots", context_messages=2, model="m-2")
     await sync_to_async(Processor().run_once)()
     updated = await communicator.receive_json_from(timeout=5)
     assert updated["type"] == "session.updated"
     assert (updated["session"]["kind"], updated["session"]["context_messages"], updated["session"]["model"]) == (
-        "manyshots", 4, "m-2")
+        "manyshots", 2, "m-2")
+    # The connection's next turn runs with the session as updated: its kind and its model.
+    await communicator.send_json_to({"type": "user.message", "content": "three"})
+    frames = await _turn(communicator)
+    assert _reply(frames) == "echo: three [context=2]"
+    run = await get_async_client().beta.threads.runs.retrieve(frames[1]["run_id"], thread_id=updated["session"][
+        "thread_id"])
+    assert (run.model, run.truncation_strategy.type, run.truncation_strategy.last_messages) == (
+        "m-2", "last_messages", 2)
 
     await sync_to_async(support.delete_session)("chat-1")
     await sync_to_async(Processor().run_once)()
