@@ -38,6 +38,9 @@ def main() -> None:
 
             engine.close_connections()
             connections.close_all()
+    from . import websockets
+
+    websockets.run(like, ROOT)  # its own daphne and scratch database: K concurrent sessions
     from .report import print_table
 
     print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
