@@ -57,6 +57,15 @@ def _field_errors(model, field, available: int) -> list[checks.CheckMessage]:
 
 def check_model(model) -> list[checks.CheckMessage]:
     """Why a RemoteModel subclass's fields cannot live in metadata (empty when they can)."""
+    if model._meta.proxy:
+        # betaassi_type routes each backend object to one model, and a model's sync drops the mirror rows of
+        # objects that are not of its type: a proxy shares its concrete model's table, so each would drop
+        # the other's rows.
+        return [checks.Error(
+            f"{model._meta.label} is a proxy model; a backend entity model needs a table of its own.",
+            hint=f"Subclass {model._meta.concrete_model.__name__} without proxy = True (the table may hold "
+            "nothing but the mirror), or keep the behaviour in functions.",
+            obj=model, id="betaassi.E005")]
     messages: list[checks.CheckMessage] = []
     fields = model.metadata_fields()
     reserved = model.reserved_keys()

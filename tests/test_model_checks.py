@@ -55,6 +55,18 @@ def test_overflow_at_max_length_is_a_warning():
     assert _ids(model) == ["betaassi.W001"]
 
 
+@isolate_apps("tests.testapp")
+def test_a_proxy_model_is_refused():
+    from tests.testapp.models import Support
+
+    model = type("VipSupport", (Support,), {"__module__": "tests.testapp.models",
+                                            "Meta": type("Meta", (), {"proxy": True})})
+    [error] = check_model(model)
+    assert error.id == "betaassi.E005"
+    assert error.msg == "testapp.VipSupport is a proxy model; a backend entity model needs a table of its own."
+    assert error.hint.startswith("Subclass Support without proxy = True")
+
+
 def test_the_check_is_registered_and_the_test_models_pass():
     assert check_metadata_fields in checks.registry.registry.get_checks()
     assert check_metadata_fields() == []
