@@ -7,9 +7,7 @@ import json
 
 import openai
 import pytest
-from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
-from django.test import Client
 
 from betaassi_django.client import get_client
 from betaassi_django.models import Assistant, PublishedEvent, Session
@@ -20,25 +18,6 @@ from tests.testapp.models import Kitchen, Support
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def make_staff():
-    return get_user_model().objects.create_superuser("root", "root@example.com", "admin-pass-1")
-
-
-def client_of(user) -> Client:
-    """Django's test client, logged in (``client`` is the openai SDK in this suite)."""
-    browser = Client()
-    browser.force_login(user)
-    return browser
-
-
-@pytest.fixture
-def staff():
-    return make_staff()
-
-
-@pytest.fixture
-def web(staff):
-    return client_of(staff)
 
 
 def shown(response, level: str | None = None) -> list[str]:

@@ -6,19 +6,9 @@ import pytest
 from django.test import Client
 
 from betaassi_django.assistants_api.models import ApiKey, hash_key
-from tests.test_admin import client_of, make_staff, shown
+from tests.test_admin import shown
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def staff():
-    return make_staff()
-
-
-@pytest.fixture
-def web(staff):
-    return client_of(staff)
 
 
 def issue(web) -> tuple[ApiKey, str]:

@@ -7,34 +7,16 @@ the admin publishes stays pending until the operator applies the queue.
 
 from __future__ import annotations
 
-import os
 import secrets
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from betaassi_django.client import build_client
 from betaassi_django.testing import LiveServer, scratch_database_url
-from tests.conftest import _database_url
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import ARTIFACTS, _database_url
 
 PASSWORD = secrets.token_urlsafe(12)
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """Debian's Chromium, launched as tests/test_browser.py does."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

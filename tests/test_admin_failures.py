@@ -21,20 +21,10 @@ from betaassi_django.models import Session
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.testing import LiveServer, free_port, scratch_database_url
 from tests.conftest import _database_url
-from tests.test_admin import client_of, make_staff, shown, support_form
+from tests.test_admin import shown, support_form
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def staff():
-    return make_staff()
-
-
-@pytest.fixture
-def web(staff):
-    return client_of(staff)
 
 
 @pytest.fixture

@@ -11,20 +11,11 @@ from betaassi_django.client import get_client
 from betaassi_django.models import PublishedEvent, PublishLease, Session
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.processor import Processor
-from tests.test_admin import client_of, make_staff, shown
+from tests.conftest import client_of
+from tests.test_admin import shown
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def staff():
-    return make_staff()
-
-
-@pytest.fixture
-def web(staff):
-    return client_of(staff)
 
 
 def test_the_queue_page_shows_each_event_with_its_status(web, staff):

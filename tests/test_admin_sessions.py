@@ -13,20 +13,10 @@ from betaassi_django.models import Session
 from betaassi_django.publishing import publisher, signals
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.processor import Processor
-from tests.test_admin import client_of, make_staff, shown, support_form
+from tests.test_admin import shown, support_form
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def staff():
-    return make_staff()
-
-
-@pytest.fixture
-def web(staff):
-    return client_of(staff)
 
 
 def published(assistant) -> list[dict]:

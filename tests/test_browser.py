@@ -2,34 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from django.conf import settings
 
 from betaassi_django.testing import LiveServer, scratch_database_url
-from tests.conftest import _database_url
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
-#: As root on a machine with no outside network: no sandbox, and nothing that phones home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+from tests.conftest import ARTIFACTS, _database_url
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +16,9 @@ def server():
         yield live
 
 
-def test_log_in_start_a_session_and_chat(browser, server):
+def test_log_in_start_a_session_and_chat(chromium, server):
     username, password = server.demo_login()
-    page = browser.new_page()
+    page = chromium.new_page()
     page.set_default_timeout(20_000)
     page.goto(server.url + "/")
     assert page.url == server.url + "/accounts/login/?next=/"
@@ -79,13 +56,13 @@ def test_log_in_start_a_session_and_chat(browser, server):
     page.close()
 
 
-def test_the_chat_page_reconnects_after_the_server_restarts(browser):
+def test_the_chat_page_reconnects_after_the_server_restarts(chromium):
     env = {"BETAASSI_IN_SERVER_PROCESSOR": "true"}
     with scratch_database_url(_database_url()) as url:
         first = LiveServer(url, env=env, cwd=settings.BASE_DIR).start()
         try:
             username, password = first.demo_login()
-            page = browser.new_page()
+            page = chromium.new_page()
             page.set_default_timeout(20_000)
             page.goto(first.url + "/accounts/login/")
             page.fill("#id_username", username)
