@@ -9,6 +9,7 @@ daphne subprocess on its own database. Every response passes through
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import openai
@@ -237,3 +238,14 @@ def staff():
 def web(staff):
     """Django's test client logged in as staff (the pages' tests define their own)."""
     return client_of(staff)
+
+
+def wait_for_run(client, thread_id: str, run_id: str, timeout: float = 30):
+    """The run once it has left queued / in_progress / cancelling."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
+        if run.status not in ("queued", "in_progress", "cancelling"):
+            return run
+        time.sleep(0.02)
+    raise AssertionError(f"run {run_id} still {run.status} after {timeout}s")

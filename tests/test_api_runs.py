@@ -7,6 +7,8 @@ import time
 import openai
 import pytest
 
+from tests.conftest import wait_for_run
+
 LONG_TEXT = " ".join(f"word{i}" for i in range(400))  # 400+ deltas: a run that lasts seconds
 
 
@@ -14,16 +16,6 @@ def _setup(client, *texts: str):
     assistant = client.beta.assistants.create(model="echo-1", instructions="Repeat.")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": t} for t in texts])
     return assistant, thread
-
-
-def _wait(client, thread_id: str, run_id: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
-        if run.status not in ("queued", "in_progress", "cancelling"):
-            return run
-        time.sleep(0.02)
-    raise AssertionError(f"run {run_id} still {run.status} after {timeout}s")
 
 
 def test_run_lifecycle(client):
@@ -35,7 +27,7 @@ def test_run_lifecycle(client):
     assert run.expires_at == run.created_at + 600
     assert run.truncation_strategy.type == "auto"
 
-    done = _wait(client, thread.id, run.id)
+    done = wait_for_run(client, thread.id, run.id)
     assert done.status == "completed" and done.started_at is not None and done.completed_at is not None
     assert (done.usage.prompt_tokens, done.usage.completion_tokens, done.usage.total_tokens) == (3, 4, 7)
 
@@ -181,7 +173,7 @@ def test_active_run_conflict_and_cancel(client):
         time.sleep(0.01)  # cancel it mid-reply, not before it starts
     cancelling = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
     assert cancelling.status == "cancelling"
-    cancelled = _wait(client, thread.id, run.id)
+    cancelled = wait_for_run(client, thread.id, run.id)
     assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None and cancelled.completed_at is None
 
     reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
@@ -268,7 +260,7 @@ def test_a_run_past_its_expiry_is_expired_and_frees_the_thread(settings):
     settings.BETAASSI_ECHO_DELAY = 0.01
     run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
     client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
-    _wait(client, thread.id, run.id)
+    wait_for_run(client, thread.id, run.id)
     # Simulate a crashed process: the run stays in progress with its time run out.
     Run.objects.filter(id=run.id).update(status="in_progress", expires_at=run.created_at - 1)
     assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "expired"

@@ -12,7 +12,7 @@ import time
 import openai
 import pytest
 
-from tests.conftest import in_process_client
+from tests.conftest import in_process_client, wait_for_run
 from tests.fake_upstream import Calls, Failed, FakeUpstream, Hang, Refusal, Status, Text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,16 +47,6 @@ def api(request, settings, fake) -> str:
 @pytest.fixture
 def client() -> openai.OpenAI:
     return in_process_client()
-
-
-def _wait(client, thread_id: str, run_id: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
-        if run.status not in ("queued", "in_progress", "cancelling"):
-            return run
-        time.sleep(0.02)
-    raise AssertionError(f"run {run_id} still {run.status} after {timeout}s")
 
 
 def _sent_messages(api: str, body: dict) -> list:
@@ -404,7 +394,7 @@ def test_cancel_while_the_model_has_not_answered_yet(api, fake, client):
         time.sleep(0.01)
     started = time.monotonic()
     client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
-    cancelled = _wait(client, thread.id, run.id)
+    cancelled = wait_for_run(client, thread.id, run.id)
     assert cancelled.status == "cancelled"
     assert time.monotonic() - started < 1.5  # the fake's first token was 3 s away
     reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
