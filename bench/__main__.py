@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # one table, not a log line per event the benchmarks apply
     from betaassi_django.testing import LiveServer, scratch_database_url
 
     like = os.environ.get("DATABASE_URL") or f"sqlite:///{ROOT / 'db.sqlite3'}"
