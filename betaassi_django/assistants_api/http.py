@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -103,27 +104,43 @@ def read_body(request: HttpRequest, schema_name: str) -> dict:
     return validate_body(schema_name, body)
 
 
+#: Threads that serve the API's reads on SQLite (WAL lets readers run beside the one writer).
+SQLITE_READERS = 4
+
+
 @functools.cache
-def sqlite_executor() -> ThreadPoolExecutor | None:
-    """On SQLite, one thread (so one connection) for the API's database work in this process.
+def sqlite_executor(method: str = "POST") -> ThreadPoolExecutor | None:
+    """On SQLite, the threads (so the connections) for the API's database work in this process.
 
     SQLite has a single writer. Under ASGI every request would otherwise run in
     a thread of its own with a connection of its own, and concurrent requests
     would queue on the file lock through SQLite's sleeping busy handler, slowly
-    and unfairly, until some timed out ("database is locked"). Queued on one
-    thread they take turns at once. Other databases keep Django's per-request
-    threads.
+    and unfairly, until some timed out ("database is locked"). Writes (POST,
+    DELETE) take turns on one thread instead; reads (GET) run on a few threads
+    of their own, so they never wait behind the writes. Other databases keep
+    Django's per-request threads.
     """
     if connection.vendor != "sqlite":
         return None
+    if method == "GET":
+        return ThreadPoolExecutor(max_workers=SQLITE_READERS, thread_name_prefix="betaassi-api-sqlite-read")
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="betaassi-api-sqlite")
 
 
 def close_sqlite_executor_connections() -> None:
-    """Close the connection the SQLite thread holds (before a test database is dropped)."""
-    executor = sqlite_executor()
-    if executor is not None:
-        executor.submit(connections.close_all).result(30)
+    """Close the connections the SQLite threads hold (before a test database is dropped)."""
+    for method, workers in (("GET", SQLITE_READERS), ("POST", 1)):
+        executor = sqlite_executor(method)
+        if executor is None:
+            return
+        barrier = threading.Barrier(workers)  # one task per thread: each holds its thread until all have one
+
+        def close(barrier=barrier) -> None:
+            connections.close_all()
+            barrier.wait(30)
+
+        for done in [executor.submit(close) for _ in range(workers)]:
+            done.result(60)
 
 
 def endpoint(**handlers: Handler):
@@ -155,7 +172,7 @@ def endpoint(**handlers: Handler):
 
     @csrf_exempt
     async def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
-        executor = sqlite_executor()
+        executor = sqlite_executor("GET" if request.method == "GET" else "POST")
         if executor is not None:
             return await sync_to_async(handle, thread_sensitive=False, executor=executor)(request, **kwargs)
         return await sync_to_async(handle_and_release)(request, **kwargs)
