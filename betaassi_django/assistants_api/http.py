@@ -175,7 +175,9 @@ def endpoint(**handlers: Handler):
         executor = sqlite_executor("GET" if request.method == "GET" else "POST")
         if executor is not None:
             return await sync_to_async(handle, thread_sensitive=False, executor=executor)(request, **kwargs)
-        return await sync_to_async(handle_and_release)(request, **kwargs)
+        # Not thread-sensitive: each call takes a thread of the loop's pool rather than queueing on the one
+        # thread that every consumer in the process shares (the handler keeps nothing on its thread).
+        return await sync_to_async(handle_and_release, thread_sensitive=False)(request, **kwargs)
 
     view.handle = handle
     return view
