@@ -42,7 +42,9 @@ def test_log_in_start_a_session_and_chat(chromium, server):
     reply = page.locator(".msg.assistant").last
     reply.filter(has_text="[context=1]").wait_for()
     assert reply.inner_text() == "echo: hello from the browser [context=1]"
-    assert "streaming" not in (reply.get_attribute("class") or "")
+    # message.completed ends the streaming state (the last delta can arrive a moment before it).
+    page.locator(".msg.assistant:not(.streaming)", has_text="[context=1]").wait_for()
+    assert page.locator(".msg.assistant.streaming").count() == 0
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
 
