@@ -249,3 +249,13 @@ def wait_for_run(client, thread_id: str, run_id: str, timeout: float = 30):
             return run
         time.sleep(0.02)
     raise AssertionError(f"run {run_id} still {run.status} after {timeout}s")
+
+
+def cancel_after_deltas(client, stream, thread_id: str, deltas: int) -> list[str]:
+    """The names of a streamed run's events, cancelling the run when its ``deltas``-th text delta arrives."""
+    names = []
+    for event in stream:
+        names.append(event.event)
+        if event.event == "thread.message.delta" and names.count(event.event) == deltas:
+            client.beta.threads.runs.cancel(stream.current_run.id, thread_id=thread_id)
+    return names

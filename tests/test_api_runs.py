@@ -7,7 +7,7 @@ import time
 import openai
 import pytest
 
-from tests.conftest import wait_for_run
+from tests.conftest import cancel_after_deltas, wait_for_run
 
 LONG_TEXT = " ".join(f"word{i}" for i in range(400))  # 400+ deltas: a run that lasts seconds
 
@@ -198,11 +198,7 @@ def test_active_run_conflict_and_cancel(client):
 def test_cancel_while_streaming(client):
     assistant, thread = _setup(client, LONG_TEXT)
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
-        names = []
-        for event in stream:
-            names.append(event.event)
-            if event.event == "thread.message.delta" and names.count(event.event) == 3:
-                client.beta.threads.runs.cancel(stream.current_run.id, thread_id=thread.id)
+        names = cancel_after_deltas(client, stream, thread.id, 3)
     assert names[-3:] == ["thread.message.incomplete", "thread.run.step.cancelled", "thread.run.cancelled"]
     assert names.count("thread.message.delta") < 100
 

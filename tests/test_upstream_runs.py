@@ -12,7 +12,7 @@ import time
 import openai
 import pytest
 
-from tests.conftest import in_process_client, wait_for_run
+from tests.conftest import cancel_after_deltas, in_process_client, wait_for_run
 from tests.fake_upstream import Calls, Failed, FakeUpstream, Hang, Refusal, Status, Text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -345,11 +345,7 @@ def test_cancel_mid_stream_closes_the_upstream_stream(api, fake, client):
     assistant = client.beta.assistants.create(model="gpt-test")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "long"}])
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
-        names = []
-        for event in stream:
-            names.append(event.event)
-            if event.event == "thread.message.delta" and names.count(event.event) == 3:
-                client.beta.threads.runs.cancel(stream.current_run.id, thread_id=thread.id)
+        names = cancel_after_deltas(client, stream, thread.id, 3)
     assert names[-3:] == ["thread.message.incomplete", "thread.run.step.cancelled", "thread.run.cancelled"]
     assert names.count("thread.message.delta") < 100
     deadline = time.monotonic() + 5

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from betaassi_django.client import get_upstream_client
 
 from . import ContextMessage, Reply, ResponderRequest, ToolCall, ToolRound
-from .upstream import new_call_id, refusal, tool_choice, translated_errors
+from .upstream import new_call_id, refusal, sampling, tool_choice, translated_errors
 
 
 def chat_messages(request: ResponderRequest) -> list[dict]:
@@ -27,10 +27,7 @@ def chat_messages(request: ResponderRequest) -> list[dict]:
 def params(request: ResponderRequest) -> dict:
     values: dict = {"model": request.model, "messages": chat_messages(request), "stream": True,
                     "stream_options": {"include_usage": True}}
-    if request.temperature is not None:
-        values["temperature"] = request.temperature
-    if request.top_p is not None:
-        values["top_p"] = request.top_p
+    values.update(sampling(request))
     tools = request.function_tools
     if tools:
         values["tools"] = tools

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from betaassi_django.client import get_upstream_client
 
 from . import ContextMessage, Reply, ResponderError, ResponderRequest, ToolCall, ToolRound
-from .upstream import new_call_id, refusal, tool_choice, translated_errors
+from .upstream import new_call_id, refusal, sampling, tool_choice, translated_errors
 
 #: Upstream error codes a run's ``last_error`` can carry as they are; any other is a ``server_error``.
 RUN_ERROR_CODES = ("server_error", "rate_limit_exceeded", "invalid_prompt")
@@ -31,10 +31,7 @@ def params(request: ResponderRequest) -> dict:
     values: dict = {"model": request.model, "input": input_items(request), "store": False}
     if request.instructions:
         values["instructions"] = request.instructions
-    if request.temperature is not None:
-        values["temperature"] = request.temperature
-    if request.top_p is not None:
-        values["top_p"] = request.top_p
+    values.update(sampling(request))
     tools = request.function_tools
     if tools:
         values["tools"] = [{"type": "function", "name": t["function"]["name"],

@@ -11,6 +11,12 @@ import openai
 from . import ResponderError
 
 
+def sampling(request) -> dict:
+    """The run's temperature and top_p, for either API: only those the run sets."""
+    return {name: value for name, value in (("temperature", request.temperature), ("top_p", request.top_p))
+            if value is not None}
+
+
 def new_call_id() -> str:
     """For an upstream that sends a function call without an id (some compatible servers do)."""
     return "call_" + secrets.token_hex(12)
