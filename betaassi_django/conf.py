@@ -39,6 +39,8 @@ class BetaassiSettings:
     upstream_timeout: float
     upstream_max_retries: int
     tool_timeout: float
+    run_heartbeat_seconds: float
+    run_stale_seconds: float
 
 
 def _read(name: str, default, cast=str):
@@ -58,6 +60,16 @@ def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ImproperlyConfigured(f"{name}={value!r}: expected one of {', '.join(allowed)}")
     return value
+
+
+def _run_timing() -> dict[str, float]:
+    """Heartbeat and staleness of runs; a run must be able to miss a heartbeat without being reaped."""
+    heartbeat = _read("BETAASSI_RUN_HEARTBEAT_SECONDS", 5.0, float)
+    stale = _read("BETAASSI_RUN_STALE_SECONDS", 15.0, float)
+    if not 0 < heartbeat <= stale / 2:
+        raise ImproperlyConfigured(f"BETAASSI_RUN_HEARTBEAT_SECONDS={heartbeat} must be positive and at most half "
+                                   f"of BETAASSI_RUN_STALE_SECONDS={stale}")
+    return {"run_heartbeat_seconds": heartbeat, "run_stale_seconds": stale}
 
 
 @functools.cache
@@ -84,6 +96,9 @@ def get() -> BetaassiSettings:
         upstream_max_retries=_read("BETAASSI_UPSTREAM_MAX_RETRIES", 2, int),
         # Seconds a function tool may take before the model gets an error output instead.
         tool_timeout=_read("BETAASSI_TOOL_TIMEOUT", 30.0, float),
+        # Runs outlive their process (assistants_api/recovery.py): every process running the engine stamps its
+        # runs and sweeps every HEARTBEAT seconds; a run without a stamp for STALE seconds is ended.
+        **_run_timing(),
     )
 
 
