@@ -3,12 +3,15 @@
 A connection is accepted first and then, if it may not stay, closed with the
 contract's code (4401 not logged in, 4403 not yours, 4404 unknown session):
 a close before the handshake would reach the browser as a bare HTTP 403.
-Bad frames get an ``error`` frame and the connection stays open.
+Bad frames get an ``error`` frame and the connection stays open: every client
+frame is checked by ``parse_frame`` before anything else sees it, and no frame
+can raise out of ``receive`` (which Channels would turn into a 1011 close).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -20,12 +23,101 @@ from betaassi_django.publishing.signals import assistant_group, session_group
 MAX_FRAME_BYTES = 64 * 1024
 #: Largest ``user.message`` content, in bytes of UTF-8.
 MAX_CONTENT_BYTES = 32 * 1024
+#: Deepest nesting of arrays and objects in a frame (a ``user.message`` has 1).
+MAX_DEPTH = 16
+#: The fields of a ``user.message``; any other is refused (``unknown_field``).
+USER_MESSAGE_FIELDS = frozenset({"type", "content"})
 #: Frames a connection may send in a burst, and the sustained rate per second after it.
 RATE_BURST, RATE_PER_SECOND = 20, 5.0
 #: Rate-limited frames in a row after which the connection is closed (code 4429).
 FLOOD_CLOSE_AFTER = 50
 
 CLOSE_NOT_LOGGED_IN, CLOSE_FORBIDDEN, CLOSE_UNKNOWN, CLOSE_FLOOD = 4401, 4403, 4404, 4429
+
+logger = logging.getLogger("betaassi_django.sessions")
+
+
+class BadFrame(Exception):
+    """A client frame that is refused with an ``error`` frame: ``code`` and ``message`` as sent."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _shown(value, limit: int = 40) -> str:
+    """A client's value inside an error message: ASCII, short, whatever it holds (lone surrogates too)."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return {list: "an array", str: "a string"}.get(type(value), "a number")
+
+
+def _depth(value) -> int:
+    """The nesting depth of parsed JSON (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            level += 1
+            deepest = max(deepest, level)
+            stack.extend((child, level) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """The index of the first lone surrogate in ``text`` (a JSON ``\\ud800`` decodes to one), or None."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def parse_frame(text: str | None) -> str:
+    """The content of a valid ``user.message`` frame; raises ``BadFrame`` (and nothing else) for any other."""
+    if text is None:
+        raise BadFrame("bad_frame", "frames are JSON text, not binary")
+    if _lone_surrogate(text) is not None:  # only an in-process sender can do this: the wire is UTF-8
+        raise BadFrame("bad_frame", "frames are UTF-8 text")
+    if len(text.encode()) > MAX_FRAME_BYTES:
+        raise BadFrame("frame_too_large", f"frames are at most {MAX_FRAME_BYTES} bytes")
+    try:
+        frame = json.loads(text)
+    except RecursionError:
+        raise BadFrame("too_deep", f"frames nest at most {MAX_DEPTH} levels of arrays and objects") from None
+    except json.JSONDecodeError as exc:
+        raise BadFrame("invalid_json", f"frames are JSON objects: {exc.msg} at character {exc.pos}") from None
+    except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise BadFrame("invalid_json", "frames are JSON objects: a number has too many digits") from None
+    if _depth(frame) > MAX_DEPTH:
+        raise BadFrame("too_deep", f"frames nest at most {MAX_DEPTH} levels of arrays and objects")
+    if not isinstance(frame, dict):
+        raise BadFrame("invalid_json", f"a frame is a JSON object, not {_json_type(frame)}")
+    kind = frame.get("type")
+    if kind != "user.message":
+        raise BadFrame("unknown_type", f"unknown frame type {_shown(kind)}; expected 'user.message'")
+    unknown = sorted(frame.keys() - USER_MESSAGE_FIELDS)
+    if unknown:
+        raise BadFrame("unknown_field", f"unknown field {_shown(unknown[0])}; a user.message has type and content")
+    return _content(frame.get("content"))
+
+
+def _content(content) -> str:
+    if not isinstance(content, str) or not content.strip():
+        raise BadFrame("invalid_content", "content must be a non-empty string")
+    at = _lone_surrogate(content)
+    if at is not None:
+        raise BadFrame("invalid_content", f"content must be valid Unicode: a lone surrogate at index {at}")
+    if "\x00" in content:
+        raise BadFrame("invalid_content", "content must not contain null characters")
+    if len(content.encode()) > MAX_CONTENT_BYTES:
+        raise BadFrame("content_too_long", f"content is at most {MAX_CONTENT_BYTES} bytes")
+    return content
 
 
 class _Bucket:
@@ -91,29 +183,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 await self._error("rate_limited", f"more than {RATE_PER_SECOND:g} frames per second; slow down")
             return
         self.flooding = 0
-        if text_data is None:
-            await self._error("bad_frame", "frames are JSON text, not binary")
-            return
-        if len(text_data.encode()) > MAX_FRAME_BYTES:
-            await self._error("frame_too_large", f"frames are at most {MAX_FRAME_BYTES} bytes")
+        try:
+            content = parse_frame(text_data)
+        except BadFrame as bad:
+            await self._error(bad.code, bad.message)
             return
         try:
-            frame = json.loads(text_data)
-        except ValueError:
-            await self._error("invalid_json", "frames are JSON objects")
+            accepted = turns.submit(self.session, content)
+        except Exception:  # a bug must not close the connection with 1011: say so, log it, stay open
+            logger.exception("A user.message of session %s of %s failed", self.session_id, self.assistant_id)
+            await self._error("server_error", "the message could not be taken; try again")
             return
-        kind = frame.get("type") if isinstance(frame, dict) else None
-        if kind != "user.message":
-            await self._error("unknown_type", f"unknown frame type {kind!r}; expected 'user.message'")
-            return
-        await self._user_message(frame.get("content"))
-
-    async def _user_message(self, content) -> None:
-        if not isinstance(content, str) or not content.strip():
-            await self._error("invalid_content", "content must be a non-empty string")
-        elif len(content.encode()) > MAX_CONTENT_BYTES:
-            await self._error("content_too_long", f"content is at most {MAX_CONTENT_BYTES} bytes")
-        elif not turns.submit(self.session, content):
+        if not accepted:
             await self._error("busy", f"{turns.MAX_PENDING_TURNS} messages are already waiting for a reply")
 
     # -- from the channel layer ------------------------------------------------------------------------

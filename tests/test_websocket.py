@@ -165,7 +165,7 @@ async def test_messages_sent_during_a_run_are_answered_in_order_on_every_connect
 
 @pytest.mark.parametrize(("frame", "code"), [
     ("not json", "invalid_json"),
-    ("[1, 2]", "unknown_type"),
+    ("[1, 2]", "invalid_json"),
     ('{"content": "no type"}', "unknown_type"),
     ('{"type": "user.dance"}', "unknown_type"),
     ('{"type": "user.message"}', "invalid_content"),
