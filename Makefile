@@ -18,6 +18,10 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
+# The local development server: DEBUG on (the development SECRET_KEY, static files from daphne) unless the
+# environment says otherwise. Without DEBUG the project refuses to start until SECRET_KEY is set.
+run: export DEBUG ?= true
+
 # daphne in the foreground with the publish-queue processor. Without REDIS_URL the processor runs
 # inside the daphne process (the in-memory channel layer does not cross processes); with it, beside
 # daphne as its own process, woken through Redis. Ctrl-C stops both.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -25,6 +26,10 @@ from urllib.request import urlopen
 
 import environ
 import httpx2
+
+#: The key of every server this process starts, unless the environment has one: servers that share a
+#: database share logins.
+_SECRET_KEY = secrets.token_urlsafe(50)
 
 
 def free_port() -> int:
@@ -75,9 +80,11 @@ class LiveServer:
         self.port = port or free_port()
         self.asgi_app = asgi_app
         self.cwd = str(cwd or os.getcwd())
-        # The project as an operator runs it, whatever settings the caller (a test run) uses itself.
+        # The project as an operator runs it (DEBUG off, a real SECRET_KEY), whatever settings the caller (a test
+        # run) uses itself; daphne serves the static files too, for the browser tests' admin pages.
         self.env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1",
-                    "DJANGO_SETTINGS_MODULE": "project.settings", **(env or {})}
+                    "DJANGO_SETTINGS_MODULE": "project.settings", "SERVE_STATIC": "true", **(env or {})}
+        self.env.setdefault("SECRET_KEY", _SECRET_KEY)
         self.process: subprocess.Popen | None = None
         self.api_key = ""
         self.log_path = Path(tempfile.mkstemp(prefix="betaassi-daphne-", suffix=".log")[1])

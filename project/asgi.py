@@ -10,7 +10,9 @@ django_asgi_app = get_asgi_application()
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-if settings.DEBUG:  # daphne serves the admin's and pages' static files in development, as runserver would
+# daphne serves the admin's and pages' static files in development (as runserver would) and under the test
+# servers; a deployment serves them from STATIC_ROOT (collectstatic) with its web server.
+if getattr(settings, "SERVE_STATIC", settings.DEBUG):
     django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -7,11 +7,13 @@ through django-environ; the variables are the contract in DESIGN.md section 4.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env(
-    DEBUG=(bool, True),
+    # Off unless asked for: `make run` sets DEBUG=true for the local development server.
+    DEBUG=(bool, False),
     ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost", "[::1]"]),
     DATABASE_URL=(str, "sqlite:///" + str(BASE_DIR / "db.sqlite3")),
     REDIS_URL=(str, ""),
@@ -19,8 +21,18 @@ env = environ.Env(
 if (BASE_DIR / ".env").exists():
     environ.Env.read_env(BASE_DIR / ".env")
 
-SECRET_KEY = env("SECRET_KEY", default="django-insecure-betaassi-dev-only-change-me")
 DEBUG = env("DEBUG")
+#: The key ``make run`` uses in development; never accepted with DEBUG off.
+DEVELOPMENT_SECRET_KEY = "django-insecure-betaassi-dev-only-change-me"
+SECRET_KEY = env("SECRET_KEY", default="") or (DEVELOPMENT_SECRET_KEY if DEBUG else "")
+if not DEBUG and (not SECRET_KEY or SECRET_KEY.startswith("django-insecure")):
+    # Sessions, CSRF tokens and password-reset links are signed with it: a known key forges all of them.
+    raise ImproperlyConfigured(
+        "SECRET_KEY is missing or is a development key, and DEBUG is off. Set SECRET_KEY in the environment "
+        "(or .env) to a long random value, for example the output of: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'. "
+        "For local development only, set DEBUG=true instead (make run does)."
+    )
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 
 INSTALLED_APPS = [
@@ -87,14 +99,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the run engine's thread must see what tests commit.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
 
-if env("REDIS_URL"):
-    CHANNEL_LAYERS = {
+
+def redis_channel_layers(url: str) -> dict:
+    """The channel layer over Redis at ``url`` (also what the tests that restart Redis use)."""
+    # channels-redis receives with a blocking BZPOPMIN of 5 s (RedisChannelLayer.brpop_timeout) on an idle
+    # channel. redis-py 8 made socket_timeout default to 5 s (it was None), so the client gave up reading at
+    # the moment Redis answered: "Timeout reading from ...", every idle WebSocket closed with 1011, and the
+    # processor's wake-up listener died. The connections' timeouts are therefore set here, not left to
+    # redis-py's defaults: a read may take the 5 s block plus a margin (a dead Redis is still noticed within
+    # 15 s, and at once when it closes the connection); connecting fails fast. redis-py's own TCP keepalive
+    # (on by default since 8) stays on. No retries are added on purpose: a restarted Redis has forgotten every
+    # group, so a consumer whose receive failed must close (the chat page reconnects and joins again) rather
+    # than carry on deaf.
+    return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # Room for a burst of frames per connection before the layer drops any.
-            "CONFIG": {"hosts": [env("REDIS_URL")], "capacity": 1000},
+            "CONFIG": {
+                "hosts": [{"address": url, "socket_timeout": 15, "socket_connect_timeout": 5}],
+                # Room for a burst of frames per connection before the layer drops any.
+                "capacity": 1000,
+            },
         }
     }
+
+
+if env("REDIS_URL"):
+    CHANNEL_LAYERS = redis_channel_layers(env("REDIS_URL"))
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
@@ -116,6 +146,9 @@ LOGOUT_REDIRECT_URL = "/"
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# daphne serves the static files itself (project/asgi.py) in development, and wherever this is set: the
+# test servers (betaassi_django.testing.LiveServer) run with DEBUG off and still need the admin's CSS and JS.
+SERVE_STATIC = env.bool("SERVE_STATIC", default=DEBUG)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {

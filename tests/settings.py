@@ -1,6 +1,11 @@
 """The project's settings plus a test app whose models subclass the entity bases."""
 
 import os
+import secrets
+
+# DEBUG is off in tests, as deployed, so the project refuses to start without a real key: one per test run,
+# inherited by the servers and processors the tests start (a LiveServer keeps one it is given).
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 
 from project.settings import *  # noqa: F403
 from project.settings import BASE_DIR, DATABASES, INSTALLED_APPS
