@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 
 from . import signals
+
+logger = logging.getLogger("betaassi_django.publishing")
+
+#: Seconds before the first reconnection attempt after an error, and the most between two attempts.
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0
+#: Seconds between renewals of the wake group's membership: channels-redis forgets a member after a day
+#: (group_expiry), and a restarted Redis forgets every member at once.
+REJOIN_SECONDS = 60.0
 
 
 class Waker:
@@ -16,27 +26,92 @@ class Waker:
 
     With a channel layer that crosses processes (channels-redis), a listener
     thread joins the wake group; otherwise only publishers in this process can
-    wake it, and the interval is the fallback.
+    wake it, and the interval is the fallback. The listener outlives any error
+    of the layer (Redis restarted, unreachable, a timeout): it reconnects with
+    back-off, logs once per outage, and meanwhile the interval's polls go on.
     """
 
     def __init__(self) -> None:
-        self._layer = None
+        self.listening = threading.Event()  # set while the listener is a member of the wake group
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
         if signals._shared_layer() is not None:
-            # Its own layer instance: a channels-redis layer receives on one event loop only, and the
-            # server's consumers receive on the shared one.
-            self._layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-            threading.Thread(target=self._listen, name="betaassi-wake", daemon=True).start()
+            self._thread = threading.Thread(target=self._listen, name="betaassi-wake", daemon=True)
+            self._thread.start()
 
     def _listen(self) -> None:
-        async def listen() -> None:
-            channel = await self._layer.new_channel()
-            await self._layer.group_add(signals.WAKE_GROUP, channel)
-            while True:
-                await self._layer.receive(channel)
-                signals.local_wake.set()
-
-        asyncio.run(listen())
+        try:
+            self._loop.run_until_complete(listen_forever(self.listening))
+        except asyncio.CancelledError:
+            pass  # close()
+        finally:
+            self._loop.close()
 
     def wait(self, interval: float) -> None:
         """Until woken, or ``interval`` seconds at most."""
         signals.local_wake.wait(interval)
+
+    def close(self) -> None:
+        """Stop listening (the thread is a daemon, so a process may also just exit)."""
+        if self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(self._loop)])
+        self._thread.join(10)
+
+
+async def listen_forever(listening: threading.Event) -> None:
+    """Join the wake group and set ``local_wake`` per message; after any error, start again with back-off."""
+    delay, down_since = BACKOFF_FIRST, None
+    while True:
+        # Its own layer instance, new per attempt: a channels-redis layer receives on one event loop only (the
+        # server's consumers receive on the shared one), and a failed one may hold a half-read connection.
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add(signals.WAKE_GROUP, channel)
+            listening.set()
+            if down_since is not None:
+                logger.warning("wake-up listener reconnected after %.1fs", time.monotonic() - down_since)
+                down_since, delay = None, BACKOFF_FIRST
+            signals.local_wake.set()  # events published while it was away are applied now, not at the next poll
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(_receive(layer, channel))
+                tasks.create_task(_rejoin(layer, channel))
+        except Exception as exc:  # whatever the layer raised, the listener must come back
+            listening.clear()
+            if down_since is None:
+                down_since = time.monotonic()
+                logger.warning("wake-up listener lost the channel layer (%s); reconnecting with back-off, "
+                               "polling meanwhile", _reason(exc))
+        finally:
+            await _close(layer)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
+async def _receive(layer, channel: str) -> None:
+    while True:
+        await layer.receive(channel)
+        signals.local_wake.set()
+
+
+async def _rejoin(layer, channel: str) -> None:
+    while True:
+        await asyncio.sleep(REJOIN_SECONDS)
+        await layer.group_add(signals.WAKE_GROUP, channel)
+
+
+async def _close(layer) -> None:
+    close = getattr(layer, "close_pools", None)
+    if close is not None:
+        try:
+            await asyncio.wait_for(close(), 5)
+        except Exception:  # its connections are already broken
+            logger.debug("closing the wake-up listener's layer failed", exc_info=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first error of a task group (which wraps them), as one line."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
