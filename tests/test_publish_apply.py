@@ -50,8 +50,8 @@ def test_outcomes_and_records():
     assert _find(root, pages, "s2") == {
         "session_id": "s2", "owner": 8, "kind": "default", "context_messages": None, "model": "m1",
         "thread_id": None, "created_at": NOW, "revision": 1}
-    assert batch.deleted_threads == ["thread_dup", "thread_s1"]
-    assert batch.settings == [("tier", 3)]
+    assert batch.deleted_threads == [("thread_dup", "s1"), ("thread_s1", "s1")]
+    assert [(outcome.event_id, name, value) for outcome, name, value in batch.settings] == [("e10", "tier", 3)]
     assert root.hwm == "e10" and all(pages[i].applied == "e10" for i in batch.changed)
 
 

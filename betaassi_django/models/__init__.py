@@ -2,7 +2,7 @@
 
 from .base import RemoteModel, RemoteQuerySet
 from .entities import Assistant, BaseAssistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
-from .publishing import PublishedEvent, PublishLease, Session
+from .publishing import PublishedEvent, PublishLease, PublishState, Session
 
 __all__ = [
     "Assistant",
@@ -12,6 +12,7 @@ __all__ = [
     "BaseThread",
     "Message",
     "PublishLease",
+    "PublishState",
     "PublishedEvent",
     "RemoteModel",
     "RemoteQuerySet",

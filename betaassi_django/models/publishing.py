@@ -24,6 +24,30 @@ class PublishLease(models.Model):
         return f"{self.assistant_id} held by {self.holder} until {self.expires_at:%H:%M:%S}"
 
 
+class PublishState(models.Model):
+    """The processor's memory of one assistant's queue: its last failure, when to retry, threads to clean up.
+
+    A failure of one assistant's batch (the backend refused or is unreachable, a registry page is broken) is
+    recorded here and retried with exponential back-off, so it never delays the other assistants; staff see
+    it on the queue page and the assistants list. ``orphans`` lists threads a commit created or unlinked
+    that may be unreferenced if it failed; the next attempt deletes those the registry does not name.
+    """
+
+    assistant_id = models.CharField(max_length=64, primary_key=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Failed attempts in a row (0: healthy).")
+    last_error = models.TextField(blank=True, default="")
+    failed_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True, help_text="No attempt before this (back-off).")
+    orphans = models.JSONField(default=list, blank=True)
+    resync = models.BooleanField(default=False, help_text="The local records missed a commit: rewrite them.")
+
+    class Meta:
+        verbose_name = "publish-queue state"
+
+    def __str__(self) -> str:
+        return f"{self.assistant_id}: {self.failures} failure(s)" if self.failures else f"{self.assistant_id}: ok"
+
+
 class PublishedEvent(models.Model):
     """What the processor did with one publish-queue event (the backend message is the event)."""
 

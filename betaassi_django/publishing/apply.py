@@ -11,14 +11,22 @@ crash-safe are stated (and tested) here:
   event takes effect twice and none is lost;
 - rejected events and no-ops change nothing, and replaying them gives the
   same verdict.
+
+What the processor knows from outside the registry (which owners exist, how
+each named thread is tagged) comes in as ``Facts``, read before the fold; the
+fold trusts nothing else of an event.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .backend import tagged_for
 from .events import Event, Rejected, check_session_args, parse
 from .registry import Page, Root
+
+NO_ROOM = "the registry has no room for this session (its bucket's overflow directory is full)"
+FOREIGN_THREAD = "thread_id names a thread that was not created for this session of this assistant"
 
 KIND_CODES = {"default": "d", "oneshot": "o", "manyshots": "m"}
 KINDS_BY_CODE = {code: kind for kind, code in KIND_CODES.items()}
@@ -34,11 +42,43 @@ class Outcome:
 
 
 @dataclass
+class Facts:
+    """What the fold may rely on beyond the events: None means "not checked" (the pure tests)."""
+
+    assistant_id: str = ""
+    owners: set[int] | None = None  # the user ids that exist, of those the events name
+    threads: dict[str, dict] | None = None  # thread id -> its metadata (absent: the thread does not exist)
+
+    def owner_exists(self, owner: int) -> bool:
+        return self.owners is None or owner in self.owners
+
+    def thread_is_for(self, thread_id: str, session_id: str) -> bool:
+        return self.threads is None or tagged_for(self.threads.get(thread_id), self.assistant_id, session_id)
+
+
+def wanted(events: list[tuple[str, str]]) -> tuple[set[int], set[str]]:
+    """The owners and threads that the ``session.create`` events of a batch name (to read as ``Facts``)."""
+    owners, threads = set(), set()
+    for _, content in events:
+        try:
+            event = parse(content)
+        except Rejected:
+            continue
+        if event.op == "session.create":
+            owners.add(event.args["owner"])
+            if event.args.get("thread_id"):
+                threads.add(event.args["thread_id"])
+    return owners, threads
+
+
+@dataclass
 class Batch:
     outcomes: list[Outcome] = field(default_factory=list)
     changed: set[int] = field(default_factory=set)  # indexes of pages to write
-    deleted_threads: list[str] = field(default_factory=list)  # session threads to delete after the commit
-    settings: list[tuple[str, object]] = field(default_factory=list)  # assistant.set (field, value), in order
+    #: (thread id, session id) of session threads to delete after the commit (each only if tagged so)
+    deleted_threads: list[tuple[str, str]] = field(default_factory=list)
+    #: assistant.set (its outcome, field, value), in order: the processor applies them and may reject
+    settings: list[tuple[Outcome, str, object]] = field(default_factory=list)
 
 
 def record_for(args: dict, now: int) -> dict:
@@ -94,44 +134,64 @@ def _already_applied(page: Page, position: int, order: dict[str, int]) -> bool:
     return page.applied in order and order[page.applied] >= position
 
 
-def apply_event(root: Root, pages: list[Page], event: Event, now: int, batch: Batch, event_id: str) -> None:
+def _create(page: Page, event: Event, now: int, batch: Batch, facts: Facts) -> tuple[str, str]:
+    session_id, thread_id = event.session_id, event.args.get("thread_id")
+    ours = bool(thread_id) and facts.thread_is_for(thread_id, session_id)
+    current = page.sessions.get(session_id)
+    if thread_id and not ours:
+        return "rejected", FOREIGN_THREAD  # never used, never deleted: it is someone else's
+    status, reason = "applied", ""
+    if current is not None:
+        status, reason = "noop", "the session exists"
+    elif not facts.owner_exists(event.args["owner"]):
+        status, reason = "rejected", f"owner {event.args['owner']} is not a user"
+    else:
+        page.put(session_id, record_for(event.args, now))
+        if not page.fits():
+            page.remove(session_id)
+            status, reason = "rejected", NO_ROOM
+    if thread_id and status != "applied" and (current is None or thread_id != current.get("t")):
+        batch.deleted_threads.append((thread_id, session_id))  # the publisher's thread is not needed
+    return status, reason
+
+
+def apply_event(root: Root, pages: list[Page], event: Event, now: int, batch: Batch, event_id: str,
+                facts: Facts | None = None) -> None:
     index = root.bucket(event.session_id)
     page = pages[index]
     current = page.sessions.get(event.session_id)
     outcome = Outcome(event_id, event.op, event.session_id, "applied")
     if event.op == "session.create":
-        if current is not None:
-            outcome.status, outcome.reason = "noop", "the session exists"
-            if event.args.get("thread_id") and event.args["thread_id"] != current.get("t"):
-                batch.deleted_threads.append(event.args["thread_id"])  # the publisher's thread is not needed
-        else:
-            page.put(event.session_id, record_for(event.args, now))
+        outcome.status, outcome.reason = _create(page, event, now, batch, facts or Facts())
     elif event.op == "session.update":
         if current is None:
             outcome.status, outcome.reason = "noop", "no such session"
         else:
             updated, reason = _update(current, event.args)
+            if updated is not None:
+                page.put(event.session_id, updated)
+                if not page.fits():
+                    page.put(event.session_id, current)
+                    updated, reason = None, NO_ROOM
             if updated is None:
                 outcome.status, outcome.reason = "rejected", reason
-            else:
-                page.put(event.session_id, updated)
     else:  # session.delete
         if current is None:
             outcome.status, outcome.reason = "noop", "no such session"
         else:
             page.remove(event.session_id)
             if current.get("t"):
-                batch.deleted_threads.append(current["t"])
+                batch.deleted_threads.append((current["t"], event.session_id))
     if outcome.status == "applied":
         batch.changed.add(index)
     batch.outcomes.append(outcome)
 
 
-def apply_events(root: Root, pages: list[Page], events: list[tuple[str, str]], now: int) -> Batch:
+def apply_events(root: Root, pages: list[Page], events: list[tuple[str, str]], now: int,
+                 facts: Facts | None = None) -> Batch:
     """Fold ``(event_id, content)`` pairs, in order, into ``pages``; returns what happened.
 
-    Growing the table (when a page would overflow) is the caller's job: it
-    doubles the pages with ``registry.double`` before applying the rest.
+    Growing the table is the caller's job: it doubles the pages with ``registry.double`` after the fold.
     """
     batch = Batch()
     order = {event_id: position for position, (event_id, _) in enumerate(events)}
@@ -142,14 +202,15 @@ def apply_events(root: Root, pages: list[Page], events: list[tuple[str, str]], n
             batch.outcomes.append(Outcome(event_id, "", None, "rejected", str(exc)))
             continue
         if event.op == "assistant.set":
-            batch.settings.append((event.args["field"], event.args["value"]))
-            batch.outcomes.append(Outcome(event_id, event.op, None, "applied"))
+            outcome = Outcome(event_id, event.op, None, "applied")
+            batch.settings.append((outcome, event.args["field"], event.args["value"]))
+            batch.outcomes.append(outcome)
             continue
         if _already_applied(pages[root.bucket(event.session_id)], position, order):
             batch.outcomes.append(Outcome(event_id, event.op, event.session_id, "replayed",
                                           "applied before an interrupted commit"))
             continue
-        apply_event(root, pages, event, now, batch, event_id)
+        apply_event(root, pages, event, now, batch, event_id, facts)
     if events:
         last = events[-1][0]
         for index in batch.changed:
@@ -158,4 +219,5 @@ def apply_events(root: Root, pages: list[Page], events: list[tuple[str, str]], n
     return batch
 
 
-__all__ = ["Batch", "Outcome", "apply_events", "check_session_args", "record_for", "session_from_record"]
+__all__ = ["Batch", "Facts", "Outcome", "apply_events", "check_session_args", "record_for", "session_from_record",
+           "wanted"]

@@ -8,34 +8,69 @@ import openai
 
 from betaassi_django.metadata import TYPE_KEY
 
-from .registry import Page, Root
+from .registry import Page, Root, new_key, page_threads
 
 PUBLISH_KEY = "betaassi_publish"
 REGISTRY_KEY = "betaassi_registry"
 PUBLISH_TYPE = "betaassi.publish"
+#: A session thread's tags: the session and the assistant it was created for (by the publisher). The processor
+#: accepts a thread in ``session.create`` and deletes a thread only when both tags name that session.
 SESSION_THREAD_KEY = "betaassi_session"
+SESSION_ASSISTANT_KEY = "betaassi_assistant"
+
+
+def session_thread_tags(assistant_id: str, session_id: str) -> dict[str, str]:
+    return {SESSION_THREAD_KEY: session_id, SESSION_ASSISTANT_KEY: assistant_id}
+
+
+def tagged_for(metadata: dict[str, str] | None, assistant_id: str, session_id: str, *, legacy: bool = False) -> bool:
+    """Whether a thread's metadata says it was created for this session of this assistant.
+
+    ``legacy`` also accepts a thread tagged with the session only (made before threads carried the
+    assistant), for a record already in the registry.
+    """
+    metadata = metadata or {}
+    if metadata.get(SESSION_THREAD_KEY) != session_id:
+        return False
+    owner = metadata.get(SESSION_ASSISTANT_KEY)
+    return owner == assistant_id or (legacy and owner is None)
 
 
 def create_queue(api: openai.OpenAI) -> dict[str, str]:
     """A new assistant's publish thread and empty registry (root and one page): its reserved keys."""
     publish = api.beta.threads.create(metadata={TYPE_KEY: PUBLISH_TYPE})
     page = api.beta.threads.create(metadata=Page("").to_metadata())
-    root = api.beta.threads.create(metadata=Root("", [page.id]).to_metadata())
+    root = api.beta.threads.create(metadata=Root("", [page.id], key=new_key()).to_metadata())
     return {PUBLISH_KEY: publish.id, REGISTRY_KEY: root.id}
 
 
+def _metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:
+    return api.beta.threads.retrieve(thread_id).metadata or {}
+
+
+def load_page(api: openai.OpenAI, thread_id: str) -> Page:
+    """One bucket: its head, then each of its overflow pages (1 + overflow pages reads)."""
+    page = Page.from_metadata(thread_id, _metadata(api, thread_id))
+    for _, overflow_id in page.directory:
+        page.absorb(overflow_id, _metadata(api, overflow_id))
+    return page
+
+
 def load_registry(api: openai.OpenAI, root_id: str) -> tuple[Root, list[Page]]:
-    """The root and every page (1 + pages reads)."""
-    root = Root.from_metadata(root_id, api.beta.threads.retrieve(root_id).metadata or {})
-    pages = [Page.from_metadata(pid, api.beta.threads.retrieve(pid).metadata or {}) for pid in root.page_ids]
-    return root, pages
+    """The root and every bucket (1 + pages reads, and one per overflow page)."""
+    root = Root.from_metadata(root_id, _metadata(api, root_id))
+    return root, [load_page(api, pid) for pid in root.page_ids]
 
 
 def find_record(api: openai.OpenAI, root_id: str, session_id: str) -> dict | None:
-    """One session's record: two reads (the root, then its page)."""
-    root = Root.from_metadata(root_id, api.beta.threads.retrieve(root_id).metadata or {})
-    page_id = root.page_ids[root.bucket(session_id)]
-    return Page.from_metadata(page_id, api.beta.threads.retrieve(page_id).metadata or {}).sessions.get(session_id)
+    """One session's record: two reads (the root, then its bucket's head), three in an overflowed bucket."""
+    root = Root.from_metadata(root_id, _metadata(api, root_id))
+    head_id = root.page_ids[root.bucket(session_id)]
+    page = Page.from_metadata(head_id, _metadata(api, head_id))
+    overflow_id = page.overflow_for(session_id)
+    if overflow_id is not None:
+        page.absorb(overflow_id, _metadata(api, overflow_id))
+    return page.sessions.get(session_id)
 
 
 def delete_queue(api: openai.OpenAI, metadata: dict[str, str]) -> None:
@@ -50,7 +85,7 @@ def queue_threads(api: openai.OpenAI, metadata: dict[str, str]) -> list[str]:
         with contextlib.suppress(openai.NotFoundError):
             root, pages = load_registry(api, metadata[REGISTRY_KEY])
             doomed += [r["t"] for page in pages for r in page.sessions.values() if r.get("t")]
-            doomed += [*root.page_ids, root.thread_id]
+            doomed += [thread for page in pages for thread in page_threads(page)] + [root.thread_id]
     if metadata.get(PUBLISH_KEY):
         doomed.append(metadata[PUBLISH_KEY])
     return doomed

@@ -6,9 +6,12 @@ CONTRACT (DESIGN.md section 7)::
      "session_id": "...", "args": {...}}
 
 Events are built and read as JSON, never string templates: values are data.
-Anyone can write to a publish thread, so ``parse`` never trusts a body: it
-returns an ``Event`` or raises ``Rejected`` with the reason, and the processor
-records the rejection and moves on.
+Anyone with an API key can write to a publish thread, so ``parse`` never
+trusts a body: whatever the content (not a string, nested thousands deep,
+numbers of thousands of digits, lone surrogates), it returns an ``Event`` or
+raises ``Rejected`` with the reason, and the processor records the rejection
+and moves on. Every id is checked with a full match (``re.fullmatch``: ``$``
+would accept a final newline).
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from typing import Any
 VERSION = 1
 OPS = ("session.create", "session.update", "session.delete", "assistant.set")
 KINDS = ("default", "oneshot", "manyshots")
-SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,60}$")
+SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,60}")
+THREAD_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
+#: The largest user id an event may name: the range of a 64-bit primary key.
+MAX_OWNER = 2**63 - 1
+#: Bodies longer than this are refused unread (an event is a few hundred characters).
+MAX_BODY_LENGTH = 32_768
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_MODEL_LENGTH = 100
 MAX_CONTEXT_MESSAGES = 1000
 
@@ -42,7 +51,7 @@ class Event:
 
 
 def check_session_id(value: Any) -> str:
-    if not isinstance(value, str) or not SESSION_ID.match(value):
+    if not isinstance(value, str) or not SESSION_ID.fullmatch(value):
         raise Rejected("session_id must be 1 to 60 characters of letters, digits, '_', '-', '.' or ':'")
     return value
 
@@ -53,16 +62,17 @@ def check_session_args(args: dict[str, Any], *, creating: bool) -> dict[str, Any
         "kind", "context_messages", "model"}
     unknown = sorted(set(args) - allowed)
     if unknown:
-        raise Rejected(f"unknown argument {unknown[0]!r}")
+        raise Rejected(f"unknown argument {_shown(unknown[0])}")
     out = dict(args)
     if creating:
-        if not isinstance(args.get("owner"), int) or isinstance(args.get("owner"), bool) or args["owner"] < 1:
+        owner = args.get("owner")
+        if not isinstance(owner, int) or isinstance(owner, bool) or not 1 <= owner <= MAX_OWNER:
             raise Rejected("owner must be a user id (a positive integer)")
         thread_id = args.get("thread_id")
-        if thread_id is not None and (not isinstance(thread_id, str) or not 1 <= len(thread_id) <= 64):
+        if thread_id is not None and (not isinstance(thread_id, str) or not THREAD_ID.fullmatch(thread_id)):
             raise Rejected("thread_id must be a thread id")
         out.setdefault("kind", "default")
-    if "kind" in out and out["kind"] not in KINDS:
+    if "kind" in out and (not isinstance(out["kind"], str) or out["kind"] not in KINDS):
         raise Rejected(f"kind must be one of {', '.join(KINDS)}")
     if "context_messages" in out:
         count = out["context_messages"]
@@ -75,33 +85,69 @@ def check_session_args(args: dict[str, Any], *, creating: bool) -> dict[str, Any
     if kind in ("default", "oneshot") and out.get("context_messages") is not None:
         raise Rejected(f"context_messages applies only to kind 'manyshots', not {kind!r}")
     if "model" in out and out["model"] is not None and (
-            not isinstance(out["model"], str) or not 1 <= len(out["model"]) <= MAX_MODEL_LENGTH):
+            not isinstance(out["model"], str) or not 1 <= len(out["model"]) <= MAX_MODEL_LENGTH
+            or not _plain_text(out["model"])):
         raise Rejected(f"model must be a model name of 1 to {MAX_MODEL_LENGTH} characters, or null")
     return out
 
 
-def parse(content: str) -> Event:
-    """Read one event body; raise ``Rejected`` with the reason when it is not a valid event."""
+def _shown(value: object) -> str:
+    """A value inside a reason: its repr, cut short (a hostile body may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain_text(value: str) -> bool:
+    """No lone surrogates (they cannot be stored or encoded) and no control characters."""
+    return value.isprintable() and not any("\ud800" <= ch <= "\udfff" for ch in value)
+
+
+def parse(content: object) -> Event:
+    """Read one event body; raise ``Rejected`` with the reason when it is not a valid event, and nothing else."""
+    try:
+        return _parse(content)
+    except Rejected:
+        raise
+    except RecursionError:
+        raise Rejected("not valid JSON: nested too deep") from None
+    except Exception as exc:  # whatever a hostile body provokes (MemoryError included) is that body's rejection
+        raise Rejected(f"not a valid event ({type(exc).__name__})") from None
+
+
+def _parse(content: object) -> Event:
+    if not isinstance(content, str):
+        raise Rejected("not valid JSON")
+    if len(content) > MAX_BODY_LENGTH:
+        raise Rejected(f"longer than {MAX_BODY_LENGTH} characters")
     try:
         body = json.loads(content)
-    except (TypeError, ValueError):
-        raise Rejected("not valid JSON") from None
+    except RecursionError:
+        raise Rejected("not valid JSON: nested too deep") from None
+    except ValueError as exc:
+        too_long = "digits" in str(exc) or "integer string conversion" in str(exc)
+        raise Rejected("not valid JSON: a number too long" if too_long else "not valid JSON") from None
     if not isinstance(body, dict):
         raise Rejected("not a JSON object")
-    if body.get("v") != VERSION:
-        raise Rejected(f"unsupported version {body.get('v')!r}; expected {VERSION}")
+    if type(body.get("v")) is not int or body["v"] != VERSION:
+        raise Rejected(f"unsupported version {_shown(body.get('v'))}; expected {VERSION}")
     op = body.get("op")
-    if op not in OPS:
-        raise Rejected(f"unknown op {op!r}")
+    if not isinstance(op, str) or op not in OPS:
+        raise Rejected(f"unknown op {_shown(op)}")
     args = body.get("args", {})
     if not isinstance(args, dict):
         raise Rejected("args must be a JSON object")
     extra = sorted(set(body) - {"v", "op", "session_id", "args"})
     if extra:
-        raise Rejected(f"unknown key {extra[0]!r}")
+        raise Rejected(f"unknown key {_shown(extra[0])}")
     if op == "assistant.set":
         if set(args) != {"field", "value"} or not isinstance(args["field"], str):
             raise Rejected("assistant.set takes args {'field': name, 'value': value}")
+        if not FIELD_NAME.fullmatch(args["field"]):
+            raise Rejected("assistant.set field must be a field name")
+        value = args["value"]
+        if not (value is None or isinstance(value, (bool, float)) or (isinstance(value, str) and _plain_text(value))
+                or (isinstance(value, int) and abs(value) <= MAX_OWNER)):
+            raise Rejected("assistant.set value must be null, a boolean, a number or a string")
         return Event(op, None, args)
     session_id = check_session_id(body.get("session_id"))
     if op == "session.delete":

@@ -1,14 +1,21 @@
 """The publish-queue processor: applies each assistant's events in order, under a lease.
 
 Per batch: one list of the events after the high water mark, then the writes:
-every changed page (with ``applied``), then the root (with ``hwm``). The
-rules that make this crash-safe live in :mod:`.apply`; this module does the
-backend I/O, the local bookkeeping (``PublishedEvent``, ``Session``) and the
-lease.
+every changed bucket (new overflow pages first, then its head, with
+``applied``), then the root (with ``hwm``); only then the local bookkeeping
+(``PublishedEvent``, ``Session``), so after any failure the local tables hold
+what the registry committed. The rules that make this crash-safe live in
+:mod:`.apply`; this module does the backend I/O, the local bookkeeping and
+the lease.
+
+One assistant's failure never holds up another: ``run_once`` records it
+(:mod:`.health`), backs that assistant off and goes on. Anything an event
+itself gets wrong is a rejection with its reason, never a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -18,18 +25,20 @@ import time
 import uuid
 
 import openai
+from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 
 from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.models import PublishedEvent, Session
 
-from . import lease, signals
-from .apply import Batch, session_from_record
+from . import health, lease, signals
+from .apply import Batch, Facts, Outcome, session_from_record, wanted
 from .apply import apply_events as fold
-from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry
-from .registry import Page, Root, double, needs_growth
+from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry, tagged_for
+from .registry import Page, Root, double, encode_run, needs_growth, overflow_metadata, page_threads
 from .wake import Waker
 
 logger = logging.getLogger("betaassi_django.publishing")
@@ -37,6 +46,12 @@ logger = logging.getLogger("betaassi_django.publishing")
 
 def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the failure record and the admin."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
 
 class Processor:
@@ -53,11 +68,19 @@ class Processor:
     # -- discovery ----------------------------------------------------------------
 
     def assistants(self) -> list[openai.types.beta.Assistant]:
-        """Every backend assistant with a publish queue (or the ones asked for)."""
-        if self.assistant_ids:
-            return [self.api.beta.assistants.retrieve(aid) for aid in self.assistant_ids]
-        return [a for a in self.api.beta.assistants.list(limit=100, order="asc")
-                if (a.metadata or {}).get(PUBLISH_KEY) and (a.metadata or {}).get(REGISTRY_KEY)]
+        """Every backend assistant with a publish queue (or the ones asked for; one that cannot be read
+        is recorded as failing and skipped)."""
+        if not self.assistant_ids:
+            return [a for a in self.api.beta.assistants.list(limit=100, order="asc")
+                    if (a.metadata or {}).get(PUBLISH_KEY) and (a.metadata or {}).get(REGISTRY_KEY)]
+        found = []
+        for assistant_id in self.assistant_ids:
+            try:
+                found.append(self.api.beta.assistants.retrieve(assistant_id))
+            except openai.APIError as exc:
+                logger.error("cannot read assistant %s: %s", assistant_id, describe(exc))
+                health.failed(assistant_id, describe(exc))
+        return found
 
     def serve(self, interval: float, stop: threading.Event) -> None:
         """Process until ``stop`` is set: at once when woken, else every ``interval`` seconds."""
@@ -70,68 +93,156 @@ class Processor:
                 logger.exception("processing failed; retrying in %ss", interval)
             waker.wait(interval)
 
-    def run_once(self) -> int:
+    def run_once(self, *, force: bool = False) -> int:
+        """Every assistant's pending events; one that fails is recorded and backed off (``force``: tried
+        even inside its back-off), the others go on."""
         seen = 0
-        for assistant in self.assistants():
+        assistants = self.assistants()
+        known = health.states([a.id for a in assistants])
+        for assistant in assistants:
+            if not force and not health.due(known.get(assistant.id)):
+                continue
             if not lease.acquire(assistant.id, self.holder, self.lease_seconds):
                 continue
             logger.debug("lease acquired assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
+            self.seen = 0
             try:
-                seen += self.drain(assistant)
+                self.drain(assistant, known.get(assistant.id))
+            except Exception as exc:  # this assistant only: record it, back off, go on with the others
+                state = health.failed(assistant.id, describe(exc))
+                logger.exception("assistant %s failed (%d in a row); retrying in %.0fs", assistant.id,
+                                 state.failures, health.backoff(state.failures))
+            else:
+                health.succeeded(assistant.id)
             finally:
+                seen += self.seen
                 logger.debug("lease released assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
                 lease.release(assistant.id, self.holder)
         return seen
 
     # -- one assistant ----------------------------------------------------------
 
-    def drain(self, assistant) -> int:
+    def drain(self, assistant, state=None) -> int:
         metadata = assistant.metadata or {}
         root, pages = load_registry(self.api, metadata[REGISTRY_KEY])
-        seen = 0
+        self._repair(assistant.id, state, root, pages)
+        self.seen = 0
         while True:
             listed = self.api.beta.threads.messages.list(metadata[PUBLISH_KEY], order="asc",
                                                          limit=self.batch_size, after=root.hwm or openai.omit)
             events = [(m.id, "".join(p.text.value for p in m.content if p.type == "text")) for m in listed.data]
             if not events:
-                return seen
+                return self.seen
             if not lease.acquire(assistant.id, self.holder, self.lease_seconds):
                 logger.warning("lost the lease of %s; stopping", assistant.id)
-                return seen
+                return self.seen
             now = int(datetime.datetime.now(tz=datetime.UTC).timestamp())
-            batch = fold(root, pages, events, now)
-            old_pages = None
-            if any(needs_growth(root, pages, page) for page in pages):
-                old_pages = pages
-                pages = double(root, pages, self._new_page)
+            facts = self._facts(assistant.id, events)
+            batch = fold(root, pages, events, now, facts)
+            old_threads: list[str] = []
+            if not root.key or needs_growth(root, pages):  # grow, or give an old-layout registry its key
+                old_threads = [thread for page in pages for thread in page_threads(page)]
+                pages = double(root, pages, lambda: self._new_page(assistant.id),
+                               factor=2 if needs_growth(root, pages) else 1)
                 for page in pages:
                     page.applied = root.hwm
                 batch.changed = set(range(len(pages)))
-            # Everything before the root write is safe to redo, so a crash anywhere loses nothing:
-            # assistant.set values are absolute, and the local log and mirror are rewritten on replay.
-            for field, value in batch.settings:
-                self._set_attr(assistant, field, value)
-            self._record(assistant, batch, root, pages)
-            self._commit(root, pages, batch)
-            if old_pages is not None:
-                delete_threads(self.api, [p.thread_id for p in old_pages])
-            delete_threads(self.api, batch.deleted_threads)
+            # Everything before the root write is safe to redo: assistant.set values are absolute.
+            for outcome, name, value in batch.settings:
+                self._set_attr(assistant, outcome, name, value)
+            health.add_orphans(assistant.id, old_threads)
+            replaced = self._commit(assistant.id, root, pages, batch)
+            try:
+                self._record(assistant, batch, root, pages)
+            except Exception:
+                health.set_resync(assistant.id, True)  # the next attempt rewrites the mirror from the registry
+                raise
+            self._clean_up(assistant.id, [*old_threads, *replaced], batch, facts)
             signals.broadcast(assistant.id, [
                 {"event_id": o.event_id, "op": o.op, "session_id": o.session_id, "status": o.status}
                 for o in batch.outcomes])
-            seen += len(events)
+            self.seen += len(events)
 
-    def _new_page(self) -> Page:
-        return Page(self.api.beta.threads.create(metadata=Page("").to_metadata()).id)
+    def _repair(self, assistant_id: str, state, root: Root, pages: list[Page]) -> None:
+        """After a failed attempt: delete the threads it left unreferenced, rewrite a mirror it left stale."""
+        if state is None:
+            return
+        if state.orphans:
+            referenced = {root.thread_id, *(t for page in pages for t in page_threads(page)),
+                          *(r.get("t") for page in pages for r in page.sessions.values())}
+            doomed = [t for t in state.orphans if t not in referenced]
+            delete_threads(self.api, doomed)
+            health.drop_orphans(assistant_id, state.orphans)
+            logger.info("assistant %s: deleted %d thread(s) a failed commit left behind", assistant_id, len(doomed))
+        if state.resync:
+            records = {sid: record for page in pages for sid, record in page.sessions.items()}
+            with transaction.atomic():
+                for session_id, record in records.items():
+                    mirror_session(assistant_id, session_id, record)
+                Session.objects.filter(assistant_id=assistant_id).exclude(session_id__in=records).delete()
+            health.set_resync(assistant_id, False)
 
-    def _commit(self, root: Root, pages: list[Page], batch: Batch) -> None:
-        """The changed pages, then the root: the high water mark moves last."""
+    def _facts(self, assistant_id: str, events: list[tuple[str, str]]) -> Facts:
+        """Which named owners exist and how each named thread is tagged (one query, one read per thread)."""
+        owners, thread_ids = wanted(events)
+        threads: dict[str, dict] = {}
+        for thread_id in sorted(thread_ids):
+            with contextlib.suppress(openai.NotFoundError, openai.BadRequestError):  # absent: tagged for no one
+                threads[thread_id] = dict(self.api.beta.threads.retrieve(thread_id).metadata or {})
+        return Facts(assistant_id, existing_users(owners), threads)
+
+    def _new_page(self, assistant_id: str) -> Page:
+        page = Page(self.api.beta.threads.create(metadata=Page("").to_metadata()).id)
+        health.add_orphans(assistant_id, [page.thread_id])  # unreferenced until the root names it
+        return page
+
+    def _commit(self, assistant_id: str, root: Root, pages: list[Page], batch: Batch) -> list[str]:
+        """The changed buckets (new overflow pages, then the head), then the root: the high water mark moves
+        last. Returns the overflow threads the heads no longer name (to delete once committed)."""
+        replaced: list[str] = []
         for index in sorted(batch.changed):
-            self.api.beta.threads.update(pages[index].thread_id, metadata=pages[index].to_metadata())
+            page = pages[index]
+            directory = []
+            for run in page.runs():
+                encoded = encode_run(run)
+                thread_id = page.stored_runs.get(encoded)
+                if thread_id is None:
+                    thread_id = self.api.beta.threads.create(metadata=overflow_metadata(encoded)).id
+                    health.add_orphans(assistant_id, [thread_id])
+                    page.stored_runs[encoded] = thread_id
+                directory.append((min(run), thread_id))
+            kept = {thread_id for _, thread_id in directory}
+            unlinked = [t for t in {*page.stored_runs.values(), *(t for _, t in page.directory)} if t not in kept]
+            health.add_orphans(assistant_id, unlinked)
+            self.api.beta.threads.update(page.thread_id, metadata=page.head_metadata(directory))
+            page.directory = directory
+            page.stored_runs = {e: t for e, t in page.stored_runs.items() if t in kept}
+            replaced += unlinked
         self.api.beta.threads.update(root.thread_id, metadata=root.to_metadata())
+        return replaced
+
+    def _clean_up(self, assistant_id: str, unreferenced: list[str], batch: Batch, facts: Facts) -> None:
+        """After the commit: delete the registry threads it unlinked, and the session threads it let go of
+        (each only if its tags say it was made for that session of this assistant)."""
+        doomed = list(unreferenced)
+        for thread_id, session_id in batch.deleted_threads:
+            metadata = facts.threads.get(thread_id) if facts.threads and thread_id in facts.threads else None
+            if metadata is None:
+                try:
+                    metadata = self.api.beta.threads.retrieve(thread_id).metadata or {}
+                except openai.NotFoundError:
+                    continue
+            if tagged_for(metadata, assistant_id, session_id, legacy=True):
+                doomed.append(thread_id)
+            else:
+                logger.warning("assistant %s: not deleting %s (not tagged for session %s)", assistant_id,
+                               thread_id, session_id)
+        health.add_orphans(assistant_id, doomed)
+        delete_threads(self.api, doomed)
+        health.drop_orphans(assistant_id, doomed)
 
     def _record(self, assistant, batch: Batch, root: Root, pages: list[Page]) -> None:
-        """The local event log and Session mirror, in one transaction."""
+        """The local event log and Session mirror, in one transaction (after the commit that holds them)."""
         with transaction.atomic():
             for outcome in batch.outcomes:
                 level = logging.WARNING if outcome.status == "rejected" else logging.INFO
@@ -146,23 +257,39 @@ class Processor:
                     PublishedEvent.objects.update_or_create(event_id=outcome.event_id, defaults=fields)
             touched = {o.session_id for o in batch.outcomes if o.session_id and o.status in ("applied", "replayed")}
             for session_id in touched:
-                self._mirror(assistant.id, session_id, pages[root.bucket(session_id)].sessions.get(session_id))
+                mirror_session(assistant.id, session_id, pages[root.bucket(session_id)].sessions.get(session_id))
 
-    def _mirror(self, assistant_id: str, session_id: str, record: dict | None) -> None:
-        mirror_session(assistant_id, session_id, record)
-
-    def _set_attr(self, assistant, field: str, value) -> None:
-        """assistant.set: through the assistant's own model class, so the codec and checks apply."""
-        from django.apps import apps
-
+    def _set_attr(self, assistant, outcome: Outcome, name: str, value) -> None:
+        """assistant.set: one of the assistant class's own metadata fields, through its model (the codec and
+        the field's checks apply). Anything the event gets wrong rejects it; a backend outage raises."""
         label = (assistant.metadata or {}).get(TYPE_KEY, "")
         try:
             model = apps.get_model(label)
-            instance = model.retrieve(assistant.id)
-            setattr(instance, field, value)
+        except (LookupError, ValueError):
+            outcome.status, outcome.reason = "rejected", f"assistant type {label!r} is not installed here"
+            return
+        fields = {f.name: f for f in getattr(model, "metadata_fields", list)() if f.editable}
+        if name not in fields:
+            outcome.status, outcome.reason = "rejected", f"{model.__name__} has no metadata field {name!r}"
+            return
+        instance = model.retrieve(assistant.id)
+        try:
+            setattr(instance, name, fields[name].clean(value, instance))
             instance.save()
-        except Exception as exc:  # a bad value is the publisher's problem: record it, keep going
-            logger.warning("assistant.set %s=%r on %s failed: %s", field, value, assistant.id, exc)
+        except ValidationError as exc:
+            outcome.status, outcome.reason = "rejected", f"{name}: {' '.join(exc.messages)}"[:500]
+        except (TypeError, ValueError, OverflowError, openai.BadRequestError) as exc:
+            outcome.status, outcome.reason = "rejected", f"{name}: {describe(exc)}"
+
+
+def existing_users(ids: set[int]) -> set[int]:
+    """The ids among these that name a user (ids outside the key's range name none)."""
+    if not ids:
+        return set()
+    user = get_user_model()
+    low, high = connection.ops.integer_field_range(user._meta.pk.get_internal_type())
+    usable = [i for i in ids if (low is None or i >= low) and (high is None or i <= high)]
+    return set(user.objects.filter(pk__in=usable).values_list("pk", flat=True)) if usable else set()
 
 
 def mirror_session(assistant_id: str, session_id: str, record: dict | None) -> None:
@@ -171,8 +298,9 @@ def mirror_session(assistant_id: str, session_id: str, record: dict | None) -> N
         Session.objects.filter(assistant_id=assistant_id, session_id=session_id).delete()
         return
     data = session_from_record(session_id, record)
-    owner = get_user_model().objects.filter(pk=data["owner"]).first()
+    owner = data["owner"] if isinstance(data["owner"], int) and not isinstance(data["owner"], bool) else None
+    owner_id = owner if owner is not None and existing_users({owner}) else None
     Session.objects.update_or_create(assistant_id=assistant_id, session_id=session_id, defaults={
-        "owner": owner, "kind": data["kind"], "context_messages": data["context_messages"],
+        "owner_id": owner_id, "kind": data["kind"], "context_messages": data["context_messages"],
         "model": data["model"], "thread_id": data["thread_id"], "revision": data["revision"],
         "created_at": datetime.datetime.fromtimestamp(data["created_at"], tz=datetime.UTC)})

@@ -11,7 +11,7 @@ from betaassi_django.client import get_client
 
 from . import signals
 from .apply import session_from_record
-from .backend import PUBLISH_KEY, REGISTRY_KEY, SESSION_THREAD_KEY, find_record, load_registry
+from .backend import PUBLISH_KEY, REGISTRY_KEY, find_record, load_registry, session_thread_tags
 from .events import Event, Rejected, check_session_args, check_session_id
 
 FIELDS = ("owner", "kind", "context_messages", "model")
@@ -56,7 +56,8 @@ def create_session(assistant, session_id: str, *, owner, kind: str = "default", 
     except Rejected as exc:
         raise _invalid(exc) from None
     _queue_ids(assistant)
-    thread = get_client().beta.threads.create(metadata={SESSION_THREAD_KEY: session_id})
+    # Tagged for this session of this assistant: the processor accepts (and ever deletes) only such a thread.
+    thread = get_client().beta.threads.create(metadata=session_thread_tags(assistant.id, session_id))
     return publish(assistant, Event("session.create", session_id, {**args, "thread_id": thread.id}))
 
 

@@ -3,23 +3,48 @@
 Layout (all in metadata, readable by any process):
 
 - the assistant's ``betaassi_registry`` key names the registry's *root* thread;
-- the root thread holds ``hwm`` (the last event applied) and ``pages`` (the
-  page threads' ids, comma-separated, chunked over ``pages``, ``pages.1``...);
-- each *page* thread holds ``applied`` (the last event applied to it) and
-  ``sessions``: a JSON object ``{session_id: record}`` chunked over
-  ``sessions``, ``sessions.1``... (14 keys, about 80 sessions).
+- the root holds ``hwm`` (the last event applied), ``key`` (the registry's
+  secret hash key, 32 hex digits) and ``pages``: the *bucket* head threads'
+  ids, comma-separated, chunked over ``pages``, ``pages.1``... (13 keys);
+- a bucket's *head* thread holds ``applied`` (the last event applied to it)
+  and either its sessions, a JSON object ``{session_id: record}`` chunked over
+  ``sessions``, ``sessions.1``... (14 keys, about 80 short sessions or 30 of
+  the longest), or, when they do not fit, ``more``: the directory of its
+  *overflow* pages, ``[[first session id, thread id], ...]`` in session-id
+  order, each overflow thread holding a contiguous run of the bucket's
+  sessions (15 keys).
 
-A session lives in page ``crc32(session_id) % len(pages)``. The number of pages
-doubles (every session is rehashed into new page threads, switched to in one
-root write) when the table passes 60% full or a page overflows, so pages stay
-evenly filled, a small registry has few pages (a batch of events touches few),
-and 256 pages hold over 10,000 sessions while finding one session costs two
-reads (root, page).
+A session lives in bucket ``blake2b(session_id, key=secret) % len(pages)``.
+The secret is drawn per registry and kept in the root, so someone who can
+only start sessions (and never reads the root) cannot aim ids at one bucket.
+The number of buckets doubles (every session rehashed into new head threads,
+switched to in one root write) when the table passes 60% full, up to 256
+buckets, so buckets stay evenly filled and a small registry has few of them.
+Ids that share a bucket anyway (an adversary who knows the secret, or ids
+whose whole hash values collide, which doubling never separates) spill into
+overflow pages: nothing valid ever overflows for good.
+
+Bounds: a bucket holds at least 2,500 sessions of the largest size (60-character
+id, 100-character model, a thread) even when all of them collide; 256 buckets
+hold over 10,000 typical sessions without any overflow page. Finding a session
+reads the root and its bucket's head (2 reads); in an overflowed bucket, also
+the one overflow page whose range holds the id (3 reads, never more). A create
+that would not fit in an overflowed bucket's directory is rejected with a reason
+(it needs about 2,500 colliding ids under the secret), never a stall.
+
+Registries of the old layout (no ``key``: ``crc32(session_id)`` buckets) stay
+readable; the processor rehashes one under a fresh secret on its first write.
+Overflow pages are written copy-on-write (an unchanged run keeps its thread;
+a changed one gets a new thread, the head switches to it in one write), so a
+crash at any point leaves the head's layout whole.
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
+import secrets
 import zlib
 from dataclasses import dataclass, field
 
@@ -27,13 +52,18 @@ from betaassi_django.metadata import MAX_VALUE_LENGTH, TYPE_KEY, chunk_keys
 
 ROOT_TYPE = "betaassi.registry"
 PAGE_TYPE = "betaassi.registry_page"
-PAGE_VALUE_KEYS = 14  # sessions, sessions.1 ... sessions.13 (+ applied and betaassi_type)
-ROOT_PAGE_KEYS = 14  # pages, pages.1 ... pages.13 (+ hwm and betaassi_type)
+OVERFLOW_TYPE = "betaassi.registry_overflow"
+PAGE_VALUE_KEYS = 14  # sessions or more (+ applied and betaassi_type)
+OVERFLOW_VALUE_KEYS = 15  # sessions (+ betaassi_type)
+ROOT_PAGE_KEYS = 13  # pages, pages.1 ... pages.12 (+ hwm, key and betaassi_type)
 PAGE_CAPACITY_CHARS = PAGE_VALUE_KEYS * MAX_VALUE_LENGTH
+OVERFLOW_CAPACITY_CHARS = OVERFLOW_VALUE_KEYS * MAX_VALUE_LENGTH
+#: Characters a directory entry's thread id may take (a 64-character id, quoted): the check is conservative.
+_DIRECTORY_ID_CHARS = 2 + 64
 
 
 class RegistryFull(Exception):
-    """No more pages fit in the root thread."""
+    """The layout cannot hold this (more buckets than the root holds, a bucket directory past its keys)."""
 
 
 def _join(metadata: dict[str, str], name: str) -> str:
@@ -51,8 +81,17 @@ def _split(name: str, text: str, max_keys: int) -> dict[str, str]:
     return dict(zip(chunk_keys(name, len(pieces)), pieces, strict=True))
 
 
-def bucket_hash(session_id: str) -> int:
-    return zlib.crc32(session_id.encode())
+def new_key() -> str:
+    """A registry's secret hash key."""
+    return secrets.token_hex(16)
+
+
+def bucket_hash(session_id: str, key: str = "") -> int:
+    """The keyed 64-bit hash of a session id (``crc32`` for a registry of the old layout, without a key)."""
+    data = session_id.encode("utf-8", "surrogatepass")
+    if not key:
+        return zlib.crc32(data)
+    return int.from_bytes(hashlib.blake2b(data, key=bytes.fromhex(key), digest_size=8).digest(), "big")
 
 
 def _entry_chars(session_id: str, record: dict) -> int:
@@ -60,21 +99,46 @@ def _entry_chars(session_id: str, record: dict) -> int:
     return len(json.dumps(session_id)) + len(json.dumps(record, separators=(",", ":"), sort_keys=True)) + 2
 
 
+def _encode(sessions: dict[str, dict]) -> str:
+    return json.dumps(sessions, separators=(",", ":"), sort_keys=True)
+
+
 @dataclass
 class Page:
-    """One page thread's sessions. Change them with ``put`` and ``remove`` (they keep the size)."""
+    """One bucket: its head thread's and overflow pages' sessions. Change them with ``put`` and ``remove``."""
 
     thread_id: str
     sessions: dict[str, dict] = field(default_factory=dict)
     applied: str = ""
+    #: The overflow pages as read: ``(first session id, thread id)`` in order.
+    directory: list[tuple[str, str]] = field(default_factory=list, compare=False)
+    #: Each overflow page's encoded sessions as read -> its thread (an unchanged run keeps its thread).
+    stored_runs: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         self._chars = sum(_entry_chars(sid, record) for sid, record in self.sessions.items())
 
     @classmethod
     def from_metadata(cls, thread_id: str, metadata: dict[str, str]) -> Page:
+        """The head's part; ``absorb`` each page of ``directory`` for the rest."""
+        raw, more = _join(metadata, "sessions"), _join(metadata, "more")
+        page = cls(thread_id, json.loads(raw) if raw else {}, metadata.get("applied", ""))
+        page.directory = [(first, _long(thread)) for first, thread in json.loads(more)] if more else []
+        return page
+
+    def absorb(self, thread_id: str, metadata: dict[str, str]) -> None:
+        """Add one overflow page's sessions (read from its thread)."""
         raw = _join(metadata, "sessions")
-        return cls(thread_id, json.loads(raw) if raw else {}, metadata.get("applied", ""))
+        for session_id, record in (json.loads(raw) if raw else {}).items():
+            self.put(session_id, record)
+        self.stored_runs[raw] = thread_id
+
+    def overflow_for(self, session_id: str) -> str | None:
+        """The overflow thread whose run would hold ``session_id`` (None without overflow pages)."""
+        if not self.directory:
+            return None
+        index = bisect.bisect_right([first for first, _ in self.directory], session_id) - 1
+        return self.directory[max(index, 0)][1]
 
     def put(self, session_id: str, record: dict) -> None:
         self.remove(session_id)
@@ -88,18 +152,62 @@ class Page:
         return record
 
     def encoded_sessions(self) -> str:
-        return json.dumps(self.sessions, separators=(",", ":"), sort_keys=True)
+        return _encode(self.sessions)
 
     def chars(self) -> int:
         """The length of ``encoded_sessions()``, kept as sessions change."""
         return 1 + self._chars if self.sessions else 2
 
-    def fits(self) -> bool:
+    def fits_head(self) -> bool:
+        """Whether every session fits in the head thread itself (no overflow pages)."""
         return self.chars() <= PAGE_CAPACITY_CHARS
 
-    def to_metadata(self) -> dict[str, str]:
+    def runs(self) -> list[dict[str, dict]]:
+        """The sessions cut into overflow-page runs, in session-id order (empty when the head holds them)."""
+        if self.fits_head():
+            return []
+        runs: list[dict[str, dict]] = [{}]
+        used = 1  # a run's JSON is 1 + the sum of its entries' characters
+        for session_id in sorted(self.sessions):
+            record = self.sessions[session_id]
+            entry = _entry_chars(session_id, record)
+            if runs[-1] and used + entry > OVERFLOW_CAPACITY_CHARS:
+                runs.append({})
+                used = 1
+            runs[-1][session_id] = record
+            used += entry
+        return runs
+
+    def fits(self) -> bool:
+        """Whether the bucket can be laid out: in its head, or through a directory that fits the head's keys."""
+        if self.fits_head():
+            return True
+        return directory_chars([min(run) for run in self.runs()]) <= PAGE_CAPACITY_CHARS
+
+    def head_metadata(self, directory: list[tuple[str, str]] | None = None) -> dict[str, str]:
+        """The head thread's metadata: the sessions, or (overflowed) the directory of its overflow pages."""
+        if directory:
+            more = json.dumps([[first, _short(thread)] for first, thread in directory], separators=(",", ":"))
+            return {TYPE_KEY: PAGE_TYPE, "applied": self.applied, **_split("more", more, PAGE_VALUE_KEYS)}
         return {TYPE_KEY: PAGE_TYPE, "applied": self.applied,
                 **_split("sessions", self.encoded_sessions(), PAGE_VALUE_KEYS)}
+
+    def to_metadata(self) -> dict[str, str]:
+        """The head's metadata when it holds every session (``RegistryFull`` otherwise)."""
+        return self.head_metadata()
+
+
+def directory_chars(firsts: list[str]) -> int:
+    """The most characters a directory of overflow runs starting at ``firsts`` can take."""
+    return 2 + sum(len(json.dumps(first)) + _DIRECTORY_ID_CHARS + 4 for first in firsts)
+
+
+def overflow_metadata(encoded_run: str) -> dict[str, str]:
+    return {TYPE_KEY: OVERFLOW_TYPE, **_split("sessions", encoded_run, OVERFLOW_VALUE_KEYS)}
+
+
+def encode_run(run: dict[str, dict]) -> str:
+    return _encode(run)
 
 
 THREAD_PREFIX = "thread_"
@@ -115,23 +223,28 @@ def _long(short: str) -> str:
 
 @dataclass
 class Root:
-    """The root: the high water mark and the page directory."""
+    """The root: the high water mark, the hash key and the bucket directory."""
 
     thread_id: str
     page_ids: list[str] = field(default_factory=list)
     hwm: str = ""
+    key: str = ""
 
     @classmethod
     def from_metadata(cls, thread_id: str, metadata: dict[str, str]) -> Root:
         pages = _join(metadata, "pages")
-        return cls(thread_id, [_long(p) for p in pages.split(",")] if pages else [], metadata.get("hwm", ""))
+        key = metadata.get("key", "")
+        if key and (len(key) != 32 or any(c not in "0123456789abcdef" for c in key)):
+            raise ValueError(f"registry {thread_id} has a malformed key")
+        return cls(thread_id, [_long(p) for p in pages.split(",")] if pages else [], metadata.get("hwm", ""), key)
 
     def to_metadata(self) -> dict[str, str]:
         directory = ",".join(_short(p) for p in self.page_ids)
-        return {TYPE_KEY: ROOT_TYPE, "hwm": self.hwm, **_split("pages", directory, ROOT_PAGE_KEYS)}
+        keyed = {"key": self.key} if self.key else {}
+        return {TYPE_KEY: ROOT_TYPE, "hwm": self.hwm, **keyed, **_split("pages", directory, ROOT_PAGE_KEYS)}
 
     def bucket(self, session_id: str) -> int:
-        return bucket_hash(session_id) % len(self.page_ids)
+        return bucket_hash(session_id, self.key) % len(self.page_ids)
 
     def can_double(self, id_length: int = len(THREAD_PREFIX) + 24) -> bool:
         """Whether twice as many page ids still fit in the root's keys."""
@@ -139,30 +252,33 @@ class Root:
         return 2 * len(self.page_ids) * (short + 1) <= ROOT_PAGE_KEYS * MAX_VALUE_LENGTH
 
 
-#: Double the pages once the table is this full, so single pages rarely overflow.
+#: Double the buckets once the table is this full, so buckets rarely need overflow pages.
 TARGET_LOAD = 0.6
 
 
-def needs_growth(root: Root, pages: list[Page], touched: Page) -> bool:
-    """A page overflowed, or the table is past its target load (then only if it can still double)."""
-    if not touched.fits():
-        return True
+def needs_growth(root: Root, pages: list[Page], touched: Page | None = None) -> bool:
+    """The table is past its target load and the root can still hold twice as many buckets.
+
+    A bucket that does not fit its head is not a reason: colliding ids would land together again
+    (under the same key), so it spills into overflow pages instead.
+    """
     if not root.can_double():
         return False
     return sum(p.chars() for p in pages) > TARGET_LOAD * PAGE_CAPACITY_CHARS * len(pages)
 
 
-def double(root: Root, pages: list[Page], make_page) -> list[Page]:
-    """Twice as many pages, all new, with every session where its id now hashes.
+def double(root: Root, pages: list[Page], make_page, factor: int = 2) -> list[Page]:
+    """``factor`` times as many buckets, all new, with every session where its id now hashes.
 
-    The old pages are left as they are: the caller writes the new ones, then
-    the root (the switch to the new directory is that one write), then deletes
-    the old page threads. A crash before the root write leaves the old layout
-    whole.
+    A root without a key gets one (``factor=1`` only rehashes: the old layout's migration). The old
+    pages are left as they are: the caller writes the new ones, then the root (the switch to the new
+    directory is that one write), then deletes the old threads. A crash before the root write leaves
+    the old layout whole.
     """
-    if not root.can_double():
+    if factor > 1 and not root.can_double():
         raise RegistryFull(f"the root holds {len(root.page_ids)} pages; twice as many do not fit")
-    fresh = [make_page() for _ in range(2 * len(pages))]
+    root.key = root.key or new_key()
+    fresh = [make_page() for _ in range(factor * len(pages))]
     root.page_ids = [page.thread_id for page in fresh]
     for page in pages:
         for session_id, record in page.sessions.items():
@@ -173,7 +289,12 @@ def double(root: Root, pages: list[Page], make_page) -> list[Page]:
 def put(root: Root, pages: list[Page], session_id: str, record: dict, make_page) -> bool:
     """Store a record; True when the pages doubled (every page changed)."""
     pages[root.bucket(session_id)].put(session_id, record)
-    if not needs_growth(root, pages, pages[root.bucket(session_id)]):
+    if not needs_growth(root, pages):
         return False
     pages[:] = double(root, pages, make_page)
     return True
+
+
+def page_threads(page: Page) -> list[str]:
+    """Every thread of a bucket as read: its head, then its overflow pages."""
+    return [page.thread_id, *(thread for _, thread in page.directory)]

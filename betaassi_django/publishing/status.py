@@ -84,12 +84,20 @@ def apply_now(assistant, *, holder: str | None = None) -> int:
     """Run the processor once for this assistant, in this process; returns the events it processed.
 
     0 while another processor holds the assistant's lease (that one applies them). ``ValueError`` when the
-    assistant has no publish queue.
+    assistant has no publish queue. A failure is recorded (``failure()`` says it), never raised; an
+    assistant in its back-off is tried anyway (the operator asked).
     """
     from .processor import Processor
 
     _queue_ids(assistant)
-    return Processor(assistant_ids=[assistant.id], holder=holder).run_once()
+    return Processor(assistant_ids=[assistant.id], holder=holder).run_once(force=True)
+
+
+def failure(assistant_id: str):
+    """The assistant's recorded processing failure (a ``PublishState`` with ``failures > 0``), or None."""
+    from .health import failing
+
+    return failing([assistant_id]).get(assistant_id)
 
 
 def sync_sessions(assistant, *, api: openai.OpenAI | None = None) -> tuple[int, int]:
@@ -113,8 +121,9 @@ def sync_sessions(assistant, *, api: openai.OpenAI | None = None) -> tuple[int, 
 
 def forget_assistant(assistant_id: str) -> None:
     """Drop the local bookkeeping of an assistant that is gone from the backend (sessions, event log, lease)."""
-    from betaassi_django.models import PublishedEvent, PublishLease, Session
+    from betaassi_django.models import PublishedEvent, PublishLease, PublishState, Session
 
+    PublishState.objects.filter(assistant_id=assistant_id).delete()
     Session.objects.filter(assistant_id=assistant_id).delete()
     PublishedEvent.objects.filter(assistant_id=assistant_id).delete()
     PublishLease.objects.filter(assistant_id=assistant_id).delete()
