@@ -41,7 +41,8 @@ def start_processor() -> None:
 
 
 class WithProcessor:
-    """Wraps an ASGI application: starts the processor and hands it the server's event loop."""
+    """Wraps an ASGI application: starts the processor and hands it the server's event loop; starts the run
+    engine's heartbeat and sweep at the first connection, so a server ends the runs of dead processes."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -52,6 +53,9 @@ class WithProcessor:
     async def __call__(self, scope, receive, send):
         loop = asyncio.get_running_loop()
         if loop is not self.loop:
+            from betaassi_django.assistants_api.engine import engine
+
+            engine.start()
             self.loop = loop
             signals.serve_on(loop)
         return await self.app(scope, receive, send)

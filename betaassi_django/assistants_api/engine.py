@@ -8,6 +8,11 @@ make one per test) while a run must outlive the request that created it.
 Streaming clients subscribe to a run's events. ``RunEvents`` is thread-safe and
 not bound to any event loop, so a subscriber may wait from daphne's loop, from a
 test's loop, or from the short-lived loops of the sync in-process transport.
+
+The loop also keeps the beat of ``recovery``: every ``BETAASSI_RUN_HEARTBEAT_SECONDS``
+one UPDATE stamps the runs this process executes, and a sweep ends the runs of
+processes that died. Its database work has a thread of its own, so a busy engine
+does not delay the stamps; it runs on the loop, so a loop that hangs stops them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from asgiref.sync import sync_to_async
+from django.core.signals import setting_changed
+
+from betaassi_django import conf
 
 logger = logging.getLogger("betaassi_django.engine")
 
@@ -74,6 +84,13 @@ class RunEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: dict[str, list[RunEvents]] = {}
         self._cancel_requested: set[str] = set()
+        #: Run id -> executions of it submitted in this process and not yet over.
+        self._executing: dict[str, int] = {}
+        self._beat: Future | None = None
+        self._beat_wake: asyncio.Event | None = None
+        self._beat_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betaassi-run-heartbeat")
+        self._beat_failing = False
+        self._stopped = False
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -84,13 +101,79 @@ class RunEngine:
                 self._loop = loop
             return self._loop
 
+    def start(self) -> None:
+        """Start the loop and its heartbeat and sweep (idempotent: every entry point may call it)."""
+        if self._beat is not None or self._stopped:
+            return
+        loop = self._ensure_loop()
+        with self._lock:
+            if self._beat is None and not self._stopped:
+                self._beat = contextvars.Context().run(asyncio.run_coroutine_threadsafe, self._beat_forever(), loop)
+
     def submit(self, run_id: str) -> Future:
         """Execute a queued run on the engine loop."""
-        from .execution import execute_run
-
+        loop = self._ensure_loop()
+        self.start()
+        with self._lock:
+            self._executing[run_id] = self._executing.get(run_id, 0) + 1
         # An empty context: the run must not inherit the caller's asgiref
         # context, which would send its database work to the caller's thread.
-        return contextvars.Context().run(asyncio.run_coroutine_threadsafe, execute_run(run_id), self._ensure_loop())
+        return contextvars.Context().run(asyncio.run_coroutine_threadsafe, self._execute(run_id), loop)
+
+    async def _execute(self, run_id: str) -> None:
+        from .execution import execute_run
+
+        try:
+            await execute_run(run_id)
+        finally:
+            with self._lock:
+                left = self._executing.pop(run_id, 1) - 1
+                if left:
+                    self._executing[run_id] = left
+
+    def executing(self) -> list[str]:
+        """The runs this process executes (queued here or streaming)."""
+        with self._lock:
+            return list(self._executing)
+
+    async def _beat_forever(self) -> None:
+        self._beat_wake = asyncio.Event()
+        while True:
+            await sync_to_async(self._beat_once, thread_sensitive=False, executor=self._beat_executor)()
+            self._beat_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_wake.wait(), conf.get().run_heartbeat_seconds)
+
+    def _beat_once(self) -> None:
+        """Stamp this process's runs, then end abandoned ones; a failure (the database is away) is retried."""
+        from django.db import connection
+
+        from . import recovery
+
+        if self._stopped:
+            return
+        executing = self.executing()
+        try:
+            recovery.heartbeat(executing)
+            recovery.sweep(executing)
+        except Exception:
+            # Logged once per outage: the beat retries every interval.
+            if not self._beat_failing:
+                logger.exception("run heartbeat failed; retrying every beat")
+            self._beat_failing = True
+        else:
+            if self._beat_failing:
+                logger.warning("run heartbeat works again")
+            self._beat_failing = False
+        finally:
+            connection.close()  # nothing kept between beats (a pool's connection goes back to it)
+
+    def wake_beat(self) -> None:
+        """Beat now (the timing settings changed)."""
+        loop, wake = self._loop, self._beat_wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
 
     def subscribe(self, run_id: str) -> RunEvents:
         events = RunEvents()
@@ -131,7 +214,14 @@ class RunEngine:
             return run_id in self._cancel_requested
 
     def close_connections(self) -> None:
-        """Close the database connections the engine's work holds (before dropping a test database)."""
+        """Stop the beat and close the database connections the engine's work holds (before dropping a test
+        database)."""
+        with self._lock:
+            self._stopped = True
+            beat, self._beat = self._beat, None
+        if beat is not None:
+            beat.cancel()
+        self._beat_executor.submit(lambda: None).result(30)  # a beat under way ends first
         if self._loop is None:
             return
         from asgiref.sync import sync_to_async
@@ -148,3 +238,11 @@ class RunEngine:
 
 
 engine = RunEngine()
+
+
+def _timing_changed(setting: str, **kwargs) -> None:
+    if setting.startswith("BETAASSI_RUN_"):
+        engine.wake_beat()
+
+
+setting_changed.connect(_timing_changed)

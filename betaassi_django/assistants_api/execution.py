@@ -11,6 +11,13 @@ A cancel request (from any process) is noticed at the next delta through the
 engine's flag in this process, and within ``CANCEL_POLL_SECONDS`` in any case
 (the database is polled while the responder streams or waits); the upstream
 stream is closed then.
+
+Nothing leaves a run stuck: an exception anywhere in its execution (a bug, a
+database error, an unexpected responder error) ends it ``failed`` with
+``server_error`` and its stream gets ``thread.run.failed``, then ``done``. A run
+ended meanwhile by another process (``recovery``: its heartbeat looked stale, or
+it expired) is noticed at the next poll or write; the execution then stops
+writing and its stream gets the run's end event.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass, field
 from channels.db import database_sync_to_async
 from django.db import transaction
 
-from . import serializers
+from . import recovery, serializers
 from .engine import engine
 from .ids import now
 from .models import Message, Run, RunStep
@@ -35,6 +42,28 @@ CANCEL_POLL_SECONDS = 0.25
 
 class RunGone(Exception):
     """The run (or its thread) was deleted while executing."""
+
+
+class RunEnded(Exception):
+    """The run was ended by someone else while executing (reaped, expired): write nothing more."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(run.id)
+        self.event = f"thread.run.{run.status}"
+        self.data = serializers.run(run, run.thread.id)
+
+
+#: Statuses in which an execution may still write its run.
+WRITABLE = ("in_progress", "cancelling")
+
+
+def _check_writable(run_id: str) -> None:
+    """Raise unless this execution still owns the run."""
+    run = Run.objects.select_related("thread").filter(id=run_id).first()
+    if run is None:
+        raise RunGone(run_id)
+    if run.status not in WRITABLE:
+        raise RunEnded(run)
 
 
 @dataclass
@@ -121,8 +150,7 @@ def _new_step(run: Run, kind: str, details: dict | list, usage: dict | None = No
 def _open_message(started: Started) -> list[tuple[str, dict]]:
     """The reply message and its step, at the first text delta."""
     with transaction.atomic():
-        if not Run.objects.filter(id=started.run.id).exists():
-            raise RunGone(started.run.id)
+        _check_writable(started.run.id)
         started.message = _new_message(started)
         started.step = _new_step(started.run, "message_creation", {"message_id": started.message.id})
     thread_id = started.run.thread.id
@@ -158,9 +186,11 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
     thread_id = run.thread.id
     events: list[tuple[str, dict]] = []
     with transaction.atomic():
-        current = Run.objects.select_for_update().filter(id=run.id).first()
+        current = Run.objects.select_for_update().select_related("thread").filter(id=run.id).first()
         if current is None or (message is not None and not Message.objects.filter(pk=message.pk).exists()):
             raise RunGone(run.id)
+        if current.status not in WRITABLE:
+            raise RunEnded(current)
         if outcome in ("completed", "requires_action") and current.status == "cancelling":
             outcome = "cancelled"
         if outcome == "requires_action" and any(not c.name for c in started.calls):
@@ -241,9 +271,13 @@ async def execute_run(run_id: str) -> None:
     except RunGone:
         logger.info("run %s was deleted while executing", run_id)
         engine.publish(run_id, "error", _error(f"Run {run_id} was deleted while executing."))
+    except RunEnded as exc:
+        logger.warning("run %s was ended elsewhere (%s) while executing here", run_id, exc.event)
+        engine.publish(run_id, exc.event, exc.data)
+        ended = True
     except Exception:
         logger.exception("run %s crashed", run_id)
-        engine.publish(run_id, "error", _error(f"Run {run_id} stopped on a server error."))
+        ended = await _fail(run_id)
     finally:
         # Once an end event was published, a client may already be streaming the run's next
         # execution (tool outputs submitted at once): its subscription must not be closed here.
@@ -256,14 +290,32 @@ def _error(message: str) -> dict:
     return {"message": message, "type": "server_error", "param": None, "code": None}
 
 
+async def _fail(run_id: str) -> bool:
+    """End a run whose execution raised: failed with server_error, and its stream's end event.
+
+    When even that fails (the database is away), the stream gets an ``error`` event, and since this
+    process stops stamping the run, a sweep ends it once it is stale.
+    """
+    try:
+        run = await database_sync_to_async(recovery.end_run)(run_id, recovery.FAILED)
+    except Exception:
+        logger.exception("run %s could not be ended; a sweep will end it", run_id)
+        run = None
+    if run is None:
+        engine.publish(run_id, "error", _error(f"Run {run_id} stopped on a server error."))
+        return False
+    engine.publish(run_id, f"thread.run.{run.status}", serializers.run(run, run.thread.id))
+    return True
+
+
 async def _execute(run_id: str) -> bool:
     """Execute; True when an event that ends the run's stream was published."""
     started = await database_sync_to_async(_start)(run_id)
     if started is None:
         return False
     if isinstance(started, Run):
-        if started.status == "cancelled":
-            engine.publish(run_id, "thread.run.cancelled", serializers.run(started, started.thread.id))
+        if started.status in ("cancelled", "failed", "expired"):  # cancelled before it started, or reaped
+            engine.publish(run_id, f"thread.run.{started.status}", serializers.run(started, started.thread.id))
             return True
         return False
     for event, data in started.events:
@@ -279,12 +331,20 @@ async def _execute(run_id: str) -> bool:
             if done:
                 outcome = consumer.result()
                 break
-            if engine.cancel_requested(run_id) or await database_sync_to_async(_status)(run_id) == "cancelling":
+            status = await database_sync_to_async(_status)(run_id)
+            if status not in WRITABLE:  # deleted, or ended by another process: stop, write nothing
+                consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RunGone, RunEnded):
+                    await consumer
+                await database_sync_to_async(_check_writable)(run_id)
+            if engine.cancel_requested(run_id) or status == "cancelling":
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await consumer
                 outcome = "cancelled"
                 break
+    except (RunGone, RunEnded):
+        raise
     except ResponderError as exc:
         logger.warning("run %s failed: %s", run_id, exc.message)
         outcome, error = "failed", (exc.code, exc.message)

@@ -12,10 +12,14 @@ import secrets
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from .ids import new_id, now
 
 ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
+#: Statuses in which a run is in an engine's hands (``requires_action`` waits for the client instead):
+#: the executing process keeps its ``heartbeat_at`` fresh, or another process ends it (``recovery``).
+EXECUTING_RUN_STATUSES = ("queued", "in_progress", "cancelling")
 TERMINAL_RUN_STATUSES = ("cancelled", "failed", "completed", "incomplete", "expired")
 
 
@@ -119,9 +123,18 @@ class Run(StoredObject):
     parallel_tool_calls = models.BooleanField(default=True)
     response_format = models.JSONField(default=_auto)
     reasoning_effort = models.CharField(max_length=16, null=True)
+    #: The database's clock when the executing process last said it is alive (not part of the API).
+    heartbeat_at = models.DateTimeField(db_default=Now())
 
     class Meta(StoredObject.Meta):
-        indexes = [models.Index(fields=["thread", "seq"])]
+        indexes = [
+            models.Index(fields=["thread", "seq"]),
+            # What the sweeps of ``recovery`` look for, kept small: only runs in those statuses.
+            models.Index(fields=["heartbeat_at"], condition=Q(status__in=EXECUTING_RUN_STATUSES),
+                         name="assistants_api_run_heartbeat"),
+            models.Index(fields=["expires_at"], condition=Q(status="requires_action"),
+                         name="assistants_api_run_awaiting"),
+        ]
         constraints = [
             # At most one active run per thread, enforced by the database so
             # that it holds across server processes.
@@ -135,6 +148,16 @@ class Run(StoredObject):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_RUN_STATUSES
+
+    def save(self, *args, **kwargs) -> None:
+        """A run that enters an executing status starts its heartbeat clock now, so that a run queued again
+        (tool outputs) is not taken for abandoned because of the time it waited for the client."""
+        fields = kwargs.get("update_fields")
+        if self.status in EXECUTING_RUN_STATUSES and (fields is None or "status" in fields):
+            self.heartbeat_at = Now()
+            if fields is not None:
+                kwargs["update_fields"] = [*fields, "heartbeat_at"]
+        super().save(*args, **kwargs)
 
 
 class RunStep(StoredObject):

@@ -11,7 +11,7 @@ from django.http import QueryDict
 
 from betaassi_django import conf
 
-from . import serializers
+from . import recovery, serializers
 from .errors import invalid, not_found
 from .ids import now
 from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
@@ -162,6 +162,7 @@ def delete_thread(thread_id: str) -> dict:
 
 def _active_run(thread: Thread) -> Run | None:
     """The thread's active run; one whose time ran out is expired on the way."""
+    recovery.reap_thread(thread.pk)  # a run whose process died (no heartbeat) ends now, freeing the thread
     for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).only("id", "status", "expires_at"):
         if run.expires_at is not None and run.expires_at < now():
             Run.objects.filter(pk=run.pk, status=run.status).update(status="expired")

@@ -20,6 +20,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponseBase
 from django.urls import resolve
 
+from .engine import engine
 from .http import IN_PROCESS_SCOPE_KEY
 from .streaming import RunEventStream, SSEResponse
 
@@ -29,6 +30,7 @@ API_PREFIX = "/v1"
 
 def _resolve(request: httpx2.Request, body: bytes):
     """The Django request daphne would build, and the /v1 view it reaches."""
+    engine.start()  # a process using the API in-process keeps its runs' heartbeat and sweeps (recovery)
     path = request.url.path
     api_path = path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else path
     scope = {
