@@ -6,6 +6,16 @@ import json
 
 from django.http import HttpResponse
 
+#: Errors echo client input (ids, keys, values): they are cut to these lengths.
+MAX_MESSAGE_CHARS = 2000
+MAX_PARAM_CHARS = 300
+
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` as valid Unicode (a lone surrogate becomes ``\\ud800``), cut to ``limit`` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class ApiError(Exception):
     """An error answered to the client as OpenAI answers it."""
@@ -27,7 +37,9 @@ class ApiError(Exception):
         self.code = code
 
     def as_dict(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        param = None if self.param is None else _printable(self.param, MAX_PARAM_CHARS)
+        return {"error": {"message": _printable(self.message, MAX_MESSAGE_CHARS), "type": self.type, "param": param,
+                          "code": self.code}}
 
     def response(self) -> HttpResponse:
         return HttpResponse(json.dumps(self.as_dict()), status=self.status, content_type="application/json")

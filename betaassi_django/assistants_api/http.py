@@ -19,7 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
-from django.core.exceptions import RequestDataTooBig
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
@@ -28,6 +29,7 @@ from django.views.decorators.csrf import csrf_exempt
 from betaassi_django import conf
 
 from .errors import ApiError, invalid, server_error
+from .limits import MAX_DEPTH, too_deep
 from .models import ApiKey, hash_key
 from .validation import validate_body
 
@@ -77,7 +79,7 @@ def authenticate(request: HttpRequest) -> None:
 
 
 def read_body(request: HttpRequest, schema_name: str) -> dict:
-    """The JSON body, validated against the named request schema."""
+    """The JSON body, validated against the named request schema (its nesting checked before it is parsed)."""
     limit = conf.get().api_max_body_bytes
     try:
         declared = int(request.headers.get("Content-Length") or 0)
@@ -93,6 +95,12 @@ def read_body(request: HttpRequest, schema_name: str) -> dict:
         )
     if not raw.strip():
         body = {}
+    elif too_deep(raw):
+        raise invalid(
+            f"The request body is nested too deeply: at most {MAX_DEPTH} levels of arrays and objects are "
+            "accepted.",
+            code="nesting_too_deep",
+        )
     else:
         try:
             body = json.loads(raw)
@@ -102,6 +110,18 @@ def read_body(request: HttpRequest, schema_name: str) -> dict:
                 "using your HTTP library correctly. The OpenAI API expects a JSON payload.)"
             ) from None
     return validate_body(schema_name, body)
+
+
+def check_query(request: HttpRequest) -> None:
+    """Parse the query string now, so that too many parameters is a 400 and not an error in a handler."""
+    try:
+        request.GET  # noqa: B018 (parsed lazily, on first access)
+    except TooManyFieldsSent:
+        raise invalid(
+            f"The query string has more than the {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters this server "
+            "accepts.",
+            code="too_many_parameters",
+        ) from None
 
 
 #: Threads that serve the API's reads on SQLite (WAL lets readers run beside the one writer).
@@ -150,6 +170,7 @@ def endpoint(**handlers: Handler):
     def handle(request: HttpRequest, **kwargs) -> HttpResponseBase:
         try:
             authenticate(request)
+            check_query(request)
             handler = handlers.get(request.method or "")
             if handler is None:
                 raise ApiError(405, f"Method {request.method} is not allowed on {request.path}; use {allowed}.")

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.http import QueryDict
 
 from .errors import invalid
+from .limits import plausible_id
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -18,6 +19,8 @@ def _limit(query: QueryDict) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
     try:
+        if not raw.isascii() or not raw.lstrip("-").isdigit():
+            raise ValueError(raw)
         limit = int(raw)
     except ValueError:
         raise invalid(
@@ -29,7 +32,7 @@ def _limit(query: QueryDict) -> int:
         side = "below minimum" if limit < 1 else "above maximum"
         bound = ">= 1" if limit < 1 else f"<= {MAX_LIMIT}"
         raise invalid(
-            f"Invalid 'limit': integer {side} value. Expected a value {bound}, but got {limit} instead.",
+            f"Invalid 'limit': integer {side} value. Expected a value {bound}, but got {raw[:50]} instead.",
             param="limit",
             code="integer_below_min_value" if limit < 1 else "integer_above_max_value",
         )
@@ -48,7 +51,7 @@ def _order(query: QueryDict) -> str:
 
 
 def _cursor_seq(queryset: QuerySet, name: str, object_id: str) -> int:
-    seq = queryset.filter(id=object_id).values_list("seq", flat=True).first()
+    seq = queryset.filter(id=object_id).values_list("seq", flat=True).first() if plausible_id(object_id) else None
     if seq is None:
         raise invalid(
             f"Invalid '{name}': no object with id '{object_id[:100]}' is in this list.",

@@ -14,6 +14,7 @@ from betaassi_django import conf
 from . import recovery, serializers
 from .errors import invalid, not_found
 from .ids import now
+from .limits import plausible_id
 from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
 from .pagination import page
 
@@ -50,7 +51,14 @@ def _tool_resources(value: dict | None, param: str) -> dict | None:
 # Assistants ---------------------------------------------------------------
 
 
+def _check_id(kind: str, object_id: str) -> None:
+    """An id that no object can have is not found without a query (it may hold anything: NUL, 100 kB...)."""
+    if not plausible_id(object_id):
+        raise not_found(kind, object_id)
+
+
 def get_assistant(assistant_id: str) -> Assistant:
+    _check_id("assistant", assistant_id)
     try:
         return Assistant.objects.get(id=assistant_id)
     except Assistant.DoesNotExist:
@@ -84,6 +92,7 @@ def modify_assistant(assistant_id: str, body: dict) -> dict:
 
 
 def delete_assistant(assistant_id: str) -> dict:
+    _check_id("assistant", assistant_id)
     deleted, _ = Assistant.objects.filter(id=assistant_id).delete()
     if not deleted:
         raise not_found("assistant", assistant_id)
@@ -98,6 +107,7 @@ def list_assistants(query: QueryDict) -> dict:
 
 
 def get_thread(thread_id: str) -> Thread:
+    _check_id("thread", thread_id)
     try:
         return Thread.objects.get(id=thread_id)
     except Thread.DoesNotExist:
@@ -154,6 +164,7 @@ def modify_thread(thread_id: str, body: dict) -> dict:
 
 
 def delete_thread(thread_id: str) -> dict:
+    _check_id("thread", thread_id)
     deleted, _ = Thread.objects.filter(id=thread_id).delete()
     if not deleted:
         raise not_found("thread", thread_id)
@@ -183,6 +194,8 @@ def create_message(thread_id: str, body: dict) -> dict:
 
 
 def get_message(thread_id: str, message_id: str) -> Message:
+    _check_id("thread", thread_id)
+    _check_id("message", message_id)
     try:
         return Message.objects.get(id=message_id, thread__id=thread_id)
     except Message.DoesNotExist:
@@ -213,7 +226,8 @@ def list_messages(thread_id: str, query: QueryDict) -> dict:
     thread = get_thread(thread_id)
     messages = Message.objects.filter(thread=thread)
     if query.get("run_id"):
-        messages = messages.filter(run_id=query["run_id"])
+        run_id = query["run_id"]
+        messages = messages.filter(run_id=run_id) if plausible_id(run_id) else messages.none()
     return page(messages, query, lambda m: serializers.message(m, thread_id))
 
 
@@ -311,6 +325,8 @@ def create_thread_and_run(run_id: str, body: dict) -> tuple[dict, dict]:
 
 
 def get_run(thread_id: str, run_id: str) -> Run:
+    _check_id("thread", thread_id)
+    _check_id("run", run_id)
     try:
         run = Run.objects.get(id=run_id, thread__id=thread_id)
     except Run.DoesNotExist:
@@ -416,6 +432,9 @@ def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> tuple[dict, 
 
 
 def get_step(thread_id: str, run_id: str, step_id: str) -> dict:
+    _check_id("thread", thread_id)
+    _check_id("run", run_id)
+    _check_id("run step", step_id)
     try:
         step = RunStep.objects.get(id=step_id, run__id=run_id, thread_id=thread_id)
     except RunStep.DoesNotExist:

@@ -1,9 +1,10 @@
 """Request validation: OpenAI's request schemas, then the limits they leave out.
 
 Bodies are checked against the request schemas of OpenAI's specification
-(``schemas/requests.json``), so what the embedded API accepts is exactly what
+(``schemas/requests.json``), with the bounds ``limits`` adds where the
+specification leaves a value open, so what the embedded API accepts is what
 the specification allows; metadata limits, which the specification states only
-in prose, are checked here.
+in prose, and values no store can keep (``limits.unstorable``) are checked here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from .errors import invalid
+from .limits import apply_schema_limits, param_path, unstorable
 
 SCHEMAS_URI = "urn:betaassi:assistants-requests"
 METADATA_MAX_PAIRS = 16
@@ -42,25 +44,19 @@ _SCHEMA_TYPES = {
     "number": "a decimal",
     "null": "null",
 }
+_BOUNDS = ("maxLength", "minLength", "maximum", "minimum", "maxItems", "minItems")
 
 
 @cache
 def _registry() -> Registry:
     contents = json.loads((Path(__file__).parent / "schemas" / "requests.json").read_text())
+    apply_schema_limits(contents["components"]["schemas"])
     return Registry().with_resource(SCHEMAS_URI, Resource.from_contents(contents, DRAFT202012))
 
 
 @cache
 def validator(schema_name: str) -> Draft202012Validator:
     return Draft202012Validator({"$ref": f"{SCHEMAS_URI}#/components/schemas/{schema_name}"}, registry=_registry())
-
-
-def param_path(path) -> str:
-    """``["messages", 0, "content"]`` -> ``messages[0].content`` as OpenAI names params."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _describe(value: Any) -> str:
@@ -132,6 +128,9 @@ def _error_for(error: ValidationError) -> Exception:
             code="invalid_value",
         )
     if kind in ("anyOf", "oneOf"):
+        bounded = [e for e in error.context if e.validator in _BOUNDS and e.instance is value]
+        if bounded:  # the one form that has the value's type, but not its size
+            return _error_for(bounded[0])
         return invalid(
             f"Invalid value for {where}: {_describe(value)} does not match any of the forms the API accepts here.",
             param=param,
@@ -150,26 +149,13 @@ def validate_body(schema_name: str, body: Any) -> dict:
     error = best_match(validator(schema_name).iter_errors(body))
     if error is not None:
         raise _error_for(error)
-    _refuse_null_characters(body, [])
+    refused = unstorable(body)
+    if refused is not None:
+        param, message, code = refused
+        raise invalid(message, param=param, code=code)
     for path, metadata in _metadata_values(body):
         check_metadata(metadata, path)
     return body
-
-
-def _refuse_null_characters(value: Any, path: list) -> None:
-    """No string may hold U+0000: PostgreSQL cannot store it, so no backend accepts it."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            name = param_path(path) or None
-            raise invalid(f"Invalid value for '{name}': null characters are not allowed.", param=name,
-                          code="invalid_value")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_null_characters(key, path)
-            _refuse_null_characters(item, [*path, key])
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _refuse_null_characters(item, [*path, index])
 
 
 def _metadata_values(body: dict):
