@@ -13,6 +13,7 @@ from betaassi_django.client import get_client
 from betaassi_django.models import Assistant, PublishedEvent, Session
 from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY
 from betaassi_django.publishing.processor import Processor
+from tests.admin_paths import admin_path
 from tests.testapp.models import Kitchen, Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,7 +52,7 @@ def test_changelist_shows_type_model_sessions_lag_and_id(web, staff):
     assert (rows[desk.id].sessions_count, rows[desk.id].queue_lag_text) == (2, "1")
     assert (rows[other.id].sessions_count, rows[other.id].queue_lag_text) == (0, "0")
     html = response.text
-    for text in ("Desk", "testapp.Support", "gpt-4o-mini", desk.id, f"/admin/testapp/support/{desk.id}/queue/"):
+    for text in ("Desk", "testapp.Support", "gpt-4o-mini", desk.id, admin_path(Support, "queue", desk.id)):
         assert text in html
 
     assert [a.id for a in web.get("/admin/testapp/support/", {"q": "desk"}).context["cl"].result_list] == [desk.id]
@@ -111,7 +112,7 @@ def test_metadata_limits_are_form_errors_and_nothing_is_written(web):
 
 def test_a_400_from_the_backend_is_an_error_on_its_field(web):
     desk = Support.objects.create(name="Desk")
-    response = web.post(f"/admin/testapp/support/{desk.id}/change/",
+    response = web.post(admin_path(Support, "change", desk.id),
                         support_form(name="Renamed", tools=json.dumps([{"type": "no-such-tool"}])))
     assert response.status_code == 200
     form = response.context["adminform"].form
@@ -126,7 +127,7 @@ def test_a_400_from_the_backend_is_an_error_on_its_field(web):
 
 def test_change_writes_through(web):
     desk = Support.objects.create(name="Desk", tier=1)
-    response = web.post(f"/admin/testapp/support/{desk.id}/change/", support_form(name="Help desk", tier="5"))
+    response = web.post(admin_path(Support, "change", desk.id), support_form(name="Help desk", tier="5"))
     assert response.status_code == 302
     remote = get_client().beta.assistants.retrieve(desk.id)
     assert (remote.name, remote.metadata["tier"]) == ("Help desk", "5")
@@ -137,13 +138,13 @@ def test_change_page_shows_core_own_and_backend_fields(web, staff):
     desk = Support.objects.create(name="Desk", tier=4)
     desk.create_session("s1", owner=staff)
     Processor().run_once()
-    response = web.get(f"/admin/testapp/support/{desk.id}/change/")
+    response = web.get(admin_path(Support, "change", desk.id))
     assert response.status_code == 200
     names = [[line.fields for line in fieldset] for fieldset in response.context["adminform"]]
     assert [field for lines in names[0] for field in lines] == [
         "name", "description", "model", "instructions", "tools", "temperature", "top_p"]
     assert [field for lines in names[1] for field in lines] == ["tier", "escalate"]
-    assert f"/admin/testapp/support/{desk.id}/queue/" in response.text
+    assert admin_path(Support, "queue", desk.id) in response.text
     sessions = response.context["inline_admin_formsets"][0].formset
     assert [(f.instance.session_id, f.instance.status_text) for f in sessions.initial_forms] == [("s1", "applied")]
 
@@ -155,7 +156,7 @@ def test_delete_removes_the_assistant_its_queue_and_session_threads(web, staff):
     thread_id = Session.objects.get().thread_id
     queue_threads = [desk.metadata[PUBLISH_KEY], desk.metadata[REGISTRY_KEY]]
 
-    response = web.post(f"/admin/testapp/support/{desk.id}/delete/", {"post": "yes"})
+    response = web.post(admin_path(Support, "delete", desk.id), {"post": "yes"})
     assert response.status_code == 302
     api = get_client()
     for gone in (lambda: api.beta.assistants.retrieve(desk.id), *(

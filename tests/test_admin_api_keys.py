@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from betaassi_django.assistants_api.models import ApiKey, hash_key
+from tests.admin_paths import admin_path
 from tests.test_admin import shown
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,7 +26,7 @@ def test_creating_a_key_shows_it_once_and_stores_its_hash(web):
     key, raw = issue(web)
     assert raw.startswith("sk-betaassi-") and len(raw) > 40
     assert (key.name, key.hashed_key, key.prefix) == ("laptop", hash_key(raw), raw[:18])
-    for page in (web.get("/admin/assistants_api/apikey/"), web.get(f"/admin/assistants_api/apikey/{key.pk}/change/")):
+    for page in (web.get("/admin/assistants_api/apikey/"), web.get(admin_path(ApiKey, "change", key.pk))):
         assert page.status_code == 200
         assert raw not in page.text and key.hashed_key not in page.text
         assert key.prefix in page.text
@@ -61,7 +62,7 @@ def test_revoking_refuses_the_key(web):
 
 def test_renaming_a_key_keeps_its_hash(web):
     key, raw = issue(web)
-    response = web.post(f"/admin/assistants_api/apikey/{key.pk}/change/", {"name": "desktop"})
+    response = web.post(admin_path(ApiKey, "change", key.pk), {"name": "desktop"})
     assert response.status_code == 302
     key.refresh_from_db()
     assert (key.name, key.hashed_key) == ("desktop", hash_key(raw))

@@ -13,8 +13,11 @@ import pytest
 from django.conf import settings
 
 from betaassi_django.client import build_client
+from betaassi_django.models import Session
 from betaassi_django.testing import LiveServer, scratch_database_url
+from tests.admin_paths import admin_path
 from tests.conftest import ARTIFACTS, _database_url
+from tests.testapp.models import Support
 
 PASSWORD = secrets.token_urlsafe(12)
 
@@ -65,11 +68,11 @@ def test_an_operator_creates_an_assistant_adds_a_session_applies_the_queue_and_o
     page.select_option("#id_kind", "manyshots")
     page.fill("#id_context_messages", "2")
     page.click("input[name=_save]")
-    page.wait_for_url(f"{server.url}/admin/betaassi_django/session/?assistant={assistant_id}")
+    page.wait_for_url(server.url + admin_path(Session, "changelist", assistant=assistant_id))
     assert page.locator(".messagelist .success").inner_text().startswith("Published session.create for from-admin")
     assert page.locator("tr.pending-session").inner_text().split("\t")[:2] == ["from-admin", "Browser desk"]
 
-    page.goto(f"{server.url}/admin/testapp/support/{assistant_id}/queue/")
+    page.goto(server.url + admin_path(Support, "queue", assistant_id))
     assert page.inner_text("#lag") == "1"
     assert page.locator("#events tr.event .event-status").all_inner_texts() == ["pending"]
     page.click("#apply-now")
@@ -92,7 +95,7 @@ def test_an_operator_creates_an_assistant_adds_a_session_applies_the_queue_and_o
     chat_link = row.locator("a.chat-link").get_attribute("href")
 
     # The assistant's page: its own fields, and the session in the inline.
-    page.goto(f"{server.url}/admin/testapp/support/{assistant_id}/change/")
+    page.goto(server.url + admin_path(Support, "change", assistant_id))
     assert page.input_value("#id_tier") == "5" and page.is_checked("#id_escalate")
     assert page.input_value("#id_sessions-0-session_id") == "from-admin"
     assert page.inner_text("#sessions-0 td.field-status") == "applied"

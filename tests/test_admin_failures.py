@@ -20,6 +20,7 @@ from betaassi_django.client import build_client, get_client, use_clients
 from betaassi_django.models import Session
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.testing import LiveServer, free_port, scratch_database_url
+from tests.admin_paths import admin_path
 from tests.conftest import _database_url
 from tests.test_admin import shown, support_form
 from tests.testapp.models import Support
@@ -50,7 +51,7 @@ def unreachable(message: str) -> bool:
 
 def test_saving_while_the_backend_is_down_keeps_the_form_and_the_mirror(web, backend_down):
     desk = backend_down
-    response = web.post(f"/admin/testapp/support/{desk.id}/change/", support_form(name="Renamed", tier="9"))
+    response = web.post(admin_path(Support, "change", desk.id), support_form(name="Renamed", tier="9"))
     assert response.status_code == 200
     [message] = shown(response, "error")
     assert message.startswith("Saving Renamed in the backend failed: the backend is unreachable (") and unreachable(
@@ -72,8 +73,8 @@ def test_adding_while_the_backend_is_down_creates_nothing(web, backend_down):
 
 def test_deleting_while_the_backend_is_down_keeps_everything(web, backend_down):
     desk = backend_down
-    response = web.post(f"/admin/testapp/support/{desk.id}/delete/", {"post": "yes"})
-    assert response.status_code == 302 and response["Location"] == f"/admin/testapp/support/{desk.id}/delete/"
+    response = web.post(admin_path(Support, "delete", desk.id), {"post": "yes"})
+    assert response.status_code == 302 and response["Location"] == admin_path(Support, "delete", desk.id)
     [message] = shown(response)
     assert message.startswith("Deleting Desk in the backend failed: the backend is unreachable (")
     assert Support.objects.filter(pk=desk.pk).exists() and Session.objects.filter(assistant_id=desk.id).exists()
@@ -95,7 +96,7 @@ def test_pages_still_render_while_the_backend_is_down(web, backend_down):
     [row] = listing.context["cl"].result_list
     assert (row.sessions_count, getattr(row, "queue_lag_text", "unknown")) == (1, "unknown")
 
-    page = web.get(f"/admin/testapp/support/{desk.id}/queue/")
+    page = web.get(admin_path(Support, "queue", desk.id))
     assert page.status_code == 200 and page.context["backend_error"].startswith("the backend is unreachable (")
 
     sessions = web.get("/admin/betaassi_django/session/")
@@ -103,13 +104,13 @@ def test_pages_still_render_while_the_backend_is_down(web, backend_down):
     assert [(r.session_id, r.status_text) for r in sessions.context["cl"].result_list] == [
         ("s-1", "unknown (backend unreachable)")]
 
-    change = web.get(f"/admin/testapp/support/{desk.id}/change/")
+    change = web.get(admin_path(Support, "change", desk.id))
     assert change.status_code == 200
 
 
 def test_actions_while_the_backend_is_down_report_and_change_nothing(web, backend_down):
     desk = backend_down
-    applied = web.post(f"/admin/testapp/support/{desk.id}/queue/", {"apply": "1"})
+    applied = web.post(admin_path(Support, "queue", desk.id), {"apply": "1"})
     [message] = shown(applied)
     assert message.startswith("Applying the queue of Desk failed: the backend is unreachable (")
     synced = web.post("/admin/testapp/support/", {"action": "sync_from_backend", "_selected_action": [desk.id]})
@@ -127,10 +128,10 @@ def test_sessions_while_the_backend_is_down_publish_nothing(web, staff, backend_
     [message] = shown(response, "error")
     assert message.startswith("Publishing the session s-2 failed: the backend is unreachable (")
     session = Session.objects.get()
-    edited = web.post(f"/admin/betaassi_django/session/{session.pk}/change/", {"kind": "oneshot"})
+    edited = web.post(admin_path(Session, "change", session.pk), {"kind": "oneshot"})
     assert edited.status_code == 200
     assert shown(edited, "error")[0].startswith("Publishing the session s-1 failed: the backend is unreachable")
-    deleted = web.post(f"/admin/betaassi_django/session/{session.pk}/delete/", {"post": "yes"})
+    deleted = web.post(admin_path(Session, "delete", session.pk), {"post": "yes"})
     assert shown(deleted, "error")[0].startswith(
         "Publishing the deletion of session s-1 failed: the backend is unreachable")
     assert list(Session.objects.values_list("session_id", "kind")) == [("s-1", "default")]
@@ -157,9 +158,9 @@ def test_a_stopped_remote_backend_leaves_both_sides_as_they_were(web, remote):
     web.get(response["Location"])  # shows (and so clears) the "added" message
 
     remote.stop()
-    changed = web.post(f"/admin/testapp/support/{desk.id}/change/", support_form(name="Renamed", tier="8"))
+    changed = web.post(admin_path(Support, "change", desk.id), support_form(name="Renamed", tier="8"))
     assert changed.status_code == 200 and unreachable(shown(changed, "error")[0])
-    deleted = web.post(f"/admin/testapp/support/{desk.id}/delete/", {"post": "yes"})
+    deleted = web.post(admin_path(Support, "delete", desk.id), {"post": "yes"})
     assert deleted.status_code == 302 and unreachable(shown(deleted, "error")[0])
 
     remote.start()  # the same database and port: what the backend held before it went down
@@ -169,7 +170,7 @@ def test_a_stopped_remote_backend_leaves_both_sides_as_they_were(web, remote):
     mirror = Support.objects.get()
     assert (mirror.name, mirror.tier, mirror.metadata) == ("Remote desk", 4, back.metadata)
 
-    again = web.post(f"/admin/testapp/support/{desk.id}/change/", support_form(name="Renamed", tier="8"))
+    again = web.post(admin_path(Support, "change", desk.id), support_form(name="Renamed", tier="8"))
     assert again.status_code == 302
     assert api.beta.assistants.retrieve(desk.id).name == "Renamed"
 
@@ -204,7 +205,7 @@ def failing_host(settings, desk):
 
 def test_a_500_from_the_backend_is_an_error_message(web, failing_host):
     desk = failing_host
-    response = web.post(f"/admin/testapp/support/{desk.id}/change/", support_form(name="Renamed"))
+    response = web.post(admin_path(Support, "change", desk.id), support_form(name="Renamed"))
     assert response.status_code == 200
     assert shown(response, "error") == ["Saving Renamed in the backend failed: the backend answered 500: The server "
                                         "had an error while processing your request. Nothing was changed."]
@@ -227,7 +228,7 @@ def silent_host(desk):
 
 def test_a_backend_timeout_is_an_error_message(web, silent_host):
     desk = silent_host
-    response = web.post(f"/admin/testapp/support/{desk.id}/change/", support_form(name="Renamed"))
+    response = web.post(admin_path(Support, "change", desk.id), support_form(name="Renamed"))
     assert response.status_code == 200
     assert shown(response, "error") == ["Saving Renamed in the backend failed: the backend did not answer in time. "
                                         "Nothing was changed."]

@@ -11,6 +11,7 @@ from betaassi_django.client import get_client
 from betaassi_django.models import PublishedEvent, PublishLease, Session
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.processor import Processor
+from tests.admin_paths import admin_path
 from tests.conftest import client_of
 from tests.test_admin import shown
 from tests.testapp.models import Support
@@ -28,7 +29,7 @@ def test_the_queue_page_shows_each_event_with_its_status(web, staff):
     hwm = PublishedEvent.objects.order_by("processed_at").last().event_id
     later = desk.delete_session("s-1")  # pending
 
-    page = web.get(f"/admin/testapp/support/{desk.id}/queue/")
+    page = web.get(admin_path(Support, "queue", desk.id))
     assert page.status_code == 200
     assert (page.context["hwm"], page.context["lag"]) == (hwm, "1")
     assert [(e["op"], e["session_id"], e["status"], e["reason"]) for e in page.context["events"]] == [
@@ -48,9 +49,9 @@ def test_the_queue_page_pages_through_older_events(web, staff):
     desk = Support.objects.create(name="Desk")
     for index in range(55):
         desk.update_session(f"s-{index}", model="m")
-    first = web.get(f"/admin/testapp/support/{desk.id}/queue/")
+    first = web.get(admin_path(Support, "queue", desk.id))
     assert len(first.context["events"]) == 50 and first.context["lag"] == "55"
-    older = web.get(f"/admin/testapp/support/{desk.id}/queue/", {"after": first.context["older"]})
+    older = web.get(admin_path(Support, "queue", desk.id), {"after": first.context["older"]})
     assert [e["session_id"] for e in older.context["events"]] == [f"s-{i}" for i in (4, 3, 2, 1, 0)]
     assert older.context["older"] is None
 
@@ -59,13 +60,13 @@ def test_apply_now_from_the_queue_page(web, staff):
     desk = Support.objects.create(name="Desk")
     desk.create_session("s-1", owner=staff)
     desk.create_session("s-2", owner=staff)
-    response = web.post(f"/admin/testapp/support/{desk.id}/queue/", {"apply": "1"})
-    assert response.status_code == 302 and response["Location"] == f"/admin/testapp/support/{desk.id}/queue/"
+    response = web.post(admin_path(Support, "queue", desk.id), {"apply": "1"})
+    assert response.status_code == 302 and response["Location"] == admin_path(Support, "queue", desk.id)
     assert shown(response) == ["Desk: 2 event(s) processed; nothing is pending."]
     assert sorted(Session.objects.values_list("session_id", flat=True)) == ["s-1", "s-2"]
     assert [s.session_id for s in desk.sessions] == ["s-1", "s-2"]
     assert not PublishLease.objects.exists()  # released after the run
-    assert web.get(f"/admin/testapp/support/{desk.id}/queue/").context["lag"] == "0"
+    assert web.get(admin_path(Support, "queue", desk.id)).context["lag"] == "0"
 
 
 def test_apply_now_while_another_processor_holds_the_queue(web, staff):
@@ -74,7 +75,7 @@ def test_apply_now_while_another_processor_holds_the_queue(web, staff):
     from betaassi_django.publishing import lease
 
     assert lease.acquire(desk.id, "elsewhere:1", 60)
-    response = web.post(f"/admin/testapp/support/{desk.id}/queue/", {"apply": "1"})
+    response = web.post(admin_path(Support, "queue", desk.id), {"apply": "1"})
     assert shown(response) == ["Desk: 0 event(s) processed, 1 still pending (the queue is leased to elsewhere:1)."]
     assert not Session.objects.exists()
 
@@ -98,7 +99,7 @@ def test_sync_from_backend_rereads_the_assistant_and_its_sessions(web, staff):
     Session.objects.create(assistant_id=desk.id, session_id="stale", created_at="2026-01-01T00:00Z")
     Session.objects.filter(session_id="s-1").delete()
 
-    response = web.post(f"/admin/testapp/support/{desk.id}/queue/", {"sync": "1"})
+    response = web.post(admin_path(Support, "queue", desk.id), {"sync": "1"})
     assert shown(response) == [
         "Renamed elsewhere synced from the backend: 1 session(s), 1 stale mirror row(s) removed."]
     mirror = Support.objects.get()
@@ -142,7 +143,7 @@ def test_sync_all_mirrors_new_assistants_and_drops_vanished_ones(web, staff):
 def test_the_queue_page_needs_staff_the_change_permission_and_csrf(staff):
     desk = Support.objects.create(name="Desk")
     desk.create_session("s", owner=staff)
-    url = f"/admin/testapp/support/{desk.id}/queue/"
+    url = admin_path(Support, "queue", desk.id)
     anonymous = Client().get(url)
     assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")
 
@@ -164,7 +165,7 @@ def test_an_assistant_made_outside_betaassi_has_no_queue_and_no_500(web):
     outsider = get_client().beta.assistants.create(model="gpt-4o", name="Outsider",
                                                    metadata={"betaassi_type": "testapp.Support"})
     web.post("/admin/testapp/support/sync/")
-    url = f"/admin/testapp/support/{outsider.id}/queue/"
+    url = admin_path(Support, "queue", outsider.id)
     page = web.get(url)
     assert page.status_code == 200
     assert shown(page)[-1] == ("Outsider has no publish queue (it was made outside betaassi-django), so it has no "
@@ -175,4 +176,4 @@ def test_an_assistant_made_outside_betaassi_has_no_queue_and_no_500(web):
         "has no events or sessions."]
     listing = web.get("/admin/testapp/support/")
     assert [a.queue_lag_text for a in listing.context["cl"].result_list] == ["no queue"]
-    assert web.get(f"/admin/testapp/support/{outsider.id}/change/").status_code == 200
+    assert web.get(admin_path(Support, "change", outsider.id)).status_code == 200

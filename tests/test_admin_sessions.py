@@ -13,6 +13,7 @@ from betaassi_django.models import Session
 from betaassi_django.publishing import publisher, signals
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.processor import Processor
+from tests.admin_paths import admin_path
 from tests.test_admin import shown, support_form
 from tests.testapp.models import Support
 
@@ -46,7 +47,7 @@ def test_add_a_session_from_the_session_admin(web, staff):
         "assistant": desk.id, "session_id": "s-1", "owner": staff.pk, "kind": "manyshots", "context_messages": "3",
         "model": "gpt-4o-mini"})
     assert response.status_code == 302
-    assert response["Location"] == f"/admin/betaassi_django/session/?assistant={desk.id}"
+    assert response["Location"] == admin_path(Session, "changelist", assistant=desk.id)
     [event] = published(desk)
     assert {k: event[k] for k in ("v", "op", "session_id")} == {"v": 1, "op": "session.create", "session_id": "s-1"}
     assert {k: event["args"][k] for k in ("owner", "kind", "context_messages", "model")} == {
@@ -68,7 +69,7 @@ def test_add_a_session_from_the_session_admin(web, staff):
     assert (row.session_id, row.owner, row.kind, row.context_messages, row.model, row.status_text) == (
         "s-1", staff, "manyshots", 3, "gpt-4o-mini", "applied")
     assert f'href="/chat/{desk.id}/s-1/"' in listing.text
-    assert f'href="/admin/testapp/support/{desk.id}/change/"' in listing.text
+    assert f'href="{admin_path(Support, "change", desk.id)}"' in listing.text
 
 
 def test_session_form_errors_publish_nothing(web, staff):
@@ -97,9 +98,9 @@ def test_edit_and_delete_publish_and_show_pending(web, staff):
     Processor().run_once()
     one, two = Session.objects.order_by("session_id")
 
-    page = web.get(f"/admin/betaassi_django/session/{one.pk}/change/")
+    page = web.get(admin_path(Session, "change", one.pk))
     assert page.status_code == 200 and "applied" in page.text
-    response = web.post(f"/admin/betaassi_django/session/{one.pk}/change/",
+    response = web.post(admin_path(Session, "change", one.pk),
                         {"kind": "oneshot", "context_messages": "", "model": "gpt-4o"})
     assert response.status_code == 302
     assert shown(response)[0].startswith("Published session.update for s-1 (event msg_")
@@ -107,7 +108,7 @@ def test_edit_and_delete_publish_and_show_pending(web, staff):
                                    "args": {"kind": "oneshot", "context_messages": None, "model": "gpt-4o"}}
     assert Session.objects.get(pk=one.pk).kind == "default"  # the mirror waits for the processor
 
-    response = web.post(f"/admin/betaassi_django/session/{two.pk}/delete/", {"post": "yes"})
+    response = web.post(admin_path(Session, "delete", two.pk), {"post": "yes"})
     assert response.status_code == 302
     assert shown(response)[0].startswith("Published session.delete for s-2 (event msg_")
     listing = web.get("/admin/betaassi_django/session/")
@@ -164,7 +165,7 @@ def test_the_inline_on_the_assistant_page_publishes(web, staff):
         {"id": str(keep.pk), "kind": "manyshots", "context_messages": "4", "model": ""},
         {"session_id": "new-one", "owner": str(staff.pk), "kind": "oneshot", "context_messages": "", "model": "m-1"},
     ]
-    response = web.post(f"/admin/testapp/support/{desk.id}/change/",
+    response = web.post(admin_path(Support, "change", desk.id),
                         {**support_form(name="Desk"), **inline(initial=2, forms=rows)})
     assert response.status_code == 302, response.context and response.context["errors"]
     ops = [(e["op"], e["session_id"], {k: v for k, v in e["args"].items() if k in ("kind", "context_messages")})
@@ -172,14 +173,14 @@ def test_the_inline_on_the_assistant_page_publishes(web, staff):
     assert ops == [("session.delete", "drop", {}), ("session.update", "keep", {"kind": "manyshots",
                                                                                "context_messages": 4}),
                    ("session.create", "new-one", {"kind": "oneshot"})]
-    page = web.get(f"/admin/testapp/support/{desk.id}/change/")
+    page = web.get(admin_path(Support, "change", desk.id))
     formset = page.context["inline_admin_formsets"][0].formset
     assert [(f.instance.session_id, f.instance.status_text) for f in formset.initial_forms] == [
         ("drop", "pending: delete"), ("keep", "pending: update")]
     assert [p["session_id"] for p in formset.pending_creations()] == ["new-one"]
 
     Processor().run_once()
-    page = web.get(f"/admin/testapp/support/{desk.id}/change/")
+    page = web.get(admin_path(Support, "change", desk.id))
     formset = page.context["inline_admin_formsets"][0].formset
     assert [(f.instance.session_id, f.instance.kind, f.instance.status_text) for f in formset.initial_forms] == [
         ("keep", "manyshots", "applied"), ("new-one", "oneshot", "applied")]
@@ -225,17 +226,17 @@ def test_the_inline_shows_a_bounded_number_of_sessions(web, staff, monkeypatch):
     for sid in ("c", "a", "b"):
         desk.create_session(sid, owner=staff)
     Processor().run_once()
-    page = web.get(f"/admin/testapp/support/{desk.id}/change/")
+    page = web.get(admin_path(Support, "change", desk.id))
     formset = page.context["inline_admin_formsets"][0].formset
     assert [f.instance.session_id for f in formset.initial_forms] == ["a", "b"]
     assert "Showing the first 2 of 3 sessions (by id)." in page.text
-    assert f'href="/admin/betaassi_django/session/?assistant={desk.id}"' in page.text
+    assert f'href="{admin_path(Session, "changelist", assistant=desk.id)}"' in page.text
 
     rows = [{"id": str(Session.objects.get(session_id="a").pk), "kind": "oneshot", "context_messages": "",
              "model": ""},
             {"id": str(Session.objects.get(session_id="b").pk), "kind": "default", "context_messages": "",
              "model": ""}]
-    response = web.post(f"/admin/testapp/support/{desk.id}/change/",
+    response = web.post(admin_path(Support, "change", desk.id),
                         {**support_form(name="Desk"), **inline(initial=2, forms=rows)})
     assert response.status_code == 302
     assert [(e["op"], e["session_id"]) for e in published(desk)[3:]] == [("session.update", "a")]

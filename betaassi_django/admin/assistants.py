@@ -18,6 +18,7 @@ import secrets
 import openai
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -304,6 +305,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
 
     def queue_view(self, request: HttpRequest, object_id: str):
         """One assistant's publish queue: its events and their status; apply now; sync from the backend."""
+        object_id = unquote(object_id)  # the URL carries the id quoted, as every admin URL does
         assistant = self.get_object(request, object_id)
         if assistant is None:
             raise Http404(f"No {self.model._meta.verbose_name} {object_id}.")
@@ -318,7 +320,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
                 self._sync(request, assistant)
                 if not type(assistant).objects.filter(pk=assistant.pk).exists():
                     return HttpResponseRedirect(admin_url(self.model, "changelist"))
-            return HttpResponseRedirect(request.path)
+            return HttpResponseRedirect(admin_url(self.model, "queue", assistant.pk))
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": assistant,
                    "title": f"Publish queue of {assistant.name or assistant.id}",
                    "has_change_permission": self.has_change_permission(request, assistant),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import openai
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
+from django.utils.http import urlencode
 
 #: Reads that only inform a page (queue lag, pending sessions) must not hold it up: no retries, a short timeout.
 INFORMATIVE_READ = {"max_retries": 0, "timeout": 10.0}
@@ -107,12 +109,18 @@ def log_deleted(request: HttpRequest, model, object_id, shown: str) -> None:
                             object_id=str(object_id), object_repr=shown[:200], action_flag=DELETION)
 
 
-def admin_url(model, view: str, *args) -> str | None:
-    """The URL of a model's admin view, or None when that model is not in the admin."""
+def admin_url(model, view: str, object_id=None, **query: str) -> str | None:
+    """The URL of a model's admin view, or None when that model is not in the admin.
+
+    The object id is quoted as the admin quotes it (``_`` becomes ``_5F``): the admin's views unquote
+    ``_XX``, so a raw ``asst_3Exyz`` would be read as ``asst>xyz``. ``query`` is the URL's query string.
+    """
     try:
-        return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}",
+                      args=() if object_id is None else (quote(object_id),))
     except NoReverseMatch:
         return None
+    return f"{url}?{urlencode(query)}" if query else url
 
 
 def confirm_then(action_name: str):

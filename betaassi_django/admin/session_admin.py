@@ -140,7 +140,7 @@ class SessionAdmin(BackendAdminMixin, admin.ModelAdmin):
     def response_add(self, request, obj, post_url_continue=None):
         messages.success(request, f"Published session.create for {obj.session_id} (event {obj.published_event}); "
                                   "it is listed as applied once the processor applies it.")
-        return HttpResponseRedirect(f"{admin_url(Session, 'changelist')}?assistant={obj.assistant_id}")
+        return HttpResponseRedirect(admin_url(Session, "changelist", assistant=obj.assistant_id))
 
     def response_change(self, request, obj):
         messages.success(request, f"Published session.update for {obj.session_id} (event {obj.published_event}); "

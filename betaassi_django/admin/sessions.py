@@ -177,7 +177,7 @@ class SessionFormSet(BaseModelFormSet):
         rows = Session.objects.filter(assistant_id=instance.pk) if instance is not None and instance.pk else None
         rows = (rows if rows is not None else Session.objects.none()).order_by("session_id")
         self.total = rows.count()
-        self.all_sessions_url = f"{admin_url(Session, 'changelist')}?assistant={instance.pk}" if self.total else ""
+        self.all_sessions_url = admin_url(Session, "changelist", assistant=instance.pk) if self.total else ""
         super().__init__(data, files, prefix=prefix, queryset=rows[: self.limit], **kwargs)
 
     @classmethod
