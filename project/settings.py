@@ -108,12 +108,12 @@ def redis_channel_layers(url: str) -> dict:
     # processor's wake-up listener died. The connections' timeouts are therefore set here, not left to
     # redis-py's defaults: a read may take the 5 s block plus a margin (a dead Redis is still noticed within
     # 15 s, and at once when it closes the connection); connecting fails fast. redis-py's own TCP keepalive
-    # (on by default since 8) stays on. No retries are added on purpose: a restarted Redis has forgotten every
-    # group, so a consumer whose receive failed must close (the chat page reconnects and joins again) rather
-    # than carry on deaf.
+    # (on by default since 8) stays on. The layer is channels-redis's with one addition: its receives wait out
+    # a Redis restart and then join their groups again (a restarted Redis has forgotten them), so WebSockets
+    # stay open and keep receiving (betaassi_django/layers.py).
     return {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "betaassi_django.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [{"address": url, "socket_timeout": 15, "socket_connect_timeout": 5}],
                 # Room for a burst of frames per connection before the layer drops any.

@@ -1,4 +1,4 @@
-"""The processor's wake-up listener over channels-redis survives Redis going away and coming back."""
+"""The processor's wake-up listener over Redis survives idle reads and Redis going away and coming back."""
 
 from __future__ import annotations
 
@@ -14,12 +14,6 @@ from project.settings import redis_channel_layers
 from tests.redis_server import RedisServer
 
 
-@pytest.fixture
-def redis_server():
-    with RedisServer() as server:
-        yield server
-
-
 class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -28,11 +22,20 @@ class _Records(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
+    def warnings(self) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= logging.WARNING]
+
 
 @pytest.fixture
-def warnings():
-    """Every record of the publishing logger, from any thread."""
-    logger, handler = logging.getLogger("betaassi_django.publishing"), _Records()
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def logged():
+    """Every record of the app's loggers, from any thread (they do not propagate to caplog's root handler)."""
+    logger, handler = logging.getLogger("betaassi_django"), _Records()
     level, logger.level = logger.level, logging.DEBUG
     logger.addHandler(handler)
     yield handler
@@ -40,11 +43,18 @@ def warnings():
     logger.level = level
 
 
-def _woken_through_redis() -> bool:
+def _stock_layer(url: str) -> dict:
+    """channels-redis's own layer (as a project may configure it), with the project's connection timeouts."""
+    layers = redis_channel_layers(url)
+    layers["default"]["BACKEND"] = "channels_redis.core.RedisChannelLayer"
+    return layers
+
+
+def _woken_through_redis(timeout: float = 5) -> bool:
     """A wake-up sent through the layer (not the in-process event) reaches the listener."""
     signals.local_wake.clear()
     signals._send(signals.WAKE_GROUP, {"type": "publish.wake", "assistant": "asst_x"})
-    return signals.local_wake.wait(5)
+    return signals.local_wake.wait(timeout)
 
 
 def _wait(predicate, timeout: float) -> bool:
@@ -56,43 +66,51 @@ def _wait(predicate, timeout: float) -> bool:
     return predicate()
 
 
-def test_the_listener_stays_through_idle_reads_and_a_redis_restart(redis_server, warnings):
+def _restart_with_an_outage(redis_server: RedisServer, seconds: float) -> None:
+    redis_server.stop()
+    time.sleep(seconds)  # long enough for several retries: still one warning
+    redis_server.start()
+
+
+def test_the_listener_outlives_idle_reads_and_a_redis_restart(redis_server, logged):
     with override_settings(CHANNEL_LAYERS=redis_channel_layers(redis_server.url)):
         waker = Waker()
         try:
             assert waker.listening.wait(10)
             time.sleep(6)  # past redis-py 8's default 5 s read timeout, which used to kill the listener
             assert _woken_through_redis()
-            assert [r.getMessage() for r in warnings.records if r.levelno >= logging.WARNING] == []
+            assert logged.warnings() == []
 
-            # An outage long enough for several reconnection attempts: one warning for all of them.
-            redis_server.stop()
-            assert _wait(lambda: not waker.listening.is_set(), 10)
-            time.sleep(2)
-            redis_server.start()
-            assert waker.listening.wait(15)
-            assert _woken_through_redis()
+            _restart_with_an_outage(redis_server, 2)
+            signals.local_wake.clear()
+            assert signals.local_wake.wait(15)  # its catch-up wake-up, for what was published meanwhile
+            assert _woken_through_redis()  # it joined the wake group again
         finally:
             waker.close()
-    logged = [r.getMessage() for r in warnings.records if r.levelno >= logging.WARNING]
-    assert len(logged) == 2, logged
-    assert logged[0].startswith("wake-up listener lost the channel layer (ConnectionError: ")
-    assert logged[0].endswith("); reconnecting with back-off, polling meanwhile")
-    assert logged[1].startswith("wake-up listener reconnected after ")
-    attempts = [r for r in warnings.records if "wake-up listener" in r.getMessage()]
-    assert len(attempts) == 2  # no line per retry, at any level
+    warnings = logged.warnings()
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("channel layer lost Redis (ConnectionError: ")
+    assert warnings[0].endswith("); receives wait for it, then rejoin their groups")
+    assert warnings[1].startswith("channel layer reconnected to Redis after ")
+    assert warnings[1].endswith("s; rejoined 1 group membership(s)")
 
 
-def test_a_listener_that_reconnects_wakes_the_processor_for_what_it_missed(redis_server):
-    with override_settings(CHANNEL_LAYERS=redis_channel_layers(redis_server.url)):
+def test_under_the_stock_layer_the_listener_reconnects_itself(redis_server, logged):
+    with override_settings(CHANNEL_LAYERS=_stock_layer(redis_server.url)):
         waker = Waker()
         try:
             assert waker.listening.wait(10)
-            redis_server.stop()
+            _restart_with_an_outage(redis_server, 2)
             assert _wait(lambda: not waker.listening.is_set(), 10)
-            signals.local_wake.clear()  # a publisher's wake-up is lost while Redis is down
-            redis_server.start()
-            assert signals.local_wake.wait(15)  # the listener's catch-up wake, once it is back
+            signals.local_wake.clear()
+            assert signals.local_wake.wait(15)  # its catch-up wake-up, once it is back
             assert waker.listening.is_set()
+            assert _woken_through_redis()
         finally:
             waker.close()
+    warnings = logged.warnings()
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("wake-up listener lost the channel layer (ConnectionError: ")
+    assert warnings[0].endswith("); reconnecting with back-off, polling meanwhile")
+    assert warnings[1].startswith("wake-up listener reconnected after ")
+    assert sum("wake-up listener" in r.getMessage() for r in logged.records) == 2  # no line per retry, any level

@@ -60,12 +60,17 @@ class Waker:
 
 
 async def listen_forever(listening: threading.Event) -> None:
-    """Join the wake group and set ``local_wake`` per message; after any error, start again with back-off."""
+    """Join the wake group and set ``local_wake`` per message; after any error, start again with back-off.
+
+    After each recovery it sets ``local_wake`` once too: wake-ups published while it was away were lost.
+    """
     delay, down_since = BACKOFF_FIRST, None
     while True:
         # Its own layer instance, new per attempt: a channels-redis layer receives on one event loop only (the
         # server's consumers receive on the shared one), and a failed one may hold a half-read connection.
         layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        if hasattr(layer, "on_reconnect"):  # betaassi_django.layers: it waits out Redis outages itself
+            layer.on_reconnect.append(signals.local_wake.set)
         try:
             channel = await layer.new_channel()
             await layer.group_add(signals.WAKE_GROUP, channel)

@@ -1,0 +1,86 @@
+"""A channels-redis layer whose receivers outlive a Redis restart.
+
+With the stock layer, when Redis restarts (or drops its connections) the one
+receive a process has waiting at Redis fails, and that consumer closes with
+1011; the process's other consumers carry on, but a restarted Redis has
+forgotten every group, so they stay open and deaf: no turn reaches them again.
+This layer instead keeps every receive waiting through the outage (retrying
+with back-off), and when Redis answers again it joins every group this process
+joined, before any receive resumes. Messages Redis lost with its restart stay
+lost; everything sent after the rejoin arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import redis.exceptions
+from channels_redis.core import RedisChannelLayer as StockRedisChannelLayer
+
+logger = logging.getLogger("betaassi_django.layers")
+
+#: Seconds before the first retry after Redis failed, and the most between two retries.
+RETRY_FIRST, RETRY_MAX = 0.1, 5.0
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class RedisChannelLayer(StockRedisChannelLayer):
+    """``channels_redis.core.RedisChannelLayer`` that waits out Redis outages and rejoins its groups."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.memberships: dict[str, set[str]] = defaultdict(set)  # group -> this process's channels in it
+        #: Called (in the receiving loop) after each recovery, e.g. to catch up on what the outage hid.
+        self.on_reconnect: list[Callable[[], None]] = []
+        self._down_since: float | None = None
+        self._recovering: asyncio.Lock | None = None
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await super().group_add(group, channel)
+        self.memberships[group].add(channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        channels = self.memberships.get(group)
+        if channels is not None:
+            channels.discard(channel)
+            if not channels:
+                del self.memberships[group]
+        try:
+            await super().group_discard(group, channel)
+        except _REDIS_DOWN:  # Redis lost the group anyway, or forgets the member at group_expiry
+            logger.debug("could not leave %s while Redis is down", group)
+
+    async def receive(self, channel: str) -> dict:
+        delay = RETRY_FIRST
+        while True:
+            try:
+                if self._down_since is not None:
+                    await self._recover()
+                return await super().receive(channel)
+            except _REDIS_DOWN as exc:
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    logger.warning("channel layer lost Redis (%s: %s); receives wait for it, then rejoin their "
+                                   "groups", type(exc).__name__, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    async def _recover(self) -> None:
+        """Join every group again, once for all the receives that waited (raises while Redis is still down)."""
+        if self._recovering is None:
+            self._recovering = asyncio.Lock()
+        async with self._recovering:
+            if self._down_since is None:
+                return  # another receive recovered while this one waited for the lock
+            joined = [(group, channel) for group, channels in self.memberships.items() for channel in channels]
+            for group, channel in joined:
+                await super().group_add(group, channel)
+            logger.warning("channel layer reconnected to Redis after %.1fs; rejoined %d group membership(s)",
+                           time.monotonic() - self._down_since, len(joined))
+            self._down_since = None
+            for callback in self.on_reconnect:
+                callback()
