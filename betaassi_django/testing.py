@@ -169,6 +169,12 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the server, as the OOM killer or a failed host would: nothing of it runs any more."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def __enter__(self) -> LiveServer:
         return self.start()
 
