@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from betaassi_django.admin.common import admin_url
 from betaassi_django.assistants_api.models import ApiKey
 from betaassi_django.publishing.processor import Processor
 from tests.testapp.models import Support
@@ -35,7 +36,7 @@ def run(recorder: list, n: int) -> None:
     pages = {
         "assistant changelist": "/admin/testapp/support/?q=admin+bench",
         "sessions changelist": f"/admin/betaassi_django/session/?q=s-1&assistant={desks[0].id}",
-        "publish-queue page": f"/admin/testapp/support/{desks[0].id}/queue/",
+        "publish-queue page": admin_url(Support, "queue", desks[0].id),  # the id quoted, as the admin's own links
     }
     baseline_url = "/admin/assistants_api/apikey/?q=admin+bench"
     for path, url in pages.items():
