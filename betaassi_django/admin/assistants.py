@@ -68,6 +68,23 @@ def assistant_models() -> list[type[BaseAssistant]]:
     return every_model()
 
 
+def failure_text(shown: str, failure) -> str:
+    """The warning for an assistant whose queue processing fails."""
+    when = f"; next attempt after {failure.retry_at:%H:%M:%S} UTC" if failure.retry_at else ""
+    return (f"Processing the publish queue of {shown} failed {failure.failures} time(s) "
+            f"in a row: {failure.last_error}{when}. Its events stay pending; other assistants are not held up.")
+
+
+def warn_failing_queues(request: HttpRequest, model) -> None:
+    """One warning per assistant of this type whose publish-queue processing fails (from the local record)."""
+    from betaassi_django.publishing.health import failing
+
+    rows = failing(list(model.objects.values_list("pk", flat=True)))
+    names = dict(model.objects.filter(pk__in=list(rows)).values_list("pk", "name"))
+    for assistant_id, failure in rows.items():
+        messages.warning(request, failure_text(names.get(assistant_id) or assistant_id, failure))
+
+
 class AssistantTypeFilter(admin.SimpleListFilter):
     """Every assistant type in this admin; each one's assistants are that type's own changelist."""
 
@@ -110,6 +127,8 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         extra = {"has_change_permission": self.has_change_permission(request), **(extra_context or {})}
+        if request.method == "GET":
+            warn_failing_queues(request, self.model)
         return super().changelist_view(request, extra)
 
     def get_queryset(self, request):
@@ -243,6 +262,12 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
             messages.error(request, f"Applying the queue of {shown} failed: {describe(error)}. "
                                     "Events stay pending; what was applied is recorded.")
             return
+        failure = queue.failure(assistant.id)
+        if failure is not None:
+            messages.error(request, f"Applying the queue of {shown} failed: {failure.last_error}. {processed} "
+                                    f"event(s) processed; {left.lag} still pending. The processor retries it "
+                                    "with back-off.")
+            return
         if left.lag:
             holder = PublishLease.objects.filter(assistant_id=assistant.id).values_list("holder", flat=True).first()
             messages.warning(request, f"{shown}: {processed} event(s) processed, {left.lag} still pending"
@@ -324,7 +349,10 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": assistant,
                    "title": f"Publish queue of {assistant.name or assistant.id}",
                    "has_change_permission": self.has_change_permission(request, assistant),
-                   "change_url": admin_url(self.model, "change", assistant.pk)}
+                   "change_url": admin_url(self.model, "change", assistant.pk),
+                   "failure": queue.failure(assistant.id)}
+        if context["failure"] is not None:
+            messages.warning(request, failure_text(assistant.name or assistant.id, context["failure"]))
         try:
             context.update(self._queue_context(request, assistant))
         except openai.APIError as error:

@@ -138,6 +138,7 @@ class Processor:
                 return self.seen
             now = int(datetime.datetime.now(tz=datetime.UTC).timestamp())
             facts = self._facts(assistant.id, events)
+            self._created: list[str] = []  # threads this batch creates: orphans until its commit names them
             batch = fold(root, pages, events, now, facts)
             old_threads: list[str] = []
             if not root.key or needs_growth(root, pages):  # grow, or give an old-layout registry its key
@@ -152,6 +153,7 @@ class Processor:
                 self._set_attr(assistant, outcome, name, value)
             health.add_orphans(assistant.id, old_threads)
             replaced = self._commit(assistant.id, root, pages, batch)
+            health.drop_orphans(assistant.id, self._created)
             try:
                 self._record(assistant, batch, root, pages)
             except Exception:
@@ -194,6 +196,7 @@ class Processor:
     def _new_page(self, assistant_id: str) -> Page:
         page = Page(self.api.beta.threads.create(metadata=Page("").to_metadata()).id)
         health.add_orphans(assistant_id, [page.thread_id])  # unreferenced until the root names it
+        self._created.append(page.thread_id)
         return page
 
     def _commit(self, assistant_id: str, root: Root, pages: list[Page], batch: Batch) -> list[str]:
@@ -209,6 +212,7 @@ class Processor:
                 if thread_id is None:
                     thread_id = self.api.beta.threads.create(metadata=overflow_metadata(encoded)).id
                     health.add_orphans(assistant_id, [thread_id])
+                    self._created.append(thread_id)
                     page.stored_runs[encoded] = thread_id
                 directory.append((min(run), thread_id))
             kept = {thread_id for _, thread_id in directory}

@@ -24,13 +24,14 @@ Ids that share a bucket anyway (an adversary who knows the secret, or ids
 whose whole hash values collide, which doubling never separates) spill into
 overflow pages: nothing valid ever overflows for good.
 
-Bounds: a bucket holds at least 2,500 sessions of the largest size (60-character
-id, 100-character model, a thread) even when all of them collide; 256 buckets
-hold over 10,000 typical sessions without any overflow page. Finding a session
-reads the root and its bucket's head (2 reads); in an overflowed bucket, also
-the one overflow page whose range holds the id (3 reads, never more). A create
-that would not fit in an overflowed bucket's directory is rejected with a reason
-(it needs about 2,500 colliding ids under the secret), never a stall.
+Bounds: a bucket holds at least 1,500 sessions of the largest size (60-character
+id, 100-character model, a thread) and about 7,000 typical ones (``chat-1a2b3c4d``,
+a thread) even when every one of them collides; 256 buckets hold over 10,000
+typical sessions without any overflow page. Finding a session reads the root and
+its bucket's head (2 reads); in an overflowed bucket, also the one overflow page
+whose id range holds it (3 reads, never more). A create or update that would not
+fit an overflowed bucket's directory is rejected with a reason (that takes about
+1,500 ids colliding under the secret), never a stall.
 
 Registries of the old layout (no ``key``: ``crc32(session_id)`` buckets) stay
 readable; the processor rehashes one under a fresh secret on its first write.
