@@ -12,7 +12,7 @@ KINDS = [("default", "full history"), ("oneshot", "one-shot (last message only)"
 class StartSessionForm(forms.Form):
     assistant = forms.ChoiceField()
     session_id = forms.RegexField(
-        regex=r"^[A-Za-z0-9_.:-]{1,60}$", required=False, max_length=60,
+        regex=r"\A[A-Za-z0-9_.:-]{1,60}\Z", required=False, max_length=60,  # \Z: "$" passes a final newline
         help_text="Letters, digits, '_', '-', '.', ':'. Blank: a new random id.",
         error_messages={"invalid": "Use 1 to 60 letters, digits, '_', '-', '.' or ':'."})
     kind = forms.ChoiceField(choices=KINDS, initial="default")

@@ -41,7 +41,7 @@ import pydantic_core
 logger = logging.getLogger("betaassi_django.tools")
 
 #: Assistants API limit on function names.
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # used with fullmatch
 _SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Params|Returns?|Raises|Yields|Examples?)\s*:\s*$")
 _ARG_LINE = re.compile(r"^\s*\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 
@@ -133,7 +133,7 @@ def openai_function(function: Callable | None = None, *, name: str | None = None
         if isinstance(func, FunctionTool):
             return func
         tool_name = name or func.__name__
-        if not NAME_PATTERN.match(tool_name):
+        if not NAME_PATTERN.fullmatch(tool_name):
             raise ValueError(f"function tool name {tool_name!r}: use 1 to 64 letters, digits, '_' or '-'")
         summary, docs = _parse_docstring(func.__doc__)
         hints = typing.get_type_hints(func, include_extras=True)
