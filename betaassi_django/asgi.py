@@ -12,6 +12,8 @@ import asyncio
 import logging
 import threading
 
+from django.apps import apps
+
 from betaassi_django import conf
 from betaassi_django.publishing import signals
 
@@ -53,9 +55,10 @@ class WithProcessor:
     async def __call__(self, scope, receive, send):
         loop = asyncio.get_running_loop()
         if loop is not self.loop:
-            from betaassi_django.assistants_api.engine import engine
+            if apps.is_installed("betaassi_django.assistants_api"):
+                from betaassi_django.assistants_api.engine import engine
 
-            engine.start()
+                engine.start()
             self.loop = loop
             signals.serve_on(loop)
         return await self.app(scope, receive, send)

@@ -180,3 +180,19 @@ def test_an_exception_inside_execution_fails_the_run(client):
     retrieved = wait_for_run(client, thread.id, run.id)
     assert (retrieved.status, retrieved.last_error.model_dump()) == ("failed", FAILED)
     client.beta.threads.messages.create(thread.id, role="user", content="the thread is free")
+
+
+def test_a_run_handed_its_tool_outputs_after_a_long_wait_is_not_taken_for_abandoned(client):
+    """Its heartbeat clock starts again when it is queued again, however long it waited for the client."""
+    assistant, thread = _setup(client)
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    waiting = _orphan(thread.id, assistant.id, status="requires_action", age=3600, expires_at=int(time.time()) + 600,
+                      required_action={"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [call]}})
+    RunStep.objects.filter(run=waiting).update(
+        type="tool_calls", step_details={"type": "tool_calls", "tool_calls": [
+            {**call, "function": {**call["function"], "output": None}}]})
+    Message.objects.filter(run_id=waiting.id).update(status="completed")
+    client.beta.threads.runs.submit_tool_outputs(waiting.id, thread_id=thread.id,
+                                                 tool_outputs=[{"tool_call_id": "call_1", "output": "42"}])
+    assert recovery.sweep() == []
+    assert wait_for_run(client, thread.id, waiting.id).status == "completed"

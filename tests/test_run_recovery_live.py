@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 
 import websockets
@@ -119,3 +121,36 @@ def test_a_websocket_session_whose_server_died_takes_its_next_turn_on_another_se
         assert after[0]["message"]["content"] == "second"
         assert after[-1]["message"]["content"] == "echo: second [context=3]"
         assert after[-1]["run_id"] != dead_run
+
+
+#: A run as a process killed mid-run leaves it, made on the processor's database; prints its id.
+ORPHAN = """
+from datetime import timedelta
+from django.db.models.functions import Now
+from betaassi_django.assistants_api.models import Run, Thread
+run = Run.objects.create(thread=Thread.objects.create(), assistant_id="asst_gone", model="echo-1",
+                         status="in_progress")
+Run.objects.filter(pk=run.pk).update(heartbeat_at=Now() - timedelta(seconds=60))
+print(run.id)
+"""
+
+
+def test_the_publish_queue_processor_ends_abandoned_runs_too():
+    env = {"BETAASSI_RUN_HEARTBEAT_SECONDS": "0.5", "BETAASSI_RUN_STALE_SECONDS": "2"}
+    with scratch_database_url(_database_url()) as url:
+        operator = LiveServer(url, env=env, cwd=settings.BASE_DIR)  # not served: its manage.py and environment
+        operator.manage("migrate", "--noinput", "-v", "0")
+        run_id = operator.manage("shell", "-v", "0", "-c", ORPHAN).strip()
+        status = f"from betaassi_django.assistants_api.models import Run; print(Run.objects.get(id='{run_id}').status)"
+        assert operator.manage("shell", "-v", "0", "-c", status).strip() == "in_progress"
+        processor = subprocess.Popen([sys.executable, "manage.py", "process_publish_queue", "--interval", "0.5"],
+                                     cwd=settings.BASE_DIR, env=operator.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + RECOVERY_BOUND
+            while (seen := operator.manage("shell", "-v", "0", "-c", status).strip()) == "in_progress":
+                assert time.monotonic() < deadline, "the processor did not end the abandoned run"
+        finally:
+            processor.terminate()
+            processor.wait(10)
+        assert seen == "failed"

@@ -1,6 +1,7 @@
 import signal
 import threading
 
+from django.apps import apps
 from django.core.management.base import BaseCommand
 
 from betaassi_django.publishing import signals
@@ -28,6 +29,10 @@ class Command(BaseCommand):
             seen = processor.run_once()
             self.stdout.write(f"processed {seen} event(s)")
             return
+        if apps.is_installed("betaassi_django.assistants_api"):
+            from betaassi_django.assistants_api.engine import engine
+
+            engine.start()  # this process ends runs whose process died, as servers do (assistants_api.recovery)
         stop = threading.Event()
 
         def shutdown(*_) -> None:
