@@ -23,8 +23,10 @@ staleness):
   when a client is already asking for the next run): within 30 s.
 
 Which processes sweep: daphne serving the project's ASGI application (from its
-start), and any process using the engine or the in-process client
-(``process_publish_queue``, a worker, a shell), from their first use.
+first connection), ``process_publish_queue``, and any process using the engine
+or the in-process client (a worker, a shell), from their first use. When every
+process died, the first to start again ends the stale runs at its first beat.
+Stamps and staleness use the database's clock, so servers' clocks may differ.
 
 ``requires_action`` runs wait for the client, not for a process: they carry no
 heartbeat and the sweep expires them at ``expires_at``
