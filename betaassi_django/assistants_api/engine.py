@@ -116,9 +116,13 @@ class RunEngine:
         self.start()
         with self._lock:
             self._executing[run_id] = self._executing.get(run_id, 0) + 1
-        # An empty context: the run must not inherit the caller's asgiref
-        # context, which would send its database work to the caller's thread.
-        return contextvars.Context().run(asyncio.run_coroutine_threadsafe, self._execute(run_id), loop)
+        try:
+            # An empty context: the run must not inherit the caller's asgiref
+            # context, which would send its database work to the caller's thread.
+            return contextvars.Context().run(asyncio.run_coroutine_threadsafe, self._execute(run_id), loop)
+        except BaseException:
+            self._done_executing(run_id)  # never stamped, so a sweep ends it
+            raise
 
     async def _execute(self, run_id: str) -> None:
         from .execution import execute_run
@@ -126,10 +130,13 @@ class RunEngine:
         try:
             await execute_run(run_id)
         finally:
-            with self._lock:
-                left = self._executing.pop(run_id, 1) - 1
-                if left:
-                    self._executing[run_id] = left
+            self._done_executing(run_id)
+
+    def _done_executing(self, run_id: str) -> None:
+        with self._lock:
+            left = self._executing.pop(run_id, 1) - 1
+            if left:
+                self._executing[run_id] = left
 
     def executing(self) -> list[str]:
         """The runs this process executes (queued here or streaming)."""

@@ -34,7 +34,8 @@ from . import recovery, serializers
 from .engine import engine
 from .ids import now
 from .models import Message, Run, RunStep
-from .responders import ContextMessage, Reply, ResponderError, ResponderRequest, ToolCall, ToolRound, get_responder
+from .prompt import responder_request
+from .responders import Reply, ResponderError, ResponderRequest, ToolCall, get_responder
 
 logger = logging.getLogger("betaassi_django.engine")
 CANCEL_POLL_SECONDS = 0.25
@@ -76,35 +77,6 @@ class Started:
     calls: list[ToolCall] = field(default_factory=list)
 
 
-def _text_of(message: Message) -> str:
-    return "\n".join(p["text"]["value"] for p in message.content if p.get("type") == "text")
-
-
-def _context(run: Run) -> list[ContextMessage]:
-    """The thread's messages the responder sees, after the truncation strategy (this run's own excluded)."""
-    messages = Message.objects.filter(thread_id=run.thread_id).exclude(run_id=run.id, role="assistant")
-    messages = messages.order_by("-seq")
-    strategy = run.truncation_strategy or {}
-    if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
-        messages = messages[: strategy["last_messages"]]
-    return [ContextMessage(m.role, _text_of(m)) for m in reversed(list(messages))]
-
-
-def _transcript(run: Run) -> list[ContextMessage | ToolRound]:
-    """This run's earlier turns, in order: its text so far, its function calls with their outputs."""
-    turns: list[ContextMessage | ToolRound] = []
-    for step in RunStep.objects.filter(run=run).order_by("seq"):
-        details = step.step_details
-        if step.type == "message_creation":
-            message = Message.objects.filter(id=details["message_creation"]["message_id"]).first()
-            if message is not None and _text_of(message):
-                turns.append(ContextMessage("assistant", _text_of(message)))
-        elif step.type == "tool_calls":
-            turns.append(ToolRound([ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"],
-                                             c["function"]["output"]) for c in details["tool_calls"]]))
-    return turns
-
-
 def _start(run_id: str) -> Started | Run | None:
     """queued -> in_progress; or the run if it ended first."""
     with transaction.atomic():
@@ -119,16 +91,7 @@ def _start(run_id: str) -> Started | Run | None:
             return run
         run.status, run.started_at = "in_progress", run.started_at or now()
         run.save(update_fields=["status", "started_at"])
-        request = ResponderRequest(
-            model=run.model,
-            instructions="\n\n".join(filter(None, [run.instructions, run.additional_instructions])),
-            messages=[*_context(run), *_transcript(run)],
-            temperature=run.temperature,
-            top_p=run.top_p,
-            tools=run.tools,
-            parallel_tool_calls=run.parallel_tool_calls,
-            tool_choice=run.tool_choice,
-        )
+        request = responder_request(run)
     return Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))])
 
 

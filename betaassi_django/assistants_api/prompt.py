@@ -1,0 +1,48 @@
+"""What a run's responder is given: the run's settings, the thread after truncation, the run's own turns."""
+
+from __future__ import annotations
+
+from .models import Message, Run, RunStep
+from .responders import ContextMessage, ResponderRequest, ToolCall, ToolRound
+
+
+def _text_of(message: Message) -> str:
+    return "\n".join(p["text"]["value"] for p in message.content if p.get("type") == "text")
+
+
+def _context(run: Run) -> list[ContextMessage]:
+    """The thread's messages the responder sees, after the truncation strategy (this run's own excluded)."""
+    messages = Message.objects.filter(thread_id=run.thread_id).exclude(run_id=run.id, role="assistant")
+    messages = messages.order_by("-seq")
+    strategy = run.truncation_strategy or {}
+    if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
+        messages = messages[: strategy["last_messages"]]
+    return [ContextMessage(m.role, _text_of(m)) for m in reversed(list(messages))]
+
+
+def _transcript(run: Run) -> list[ContextMessage | ToolRound]:
+    """This run's earlier turns, in order: its text so far, its function calls with their outputs."""
+    turns: list[ContextMessage | ToolRound] = []
+    for step in RunStep.objects.filter(run=run).order_by("seq"):
+        details = step.step_details
+        if step.type == "message_creation":
+            message = Message.objects.filter(id=details["message_creation"]["message_id"]).first()
+            if message is not None and _text_of(message):
+                turns.append(ContextMessage("assistant", _text_of(message)))
+        elif step.type == "tool_calls":
+            turns.append(ToolRound([ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"],
+                                             c["function"]["output"]) for c in details["tool_calls"]]))
+    return turns
+
+
+def responder_request(run: Run) -> ResponderRequest:
+    return ResponderRequest(
+        model=run.model,
+        instructions="\n\n".join(filter(None, [run.instructions, run.additional_instructions])),
+        messages=[*_context(run), *_transcript(run)],
+        temperature=run.temperature,
+        top_p=run.top_p,
+        tools=run.tools,
+        parallel_tool_calls=run.parallel_tool_calls,
+        tool_choice=run.tool_choice,
+    )
