@@ -1,4 +1,5 @@
-"""Issue 4: backend calls per batch against the seed's algorithm, wake-up latency, sessions per second."""
+"""Issue 4: backend calls per batch against the seed's algorithm, wake-up latency, sessions per second.
+Issue 11: the processor's throughput when 1% of the events are poison (rejected, never a stall)."""
 
 from __future__ import annotations
 
@@ -149,7 +150,38 @@ def latency_and_rate(user, samples: int) -> None:
     add(NAME, f"sessions created through the queue ({count})", f"{count / elapsed:8.0f} sessions/s", "", "report")
 
 
+def _drain_rate(user, count: int, poison: bool) -> tuple[float, int]:
+    """Events per second of one processor draining ``count`` events (creates, then updates); with ``poison``,
+    every hundredth is a message of 5000 '[' written raw to the publish thread. Also the rejections."""
+    support = Support.objects.create()
+    queue = support.metadata[PUBLISH_KEY]
+    api = get_client()
+    for index in range(count):
+        if poison and index % 100 == 50:
+            api.beta.threads.messages.create(queue, role="user", content="[" * 5000)
+        elif index < 200:
+            publish(support, Event("session.create", f"t{index}", {"owner": user.pk}))
+        else:
+            publish(support, Event("session.update", f"t{index % 200}", {"model": f"m{index}"}))
+    processor = Processor(assistant_ids=[support.id])
+    start = time.perf_counter()
+    seen = processor.run_once()
+    elapsed = time.perf_counter() - start
+    assert seen == count, (seen, count)
+    return count / elapsed, PublishedEvent.objects.filter(assistant_id=support.id, status="rejected").count()
+
+
+def poison_throughput(user, count: int = 1000) -> None:
+    clean, _ = _drain_rate(user, count, poison=False)
+    poisoned, rejected = _drain_rate(user, count, poison=True)
+    add(NAME, f"processor throughput ({count} events)", f"{clean:8.0f} events/s", "", "report")
+    ok = rejected == count // 100
+    add(NAME, "processor throughput with 1% poison events", f"{poisoned:8.0f} events/s", f"{poisoned / clean:.2f}x",
+        f"{rejected} rejected, none stalls: {'met' if ok else 'MISSED'}")
+
+
 def run(samples: int) -> None:
     user = get_user_model().objects.create_user(f"bench-{time.time_ns()}")
     calls_per_batch(user)
+    poison_throughput(user)
     latency_and_rate(user, samples)

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from betaassi_django.models import PublishedEvent
+from betaassi_django.models import PublishedEvent, Session
 from betaassi_django.publishing.apply import apply_events
 from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY, load_registry
 from betaassi_django.publishing.events import Event
@@ -58,13 +58,14 @@ def test_the_command_polls_and_stops_cleanly_on_sigterm():
     assert output.strip().endswith("stopped")
 
 
-def _mixed_events(rng: random.Random, count: int) -> list[Event]:
+def _mixed_events(rng: random.Random, count: int, owner: int) -> list[Event]:
+    """Creates (by an existing user, without threads: the processor checks both), updates, deletes, junk."""
     events = []
     for index in range(count):
         session_id = f"s{rng.randrange(60)}"
         roll = rng.random()
         if roll < 0.35:
-            events.append(Event("session.create", session_id, {"owner": 1, "thread_id": f"thread_{index:024d}"}))
+            events.append(Event("session.create", session_id, {"owner": owner}))
         elif roll < 0.75:
             events.append(Event("session.update", session_id, {"model": f"m{index}"}))
         elif roll < 0.95:
@@ -88,14 +89,16 @@ def _registry(root_id: str) -> dict[str, dict]:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_and_repeats_nothing():
     """500 mixed events; the processor is killed (SIGKILL) 20+ times while applying them, then restarted.
-    The final registry equals the one the event log implies, revisions included (nothing applied twice)."""
+    The final registry equals the one the event log implies, revisions included (nothing applied twice), and
+    the local tables equal it: each event's recorded verdict, and the Session mirror."""
     rng = random.Random(11)
     support = Support.objects.create()
-    events = _mixed_events(rng, 500)
+    events = _mixed_events(rng, 500, get_user_model().objects.create_user("mixed").pk)
     ids = [publish(support, event) for event in events]
 
     expected_root, expected_pages = Root("r", ["p"]), [Page("p")]
-    apply_events(expected_root, expected_pages, [(i, e.to_json()) for i, e in zip(ids, events, strict=True)], 0)
+    verdicts = apply_events(expected_root, expected_pages,
+                            [(i, e.to_json()) for i, e in zip(ids, events, strict=True)], 0).outcomes
     expected = _sessions(expected_pages)
 
     kills = 0
@@ -114,6 +117,10 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing():
     assert PublishedEvent.objects.filter(assistant_id=support.id).count() == 500
     assert PublishedEvent.objects.filter(assistant_id=support.id, status="rejected").count() == sum(
         1 for e in events if e.op == "session.fly")
+    recorded = dict(PublishedEvent.objects.filter(assistant_id=support.id).values_list("event_id", "status"))
+    assert recorded == {o.event_id: o.status for o in verdicts}
+    mirror = {s.session_id: (s.model, s.revision) for s in Session.objects.filter(assistant_id=support.id)}
+    assert mirror == {sid: (r.get("m"), r["r"]) for sid, r in expected.items()}
     assert support.metadata[PUBLISH_KEY]
 
 
@@ -147,7 +154,9 @@ def test_three_processors_share_twenty_assistants_and_never_hold_one_together():
     assistants = [Support.objects.create() for _ in range(20)]
     processes = [_processor("--interval", "0.05", "--holder", f"proc{n}") for n in range(3)]
     rng = random.Random(5)
-    plans = [[(rng.choice(assistants), event) for event in _mixed_events(random.Random(n), 60)] for n in range(4)]
+    owner = get_user_model().objects.create_user("mixed").pk
+    plans = [[(rng.choice(assistants), event) for event in _mixed_events(random.Random(n), 60, owner)]
+             for n in range(4)]
 
     def publisher(plan) -> None:
         try:

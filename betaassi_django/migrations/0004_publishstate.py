@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
                 ('failed_at', models.DateTimeField(blank=True, null=True)),
                 ('retry_at', models.DateTimeField(blank=True, help_text='No attempt before this (back-off).', null=True)),
                 ('orphans', models.JSONField(blank=True, default=list)),
-                ('resync', models.BooleanField(default=False, help_text='The local records missed a commit: rewrite them.')),
+                ('pending', models.JSONField(blank=True, help_text='The local records of the batch being committed.', null=True)),
             ],
             options={
                 'verbose_name': 'publish-queue state',

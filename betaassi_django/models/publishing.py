@@ -31,6 +31,9 @@ class PublishState(models.Model):
     recorded here and retried with exponential back-off, so it never delays the other assistants; staff see
     it on the queue page and the assistants list. ``orphans`` lists threads a commit created or unlinked
     that may be unreferenced if it failed; the next attempt deletes those the registry does not name.
+    ``pending`` holds a batch's local records (event outcomes, mirror rows) from just before its backend
+    commit until they are written: after a crash the next attempt writes them if the commit happened (the
+    root's high water mark is the batch's last event) and drops them otherwise.
     """
 
     assistant_id = models.CharField(max_length=64, primary_key=True)
@@ -39,7 +42,7 @@ class PublishState(models.Model):
     failed_at = models.DateTimeField(null=True, blank=True)
     retry_at = models.DateTimeField(null=True, blank=True, help_text="No attempt before this (back-off).")
     orphans = models.JSONField(default=list, blank=True)
-    resync = models.BooleanField(default=False, help_text="The local records missed a commit: rewrite them.")
+    pending = models.JSONField(null=True, blank=True, help_text="The local records of the batch being committed.")
 
     class Meta:
         verbose_name = "publish-queue state"

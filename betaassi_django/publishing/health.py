@@ -1,4 +1,4 @@
-"""Each assistant's queue health: failures and their back-off, threads to clean up, a mirror to rewrite.
+"""Each assistant's queue health: failures and their back-off, threads to clean up, records to write.
 
 A batch that fails (the backend refuses or cannot be reached, a registry thread is broken) fails for that
 assistant only: it is logged, recorded on its ``PublishState`` and retried after an exponential back-off
@@ -72,11 +72,12 @@ def drop_orphans(assistant_id: str, thread_ids: list[str]) -> None:
         state.save(update_fields=["orphans"])
 
 
-def set_resync(assistant_id: str, value: bool) -> None:
-    if value:
-        PublishState.objects.update_or_create(assistant_id=assistant_id, defaults={"resync": True})
+def set_pending(assistant_id: str, pending: dict | None) -> None:
+    """The local records of the batch about to be committed (None: none)."""
+    if pending is not None:
+        PublishState.objects.update_or_create(assistant_id=assistant_id, defaults={"pending": pending})
     else:
-        PublishState.objects.filter(assistant_id=assistant_id, resync=True).update(resync=False)
+        PublishState.objects.filter(assistant_id=assistant_id, pending__isnull=False).update(pending=None)
 
 
 def failing(assistant_ids: list[str]) -> dict[str, PublishState]:

@@ -16,6 +16,7 @@ itself gets wrong is a rejection with its reason, never a failure.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -124,6 +125,7 @@ class Processor:
 
     def drain(self, assistant, state=None) -> int:
         metadata = assistant.metadata or {}
+        self._verdicts: dict[str, dict] = {}
         root, pages = load_registry(self.api, metadata[REGISTRY_KEY])
         self._repair(assistant.id, state, root, pages)
         self.seen = 0
@@ -152,13 +154,11 @@ class Processor:
             for outcome, name, value in batch.settings:
                 self._set_attr(assistant, outcome, name, value)
             health.add_orphans(assistant.id, old_threads)
+            pending = self._pending(assistant.id, batch, root, pages)
+            health.set_pending(assistant.id, pending)  # written by the next attempt if this one dies committed
             replaced = self._commit(assistant.id, root, pages, batch)
             health.drop_orphans(assistant.id, self._created)
-            try:
-                self._record(assistant, batch, root, pages)
-            except Exception:
-                health.set_resync(assistant.id, True)  # the next attempt rewrites the mirror from the registry
-                raise
+            self._record(assistant.id, pending)
             self._clean_up(assistant.id, [*old_threads, *replaced], batch, facts)
             signals.broadcast(assistant.id, [
                 {"event_id": o.event_id, "op": o.op, "session_id": o.session_id, "status": o.status}
@@ -166,7 +166,7 @@ class Processor:
             self.seen += len(events)
 
     def _repair(self, assistant_id: str, state, root: Root, pages: list[Page]) -> None:
-        """After a failed attempt: delete the threads it left unreferenced, rewrite a mirror it left stale."""
+        """After a failed attempt: delete the threads it left unreferenced, write the records it committed."""
         if state is None:
             return
         if state.orphans:
@@ -176,13 +176,13 @@ class Processor:
             delete_threads(self.api, doomed)
             health.drop_orphans(assistant_id, state.orphans)
             logger.info("assistant %s: deleted %d thread(s) a failed commit left behind", assistant_id, len(doomed))
-        if state.resync:
-            records = {sid: record for page in pages for sid, record in page.sessions.items()}
-            with transaction.atomic():
-                for session_id, record in records.items():
-                    mirror_session(assistant_id, session_id, record)
-                Session.objects.filter(assistant_id=assistant_id).exclude(session_id__in=records).delete()
-            health.set_resync(assistant_id, False)
+        if state.pending:
+            if state.pending.get("hwm") == root.hwm:  # committed, then the process died: write what it held
+                self._record(assistant_id, state.pending)
+            else:  # not committed: its events are read again after the root's high water mark; an event its
+                # pages already hold replays, and keeps the verdict it had then
+                self._verdicts = {o["event_id"]: o for o in state.pending["outcomes"]}
+                health.set_pending(assistant_id, None)
 
     def _facts(self, assistant_id: str, events: list[tuple[str, str]]) -> Facts:
         """Which named owners exist and how each named thread is tagged (one query, one read per thread)."""
@@ -245,23 +245,33 @@ class Processor:
         delete_threads(self.api, doomed)
         health.drop_orphans(assistant_id, doomed)
 
-    def _record(self, assistant, batch: Batch, root: Root, pages: list[Page]) -> None:
-        """The local event log and Session mirror, in one transaction (after the commit that holds them)."""
+    def _pending(self, assistant_id: str, batch: Batch, root: Root, pages: list[Page]) -> dict:
+        """What the local tables must record once this batch is committed: outcomes and mirror rows."""
+        touched = {o.session_id for o in batch.outcomes if o.session_id and o.status in ("applied", "replayed")}
+        outcomes = [dataclasses.asdict(o) for o in batch.outcomes]
+        verdicts = getattr(self, "_verdicts", {})
+        outcomes = [verdicts.get(o["event_id"], o) if o["status"] == "replayed" else o for o in outcomes]
+        return {"hwm": root.hwm, "outcomes": outcomes,
+                "mirror": {sid: pages[root.bucket(sid)].sessions.get(sid) for sid in sorted(touched)}}
+
+    def _record(self, assistant_id: str, pending: dict) -> None:
+        """The local event log and Session mirror of a committed batch, in one transaction."""
         with transaction.atomic():
-            for outcome in batch.outcomes:
-                level = logging.WARNING if outcome.status == "rejected" else logging.INFO
-                logger.log(level, "event=%s assistant=%s op=%s session=%s status=%s reason=%s", outcome.event_id,
-                           assistant.id, outcome.op, outcome.session_id, outcome.status, outcome.reason or "-")
-                fields = {"assistant_id": assistant.id, "op": outcome.op, "session_id": outcome.session_id,
-                          "status": outcome.status, "reason": outcome.reason}
-                if outcome.status == "replayed":  # applied before a crash: keep what was recorded then
+            for outcome in pending["outcomes"]:
+                level = logging.WARNING if outcome["status"] == "rejected" else logging.INFO
+                logger.log(level, "event=%s assistant=%s op=%s session=%s status=%s reason=%s", outcome["event_id"],
+                           assistant_id, outcome["op"], outcome["session_id"], outcome["status"],
+                           outcome["reason"] or "-")
+                fields = {"assistant_id": assistant_id, "op": outcome["op"], "session_id": outcome["session_id"],
+                          "status": outcome["status"], "reason": outcome["reason"]}
+                if outcome["status"] == "replayed":  # applied before a crash: keep what was recorded then
                     fields.update(status="applied")
-                    PublishedEvent.objects.get_or_create(event_id=outcome.event_id, defaults=fields)
+                    PublishedEvent.objects.get_or_create(event_id=outcome["event_id"], defaults=fields)
                 else:
-                    PublishedEvent.objects.update_or_create(event_id=outcome.event_id, defaults=fields)
-            touched = {o.session_id for o in batch.outcomes if o.session_id and o.status in ("applied", "replayed")}
-            for session_id in touched:
-                mirror_session(assistant.id, session_id, pages[root.bucket(session_id)].sessions.get(session_id))
+                    PublishedEvent.objects.update_or_create(event_id=outcome["event_id"], defaults=fields)
+            for session_id, record in pending["mirror"].items():
+                mirror_session(assistant_id, session_id, record)
+            health.set_pending(assistant_id, None)
 
     def _set_attr(self, assistant, outcome: Outcome, name: str, value) -> None:
         """assistant.set: one of the assistant class's own metadata fields, through its model (the codec and
