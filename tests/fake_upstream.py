@@ -116,6 +116,14 @@ class Status:
 
 
 @dataclass
+class Garbage:
+    """A 200 event stream that is not the wire format (a broken proxy or compatible server): these bytes, then
+    the end of the body."""
+
+    body: bytes = b"event: response.created\ndata: {not json\n\n"
+
+
+@dataclass
 class Hang:
     """Answer nothing for ``seconds`` (the client's timeout fires first)."""
 
@@ -263,6 +271,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if isinstance(reply, Status):
             self._error(reply.status, reply.message, reply.code)
+            return
+        if isinstance(reply, Garbage):
+            self._start_stream()
+            with contextlib.suppress(ClientGone):
+                self._chunk(reply.body)
+                self._chunk(b"")
             return
         try:
             if path == "/v1/responses":

@@ -196,3 +196,23 @@ def test_a_run_handed_its_tool_outputs_after_a_long_wait_is_not_taken_for_abando
                                                  tool_outputs=[{"tool_call_id": "call_1", "output": "42"}])
     assert recovery.sweep() == []
     assert wait_for_run(client, thread.id, waiting.id).status == "completed"
+
+
+@pytest.mark.parametrize("upstream_api", ["responses", "chat"])
+def test_an_upstream_answering_garbage_fails_the_run_and_its_stream(client, settings, upstream_api):
+    from tests.fake_upstream import FakeUpstream, Garbage
+
+    with FakeUpstream() as fake:
+        settings.BETAASSI_RESPONDER, settings.BETAASSI_UPSTREAM_API = "openai", upstream_api
+        settings.BETAASSI_UPSTREAM_BASE_URL, settings.BETAASSI_UPSTREAM_MAX_RETRIES = fake.base_url, 0
+        fake.script(Garbage())
+        assistant, thread = _setup(client)
+        with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+            names = [event.event for event in stream]
+            run = stream.current_run
+    assert names[-1] == "thread.run.failed" and names[:3] == ["thread.run.created", "thread.run.queued",
+                                                               "thread.run.in_progress"]
+    error = {"code": "server_error", "message": "The responder failed on an unexpected error (JSONDecodeError)."}
+    assert (run.status, run.last_error.model_dump()) == ("failed", error)
+    _assert_failed_with(client, thread.id, run.id, error)
+    client.beta.threads.messages.create(thread.id, role="user", content="the thread is free")

@@ -313,7 +313,8 @@ async def _execute(run_id: str) -> bool:
         outcome, error = "failed", (exc.code, exc.message)
     except Exception as exc:  # a responder failure ends the run, never the engine
         logger.warning("run %s failed: %s", run_id, exc, exc_info=True)
-        outcome, error = "failed", ("server_error", str(exc) or exc.__class__.__name__)
+        outcome, error = "failed", ("server_error", f"The responder failed on an unexpected error "
+                                                    f"({exc.__class__.__name__}).")
     finally:
         if not consumer.done():
             consumer.cancel()
