@@ -40,8 +40,14 @@ class RedisChannelLayer(StockRedisChannelLayer):
         self._recovering: asyncio.Lock | None = None
 
     async def group_add(self, group: str, channel: str) -> None:
-        await super().group_add(group, channel)
+        await _again(super().group_add, group, channel)
         self.memberships[group].add(channel)
+
+    async def group_send(self, group: str, message: dict) -> None:
+        await _again(super().group_send, group, message)
+
+    async def send(self, channel: str, message: dict) -> None:
+        await _again(super().send, channel, message)
 
     async def group_discard(self, group: str, channel: str) -> None:
         channels = self.memberships.get(group)
@@ -76,6 +82,10 @@ class RedisChannelLayer(StockRedisChannelLayer):
         async with self._recovering:
             if self._down_since is None:
                 return  # another receive recovered while this one waited for the lock
+            # Every pooled connection is one Redis closed: start afresh rather than meet them one by one.
+            loop_layer = self._layers.get(asyncio.get_running_loop())
+            if loop_layer is not None:
+                await loop_layer.flush()
             joined = [(group, channel) for group, channels in self.memberships.items() for channel in channels]
             for group, channel in joined:
                 await super().group_add(group, channel)
@@ -84,3 +94,16 @@ class RedisChannelLayer(StockRedisChannelLayer):
             self._down_since = None
             for callback in self.on_reconnect:
                 callback()
+
+
+async def _again(command, *args):
+    """Once more after a connection error: after a restart a pooled connection fails once, and the pool reconnects.
+
+    A stale connection fails before its command reaches Redis, so nothing is sent twice then (only a connection
+    lost in the middle of a command could repeat it); a Redis still down fails the second attempt too, and the
+    caller sees that error.
+    """
+    try:
+        return await command(*args)
+    except _REDIS_DOWN:
+        return await command(*args)
