@@ -146,10 +146,15 @@ class RunEngine:
     async def _beat_forever(self) -> None:
         self._beat_wake = asyncio.Event()
         while True:
-            await sync_to_async(self._beat_once, thread_sensitive=False, executor=self._beat_executor)()
+            interval = 5.0
+            try:
+                await sync_to_async(self._beat_once, thread_sensitive=False, executor=self._beat_executor)()
+                interval = conf.get().run_heartbeat_seconds
+            except Exception:  # the beat must outlive anything (a configuration error is reported elsewhere too)
+                logger.exception("run heartbeat failed")
             self._beat_wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beat_wake.wait(), conf.get().run_heartbeat_seconds)
+                await asyncio.wait_for(self._beat_wake.wait(), interval)
 
     def _beat_once(self) -> None:
         """Stamp this process's runs, then end abandoned ones; a failure (the database is away) is retried."""
