@@ -171,9 +171,16 @@ def _drain_rate(user, count: int, poison: bool) -> tuple[float, int]:
     return count / elapsed, PublishedEvent.objects.filter(assistant_id=support.id, status="rejected").count()
 
 
-def poison_throughput(user, count: int = 1000) -> None:
-    clean, _ = _drain_rate(user, count, poison=False)
-    poisoned, rejected = _drain_rate(user, count, poison=True)
+def poison_throughput(user, count: int = 1000, rounds: int = 3) -> None:
+    """The best of ``rounds`` runs of each, in alternating order (the machine's other load evens out)."""
+    best = {False: 0.0, True: 0.0}
+    rejected = 0
+    for round_ in range(rounds):
+        for poison in (False, True) if round_ % 2 == 0 else (True, False):
+            rate, found = _drain_rate(user, count, poison=poison)
+            best[poison] = max(best[poison], rate)
+            rejected = found if poison else rejected
+    clean, poisoned = best[False], best[True]
     add(NAME, f"processor throughput ({count} events)", f"{clean:8.0f} events/s", "", "report")
     ok = rejected == count // 100
     add(NAME, "processor throughput with 1% poison events", f"{poisoned:8.0f} events/s", f"{poisoned / clean:.2f}x",
