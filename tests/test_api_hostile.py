@@ -395,3 +395,25 @@ def test_too_many_query_parameters_is_400(api):
     error = _error(api.get(f"/assistants?{query}"))
     assert error == {"message": "The query string has more than the 1000 parameters this server accepts.",
                      "type": "invalid_request_error", "param": None, "code": "too_many_parameters"}
+
+
+def test_a_real_failure_stays_a_500_in_openais_shape():
+    """A broken database is a server error (a real 500), answered as JSON like every other error."""
+    from django.db import connection
+
+    def rename(old: str, new: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+    with raw_client("in_process") as api:
+        assert api.get("/assistants").status_code == 200
+        rename("assistants_api_assistant", "assistants_api_assistant_away")
+        try:
+            response = api.get("/assistants")
+        finally:
+            rename("assistants_api_assistant_away", "assistants_api_assistant")
+        assert api.get("/assistants").status_code == 200
+    assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": {"message": "The server had an error while processing your request. Sorry "
+                                                    "about that!", "type": "server_error", "param": None,
+                                         "code": None}}

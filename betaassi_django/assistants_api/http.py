@@ -193,12 +193,18 @@ def endpoint(**handlers: Handler):
 
     @csrf_exempt
     async def view(request: HttpRequest, **kwargs) -> HttpResponseBase:
-        executor = sqlite_executor("GET" if request.method == "GET" else "POST")
-        if executor is not None:
-            return await sync_to_async(handle, thread_sensitive=False, executor=executor)(request, **kwargs)
-        # Not thread-sensitive: each call takes a thread of the loop's pool rather than queueing on the one
-        # thread that every consumer in the process shares (the handler keeps nothing on its thread).
-        return await sync_to_async(handle_and_release, thread_sensitive=False)(request, **kwargs)
+        try:
+            executor = sqlite_executor("GET" if request.method == "GET" else "POST")
+            if executor is not None:
+                return await sync_to_async(handle, thread_sensitive=False, executor=executor)(request, **kwargs)
+            # Not thread-sensitive: each call takes a thread of the loop's pool rather than queueing on the one
+            # thread that every consumer in the process shares (the handler keeps nothing on its thread).
+            return await sync_to_async(handle_and_release, thread_sensitive=False)(request, **kwargs)
+        except Exception:
+            # Outside the handler (a pool shut down, a connection that fails to close): still a 500 in
+            # OpenAI's shape, never Django's HTML page.
+            logger.exception("unhandled error around %s %s", request.method, request.path)
+            return server_error().response()
 
     view.handle = handle
     return view
