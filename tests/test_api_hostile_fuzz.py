@@ -188,7 +188,8 @@ def test_hostile_input_never_answers_5xx(request, kind, path, method, data):
     if method == "GET":
         query = data.draw(st.dictionaries(st.sampled_from(QUERY_KEYS), st.sampled_from(QUERY_VALUES), max_size=3))
         if data.draw(st.sampled_from([False] * 9 + [True]), label="flood"):
-            query.update({f"p{i}": "1" for i in range(1001)})
+            # alone: with the long values too, the request line would pass Twisted's 16 KiB limit (no response)
+            query = {f"p{i}": "1" for i in range(1001)}
     response = api.request(method, concrete, content=raw.encode() if raw else None, params=query)
     response.read()
     assert response.status_code in (200, 400, 404), (method, concrete[:100], raw[:300], response.text[:500])
