@@ -70,6 +70,9 @@ def test_a_broken_registry_is_recorded_backed_off_and_shown_while_others_go_on(u
     assert changelist.status_code == 200
     assert "Processing the publish queue of broken failed 2 time(s) in a row: JSONDecodeError" in (
         changelist.content.decode())
+    for url in (reverse("admin:testapp_support_change", args=[broken.pk]),
+                reverse("admin:betaassi_django_session_changelist")):
+        assert web.get(url).status_code == 200, url
     queue_url = reverse("admin:testapp_support_queue", args=[broken.pk])
     page = web.get(queue_url)
     assert page.status_code == 200 and "failing: 2 attempt(s) in a row" in page.content.decode()
