@@ -8,6 +8,10 @@ This layer instead keeps every receive waiting through the outage (retrying
 with back-off), and when Redis answers again it joins every group this process
 joined, before any receive resumes. Messages Redis lost with its restart stay
 lost; everything sent after the rejoin arrives.
+
+It also renews its memberships four times per ``group_expiry`` (a day by
+default): channels-redis drops a member that old, so a WebSocket open for a day
+would otherwise stop receiving its session's frames.
 """
 
 from __future__ import annotations
@@ -38,10 +42,27 @@ class RedisChannelLayer(StockRedisChannelLayer):
         self.on_reconnect: list[Callable[[], None]] = []
         self._down_since: float | None = None
         self._recovering: asyncio.Lock | None = None
+        self._renewing: asyncio.Task | None = None
 
     async def group_add(self, group: str, channel: str) -> None:
         await _again(super().group_add, group, channel)
         self.memberships[group].add(channel)
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        while self.memberships:
+            await asyncio.sleep(self.group_expiry / 4)
+            try:
+                for group, channel in self._joined():
+                    await super().group_add(group, channel)
+            except _REDIS_DOWN:  # a receive notices the outage and rejoins everything
+                logger.debug("could not renew group memberships while Redis is down")
+
+    async def close_pools(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+        await super().close_pools()
 
     async def group_send(self, group: str, message: dict) -> None:
         await _again(super().group_send, group, message)
@@ -75,6 +96,9 @@ class RedisChannelLayer(StockRedisChannelLayer):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
 
+    def _joined(self) -> list[tuple[str, str]]:
+        return [(group, channel) for group, channels in self.memberships.items() for channel in channels]
+
     async def _recover(self) -> None:
         """Join every group again, once for all the receives that waited (raises while Redis is still down)."""
         if self._recovering is None:
@@ -86,7 +110,7 @@ class RedisChannelLayer(StockRedisChannelLayer):
             loop_layer = self._layers.get(asyncio.get_running_loop())
             if loop_layer is not None:
                 await loop_layer.flush()
-            joined = [(group, channel) for group, channels in self.memberships.items() for channel in channels]
+            joined = self._joined()
             for group, channel in joined:
                 await super().group_add(group, channel)
             logger.warning("channel layer reconnected to Redis after %.1fs; rejoined %d group membership(s)",
