@@ -33,6 +33,7 @@ class Waker:
 
     def __init__(self) -> None:
         self.listening = threading.Event()  # set while the listener is a member of the wake group
+        self._stop = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         if signals._shared_layer() is not None:
@@ -41,7 +42,7 @@ class Waker:
 
     def _listen(self) -> None:
         try:
-            self._loop.run_until_complete(listen_forever(self.listening))
+            self._loop.run_until_complete(listen_forever(self.listening, self._stop))
         except asyncio.CancelledError:
             pass  # close()
         finally:
@@ -55,17 +56,29 @@ class Waker:
         """Stop listening (the thread is a daemon, so a process may also just exit)."""
         if self._thread is None:
             return
-        self._loop.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(self._loop)])
-        self._thread.join(10)
+        self._stop.set()
+        deadline = time.monotonic() + 10
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            # Again until it ends: a cancellation that lands as a read completes can be lost (asyncio timeouts).
+            try:
+                self._loop.call_soon_threadsafe(_cancel_all, self._loop)
+            except RuntimeError:  # its loop closed meanwhile
+                break
+            self._thread.join(0.1)
 
 
-async def listen_forever(listening: threading.Event) -> None:
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+
+
+async def listen_forever(listening: threading.Event, stop: threading.Event) -> None:
     """Join the wake group and set ``local_wake`` per message; after any error, start again with back-off.
 
     After each recovery it sets ``local_wake`` once too: wake-ups published while it was away were lost.
     """
     delay, down_since = BACKOFF_FIRST, None
-    while True:
+    while not stop.is_set():
         # Its own layer instance, new per attempt: a channels-redis layer receives on one event loop only (the
         # server's consumers receive on the shared one), and a failed one may hold a half-read connection.
         layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
@@ -84,6 +97,8 @@ async def listen_forever(listening: threading.Event) -> None:
                 tasks.create_task(_rejoin(layer, channel))
         except Exception as exc:  # whatever the layer raised, the listener must come back
             listening.clear()
+            if stop.is_set():
+                return
             if down_since is None:
                 down_since = time.monotonic()
                 logger.warning("wake-up listener lost the channel layer (%s); reconnecting with back-off, "
