@@ -95,25 +95,32 @@ def _walk(value: Any, path: list) -> Iterator[tuple[list, Any]]:
 def unstorable(body: Any) -> tuple[str | None, str, str] | None:
     """The first value no store can keep, as ``(param, message, code)``; None when all can be stored."""
     for path, value in _walk(body, []):
-        name = param_path(path) or None
-        where = f"'{name}'" if name else "the request body"
-        if isinstance(value, str):
-            if "\x00" in value:
-                return name, f"Invalid value for {where}: null characters are not allowed.", "invalid_value"
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as error:
-                bad = f"\\u{ord(value[error.start]):04x}"
-                return (name, f"Invalid value for {where}: the string holds a lone surrogate ({bad}), "
-                        "which is not valid Unicode.", "invalid_value")
-        elif isinstance(value, float) and not math.isfinite(value):
-            return (name, f"Invalid value for {where}: numbers must be finite (at most about 1.8e308 in magnitude), "
-                    f"but got {value} instead.", "invalid_value")
-        elif isinstance(value, int) and not isinstance(value, bool) and not MIN_INT64 <= value <= MAX_INT64:
-            side, op, bound = (("above", "<=", MAX_INT64) if value > 0 else ("below", ">=", MIN_INT64))
-            return (name, f"Invalid {where}: integer {side} {'maximum' if value > 0 else 'minimum'} value. "
-                    f"Expected a value {op} {bound}, but got {value} instead.",
-                    f"integer_{side}_{'max' if value > 0 else 'min'}_value")
+        problem = _problem(value)
+        if problem is not None:
+            name = param_path(path) or None
+            message, code = problem
+            return name, message.replace("{where}", f"'{name}'" if name else "the request body"), code
+    return None
+
+
+def _problem(value: Any) -> tuple[str, str] | None:
+    """Why one key or scalar cannot be stored, as a message template (``{where}``) and code."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "Invalid value for {where}: null characters are not allowed.", "invalid_value"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            bad = f"\\u{ord(value[error.start]):04x}"
+            return (f"Invalid value for {{where}}: the string holds a lone surrogate ({bad}), which is not valid "
+                    "Unicode.", "invalid_value")
+    elif isinstance(value, float) and not math.isfinite(value):
+        return (f"Invalid value for {{where}}: numbers must be finite (at most about 1.8e308 in magnitude), but got "
+                f"{value} instead.", "invalid_value")
+    elif isinstance(value, int) and not isinstance(value, bool) and not MIN_INT64 <= value <= MAX_INT64:
+        side, bound = ("above maximum", f"<= {MAX_INT64}") if value > 0 else ("below minimum", f">= {MIN_INT64}")
+        return (f"Invalid {{where}}: integer {side} value. Expected a value {bound}, but got {value} instead.",
+                f"integer_{side.replace('imum', '').replace(' ', '_')}_value")
     return None
 
 
