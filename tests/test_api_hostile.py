@@ -9,6 +9,7 @@ themselves are in ``betaassi_django.assistants_api.limits``.
 from __future__ import annotations
 
 import json
+import time
 
 import httpx2
 import pytest
@@ -56,6 +57,17 @@ def _error(response: httpx2.Response, status: int = 400) -> dict:
 
 def _refused(api: httpx2.Client, path: str, raw: str | bytes) -> dict:
     return _error(api.post(path, content=raw.encode() if isinstance(raw, str) else raw))
+
+
+def wait_for_run_raw(api: httpx2.Client, thread_id: str, run_id: str) -> dict:
+    """The run (as JSON) once it has left queued / in_progress / cancelling."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        run = api.get(f"/threads/{thread_id}/runs/{run_id}").json()
+        if run["status"] not in ("queued", "in_progress", "cancelling"):
+            return run
+        time.sleep(0.02)
+    raise AssertionError(f"run {run_id} still {run['status']}")
 
 
 # Nesting -----------------------------------------------------------------------------------------------------
@@ -157,18 +169,6 @@ def test_lone_surrogates_are_400_naming_the_field(api, bad):
     assert api.get(f"/assistants/{assistant['id']}").json()["instructions"] is None
     assert api.get(f"/threads/{thread['id']}/messages").json()["data"] == messages
     assert api.get("/assistants", params={"limit": 100}).json()["data"] == assistants
-
-
-def wait_for_run_raw(api: httpx2.Client, thread_id: str, run_id: str) -> dict:
-    import time
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        run = api.get(f"/threads/{thread_id}/runs/{run_id}").json()
-        if run["status"] not in ("queued", "in_progress", "cancelling"):
-            return run
-        time.sleep(0.02)
-    raise AssertionError(f"run {run_id} still {run['status']}")
 
 
 def test_surrogate_pairs_and_other_unicode_are_kept(api):
