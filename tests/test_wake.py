@@ -114,3 +114,19 @@ def test_under_the_stock_layer_the_listener_reconnects_itself(redis_server, logg
     assert warnings[0].endswith("); reconnecting with back-off, polling meanwhile")
     assert warnings[1].startswith("wake-up listener reconnected after ")
     assert sum("wake-up listener" in r.getMessage() for r in logged.records) == 2  # no line per retry, any level
+
+
+def test_publishers_say_once_that_wake_ups_cannot_be_sent_while_redis_is_down(redis_server, logged):
+    with override_settings(CHANNEL_LAYERS=redis_channel_layers(redis_server.url)):
+        signals.wake("asst_x")
+        redis_server.stop()
+        for _ in range(3):
+            signals.wake("asst_x")  # the event is published all the same; processors poll
+        redis_server.start()
+        signals.wake("asst_x")
+        signals.wake("asst_x")
+    warnings = logged.warnings()
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("could not send publish.wake to betaassi.publish (ConnectionError: ")
+    assert warnings[0].endswith("); later failures are not logged until a send succeeds")
+    assert warnings[1] == "sending through the channel layer works again"

@@ -27,6 +27,7 @@ logger = logging.getLogger("betaassi_django.publishing")
 WAKE_GROUP = "betaassi.publish"
 local_wake = threading.Event()
 _server_loop: asyncio.AbstractEventLoop | None = None
+_send_failing = False  # the last send through a cross-process layer failed
 
 
 def assistant_group(assistant_id: str) -> str:
@@ -64,12 +65,20 @@ def _send(group: str, message: dict) -> None:
         if loop is not None and not loop.is_closed():
             asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).add_done_callback(_logged)
         return
+    global _send_failing
     try:
         async_to_sync(layer.group_send)(group, message)
     except RuntimeError:  # called from inside an event loop: the caller's loop sends it
         logger.debug("not sending %s to %s from inside an event loop", message.get("type"), group)
-    except Exception:
-        logger.exception("could not send %s to %s", message.get("type"), group)
+    except Exception as exc:  # the channel layer is down: processors still poll, so say it once per outage
+        if not _send_failing:
+            logger.warning("could not send %s to %s (%s: %s); later failures are not logged until a send "
+                           "succeeds", message.get("type"), group, type(exc).__name__, exc)
+        _send_failing = True
+    else:
+        if _send_failing:
+            logger.warning("sending through the channel layer works again")
+        _send_failing = False
 
 
 def wake(assistant_id: str) -> None:
