@@ -47,9 +47,13 @@ def session_list(request: HttpRequest) -> HttpResponse:
 
 
 def _list_context(request: HttpRequest, assistants, form) -> dict:
+    from betaassi_django.publishing.events import SESSION_ID
+
     mine = Session.objects.filter(owner=request.user).order_by("-touched_at", "-created_at")
     by_assistant = {a.id: [] for a in assistants}
     for session in mine:
+        if not SESSION_ID.fullmatch(session.session_id):  # recorded before ids were fully matched: no chat URL
+            continue
         by_assistant.setdefault(session.assistant_id, []).append(session)
     return {"assistants": [(a, by_assistant[a.id]) for a in assistants], "form": form}
 
