@@ -149,3 +149,19 @@ def test_an_unreachable_backend_is_a_recorded_failure_not_an_exception(user):
     Processor(assistant_ids=[support.id]).run_once(force=True)
     assert PublishedEvent.objects.get(event_id=event_id).status == "applied"
     assert _mirror(support) == _registry(support) == {"s": None}
+
+
+def test_the_command_reports_a_failing_assistant_and_applies_the_others(user, capsys):
+    from django.core.management import CommandError, call_command
+
+    broken, healthy = Support.objects.create(name="broken"), Support.objects.create(name="healthy")
+    _, pages = load_registry(get_client(), broken.metadata[REGISTRY_KEY])
+    get_client().beta.threads.update(pages[0].thread_id, metadata={TYPE_KEY: PAGE_TYPE, "sessions": "[1"})
+    broken.create_session("a", owner=user)
+    other = healthy.create_session("b", owner=user)
+    with pytest.raises(CommandError, match="1 assistant\\(s\\) failed"):
+        call_command("process_publish_queue", "--once")
+    output = capsys.readouterr()
+    assert "processed 1 event(s)" in output.out
+    assert f"assistant {broken.id} failed: JSONDecodeError" in output.err
+    assert PublishedEvent.objects.get(event_id=other).status == "applied"

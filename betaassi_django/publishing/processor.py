@@ -65,6 +65,7 @@ class Processor:
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
         self.api = get_client()
+        self.failed: dict[str, str] = {}
 
     # -- discovery ----------------------------------------------------------------
 
@@ -80,7 +81,7 @@ class Processor:
                 found.append(self.api.beta.assistants.retrieve(assistant_id))
             except openai.APIError as exc:
                 logger.error("cannot read assistant %s: %s", assistant_id, describe(exc))
-                health.failed(assistant_id, describe(exc))
+                self.failed[assistant_id] = health.failed(assistant_id, describe(exc)).last_error
         return found
 
     def serve(self, interval: float, stop: threading.Event) -> None:
@@ -98,6 +99,7 @@ class Processor:
         """Every assistant's pending events; one that fails is recorded and backed off (``force``: tried
         even inside its back-off), the others go on."""
         seen = 0
+        self.failed: dict[str, str] = {}  # this pass's failures: assistant id -> the error
         assistants = self.assistants()
         known = health.states([a.id for a in assistants])
         for assistant in assistants:
@@ -111,6 +113,7 @@ class Processor:
                 self.drain(assistant, known.get(assistant.id))
             except Exception as exc:  # this assistant only: record it, back off, go on with the others
                 state = health.failed(assistant.id, describe(exc))
+                self.failed[assistant.id] = state.last_error
                 logger.exception("assistant %s failed (%d in a row); retrying in %.0fs", assistant.id,
                                  state.failures, health.backoff(state.failures))
             else:

@@ -2,7 +2,7 @@ import signal
 import threading
 
 from django.apps import apps
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from betaassi_django.publishing import signals
 from betaassi_django.publishing.processor import Processor
@@ -13,7 +13,8 @@ class Command(BaseCommand):
             "assistant's high water mark. With --once, drain what is pending and exit.")
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--once", action="store_true", help="Drain the pending events, then exit 0.")
+        parser.add_argument("--once", action="store_true", help="Drain the pending events, then exit (1 when an "
+                                                                "assistant failed: it is recorded and retried later).")
         parser.add_argument("--assistant", action="append", dest="assistants", metavar="ASST_ID",
                             help="Only this assistant (repeatable).")
         parser.add_argument("--interval", type=float, default=1.0, help="Seconds between polls (default 1).")
@@ -28,6 +29,10 @@ class Command(BaseCommand):
         if once:
             seen = processor.run_once()
             self.stdout.write(f"processed {seen} event(s)")
+            for assistant_id, error in processor.failed.items():
+                self.stderr.write(f"assistant {assistant_id} failed: {error}")
+            if processor.failed:  # recorded and backed off; the others were processed
+                raise CommandError(f"{len(processor.failed)} assistant(s) failed; see above")
             return
         if apps.is_installed("betaassi_django.assistants_api"):
             from betaassi_django.assistants_api.engine import engine
