@@ -117,7 +117,8 @@ class Processor:
                 logger.exception("assistant %s failed (%d in a row); retrying in %.0fs", assistant.id,
                                  state.failures, health.backoff(state.failures))
             else:
-                health.succeeded(assistant.id)
+                if assistant.id in known and known[assistant.id].failures:
+                    health.succeeded(assistant.id)
             finally:
                 seen += self.seen
                 logger.debug("lease released assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
