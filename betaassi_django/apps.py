@@ -1,4 +1,4 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 
 class BetaassiConfig(AppConfig):
@@ -13,3 +13,7 @@ class BetaassiConfig(AppConfig):
         from .checks import check_metadata_fields
 
         checks.register(check_metadata_fields, "models")
+        if apps.is_installed("django.contrib.auth"):
+            from .access import connect_signals
+
+            connect_signals()  # open WebSockets follow their user's logout, password, activity and permissions

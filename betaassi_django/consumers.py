@@ -1,8 +1,12 @@
 """The WebSocket protocol of a session (DESIGN.md section 8).
 
 A connection is accepted first and then, if it may not stay, closed with the
-contract's code (4401 not logged in, 4403 not yours, 4404 unknown session):
-a close before the handshake would reach the browser as a bare HTTP 403.
+contract's code (4401 not logged in, 4404 no such session or not one the user
+may read: the two are told apart by nobody): a close before the handshake
+would reach the browser as a bare HTTP 403. An open connection follows its
+account (``access``): before each turn, on a push to the user's group and every
+few seconds it is re-checked, and closed with 4401 when the login is gone or
+4403 when the user may no longer read the session.
 Bad frames get an ``error`` frame and the connection stays open: every client
 frame is checked by ``parse_frame`` before anything else sees it, and no frame
 can raise out of ``receive`` (which Channels would turn into a 1011 close).
@@ -10,13 +14,15 @@ can raise out of ``receive`` (which Channels would turn into a 1011 close).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from betaassi_django import turns
+from betaassi_django import access, turns
 from betaassi_django.publishing.signals import assistant_group, session_group
 
 #: Largest frame accepted, in bytes of UTF-8.
@@ -141,6 +147,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     """``ws/assistants/<assistant_id>/sessions/<session_id>/``: one user talking in one session."""
 
     groups_joined: tuple[str, ...] = ()
+    rechecking: asyncio.Task | None = None
 
     async def connect(self) -> None:
         from betaassi_django.models import Session
@@ -152,23 +159,71 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(CLOSE_NOT_LOGGED_IN)
             return
+        self.user_pk, self.session_key = user.pk, getattr(self.scope.get("session"), "session_key", None)
         session = await Session.objects.filter(assistant_id=self.assistant_id, session_id=self.session_id).afirst()
-        if session is None:
+        state = await self._state(session)
+        if state is access.State.NO_LOGIN:
+            await self.close(CLOSE_NOT_LOGGED_IN)
+            return
+        if state is access.State.NO_ACCESS:  # whether it exists or not: the same answer
             await self.close(CLOSE_UNKNOWN)
             return
-        if session.owner_id != user.pk and not user.is_staff:
-            await self.close(CLOSE_FORBIDDEN)
-            return
         self.session, self.bucket, self.flooding = session, _Bucket(RATE_BURST, RATE_PER_SECOND), 0
-        self.groups_joined = (session_group(self.assistant_id, self.session_id), assistant_group(self.assistant_id))
+        self.groups_joined = (session_group(self.assistant_id, self.session_id), assistant_group(self.assistant_id),
+                              access.user_group(self.user_pk))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
+        self.rechecking = asyncio.create_task(self._recheck_every(access.RECHECK_SECONDS))
         await self._send({"type": "session.ready", "session": turns.session_frame(session),
                           "history": await turns.history(session.thread_id)})
 
     async def disconnect(self, code) -> None:
+        if self.rechecking is not None:
+            self.rechecking.cancel()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    # -- the account behind the connection -------------------------------------------------------------
+
+    async def _state(self, session=None) -> access.State:
+        session = session if session is not None or not self.groups_joined else self.session
+        return await database_sync_to_async(access.connection_state)(self.session_key, self.user_pk, session)
+
+    async def _recheck(self) -> access.State:
+        """Close the connection if its login is gone (4401) or it may no longer read (4403)."""
+        state = await self._state()
+        if state in (access.State.NO_LOGIN, access.State.NO_ACCESS) and self.groups_joined:
+            await self._close_for(CLOSE_NOT_LOGGED_IN if state is access.State.NO_LOGIN else CLOSE_FORBIDDEN)
+        return state
+
+    async def _close_for(self, code: int) -> None:
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined = ()  # no more frames for this connection, in or out
+        await self.close(code)
+
+    async def _recheck_every(self, seconds: float) -> None:
+        """The safety net behind the pushes: a change no signal reported (a raw UPDATE, another database
+        writer, an expired session) still closes an idle connection within ``seconds``."""
+        while self.groups_joined:
+            await asyncio.sleep(seconds)
+            try:
+                await self._recheck()
+            except Exception:  # a database hiccup: the next round tries again
+                logger.exception("re-checking a connection to session %s of %s failed", self.session_id,
+                                 self.assistant_id)
+
+    async def _may_send_now(self) -> bool:
+        return await self._state() is access.State.SEND
+
+    async def account_changed(self, event: dict) -> None:
+        """The user logged out, was saved or deleted, or their permissions changed: re-check now."""
+        if not self.groups_joined:
+            return
+        if event.get("logged_out") == access.session_key_digest(self.session_key):
+            await self._close_for(CLOSE_NOT_LOGGED_IN)
+            return
+        await self._recheck()
 
     # -- from the client -------------------------------------------------------------------------------
 
@@ -188,8 +243,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
         except BadFrame as bad:
             await self._error(bad.code, bad.message)
             return
+        state = await self._recheck()
+        if state is access.State.READ:
+            await self._error("read_only", "you may read this session but not send in it "
+                                           "(sending in another user's session needs the change_session permission)")
+            return
+        if state is not access.State.SEND:
+            return
         try:
-            accepted = turns.submit(self.session, content)
+            accepted = turns.submit(self.session, content, allowed=self._may_send_now)
         except Exception:  # a bug must not close the connection with 1011: say so, log it, stay open
             logger.exception("A user.message of session %s of %s failed", self.session_id, self.assistant_id)
             await self._error("server_error", "the message could not be taken; try again")
@@ -201,12 +263,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def session_frame(self, event: dict) -> None:
         """A frame of a turn, sent to every connection to the session."""
-        await self._send(event["frame"])
+        if self.groups_joined:  # none after the connection was refused
+            await self._send(event["frame"])
 
     async def publish_applied(self, event: dict) -> None:
         """The processor applied events of this assistant: push the ones about this session."""
         from betaassi_django.models import Session
 
+        if not self.groups_joined:
+            return
         mine = [e for e in event["events"]
                 if e.get("session_id") == self.session_id and e.get("status") in ("applied", "replayed")]
         if not mine:
@@ -217,6 +282,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.close(1000)
         else:
             self.session = session  # this connection's next turns use the new kind and model
+            if await self._recheck() not in (access.State.SEND, access.State.READ):
+                return  # given to another user this one may not read
             await self._send({"type": "session.updated", "session": turns.session_frame(session)})
 
     # -- helpers ---------------------------------------------------------------------------------------

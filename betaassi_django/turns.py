@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import openai
@@ -205,8 +206,9 @@ class _Turns:
 _sessions: dict[str, _Turns] = {}
 
 
-def submit(session, text: str) -> bool:
-    """Queue a turn; False when the session already has ``MAX_PENDING_TURNS`` waiting here."""
+def submit(session, text: str, allowed: Callable[[], Awaitable[bool]] | None = None) -> bool:
+    """Queue a turn; False when the session already has ``MAX_PENDING_TURNS`` waiting here. ``allowed()`` is
+    asked again just before the turn runs: a sender logged out or refused meanwhile has no turn run."""
     group = session_group(session.assistant_id, session.session_id)
     loop = asyncio.get_running_loop()
     turns = _sessions.get(group)
@@ -214,10 +216,18 @@ def submit(session, text: str) -> bool:
         turns = _sessions[group] = _Turns(loop)
     if len(turns.pending) >= MAX_PENDING_TURNS:
         return False
-    turns.pending.append((session, text))
+    turns.pending.append((session, text, allowed))
     if turns.task is None or turns.task.done():
         turns.task = loop.create_task(_work(group, turns))
     return True
+
+
+async def _still_allowed(allowed: Callable[[], Awaitable[bool]], session) -> bool:
+    try:
+        return await allowed()
+    except Exception:  # a fault of the check refuses the turn, and leaves the queue working
+        logger.exception("the sender check of a turn in %s/%s failed", session.assistant_id, session.session_id)
+        return False
 
 
 async def _work(group: str, turns: _Turns) -> None:
@@ -228,7 +238,10 @@ async def _work(group: str, turns: _Turns) -> None:
 
     try:
         while turns.pending:
-            await run_turn(*turns.pending.popleft(), emit)
+            session, text, allowed = turns.pending.popleft()
+            if allowed is not None and not await _still_allowed(allowed, session):
+                continue
+            await run_turn(session, text, emit)
     finally:
         if _sessions.get(group) is turns and not turns.pending:
             del _sessions[group]

@@ -9,11 +9,12 @@ from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
+from betaassi_django import access
 from betaassi_django.forms import StartSessionForm
 from betaassi_django.models import BaseAssistant, PublishedEvent, Session
 
@@ -103,13 +104,14 @@ async def start_session(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def chat(request: HttpRequest, assistant_id: str, session_id: str) -> HttpResponse:
-    session = Session.objects.filter(assistant_id=assistant_id, session_id=session_id).first()
+    """The owner's chat; another user's only with view_session (read-only) or change_session (may send).
+    A session the user may not read is answered exactly as one that does not exist."""
+    session = access.readable_session(request.user, assistant_id, session_id)
     if session is None:
         raise Http404("No such session.")
-    if session.owner_id != request.user.pk and not request.user.is_staff:
-        raise PermissionDenied("This session is not yours.")
     assistant = find_assistant(assistant_id)
     return render(request, "betaassi_django/chat.html", {
         "session": session, "assistant": assistant, "sessions_url": reverse("betaassi:sessions"),
         "socket_path": f"/ws/assistants/{assistant_id}/sessions/{session_id}/",
+        "read_only": not access.may_send(request.user, session), "foreign": session.owner_id != request.user.pk,
     })
