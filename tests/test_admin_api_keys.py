@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from betaassi_django.assistants_api.models import ApiKey, hash_key
+from betaassi_django.assistants_api.models import ApiKey, Assistant, hash_key
 from tests.admin_paths import admin_path
 from tests.test_admin import shown
 
@@ -66,3 +66,60 @@ def test_renaming_a_key_keeps_its_hash(web):
     assert response.status_code == 302
     key.refresh_from_db()
     assert (key.name, key.hashed_key) == ("desktop", hash_key(raw))
+
+
+def test_the_add_form_sets_the_scope_from_existing_assistants(web):
+    mine = Assistant.objects.create(model="echo", name="mine")
+    other = Assistant.objects.create(model="echo", name=None)
+    form = web.get("/admin/assistants_api/apikey/add/").context["adminform"].form
+    assert list(form.fields) == ["name", "read_only", "assistant_ids"]
+    assert list(form.fields["assistant_ids"].choices) == [(mine.id, f"mine ({mine.id})"),
+                                                          (other.id, f"(no name) ({other.id})")]
+    response = web.post("/admin/assistants_api/apikey/add/", {"name": "reader", "read_only": "on",
+                                                               "assistant_ids": [mine.id]})
+    assert response.status_code == 200
+    raw = response.context["raw_key"]
+    assert f'<span id="key-scope">Read-only; assistants {mine.id}</span>' in response.text
+    key = ApiKey.objects.get()
+    assert (key.name, key.read_only, key.assistant_ids, key.hashed_key) == ("reader", True, [mine.id], hash_key(raw))
+    # The scope holds at once: a read-only key may read its assistant, and nothing else.
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert [a["id"] for a in api.get("/v1/assistants").json()["data"]] == [mine.id]
+    refused = api.post("/v1/threads", "{}", content_type="application/json")
+    assert (refused.status_code, refused.json()) == (403, {"error": {
+        "message": "You have insufficient permissions for this operation: this API key is read-only (GET requests "
+                   "only).", "type": "invalid_request_error", "param": None, "code": "insufficient_permissions"}})
+    outside = api.get(f"/v1/assistants/{other.id}")
+    assert (outside.status_code, outside.json()["error"]["code"]) == (403, "insufficient_permissions")
+
+
+def test_the_add_form_refuses_an_assistant_that_does_not_exist(web):
+    Assistant.objects.create(model="echo", name="mine")
+    response = web.post("/admin/assistants_api/apikey/add/", {"name": "typo", "assistant_ids": ["asst_nope"]})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "assistant_ids": ["Select a valid choice. asst_nope is not one of the available choices."]}
+    assert not ApiKey.objects.exists()
+
+
+def test_the_changelist_and_change_page_show_each_keys_scope(web):
+    mine = Assistant.objects.create(model="echo", name="mine")
+    ApiKey.issue("full")
+    ApiKey.issue("reader", read_only=True)
+    limited, _ = ApiKey.issue("limited", assistant_ids=[mine.id])
+    ApiKey.issue("both", read_only=True, assistant_ids=[mine.id])
+    listing = web.get("/admin/assistants_api/apikey/")
+    assert '<th scope="col" class="column-scope">' in listing.text
+    scopes = {key.name: key.scope_label for key in listing.context["cl"].result_list}
+    assert scopes == {"full": "Full access", "reader": "Read-only", "limited": f"assistants {mine.id}",
+                      "both": f"Read-only; assistants {mine.id}"}
+    for label in scopes.values():
+        assert f'<td class="field-scope">{label}</td>' in listing.text
+    read_only = web.get("/admin/assistants_api/apikey/", {"read_only__exact": "1"})
+    assert sorted(k.name for k in read_only.context["cl"].result_list) == ["both", "reader"]
+    page = web.get(admin_path(ApiKey, "change", limited.pk))
+    assert f'<div class="readonly">assistants {mine.id}</div>' in page.text
+    # The scope is fixed once issued: a posted scope is ignored.
+    web.post(admin_path(ApiKey, "change", limited.pk), {"name": "renamed", "read_only": "on", "assistant_ids": []})
+    limited.refresh_from_db()
+    assert (limited.name, limited.read_only, limited.assistant_ids) == ("renamed", False, [mine.id])

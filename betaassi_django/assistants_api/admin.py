@@ -1,4 +1,4 @@
-"""API keys of the embedded API in the admin: issue (the key is shown once), list, revoke.
+"""API keys of the embedded API in the admin: issue with a scope (the key is shown once), list, revoke.
 
 Only a key's SHA-256 hash is stored. The raw key is rendered once, in the
 response to the form that created it (never through the messages framework,
@@ -7,35 +7,68 @@ whose cookie would carry it), and the page is marked not to be cached.
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from .models import ApiKey
+from .models import ApiKey, Assistant
 
 ISSUED_KEY_ATTR = "_betaassi_issued_key"
 
 
+class ApiKeyAddForm(forms.ModelForm):
+    """The scope is chosen when the key is issued: read-only or not, and the assistants it is limited to."""
+
+    assistant_ids = forms.MultipleChoiceField(
+        required=False, label="Assistants", widget=forms.CheckboxSelectMultiple,
+        help_text="Limit the key to these assistants and their threads. None chosen: every assistant.")
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "read_only", "assistant_ids")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["assistant_ids"].choices = [
+            (assistant_id, f"{name or '(no name)'} ({assistant_id})")
+            for assistant_id, name in Assistant.objects.order_by("seq").values_list("id", "name")]
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "created", "last_used", "revoked")
-    list_filter = (("revoked", admin.EmptyFieldListFilter),)
+    list_display = ("name", "prefix", "scope", "created", "last_used", "revoked")
+    list_filter = ("read_only", ("revoked", admin.EmptyFieldListFilter))
     search_fields = ("name", "prefix")
     actions = ["revoke"]
 
+    @admin.display(description="Scope")
+    def scope(self, obj: ApiKey) -> str:
+        return obj.scope_label
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyAddForm
+        return super().get_form(request, obj, **kwargs)
+
     def get_fields(self, request, obj=None):
-        return ("name",) if obj is None else ("name", "prefix", "created", "last_used", "revoked")
+        if obj is None:
+            return ("name", "read_only", "assistant_ids")
+        return ("name", "prefix", "scope", "created", "last_used", "revoked")
 
     def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else ("prefix", "created", "last_used", "revoked")
+        # A key's scope is fixed when it is issued: to change it, issue another key and revoke this one.
+        return () if obj is None else ("prefix", "scope", "created", "last_used", "revoked")
 
     def save_model(self, request, obj, form, change) -> None:
         if change:
             obj.save(update_fields=["name"])
             return
-        issued, raw = ApiKey.issue(form.cleaned_data["name"])
+        data = form.cleaned_data
+        issued, raw = ApiKey.issue(data["name"], read_only=data["read_only"], assistant_ids=data["assistant_ids"])
         obj.pk, obj.prefix, obj.hashed_key, obj.created = issued.pk, issued.prefix, issued.hashed_key, issued.created
+        obj.read_only, obj.assistant_ids = issued.read_only, issued.assistant_ids
         obj._state.adding = False
         setattr(request, ISSUED_KEY_ATTR, raw)
 

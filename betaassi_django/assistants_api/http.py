@@ -28,6 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from betaassi_django import conf
 
+from . import scopes
 from .errors import ApiError, invalid, server_error
 from .limits import MAX_DEPTH, too_deep
 from .models import ApiKey, hash_key
@@ -45,14 +46,14 @@ def is_in_process(request: HttpRequest) -> bool:
     return bool(scope and scope.get(IN_PROCESS_SCOPE_KEY))
 
 
-def _check_key(raw_key: str) -> bool:
+def _check_key(raw_key: str) -> ApiKey | None:
     key = ApiKey.objects.filter(hashed_key=hash_key(raw_key), revoked__isnull=True).first()
     if key is None:
-        return False
+        return None
     stamp = timezone.now()
     if key.last_used is None or (stamp - key.last_used).total_seconds() > 60:
         ApiKey.objects.filter(pk=key.pk).update(last_used=stamp)
-    return True
+    return key
 
 
 def json_response(data: dict, status: int = 200) -> HttpResponse:
@@ -61,7 +62,9 @@ def json_response(data: dict, status: int = 200) -> HttpResponse:
 
 
 def authenticate(request: HttpRequest) -> None:
+    """Check the key and set the request's scope (``scopes.of_request``); the in-process client is full access."""
     if is_in_process(request):
+        setattr(request, scopes.REQUEST_ATTR, scopes.FULL)
         return
     header = request.headers.get("Authorization", "")
     scheme, _, raw_key = header.partition(" ")
@@ -72,10 +75,12 @@ def authenticate(request: HttpRequest) -> None:
             "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). Create one with "
             "`python manage.py create_api_key NAME`.",
         )
-    if not _check_key(raw_key.strip()):
+    key = _check_key(raw_key.strip())
+    if key is None:
         shown = raw_key.strip()
         shown = f"{shown[:8]}***{shown[-4:]}" if len(shown) > 12 else "***"
         raise ApiError(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
+    setattr(request, scopes.REQUEST_ATTR, scopes.of_key(key))
 
 
 def read_body(request: HttpRequest, schema_name: str) -> dict:
@@ -174,6 +179,8 @@ def endpoint(**handlers: Handler):
             handler = handlers.get(request.method or "")
             if handler is None:
                 raise ApiError(405, f"Method {request.method} is not allowed on {request.path}; use {allowed}.")
+            if handler is not _unknown:
+                scopes.check_method(scopes.of_request(request), request.method)
             result = handler(request, **kwargs)
         except ApiError as error:
             return error.response()

@@ -182,7 +182,11 @@ def hash_key(raw_key: str) -> str:
 
 
 class ApiKey(models.Model):
-    """A bearer key for the embedded API over HTTP. Only its hash is stored."""
+    """A bearer key for the embedded API over HTTP. Only its hash is stored.
+
+    Its scope (see ``scopes``): full access by default; ``read_only`` allows GET only; ``assistant_ids``, when
+    not empty, limits it to those assistants and their threads.
+    """
 
     PREFIX = "sk-betaassi-"
 
@@ -192,6 +196,10 @@ class ApiKey(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     last_used = models.DateTimeField(null=True, blank=True)
     revoked = models.DateTimeField(null=True, blank=True)
+    read_only = models.BooleanField(default=False, help_text="Only GET requests (retrieve and list).")
+    assistant_ids = models.JSONField(
+        default=list, blank=True,
+        help_text="Ids of the assistants the key is limited to (with their threads); empty: every assistant.")
 
     class Meta:
         verbose_name = "API key"
@@ -200,9 +208,21 @@ class ApiKey(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
+    @property
+    def scope_label(self) -> str:
+        """The scope in words, as the admin and ``create_api_key`` show it."""
+        if not self.read_only and not self.assistant_ids:
+            return "Full access"
+        parts = ["Read-only"] if self.read_only else []
+        if self.assistant_ids:
+            parts.append("assistants " + ", ".join(self.assistant_ids))
+        return "; ".join(parts)
+
     @classmethod
-    def issue(cls, name: str) -> tuple[ApiKey, str]:
+    def issue(cls, name: str, *, read_only: bool = False, assistant_ids: list[str] | tuple[str, ...] = ()
+              ) -> tuple[ApiKey, str]:
         """Create a key; returns the row and the raw key, which is never stored."""
         raw = cls.PREFIX + secrets.token_urlsafe(32)
-        key = cls.objects.create(name=name, prefix=raw[: len(cls.PREFIX) + 6], hashed_key=hash_key(raw))
+        key = cls.objects.create(name=name, prefix=raw[: len(cls.PREFIX) + 6], hashed_key=hash_key(raw),
+                                 read_only=read_only, assistant_ids=sorted(set(assistant_ids)))
         return key, raw

@@ -99,8 +99,10 @@ def delete_assistant(assistant_id: str) -> dict:
     return serializers.deleted("assistant", assistant_id)
 
 
-def list_assistants(query: QueryDict) -> dict:
-    return page(Assistant.objects.all(), query, serializers.assistant)
+def list_assistants(query: QueryDict, only: frozenset[str] | None = None) -> dict:
+    """``only``: the assistant ids a limited API key reaches (None: every assistant)."""
+    assistants = Assistant.objects.all() if only is None else Assistant.objects.filter(id__in=only)
+    return page(assistants, query, serializers.assistant)
 
 
 # Threads and messages ------------------------------------------------------
