@@ -10,10 +10,8 @@ not fit is a form error, not a 500.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
-import secrets
 
 import openai
 from django import forms
@@ -32,6 +30,8 @@ from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.models import BaseAssistant, PublishedEvent, PublishLease, Session
 from betaassi_django.publishing import status as queue
 
+from . import queue_actions
+from .audit import CHANGE, log_action, log_each
 from .common import (
     INFORMATIVE_READ,
     BackendAdminMixin,
@@ -43,10 +43,11 @@ from .common import (
     informative_reads_failed,
     log_deleted,
 )
+from .deletion import with_sessions
+from .queue_actions import NO_QUEUE
 from .sessions import SessionInline
 
 EVENTS_PER_PAGE = 50
-NO_QUEUE = "has no publish queue (it was made outside betaassi-django), so it has no events or sessions"
 
 
 class RemoteModelForm(BackendFormMixin, forms.ModelForm):
@@ -214,6 +215,10 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         except openai.APIError as error:
             raise BackendFailed(f"Deleting {obj.name or obj.id} in the backend", error) from error
 
+    def get_deleted_objects(self, objs, request):
+        """Django's, with each assistant's sessions (linked by id, so the collector does not see them)."""
+        return with_sessions(objs, request, super().get_deleted_objects)
+
     def save_formset(self, request, form, formset, change) -> None:
         formset.save()
         for message in getattr(formset, "published", []):
@@ -250,49 +255,20 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         for assistant in queryset:
             self._sync(request, assistant)
 
+    def _report(self, request: HttpRequest, assistant_id: str, shown: str, level: int, text: str,
+                flag: int = CHANGE) -> None:
+        """Tell the operator what an action did, and write the same sentence to the assistant's history."""
+        messages.add_message(request, level, text)
+        log_action(request, self.model, assistant_id, shown, text, flag)
+
     def _apply_now(self, request: HttpRequest, assistant) -> None:
         shown = assistant.name or assistant.id
-        try:
-            processed = queue.apply_now(assistant, holder=f"admin:{request.user.get_username()}:{secrets.token_hex(3)}")
-            left = queue.queue_status(assistant)
-        except ValueError:
-            messages.warning(request, f"{shown} {NO_QUEUE}.")
-            return
-        except openai.APIError as error:
-            messages.error(request, f"Applying the queue of {shown} failed: {describe(error)}. "
-                                    "Events stay pending; what was applied is recorded.")
-            return
-        failure = queue.failure(assistant.id)
-        if failure is not None:
-            messages.error(request, f"Applying the queue of {shown} failed: {failure.last_error}. {processed} "
-                                    f"event(s) processed; {left.lag} still pending. The processor retries it "
-                                    "with back-off.")
-            return
-        if left.lag:
-            holder = PublishLease.objects.filter(assistant_id=assistant.id).values_list("holder", flat=True).first()
-            messages.warning(request, f"{shown}: {processed} event(s) processed, {left.lag} still pending"
-                                      + (f" (the queue is leased to {holder})." if holder else "."))
-        else:
-            messages.success(request, f"{shown}: {processed} event(s) processed; nothing is pending.")
+        self._report(request, assistant.id, shown, *queue_actions.apply_now(request, assistant))
 
     def _sync(self, request: HttpRequest, assistant) -> None:
-        shown, assistant_id = assistant.name or assistant.id, assistant.id
-        try:
-            assistant.refresh_from_backend()
-            count, dropped = queue.sync_sessions(assistant)
-        except ValueError:
-            messages.success(request, f"{assistant.name or assistant.id} synced from the backend; it {NO_QUEUE}.")
-            return
-        except openai.NotFoundError:
-            assistant.forget()
-            queue.forget_assistant(assistant_id)
-            messages.warning(request, f"{shown} is gone from the backend: its mirror and sessions were removed.")
-            return
-        except openai.APIError as error:
-            messages.error(request, f"Syncing {shown} failed: {describe(error)}. The mirror was kept as it was.")
-            return
-        messages.success(request, f"{assistant.name or assistant.id} synced from the backend: {count} session(s)"
-                                  + (f", {dropped} stale mirror row(s) removed." if dropped else "."))
+        # Read the id and name first: a vanished assistant's mirror is deleted, and its pk with it.
+        assistant_id, shown = assistant.id, assistant.name or assistant.id
+        self._report(request, assistant_id, shown, *queue_actions.sync_one(assistant))
 
     # -- the publish-queue page -------------------------------------------------------------------------
 
@@ -303,29 +279,14 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
                      name="{}_{}_queue".format(*info)), *super().get_urls()]
 
     def sync_all_view(self, request: HttpRequest):
-        """Every assistant of every type re-read from the backend (new ones mirrored, gone ones dropped),
-        then each one's sessions from its registry."""
-        from betaassi_django.sync import sync_assistants
-
+        """Every assistant of every type re-read from the backend, then each one's sessions from its registry."""
         if request.method != "POST" or not self.has_change_permission(request):
             raise PermissionDenied
-        try:
-            counts = sync_assistants()
-            synced = 0
-            for model in assistant_models():
-                for assistant in model.objects.all():
-                    with contextlib.suppress(ValueError):  # no publish queue: no sessions
-                        queue.sync_sessions(assistant)
-                    synced += 1
-        except openai.APIError as error:
-            messages.error(request, f"Syncing from the backend failed: {describe(error)}. "
-                                    "What was read before the failure is mirrored; the rest is as it was.")
-        else:
-            mirrored = {a for m in assistant_models() for a in m.objects.values_list("pk", flat=True)}
-            stale, _ = Session.objects.exclude(assistant_id__in=mirrored).delete()
-            summary = ", ".join(f"{what}: {count}" for what, count in sorted(counts.items())) or "no assistants"
-            messages.success(request, f"Synced from the backend ({summary}); sessions of {synced} assistant(s) "
-                                      f"re-read, {stale} session row(s) of vanished assistants removed.")
+        level, text = queue_actions.sync_all()
+        messages.add_message(request, level, text)
+        # One entry for the whole sync (the recent actions list), and one in each mirrored assistant's history.
+        log_action(request, self.model, None, "Sync all from backend", text)
+        log_each(request, [a for m in assistant_models() for a in m.objects.all()], f"Sync all from backend: {text}")
         return HttpResponseRedirect(admin_url(self.model, "changelist"))
 
     def queue_view(self, request: HttpRequest, object_id: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import openai
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
@@ -129,9 +130,14 @@ def confirm_then(action_name: str):
 
     def decorator(apply):
         def action(modeladmin, request, queryset):
-            if not request.POST.get("post"):
-                return delete_selected(modeladmin, request, queryset)
-            return apply(modeladmin, request, queryset)
+            if request.POST.get("post"):
+                # As Django's delete_selected: related objects the user may not delete refuse the whole delete.
+                _, _, perms_needed, protected = modeladmin.get_deleted_objects(queryset, request)
+                if perms_needed and not protected:
+                    raise PermissionDenied
+                if not protected:
+                    return apply(modeladmin, request, queryset)
+            return delete_selected(modeladmin, request, queryset)
 
         action.__name__ = action_name
         return admin.action(permissions=["delete"], description=apply.__doc__.strip())(action)

@@ -238,6 +238,21 @@ class SessionFormSet(BaseModelFormSet):
         return self.new_objects
 
 
+def guarded_form(form: type[SessionForm], *, can_add: bool, can_change: bool) -> type[SessionForm]:
+    """The form as Django's inlines guard it: a row the user may not add or change never "has changed"."""
+
+    class PermissionGuardedForm(form):
+        def has_changed(self) -> bool:
+            if self.instance._state.adding and not can_add:
+                return False
+            if not self.instance._state.adding and not can_change:
+                return False
+            return super().has_changed()
+
+    PermissionGuardedForm.__name__ = form.__name__
+    return PermissionGuardedForm
+
+
 class SessionInlineChecks(InlineModelAdminChecks):
     """Sessions point at their assistant by id (any assistant model), not by a foreign key."""
 
@@ -261,9 +276,17 @@ class SessionInline(admin.TabularInline):
     verbose_name_plural = "sessions (changes are published to the queue)"
 
     def get_formset(self, request, obj=None, **kwargs):
+        """Django's ``InlineModelAdmin.get_formset`` permission rules, over a formset of rows linked by id.
+
+        Without add permission a new row, without change permission an edited row, counts as unchanged (so
+        nothing is published for it); without delete permission the formset has no DELETE field at all.
+        """
         formset = modelformset_factory(
-            Session, form=self.form, formset=SessionFormSet, fields=SESSION_FIELDS, extra=self.extra,
-            can_delete=self.has_delete_permission(request, obj),
+            Session, form=guarded_form(self.form, can_add=self.has_add_permission(request, obj),
+                                       can_change=self.has_change_permission(request, obj)),
+            formset=SessionFormSet, fields=SESSION_FIELDS, extra=self.get_extra(request, obj),
+            min_num=self.get_min_num(request, obj), max_num=self.get_max_num(request, obj),
+            can_delete=self.can_delete and self.has_delete_permission(request, obj),
             formfield_callback=partial(self.formfield_for_dbfield, request=request))
         formset.states = read_queues(request, [obj]) if obj is not None and obj.pk else {}
         return formset
