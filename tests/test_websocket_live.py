@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 import websockets
@@ -13,6 +14,8 @@ from betaassi_django.testing import LiveServer, scratch_database_url
 from tests.conftest import _database_url
 
 REDIS_URL = "redis://127.0.0.1:6379/4"
+#: Seconds within which a logged-out socket is closed: the issue's "within seconds", generous.
+CLOSE_WITHIN = 10
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +28,21 @@ def servers():
     ):
         login = first.demo_login()
         # One database, so the login works on both servers.
-        yield first, second, [server.login(*login) for server in (first, second)]
+        yield first, second, [server.login(*login) for server in (first, second)], login
 
 
-def _start_session(server: LiveServer, web, session_id: str) -> str:
+def _start_session(server: LiveServer, web) -> tuple[str, str]:
+    """A new session through the start form: its assistant's id and its id (the form chooses one at random for
+    a user who may not name it)."""
     page = web.get("/")
     assert page.status_code == 200, page.text[:3000]
     assistant_id = page.text.split('<option value="', 1)[1].split('"', 1)[0]
-    done = web.post("/sessions/start/", data={"assistant": assistant_id, "session_id": session_id, "kind": "default",
+    done = web.post("/sessions/start/", data={"assistant": assistant_id, "kind": "default",
                                               "csrfmiddlewaretoken": web.cookies["csrftoken"]})
-    assert done.status_code == 302 and done.headers["location"] == f"/chat/{assistant_id}/{session_id}/"
-    return assistant_id
+    assert done.status_code == 302, done.text[:3000]
+    match = re.fullmatch(rf"/chat/{assistant_id}/(chat-[0-9a-f]+)/", done.headers["location"])
+    assert match, done.headers["location"]
+    return assistant_id, match[1]
 
 
 async def _collect(socket, turns: int) -> list[dict]:
@@ -46,9 +53,9 @@ async def _collect(socket, turns: int) -> list[dict]:
 
 
 def test_both_servers_stream_the_same_frames(servers):
-    first, second, webs = servers
-    assistant_id = _start_session(first, webs[0], "shared")
-    path = f"/ws/assistants/{assistant_id}/sessions/shared/"
+    first, second, webs, _ = servers
+    assistant_id, session_id = _start_session(first, webs[0])
+    path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
 
     async def talk():
         async with (
@@ -78,18 +85,49 @@ def test_both_servers_stream_the_same_frames(servers):
 
 
 def test_a_session_change_made_on_one_server_is_pushed_by_the_other(servers):
-    first, second, webs = servers
-    assistant_id = _start_session(first, webs[0], "changing")
+    first, second, webs, _ = servers
+    assistant_id, session_id = _start_session(first, webs[0])
 
     async def watch():
-        path = f"/ws/assistants/{assistant_id}/sessions/changing/"
+        path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
         async with websockets.connect(f"ws://127.0.0.1:{second.port}{path}",
                                       additional_headers=second.websocket_headers(webs[1])) as socket:
             assert json.loads(await socket.recv())["type"] == "session.ready"
             await asyncio.to_thread(first.manage, "shell", "-c", (
                 "from betaassi_django.models import Assistant; "
-                f"Assistant.objects.get(id='{assistant_id}').update_session('changing', kind='oneshot')"))
+                f"Assistant.objects.get(id='{assistant_id}').update_session('{session_id}', kind='oneshot')"))
             return json.loads(await asyncio.wait_for(socket.recv(), 20))
 
     pushed = asyncio.run(watch())
     assert pushed["type"] == "session.updated" and pushed["session"]["kind"] == "oneshot"
+
+
+def test_logging_out_on_one_server_closes_the_socket_on_the_other(servers):
+    """The logout view on the first daphne; the socket, opened with that login's cookie, on the second: the
+    user_logged_out push crosses processes through Redis (the periodic re-check is the safety net)."""
+    first, second, webs, login = servers
+    assistant_id, session_id = _start_session(first, webs[0])
+    browser = first.login(*login)  # a browser of its own: logging it out leaves the fixture's logins alone
+    path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
+
+    async def watch():
+        async with (
+            websockets.connect(f"ws://127.0.0.1:{second.port}{path}",
+                               additional_headers=second.websocket_headers(browser)) as socket,
+            websockets.connect(f"ws://127.0.0.1:{second.port}{path}",
+                               additional_headers=second.websocket_headers(webs[1])) as other,
+        ):
+            for each in (socket, other):
+                assert json.loads(await each.recv())["type"] == "session.ready"
+            done = await asyncio.to_thread(browser.post, "/accounts/logout/",
+                                           data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]})
+            assert done.status_code == 302
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), CLOSE_WITHIN)
+            await other.send(json.dumps({"type": "user.message", "content": "still here"}))
+            return closed.value.rcvd.code, await _collect(other, 1)
+
+    code, frames = asyncio.run(watch())
+    assert code == 4401
+    assert [f["message"]["content"] for f in frames if f["type"] == "message.completed"] == [
+        "echo: still here [context=1]"]
