@@ -297,3 +297,20 @@ def test_create_api_key_sets_the_scope():
         call_command("create_api_key", "typo", "--assistant", "asst_nope", "--assistant", mine.id,
                      stdout=io.StringIO(), stderr=io.StringIO())
     assert not ApiKey.objects.filter(name="typo").exists()
+
+
+def test_after_its_assistant_is_deleted_a_key_still_reaches_its_session_threads_but_not_its_queue(daphne_server):
+    full = http_client(daphne_server)
+    assistant = full.beta.assistants.create(model="echo", name="doomed")
+    queue = create_queue(full)
+    full.beta.assistants.update(assistant.id, metadata=queue)
+    api = key_client(daphne_server, "--assistant", assistant.id)
+    thread = api.beta.threads.create(metadata={TAG: assistant.id})
+    assert api.beta.assistants.delete(assistant.id).deleted is True
+    with pytest.raises(openai.NotFoundError):  # in scope, and gone
+        api.beta.assistants.retrieve(assistant.id)
+    assert api.beta.threads.retrieve(thread.id).metadata == {TAG: assistant.id}
+    assert api.beta.threads.delete(thread.id).deleted is True
+    publish = queue[PUBLISH_KEY]
+    refused(lambda: api.beta.threads.retrieve(publish), outside("thread", publish))
+    assert full.beta.threads.delete(publish).deleted is True
