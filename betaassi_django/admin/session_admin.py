@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION, LogEntry
@@ -135,7 +137,7 @@ class SessionAdmin(BackendAdminMixin, admin.ModelAdmin):
         return LogEntry.objects.create(
             user_id=request.user.pk, content_type_id=ContentType.objects.get_for_model(Session).pk,
             object_id=None, object_repr=f"{obj.session_id} on {obj.assistant_id} (published)"[:200],
-            action_flag=ADDITION, change_message=message)
+            action_flag=ADDITION, change_message=json.dumps(message) if isinstance(message, list) else message)
 
     def response_add(self, request, obj, post_url_continue=None):
         messages.success(request, f"Published session.create for {obj.session_id} (event {obj.published_event}); "
