@@ -41,6 +41,9 @@ class BetaassiSettings:
     tool_timeout: float
     run_heartbeat_seconds: float
     run_stale_seconds: float
+    max_sessions_per_user: int
+    max_sessions_per_user_per_assistant: int
+    max_turns_per_user_per_minute: int
 
 
 def _read(name: str, default, cast=str):
@@ -72,6 +75,21 @@ def _run_timing() -> dict[str, float]:
     return {"run_heartbeat_seconds": heartbeat, "run_stale_seconds": stale}
 
 
+def _limits() -> dict[str, int]:
+    """The per-user limits (docs/security.md, "Quotas and model allow-lists"); 0 means unlimited."""
+    defaults = {"max_sessions_per_user": 100, "max_sessions_per_user_per_assistant": 20,
+                "max_turns_per_user_per_minute": 30}
+    values = {}
+    for name, default in defaults.items():
+        setting = f"BETAASSI_{name.upper()}"
+        value = getattr(settings, setting) if hasattr(settings, setting) else _read(setting, default, int)
+        value = 0 if value is None else value  # None, like 0: unlimited
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ImproperlyConfigured(f"{setting}={value!r} must be 0 or None (unlimited) or a positive integer")
+        values[name] = value
+    return values
+
+
 @functools.cache
 def get() -> BetaassiSettings:
     """The current configuration, read once and cached until a setting changes."""
@@ -99,6 +117,7 @@ def get() -> BetaassiSettings:
         # Runs outlive their process (assistants_api/recovery.py): every process running the engine stamps its
         # runs and sweeps every HEARTBEAT seconds; a run without a stamp for STALE seconds is ended.
         **_run_timing(),
+        **_limits(),
     )
 
 

@@ -22,7 +22,7 @@ import time
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from betaassi_django import access, turns
+from betaassi_django import access, quotas, turns
 from betaassi_django.publishing.signals import assistant_group, session_group
 
 #: Largest frame accepted, in bytes of UTF-8.
@@ -249,6 +249,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
                                            "(sending in another user's session needs the change_session permission)")
             return
         if state is not access.State.SEND:
+            return
+        refusal = await database_sync_to_async(quotas.turn_refusal)(self.session, self.user_pk)
+        if refusal:  # over the user's turns per minute, or a model no longer allowed: say so, stay open
+            await self._error(*refusal)
             return
         try:
             accepted = turns.submit(self.session, content, allowed=self._may_send_now)

@@ -6,7 +6,16 @@ import secrets
 
 from django import forms
 
+from betaassi_django import quotas
+
 KINDS = [("default", "full history"), ("oneshot", "one-shot (last message only)"), ("manyshots", "last N messages")]
+#: Who may name a new session's id: those who may see every session's id anyway (in the admin). Anyone else gets
+#: a random id, so the form never answers "taken" for an id of someone else's session.
+CHOOSE_ID_PERMISSION = "betaassi_django.view_session"
+
+
+def random_session_id() -> str:
+    return f"chat-{secrets.token_hex(8)}"
 
 
 class StartSessionForm(forms.Form):
@@ -18,11 +27,17 @@ class StartSessionForm(forms.Form):
     kind = forms.ChoiceField(choices=KINDS, initial="default")
     context_messages = forms.IntegerField(label="N", min_value=1, max_value=1000, required=False,
                                           help_text="Messages of context for 'last N messages'.")
-    model = forms.CharField(max_length=100, required=False, help_text="Blank: the assistant's model.")
+    model = forms.ChoiceField(required=False, help_text="Blank: the assistant's model. Each assistant offers "
+                                                        "the models its sessions may use.")
 
-    def __init__(self, *args, assistants, **kwargs) -> None:
+    def __init__(self, *args, assistants, may_choose_id: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.assistants = {a.id: a for a in assistants}
         self.fields["assistant"].choices = [(a.id, a.name or a.id) for a in assistants]
+        if not may_choose_id:
+            del self.fields["session_id"]
+        self.fields["model"].choices = [("", "the assistant's model")] + [
+            (a.name or a.id, [(m, m) for m in quotas.choosable_models(a)]) for a in assistants]
 
     def clean(self) -> dict:
         data = super().clean()
@@ -30,6 +45,19 @@ class StartSessionForm(forms.Form):
             self.add_error("context_messages", "Say how many messages 'last N messages' keeps.")
         if data.get("kind") != "manyshots":
             data["context_messages"] = None
-        data["session_id"] = data.get("session_id") or f"chat-{secrets.token_hex(4)}"
+        data["session_id"] = data.get("session_id") or random_session_id()
         data["model"] = data.get("model") or None
+        assistant = self.assistants.get(data.get("assistant"))
+        if assistant is not None and "model" not in self.errors:
+            reason = quotas.model_refusal(type(assistant), assistant.model, data["model"])
+            if reason:
+                self.add_error("model", forms.ValidationError(reason, code=quotas.MODEL_NOT_ALLOWED))
         return data
+
+    def add_refusal(self, error) -> None:
+        """A publisher's ValidationError on the fields this form has (the owner's quota above the form)."""
+        if not hasattr(error, "error_dict"):
+            self.add_error(None, error)
+            return
+        for name, messages in error.error_dict.items():
+            self.add_error(name if name in self.fields else None, messages)

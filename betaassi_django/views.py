@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from betaassi_django import access
-from betaassi_django.forms import StartSessionForm
+from betaassi_django.forms import CHOOSE_ID_PERMISSION, StartSessionForm
 from betaassi_django.models import BaseAssistant, PublishedEvent, Session
 
 #: How long starting a session waits for the processor to apply it.
@@ -43,7 +43,7 @@ def find_assistant(assistant_id: str) -> BaseAssistant | None:
 @login_required
 def session_list(request: HttpRequest) -> HttpResponse:
     assistants = all_assistants()
-    form = StartSessionForm(assistants=assistants)
+    form = StartSessionForm(assistants=assistants, may_choose_id=request.user.has_perm(CHOOSE_ID_PERMISSION))
     return render(request, "betaassi_django/sessions.html", _list_context(request, assistants, form))
 
 
@@ -59,15 +59,15 @@ def _list_context(request: HttpRequest, assistants, form) -> dict:
     return {"assistants": [(a, by_assistant[a.id]) for a in assistants], "form": form}
 
 
-async def _applied(event_id: str) -> str | None:
-    """The event's status once a processor has handled it; None if it did not within the wait."""
+async def _applied(event_id: str) -> tuple[str | None, str]:
+    """The event's status and reason once a processor has handled it; None if it did not within the wait."""
     deadline = time.monotonic() + APPLY_WAIT_SECONDS
     while time.monotonic() < deadline:
-        status = await PublishedEvent.objects.filter(event_id=event_id).values_list("status", flat=True).afirst()
-        if status is not None:
-            return status
+        found = await PublishedEvent.objects.filter(event_id=event_id).values_list("status", "reason").afirst()
+        if found is not None:
+            return found
         await asyncio.sleep(0.02)
-    return None
+    return None, ""
 
 
 @login_required
@@ -77,28 +77,34 @@ async def start_session(request: HttpRequest) -> HttpResponse:
         return redirect("betaassi:sessions")
     user = await request.auser()
     assistants = await sync_to_async(all_assistants)()
-    form = StartSessionForm(request.POST, assistants=assistants)
-    if not await sync_to_async(form.is_valid)():
+    may_choose_id = await sync_to_async(user.has_perm)(CHOOSE_ID_PERMISSION)
+    form = StartSessionForm(request.POST, assistants=assistants, may_choose_id=may_choose_id)
+    refused = not await sync_to_async(form.is_valid)()
+    if not refused:
+        data = form.cleaned_data
+        assistant = next(a for a in assistants if a.id == data["assistant"])
+        try:  # the quotas and the model allow-list (betaassi_django.quotas), before any backend call
+            event_id = await sync_to_async(assistant.create_session)(
+                data["session_id"], owner=user, kind=data["kind"], context_messages=data["context_messages"],
+                model=data["model"])
+        except ValidationError as exc:
+            form.add_refusal(exc)
+            refused = True
+    if refused:
         context = await sync_to_async(_list_context)(request, assistants, form)
         return await sync_to_async(render)(request, "betaassi_django/sessions.html", context, status=400)
-    data = form.cleaned_data
-    assistant = next(a for a in assistants if a.id == data["assistant"])
-    try:
-        event_id = await sync_to_async(assistant.create_session)(
-            data["session_id"], owner=user, kind=data["kind"], context_messages=data["context_messages"],
-            model=data["model"])
-    except ValidationError as exc:
-        for message in exc.messages:
-            messages.error(request, message)
-        return redirect("betaassi:sessions")
-    status = await _applied(event_id)
+    status, reason = await _applied(event_id)
     if status == "applied":
         return redirect("betaassi:chat", assistant_id=assistant.id, session_id=data["session_id"])
     if status is None:
         messages.warning(request, f"Session {data['session_id']} is published but not applied yet; "
                                   "is process_publish_queue running?")
-    else:
+    elif status == "rejected":  # the processor's limits (a burst past the quota): about the user's own sessions
+        messages.error(request, f"The session was not created: {reason}.")
+    elif may_choose_id:  # they may list every session id in the admin: "taken" tells them nothing new
         messages.error(request, f"Session {data['session_id']} was not created ({status}): the id is taken.")
+    else:  # a random id: the same answer whatever the reason, so the page confirms no one's session id
+        messages.error(request, "The session was not created; please try again.")
     return redirect("betaassi:sessions")
 
 

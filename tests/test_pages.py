@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
 
@@ -15,6 +16,11 @@ from betaassi_django.publishing.processor import Processor
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def view_session() -> Permission:
+    """The permission to see every session (and so to name a new session's id on the start form)."""
+    return Permission.objects.get(codename="view_session", content_type__app_label="betaassi_django")
 
 
 @pytest.fixture
@@ -65,12 +71,14 @@ def test_login_then_the_session_list(web, alice):
 
 def test_starting_a_session_waits_until_it_is_applied(web, alice, processor):
     support = Support.objects.create(name="support")
+    alice.user_permissions.add(view_session())  # may name the id (forms.py)
     web.force_login(alice)
     response = web.post("/sessions/start/", {"assistant": support.id, "session_id": "mine", "kind": "manyshots",
-                                                "context_messages": "3", "model": "m-9"})
+                                                "context_messages": "3", "model": "gpt-4o-mini"})
     assert response.status_code == 302 and response["Location"] == f"/chat/{support.id}/mine/"
     session = Session.objects.get(assistant_id=support.id, session_id="mine")
-    assert (session.owner, session.kind, session.context_messages, session.model) == (alice, "manyshots", 3, "m-9")
+    assert (session.owner, session.kind, session.context_messages, session.model) == (
+        alice, "manyshots", 3, "gpt-4o-mini")
     chat = web.get(response["Location"])
     assert chat.status_code == 200
     assert f'"/ws/assistants/{support.id}/sessions/mine/"' in chat.text
@@ -87,7 +95,7 @@ def test_a_blank_id_gets_a_random_one(web, alice, processor):
     support = Support.objects.create(name="support")
     web.force_login(alice)
     response = web.post("/sessions/start/", {"assistant": support.id, "kind": "oneshot"})
-    match = re.fullmatch(rf"/chat/{support.id}/(chat-[0-9a-f]{{8}})/", response["Location"])
+    match = re.fullmatch(rf"/chat/{support.id}/(chat-[0-9a-f]{{16}})/", response["Location"])
     assert match
     assert Session.objects.get(session_id=match[1]).kind == "oneshot"
 
@@ -101,6 +109,7 @@ def test_a_blank_id_gets_a_random_one(web, alice, processor):
 ])
 def test_bad_form_input_is_shown_and_nothing_is_published(web, alice, data, field, error):
     support = Support.objects.create(name="support")
+    alice.user_permissions.add(view_session())  # the id field is hers
     web.force_login(alice)
     response = web.post("/sessions/start/", {"assistant": support.id, **data})
     assert response.status_code == 400
@@ -121,9 +130,9 @@ def test_without_a_processor_the_user_is_told(web, alice, monkeypatch):
     support = Support.objects.create(name="support")
     web.force_login(alice)
     monkeypatch.setattr(views, "APPLY_WAIT_SECONDS", 0.2)
-    response = web.post("/sessions/start/", {"assistant": support.id, "session_id": "later", "kind": "default"},
-                        follow=True)
-    assert "Session later is published but not applied yet; is process_publish_queue running?" in response.text
+    response = web.post("/sessions/start/", {"assistant": support.id, "kind": "default"}, follow=True)
+    assert re.search(r"Session chat-[0-9a-f]{16} is published but not applied yet; is process_publish_queue "
+                     r"running\?", response.text)
 
 
 def test_only_the_owner_opens_a_chat_and_others_get_not_found(web, alice):

@@ -140,14 +140,14 @@ def test_colliding_sessions_with_long_models_through_the_publisher(staff):
 
     # Change some, delete some: still one layout, the same in the registry, the mirror and the admin.
     for session_id in ids[:5]:
-        support.update_session(session_id, model="short")
+        support.update_session(session_id, model="m-short")
     for session_id in ids[5:10]:
         support.delete_session(session_id)
     Processor().run_once()
     registry = {s.session_id: (s.model, s.thread_id) for s in support.sessions}
     mirror = {s.session_id: (s.model, s.thread_id) for s in Session.objects.filter(assistant_id=support.id)}
     assert registry == mirror and set(registry) == set(ids[:5] + ids[10:])
-    assert all(registry[session_id][0] == "short" for session_id in ids[:5])
+    assert all(registry[session_id][0] == "m-short" for session_id in ids[:5])
     page = client_of(staff).get(reverse("admin:betaassi_django_session_changelist") + f"?assistant={support.id}")
     assert page.status_code == 200
     text = page.content.decode()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 
 import pytest
 import websockets
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from betaassi_django.consumers import MAX_DEPTH
@@ -135,20 +137,30 @@ def processor():
     thread.join(10)
 
 
+def view_session() -> Permission:
+    """The permission to see every session (and so to name a new session's id on the start form)."""
+    return Permission.objects.get(codename="view_session", content_type__app_label="betaassi_django")
+
+
 def test_the_start_form_cannot_store_a_lone_surrogate(alice, processor):
-    """The chat page's other input, the start-a-session form: bytes of a surrogate arrive as U+FFFD, not as one."""
+    """The chat page's other input, the start-a-session form: bytes of a surrogate arrive as U+FFFD, not as one,
+    and are refused (the id field is there for users who may see every session id; the model is a choice)."""
     support = Support.objects.create(name="support")
+    alice.user_permissions.add(view_session())
     web = Client()
     web.force_login(alice)
     surrogate = "%ED%A0%80"  # "\ud800" as a lenient UTF-8 encoder writes it: invalid UTF-8
     form = "application/x-www-form-urlencoded"
     refused = web.post("/sessions/start/", f"assistant={support.id}&session_id=s{surrogate}&kind=default", form)
     assert refused.status_code == 400 and "Use 1 to 60 letters" in refused.text
-    started = web.post("/sessions/start/", f"assistant={support.id}&session_id=s-1&kind=default&model=m{surrogate}",
+    refused = web.post("/sessions/start/", f"assistant={support.id}&session_id=s-1&kind=default&model=m{surrogate}",
                        form)
+    assert refused.status_code == 400
+    assert refused.context["form"].errors["model"] == [
+        "Select a valid choice. m\ufffd\ufffd\ufffd is not one of the available choices."]
+    started = web.post("/sessions/start/", f"assistant={support.id}&session_id=s-1&kind=default", form)
     assert started.status_code == 302 and started["Location"] == f"/chat/{support.id}/s-1/"
-    session = Session.objects.get(assistant_id=support.id, session_id="s-1")
-    assert session.model == "m\ufffd\ufffd\ufffd"  # Django decodes the bad bytes as replacement characters
+    assert Session.objects.get(assistant_id=support.id, session_id="s-1").model is None
     assert web.get(started["Location"]).status_code == 200
 
 
@@ -166,9 +178,10 @@ def test_hostile_frames_over_daphne_get_errors_and_the_connection_stays_open(dap
     server, web = daphne
     page = web.get("/")
     assistant_id = page.text.split('<option value="', 1)[1].split('"', 1)[0]
-    started = web.post("/sessions/start/", data={"assistant": assistant_id, "session_id": "hostile",
+    started = web.post("/sessions/start/", data={"assistant": assistant_id,
                                                  "kind": "default", "csrfmiddlewaretoken": web.cookies["csrftoken"]})
-    assert started.status_code == 302 and started.headers["location"] == f"/chat/{assistant_id}/hostile/"
+    assert started.status_code == 302  # the demo user's session gets a random id
+    session_id = re.fullmatch(rf"/chat/{assistant_id}/(chat-[0-9a-f]{{16}})/", started.headers["location"])[1]
     frames = [('{"type": "user.message", "content": "\\ud800"}',
                ("invalid_content", "content must be valid Unicode: a lone surrogate at index 0")),
               ("[" * 60_000, ("too_deep", TOO_DEEP)),
@@ -177,7 +190,7 @@ def test_hostile_frames_over_daphne_get_errors_and_the_connection_stays_open(dap
                ("unknown_field", "unknown field 'thread_id'; a user.message has type and content"))]
 
     async def talk() -> tuple[list[dict], list[dict]]:
-        path = f"/ws/assistants/{assistant_id}/sessions/hostile/"
+        path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
         async with websockets.connect(f"ws://127.0.0.1:{server.port}{path}",
                                       additional_headers=server.websocket_headers(web)) as socket:
             assert json.loads(await asyncio.wait_for(socket.recv(), 20))["type"] == "session.ready"
@@ -194,7 +207,7 @@ def test_hostile_frames_over_daphne_get_errors_and_the_connection_stays_open(dap
     async def invalid_utf8() -> int | None:
         """Invalid UTF-8 in a text frame never reaches the app: daphne's WebSocket layer (autobahn) fails the
         connection as RFC 6455 section 8.1 says, by dropping it (1006 at the client)."""
-        path = f"/ws/assistants/{assistant_id}/sessions/hostile/"
+        path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
         async with websockets.connect(f"ws://127.0.0.1:{server.port}{path}",
                                       additional_headers=server.websocket_headers(web)) as socket:
             assert json.loads(await asyncio.wait_for(socket.recv(), 20))["type"] == "session.ready"

@@ -3,6 +3,7 @@
 from .base import RemoteModel, RemoteQuerySet
 from .entities import Assistant, BaseAssistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
 from .publishing import PublishedEvent, PublishLease, PublishState, Session
+from .quotas import TurnWindow
 
 __all__ = [
     "Assistant",
@@ -19,4 +20,5 @@ __all__ = [
     "Run",
     "Session",
     "Thread",
+    "TurnWindow",
 ]

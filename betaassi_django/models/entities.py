@@ -37,6 +37,9 @@ class BaseAssistant(RemoteModel):
     #: Python functions the model may call (see ``betaassi_django.tools``): their schemas are added to
     #: ``tools`` when the assistant is saved, and sessions execute them when a run asks.
     function_tools: ClassVar[list] = []
+    #: Models a session of this assistant may choose besides the assistant's own (exact names, or ``fnmatch``
+    #: patterns such as ``"gpt-4o-*"``). None: the assistant's own model only. See ``betaassi_django.quotas``.
+    allowed_models: ClassVar[list[str] | None] = None
 
     class Meta:
         abstract = True

@@ -119,11 +119,18 @@ class Session(models.Model):
         if self.pk:
             Session.objects.filter(pk=self.pk).update(touched_at=self.touched_at)
 
-    def ask(self, text: str) -> str:
-        """Send ``text`` in this session and return the assistant's whole reply."""
+    def ask(self, text: str, *, user=None) -> str:
+        """Send ``text`` in this session and return the assistant's whole reply.
+
+        The turn counts against ``user`` (default: the owner); over ``BETAASSI_MAX_TURNS_PER_USER_PER_MINUTE``
+        it raises ``quotas.QuotaExceeded`` before any backend call, and ``quotas.ModelNotAllowed`` when the
+        session's model is no longer on its assistant class's allow-list.
+        """
+        from betaassi_django import quotas
         from betaassi_django.client import get_client
         from betaassi_django.tools import outputs_for_run_sync
 
+        quotas.check_turn(self, getattr(user, "pk", user) if user is not None else self.owner_id)
         api = get_client()
         # The message goes in with the run, atomically: another turn cannot slip in between.
         run = api.beta.threads.runs.create_and_poll(
@@ -138,13 +145,16 @@ class Session(models.Model):
         replies = api.beta.threads.messages.list(self.thread_id, run_id=run.id, order="asc").data
         return "".join(part.text.value for reply in replies for part in reply.content if part.type == "text")
 
-    async def astream(self, text: str):
-        """Send ``text`` in this session and yield the reply's text deltas as they arrive."""
+    async def astream(self, text: str, *, user=None):
+        """Send ``text`` in this session and yield the reply's text deltas as they arrive (the turn counts
+        against ``user``, default the owner, as in ``ask``)."""
         from asgiref.sync import sync_to_async
 
+        from betaassi_django import quotas
         from betaassi_django.client import get_async_client
         from betaassi_django.tools import outputs_for_run
 
+        await sync_to_async(quotas.check_turn)(self, getattr(user, "pk", user) if user is not None else self.owner_id)
         api = get_async_client()
         async with api.beta.threads.runs.stream(
                 **self.run_options(), additional_messages=[{"role": "user", "content": text}]) as stream:

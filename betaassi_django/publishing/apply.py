@@ -19,7 +19,11 @@ fold trusts nothing else of an event.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from betaassi_django import quotas
 
 from .backend import tagged_for
 from .events import Event, Rejected, check_session_args, parse
@@ -48,9 +52,34 @@ class Facts:
     assistant_id: str = ""
     owners: set[int] | None = None  # the user ids that exist, of those the events name
     threads: dict[str, dict] | None = None  # thread id -> its metadata (absent: the thread does not exist)
+    #: The operator's limits (``betaassi_django.quotas``): why a model may not be chosen (None: not checked),
+    #: sessions per owner (per assistant, in all; 0: unlimited), owners exempt, owners' sessions elsewhere.
+    model_refusal: Callable[[str | None], str | None] | None = None
+    session_limits: tuple[int, int] = (0, 0)
+    exempt: set[int] = field(default_factory=set)
+    elsewhere: dict[int, int] = field(default_factory=dict)
+    counts: Counter | None = None  # sessions per owner in this registry, counted once per batch, kept current
 
     def owner_exists(self, owner: int) -> bool:
         return self.owners is None or owner in self.owners
+
+    def refuse_model(self, args: dict) -> str | None:
+        return self.model_refusal(args.get("model")) if self.model_refusal and "model" in args else None
+
+    def refuse_session(self, owner: int, pages: list[Page]) -> str | None:
+        """Why the owner may not have another session here (counted from the registry itself)."""
+        per_assistant, total = self.session_limits
+        if not (per_assistant or total) or owner in self.exempt:
+            return None
+        if self.counts is None:
+            self.counts = Counter(r.get("o") for page in pages for r in page.sessions.values())
+        here = self.counts[owner]
+        return quotas.session_refusal(on_assistant=here, in_all=here + self.elsewhere.get(owner, 0),
+                                      per_assistant=per_assistant, total=total)
+
+    def counted(self, owner, change: int) -> None:
+        if self.counts is not None:
+            self.counts[owner] += change
 
     def thread_is_for(self, thread_id: str, session_id: str) -> bool:
         return self.threads is None or tagged_for(self.threads.get(thread_id), self.assistant_id, session_id)
@@ -134,7 +163,7 @@ def _already_applied(page: Page, position: int, order: dict[str, int]) -> bool:
     return page.applied in order and order[page.applied] >= position
 
 
-def _create(page: Page, event: Event, now: int, batch: Batch, facts: Facts) -> tuple[str, str]:
+def _create(pages: list[Page], page: Page, event: Event, now: int, batch: Batch, facts: Facts) -> tuple[str, str]:
     session_id, thread_id = event.session_id, event.args.get("thread_id")
     ours = bool(thread_id) and facts.thread_is_for(thread_id, session_id)
     current = page.sessions.get(session_id)
@@ -145,11 +174,15 @@ def _create(page: Page, event: Event, now: int, batch: Batch, facts: Facts) -> t
         status, reason = "noop", "the session exists"
     elif not facts.owner_exists(event.args["owner"]):
         status, reason = "rejected", f"owner {event.args['owner']} is not a user"
+    elif refusal := facts.refuse_model(event.args) or facts.refuse_session(event.args["owner"], pages):
+        status, reason = "rejected", refusal
     else:
         page.put(session_id, record_for(event.args, now))
         if not page.fits():
             page.remove(session_id)
             status, reason = "rejected", NO_ROOM
+        else:
+            facts.counted(event.args["owner"], 1)
     if thread_id and status != "applied" and (current is None or thread_id != current.get("t")):
         batch.deleted_threads.append((thread_id, session_id))  # the publisher's thread is not needed
     return status, reason
@@ -162,10 +195,13 @@ def apply_event(root: Root, pages: list[Page], event: Event, now: int, batch: Ba
     current = page.sessions.get(event.session_id)
     outcome = Outcome(event_id, event.op, event.session_id, "applied")
     if event.op == "session.create":
-        outcome.status, outcome.reason = _create(page, event, now, batch, facts or Facts())
+        outcome.status, outcome.reason = _create(pages, page, event, now, batch, facts or Facts())
     elif event.op == "session.update":
+        refusal = (facts or Facts()).refuse_model(event.args)
         if current is None:
             outcome.status, outcome.reason = "noop", "no such session"
+        elif refusal:
+            outcome.status, outcome.reason = "rejected", refusal
         else:
             updated, reason = _update(current, event.args)
             if updated is not None:
@@ -180,6 +216,7 @@ def apply_event(root: Root, pages: list[Page], event: Event, now: int, batch: Ba
             outcome.status, outcome.reason = "noop", "no such session"
         else:
             page.remove(event.session_id)
+            (facts or Facts()).counted(current.get("o"), -1)
             if current.get("t"):
                 batch.deleted_threads.append((current["t"], event.session_id))
     if outcome.status == "applied":

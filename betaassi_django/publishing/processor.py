@@ -31,6 +31,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
+from betaassi_django import quotas
 from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.models import PublishedEvent, Session
@@ -143,7 +144,7 @@ class Processor:
                 logger.warning("lost the lease of %s; stopping", assistant.id)
                 return self.seen
             now = int(datetime.datetime.now(tz=datetime.UTC).timestamp())
-            facts = self._facts(assistant.id, events)
+            facts = self._facts(assistant, events)
             self._created: list[str] = []  # threads this batch creates: orphans until its commit names them
             batch = fold(root, pages, events, now, facts)
             old_threads: list[str] = []
@@ -188,14 +189,17 @@ class Processor:
                 self._verdicts = {o["event_id"]: o for o in state.pending["outcomes"]}
                 health.set_pending(assistant_id, None)
 
-    def _facts(self, assistant_id: str, events: list[tuple[str, str]]) -> Facts:
-        """Which named owners exist and how each named thread is tagged (one query, one read per thread)."""
+    def _facts(self, assistant, events: list[tuple[str, str]]) -> Facts:
+        """Which named owners exist, how each named thread is tagged (one query, one read per thread), and the
+        operator's limits (the assistant class's allowed models, sessions per owner: ``quotas``)."""
         owners, thread_ids = wanted(events)
         threads: dict[str, dict] = {}
         for thread_id in sorted(thread_ids):
             with contextlib.suppress(openai.NotFoundError, openai.BadRequestError):  # absent: tagged for no one
                 threads[thread_id] = dict(self.api.beta.threads.retrieve(thread_id).metadata or {})
-        return Facts(assistant_id, existing_users(owners), threads)
+        users = existing_users(owners)
+        limits = quotas.event_limits(_assistant_class(assistant), assistant.id, assistant.model, users)
+        return Facts(assistant.id, users, threads, **limits)
 
     def _new_page(self, assistant_id: str) -> Page:
         page = Page(self.api.beta.threads.create(metadata=Page("").to_metadata()).id)
@@ -298,6 +302,14 @@ class Processor:
             outcome.status, outcome.reason = "rejected", f"{name}: {' '.join(exc.messages)}"[:500]
         except (TypeError, ValueError, OverflowError, openai.BadRequestError) as exc:
             outcome.status, outcome.reason = "rejected", f"{name}: {describe(exc)}"
+
+
+def _assistant_class(assistant):
+    """The installed assistant class the backend assistant's metadata names (None: not installed here)."""
+    try:
+        return apps.get_model((assistant.metadata or {}).get(TYPE_KEY, ""))
+    except (LookupError, ValueError):
+        return None
 
 
 def existing_users(ids: set[int]) -> set[int]:

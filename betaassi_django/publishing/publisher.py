@@ -7,6 +7,7 @@ import time
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from betaassi_django import quotas
 from betaassi_django.client import get_client
 
 from . import signals
@@ -55,6 +56,7 @@ def create_session(assistant, session_id: str, *, owner, kind: str = "default", 
         args = check_session_args(args, creating=True)
     except Rejected as exc:
         raise _invalid(exc) from None
+    quotas.check_create(assistant, owner_id, args.get("model"))  # the operator's limits, before any backend call
     _queue_ids(assistant)
     # Tagged for this session of this assistant: the processor accepts (and ever deletes) only such a thread.
     thread = get_client().beta.threads.create(metadata=session_thread_tags(assistant.id, session_id))
@@ -67,6 +69,8 @@ def update_session(assistant, session_id: str, **changes) -> str:
         args = check_session_args(changes, creating=False)
     except Rejected as exc:
         raise _invalid(exc) from None
+    if "model" in args:
+        quotas.check_model(assistant, args["model"])
     return publish(assistant, Event("session.update", session_id, args))
 
 

@@ -1,0 +1,231 @@
+"""Limits an operator sets: sessions per user, turns per user per minute, and the models a session may choose.
+
+One home for every limit, so the publisher (Python API, pages, admin), the WebSocket, ``Session.ask`` and
+the publish-queue processor refuse the same things with the same words:
+
+- sessions per owner, per assistant and in total (``BETAASSI_MAX_SESSIONS_PER_USER_PER_ASSISTANT``,
+  ``BETAASSI_MAX_SESSIONS_PER_USER``), refused with code ``quota_exceeded`` on the ``owner`` field;
+- turns per user per minute (``BETAASSI_MAX_TURNS_PER_USER_PER_MINUTE``), counted in the database so every
+  process shares the count, refused with code ``quota_exceeded``;
+- the models a session may name: the assistant class's ``allowed_models`` plus the assistant's own model
+  (``None``: its own model only), refused with code ``model_not_allowed`` on the ``model`` field.
+
+Superusers are exempt from the counts (never from the allow-list): they can change every setting anyway.
+0 (or None) switches a count off.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import math
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from betaassi_django import conf
+
+QUOTA_EXCEEDED, MODEL_NOT_ALLOWED = "quota_exceeded", "model_not_allowed"
+#: The turn window: "per minute".
+WINDOW = datetime.timedelta(seconds=60)
+
+
+class QuotaExceeded(ValidationError):
+    """A per-user count is used up (``code`` is ``quota_exceeded``)."""
+
+
+class ModelNotAllowed(ValidationError):
+    """The model is not on the assistant class's allow-list (``code`` is ``model_not_allowed``)."""
+
+
+# -- the models a session may choose ------------------------------------------------------------------------
+
+
+def allowed_models(assistant_class, assistant_model: str | None) -> list[str]:
+    """The names (or ``fnmatch`` patterns) a session of this assistant may choose; its own model first."""
+    declared = list(getattr(assistant_class, "allowed_models", None) or [])
+    own = [assistant_model] if assistant_model else []
+    return own + [name for name in declared if name not in own]
+
+
+def choosable_models(assistant) -> list[str]:
+    """The allowed models a form can offer by name (patterns cannot be listed)."""
+    return [name for name in allowed_models(type(assistant), assistant.model) if not _is_pattern(name)]
+
+
+def model_refusal(assistant_class, assistant_model: str | None, model: str | None) -> str | None:
+    """Why ``model`` may not be a session's model, or None when it may (None and "" mean the assistant's)."""
+    if not model:
+        return None
+    allowed = allowed_models(assistant_class, assistant_model)
+    if any(model == name or (_is_pattern(name) and fnmatch.fnmatchcase(model, name)) for name in allowed):
+        return None
+    shown = model if len(model) <= 60 else model[:57] + "..."
+    return f"model {shown!r} is not allowed for this assistant; allowed: {', '.join(allowed) or 'none'}"
+
+
+def check_model(assistant, model: str | None) -> None:
+    """Raise ``ModelNotAllowed`` naming the ``model`` field when the assistant's sessions may not use it."""
+    reason = model_refusal(type(assistant), assistant.model, model)
+    if reason:
+        raise ModelNotAllowed({"model": ValidationError(reason, code=MODEL_NOT_ALLOWED)})
+
+
+def _is_pattern(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
+# -- sessions per owner -----------------------------------------------------------------------------------
+
+
+def exempt(user_id: int | None) -> bool:
+    """Owners the counts do not apply to: superusers (and no one, when there is no such user)."""
+    if user_id is None:
+        return True
+    return get_user_model().objects.filter(pk=user_id, is_superuser=True).exists()
+
+
+def session_refusal(*, on_assistant: int, in_all: int, per_assistant: int | None = None,
+                    total: int | None = None) -> str | None:
+    """Why an owner with these many sessions may not have another, or None (exemptions are the caller's).
+    The limits default to the settings."""
+    limits = conf.get()
+    per_assistant = limits.max_sessions_per_user_per_assistant if per_assistant is None else per_assistant
+    total = limits.max_sessions_per_user if total is None else total
+    if per_assistant and on_assistant >= per_assistant:
+        return f"owner already has {_count(on_assistant, 'session')} with this assistant; the limit is {per_assistant}"
+    if total and in_all >= total:
+        return f"owner already has {_count(in_all, 'session')} in all; the limit is {total}"
+    return None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def check_session_count(assistant_id: str, owner_id: int) -> None:
+    """Raise ``QuotaExceeded`` naming the ``owner`` field when the owner may not have another session.
+
+    Counts the ``Session`` mirror (applied sessions); the processor counts the registry itself, so a burst
+    of creates published before any is applied is refused there, with the same reason.
+    """
+    limits = conf.get()
+    if not (limits.max_sessions_per_user or limits.max_sessions_per_user_per_assistant) or exempt(owner_id):
+        return
+    from betaassi_django.models import Session
+
+    mine = Session.objects.filter(owner_id=owner_id)
+    reason = session_refusal(on_assistant=mine.filter(assistant_id=assistant_id).count(), in_all=mine.count())
+    if reason:
+        raise QuotaExceeded({"owner": ValidationError(reason, code=QUOTA_EXCEEDED)})
+
+
+def check_create(assistant, owner_id: int, model: str | None) -> None:
+    """Everything a new session must satisfy beyond its own arguments, before any backend call."""
+    errors: dict[str, list[ValidationError]] = {}
+    for check in (lambda: check_model(assistant, model), lambda: check_session_count(assistant.id, owner_id)):
+        try:
+            check()
+        except ValidationError as exc:
+            for name, messages in exc.error_dict.items():
+                errors.setdefault(name, []).extend(messages)
+    if errors:
+        kind = QuotaExceeded if "owner" in errors else ModelNotAllowed
+        raise kind(errors)
+
+
+# -- turns per user per minute ----------------------------------------------------------------------------
+
+
+def take_turn(user_id: int | None) -> int | None:
+    """Count one turn of this user; None when it may run, else the seconds until the window has room.
+
+    Three conditional statements at most, each atomic on every database: room in the current window, a
+    new window after an old one, or the user's first row (a concurrent first insert retries the first).
+    """
+    limit = conf.get().max_turns_per_user_per_minute
+    if not limit or exempt(user_id):
+        return None
+    from betaassi_django.models import TurnWindow
+
+    now = timezone.now()
+    rows = TurnWindow.objects.filter(user_id=user_id)
+    if rows.filter(started_at__gt=now - WINDOW, turns__lt=limit).update(turns=F("turns") + 1):
+        return None
+    if rows.filter(started_at__lte=now - WINDOW).update(started_at=now, turns=1):
+        return None
+    try:
+        with transaction.atomic():
+            TurnWindow.objects.create(user_id=user_id, started_at=now, turns=1)
+        return None
+    except IntegrityError:  # the row exists (perhaps since a moment ago): room in it is the last chance
+        if rows.filter(started_at__gt=now - WINDOW, turns__lt=limit).update(turns=F("turns") + 1):
+            return None
+    started = rows.values_list("started_at", flat=True).first() or now
+    return max(1, math.ceil((started + WINDOW - now).total_seconds()))
+
+
+def session_model_refusal(session) -> str | None:
+    """Why the session's model may no longer be used (the allow-list changed since it was chosen), or None."""
+    if not session.model:
+        return None
+    from django.apps import apps
+
+    from betaassi_django.models import BaseAssistant
+
+    for model in apps.get_models():
+        if issubclass(model, BaseAssistant):
+            own = model.objects.filter(id=session.assistant_id).values_list("model", flat=True).first()
+            if own is not None:
+                return model_refusal(model, own, session.model)
+    return None
+
+
+def turn_refusal(session, user_id: int | None) -> tuple[str, str] | None:
+    """Take a turn of ``user_id`` in ``session``; ``(code, message)`` when it may not run (a model refused
+    takes no turn from the count)."""
+    reason = session_model_refusal(session)
+    if reason:
+        return MODEL_NOT_ALLOWED, f"this session's {reason}; ask for another model"
+    wait = take_turn(user_id)
+    if wait is None:
+        return None
+    limit = conf.get().max_turns_per_user_per_minute
+    return QUOTA_EXCEEDED, f"more than {_count(limit, 'turn')} per minute; try again in {wait} s"
+
+
+def check_turn(session, user_id: int | None) -> None:
+    """``turn_refusal`` for the Python API: raises ``ModelNotAllowed`` or ``QuotaExceeded``."""
+    refusal = turn_refusal(session, user_id)
+    if refusal:
+        code, message = refusal
+        kind = ModelNotAllowed if code == MODEL_NOT_ALLOWED else QuotaExceeded
+        raise kind(message, code=code)
+
+
+# -- the processor's view: events are untrusted -----------------------------------------------------------
+
+
+def event_limits(assistant_class, assistant_id: str, assistant_model: str | None, owners: set[int]) -> dict:
+    """What the processor's fold needs to hold a batch's events to the same limits (``apply.Facts`` fields).
+
+    Two queries at most: which owners are exempt, and their sessions on other assistants (the mirror); the
+    sessions on this assistant are counted from its registry by the fold.
+    """
+    from django.db.models import Count
+
+    from betaassi_django.models import Session
+
+    limits = conf.get()
+    session_limits = (limits.max_sessions_per_user_per_assistant, limits.max_sessions_per_user)
+    facts = {"model_refusal": lambda model: model_refusal(assistant_class, assistant_model, model),
+             "session_limits": session_limits}
+    if owners and any(session_limits):
+        facts["exempt"] = set(get_user_model().objects.filter(pk__in=owners, is_superuser=True)
+                              .values_list("pk", flat=True))
+        facts["elsewhere"] = dict(Session.objects.filter(owner_id__in=owners).exclude(assistant_id=assistant_id)
+                                  .values("owner_id").annotate(n=Count("id")).values_list("owner_id", "n"))
+    return facts
