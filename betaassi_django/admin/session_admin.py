@@ -54,6 +54,9 @@ class SessionAdminForm(SessionForm):
         data = super().clean()
         if not self.instance.pk and data.get("assistant"):
             self.check_free(data["assistant"])
+        assistant = find_assistant(data.get("assistant") or self.instance.assistant_id)
+        if assistant is not None and not self.errors:
+            self.check_limits(assistant, creating=not self.instance.pk)
         return data
 
 

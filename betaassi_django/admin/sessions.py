@@ -135,6 +135,21 @@ class SessionForm(forms.ModelForm):
         data = self.cleaned_data
         return {"kind": data["kind"], "context_messages": data.get("context_messages"), "model": data.get("model")}
 
+    def check_limits(self, assistant, creating: bool) -> None:
+        """The operator's limits the publisher applies (``betaassi_django.quotas``), as errors on the named
+        fields before anything is published: a session's model, the owner's session count."""
+        from betaassi_django import quotas
+
+        data = self.cleaned_data
+        try:
+            if creating:
+                owner = data.get("owner")
+                quotas.check_create(assistant, getattr(owner, "pk", owner), data.get("model"))
+            else:
+                quotas.check_model(assistant, data.get("model"))
+        except ValidationError as error:
+            self.add_error(None, error)
+
     def check_free(self, assistant_id: str) -> None:
         session_id = self.cleaned_data.get("session_id")
         if session_id and Session.objects.filter(assistant_id=assistant_id, session_id=session_id).exists():
@@ -153,8 +168,11 @@ def publish(form: SessionForm, assistant, creating: bool) -> str:
         raise BackendFailed(f"Publishing the session {form.cleaned_data.get('session_id') or session.session_id}",
                             error) from error
     except (ValueError, ValidationError) as error:  # no publish queue, or a refusal the form did not foresee
-        raise BackendFailed(f"Publishing the session {session.session_id}", "; ".join(
-            error.messages if isinstance(error, ValidationError) else [str(error)])) from error
+        failure = BackendFailed(f"Publishing the session {form.cleaned_data.get('session_id') or session.session_id}",
+                                "; ".join(error.messages if isinstance(error, ValidationError) else [str(error)]))
+        # A refusal naming a field (a quota on owner, the model allow-list on model) is shown on that field.
+        failure.field = next(iter(getattr(error, "error_dict", {})), None)
+        raise failure from error
 
 
 def publish_delete(assistant, session: Session) -> str:
@@ -200,6 +218,10 @@ class SessionFormSet(BaseModelFormSet):
         for form in self.extra_forms:
             if self.instance is not None and self.instance.pk and form.has_changed() and form.cleaned_data:
                 form.check_free(self.instance.pk)
+        for form in self.forms:
+            if (self.instance is not None and self.instance.pk and form.has_changed() and not form.errors
+                    and not self._should_delete_form(form)):
+                form.check_limits(self.instance, creating=form.instance._state.adding)
         if len(wanted) != len(set(wanted)):
             raise ValidationError("Two new sessions have the same id.")
 
