@@ -52,6 +52,10 @@ def test_revoking_refuses_the_key(web):
     key.refresh_from_db()
     other.refresh_from_db()
     assert key.revoked is not None and other.revoked is None
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    entries = LogEntry.objects.filter(object_id=str(key.pk), content_type__model="apikey", action_flag=CHANGE)
+    assert [(e.user.username, e.action_flag, e.get_change_message()) for e in entries] == [("root", CHANGE, "Revoked.")]
     refused = Client().get("/v1/assistants", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     again = web.post("/admin/assistants_api/apikey/", {"action": "revoke", "_selected_action": [key.pk]})

@@ -82,9 +82,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(permissions=["change"], description="Revoke selected API keys")
     def revoke(self, request, queryset) -> None:
-        active = queryset.filter(revoked__isnull=True)
-        names = sorted(active.values_list("name", flat=True))
-        count = active.update(revoked=timezone.now())
+        active = list(queryset.filter(revoked__isnull=True))
+        names = sorted(key.name for key in active)
+        count = queryset.filter(pk__in=[key.pk for key in active]).update(revoked=timezone.now())
+        for key in active:  # the audit trail: who revoked which key, when
+            self.log_change(request, key, "Revoked.")
         if count:
             messages.success(request, f"Revoked {count} key(s): {', '.join(names)}. Requests with them now get 401.")
         else:
