@@ -23,8 +23,6 @@ from django.utils.module_loading import import_string
 
 VIEW_PERMISSION = "betaassi_django.view_session"
 CHANGE_PERMISSION = "betaassi_django.change_session"
-#: Seconds between the re-checks of every open WebSocket (the safety net behind the signals).
-RECHECK_SECONDS = 3.0
 
 
 def may_read(user, session) -> bool:

@@ -44,6 +44,7 @@ class BetaassiSettings:
     max_sessions_per_user: int
     max_sessions_per_user_per_assistant: int
     max_turns_per_user_per_minute: int
+    websocket_recheck_seconds: float
 
 
 def _read(name: str, default, cast=str):
@@ -90,6 +91,13 @@ def _limits() -> dict[str, int]:
     return values
 
 
+def _recheck_seconds() -> float:
+    seconds = _read("BETAASSI_WEBSOCKET_RECHECK_SECONDS", 3.0, float)
+    if not seconds > 0:
+        raise ImproperlyConfigured(f"BETAASSI_WEBSOCKET_RECHECK_SECONDS={seconds} must be positive")
+    return seconds
+
+
 @functools.cache
 def get() -> BetaassiSettings:
     """The current configuration, read once and cached until a setting changes."""
@@ -114,6 +122,8 @@ def get() -> BetaassiSettings:
         upstream_max_retries=_read("BETAASSI_UPSTREAM_MAX_RETRIES", 2, int),
         # Seconds a function tool may take before the model gets an error output instead.
         tool_timeout=_read("BETAASSI_TOOL_TIMEOUT", 30.0, float),
+        # Seconds between the re-checks of each open WebSocket's login and permissions (docs/security.md).
+        websocket_recheck_seconds=_recheck_seconds(),
         # Runs outlive their process (assistants_api/recovery.py): every process running the engine stamps its
         # runs and sweeps every HEARTBEAT seconds; a run without a stamp for STALE seconds is ended.
         **_run_timing(),

@@ -22,7 +22,7 @@ import time
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from betaassi_django import access, quotas, turns
+from betaassi_django import access, conf, quotas, turns
 from betaassi_django.publishing.signals import assistant_group, session_group
 
 #: Largest frame accepted, in bytes of UTF-8.
@@ -173,7 +173,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                               access.user_group(self.user_pk))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
-        self.rechecking = asyncio.create_task(self._recheck_every(access.RECHECK_SECONDS))
+        self.rechecking = asyncio.create_task(self._recheck_every(conf.get().websocket_recheck_seconds))
         await self._send({"type": "session.ready", "session": turns.session_frame(session),
                           "history": await turns.history(session.thread_id)})
 

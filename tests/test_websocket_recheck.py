@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
-from betaassi_django import access, turns
+from betaassi_django import conf, turns
 from betaassi_django.client import get_async_client
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.publishing.signals import session_group
@@ -32,8 +32,8 @@ CLOSE_WITHIN = 10
 
 
 @pytest.fixture
-def pushed_only(monkeypatch):
-    monkeypatch.setattr(access, "RECHECK_SECONDS", 600.0)
+def pushed_only(settings):
+    settings.BETAASSI_WEBSOCKET_RECHECK_SECONDS = 600.0
 
 
 def _permission(codename: str) -> Permission:
@@ -210,7 +210,7 @@ async def test_queued_turns_do_not_run_after_logout(support, settings, pushed_on
 
 
 async def test_the_periodic_recheck_closes_idle_sockets_no_signal_reached(support, users):
-    assert access.RECHECK_SECONDS <= 5
+    assert conf.get().websocket_recheck_seconds == 3.0  # the default
     owner, _ = await _socket(support, await sync_to_async(_login)("alice"))
     viewer, _ = await _socket(support, await sync_to_async(_login)("viewer"))
     model = get_user_model()
