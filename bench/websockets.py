@@ -125,7 +125,10 @@ async def _direct_round(server: LiveServer, assistant_id: str, thread_ids: list[
 
 def run(like_url: str, root: Path, levels: tuple[int, ...] = LEVELS) -> None:
     # As deployed: DEBUG off (with it on, Django keeps every query of a connection in memory).
-    env = {"BETAASSI_IN_SERVER_PROCESSOR": "true", "BETAASSI_ECHO_DELAY": "0", "DEBUG": "false"}
+    env = {"BETAASSI_IN_SERVER_PROCESSOR": "true", "BETAASSI_ECHO_DELAY": "0", "DEBUG": "false",
+           # One demo user holds every session and sends every turn: the per-user quotas are off for the bench.
+           "BETAASSI_MAX_SESSIONS_PER_USER": "0", "BETAASSI_MAX_SESSIONS_PER_USER_PER_ASSISTANT": "0",
+           "BETAASSI_MAX_TURNS_PER_USER_PER_MINUTE": "0"}
     with scratch_database_url(like_url) as url, LiveServer(url, env=env, cwd=root) as server:
         web = server.login(*server.demo_login())
         headers = server.websocket_headers(web)

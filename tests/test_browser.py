@@ -28,11 +28,12 @@ def test_log_in_start_a_session_and_chat(chromium, server):
     page.wait_for_url(server.url + "/")
     assert page.locator("section.assistant h2").first.inner_text().startswith("Demo assistant")
 
-    page.fill("#id_session_id", "browser-1")
+    assert page.locator("#id_session_id").count() == 0  # an ordinary user's session gets a random id
     page.select_option("#id_kind", "manyshots")
     page.fill("#id_context_messages", "2")
     page.click("#start")
-    page.wait_for_url("**/chat/*/browser-1/")
+    page.wait_for_url("**/chat/*/chat-*/")
+    session_id = page.url.rstrip("/").rsplit("/", 1)[1]
     page.wait_for_selector("#status.connected")
     assert page.inner_text("#session-kind") == "last 2 messages"
 
@@ -54,7 +55,7 @@ def test_log_in_start_a_session_and_chat(chromium, server):
         "hello from the browser", "echo: hello from the browser [context=1]"]
 
     page.goto(server.url + "/")
-    assert page.locator("a.session-link", has_text="browser-1").count() == 1
+    assert page.locator("a.session-link", has_text=session_id).count() == 1
     page.close()
 
 
@@ -70,7 +71,6 @@ def test_the_chat_page_reconnects_after_the_server_restarts(chromium):
             page.fill("#id_username", username)
             page.fill("#id_password", password)
             page.click("#login")
-            page.fill("#id_session_id", "restarting")
             page.click("#start")
             page.wait_for_selector("#status.connected")
         finally:
