@@ -88,7 +88,6 @@ def test_the_defaults_and_what_switches_a_limit_off(settings):
 # -- the Python API ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_session_counts_are_refused_on_the_owner_field_before_any_request(backend, limits, alice):
     support, other = Support.objects.create(name="support"), Support.objects.create(name="other")
     support.create_session("a-1", owner=alice)
@@ -115,7 +114,6 @@ def test_session_counts_are_refused_on_the_owner_field_before_any_request(backen
     assert Session.objects.filter(owner=root).count() == 4
 
 
-@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_a_model_off_the_allow_list_is_refused_on_the_model_field_before_any_request(backend, alice):
     support, plain = Support.objects.create(name="support"), Assistant.objects.create(name="plain", model="gpt-4o")
     support.create_session("s-1", owner=alice, model="m-1")  # m* is on Support's list
@@ -138,7 +136,6 @@ def test_a_model_off_the_allow_list_is_refused_on_the_model_field_before_any_req
     assert backend.calls("POST") == 3  # the session's thread, then two events
 
 
-@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_turns_per_minute_in_ask_and_astream(backend, limits, alice):
     support = Support.objects.create(name="support")
     support.create_session("s-1", owner=alice)
