@@ -287,7 +287,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         else:
             self.session = session  # this connection's next turns use the new kind and model
             if await self._recheck() not in (access.State.SEND, access.State.READ):
-                return  # given to another user this one may not read
+                return  # the session as it is now is not this user's to read: closed, nothing sent
             await self._send({"type": "session.updated", "session": turns.session_frame(session)})
 
     # -- helpers ---------------------------------------------------------------------------------------
