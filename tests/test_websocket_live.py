@@ -10,7 +10,7 @@ import websockets
 from django.conf import settings
 
 from betaassi_django.testing import LiveServer, scratch_database_url
-from tests.conftest import _database_url
+from tests.conftest import _database_url, start_session_from_page
 
 REDIS_URL = "redis://127.0.0.1:6379/4"
 
@@ -28,16 +28,6 @@ def servers():
         yield first, second, [server.login(*login) for server in (first, second)]
 
 
-def _start_session(server: LiveServer, web, session_id: str) -> str:
-    page = web.get("/")
-    assert page.status_code == 200, page.text[:3000]
-    assistant_id = page.text.split('<option value="', 1)[1].split('"', 1)[0]
-    done = web.post("/sessions/start/", data={"assistant": assistant_id, "session_id": session_id, "kind": "default",
-                                              "csrfmiddlewaretoken": web.cookies["csrftoken"]})
-    assert done.status_code == 302 and done.headers["location"] == f"/chat/{assistant_id}/{session_id}/"
-    return assistant_id
-
-
 async def _collect(socket, turns: int) -> list[dict]:
     frames = []
     while sum(f["type"] == "message.completed" for f in frames) < turns:
@@ -47,7 +37,7 @@ async def _collect(socket, turns: int) -> list[dict]:
 
 def test_both_servers_stream_the_same_frames(servers):
     first, second, webs = servers
-    assistant_id = _start_session(first, webs[0], "shared")
+    assistant_id = start_session_from_page(webs[0], "shared")
     path = f"/ws/assistants/{assistant_id}/sessions/shared/"
 
     async def talk():
@@ -79,7 +69,7 @@ def test_both_servers_stream_the_same_frames(servers):
 
 def test_a_session_change_made_on_one_server_is_pushed_by_the_other(servers):
     first, second, webs = servers
-    assistant_id = _start_session(first, webs[0], "changing")
+    assistant_id = start_session_from_page(webs[0], "changing")
 
     async def watch():
         path = f"/ws/assistants/{assistant_id}/sessions/changing/"
