@@ -108,14 +108,26 @@ async def _latest_run_active(api: openai.AsyncOpenAI, thread_id: str) -> bool:
     return bool(runs.data) and runs.data[0].status in ACTIVE_RUN_STATUSES
 
 
+def _refused_for_active_run(exc: openai.BadRequestError) -> bool:
+    """Whether the API refused because the thread has an active run (OpenAI's own wording, which the embedded
+    API keeps), rather than for the request itself."""
+    message = str(exc.message)
+    return "already has an active run" in message or ("while a run" in message and "is active" in message)
+
+
 async def _when_idle(api: openai.AsyncOpenAI, thread_id: str, call):
-    """``call()``, retried while another run on the thread (another server process's turn) is active."""
+    """``call()``, retried while another run on the thread (another server process's turn) is active.
+
+    A refusal for an active run is retried even when that run has ended by the time we look: it ended between
+    the refusal and now, so the thread is free for the next attempt.
+    """
     deadline = time.monotonic() + BUSY_WAIT_SECONDS
     while True:
         try:
             return await call()
-        except openai.BadRequestError:
-            if time.monotonic() > deadline or not await _latest_run_active(api, thread_id):
+        except openai.BadRequestError as exc:
+            busy = _refused_for_active_run(exc) or await _latest_run_active(api, thread_id)
+            if time.monotonic() > deadline or not busy:
                 raise
             await asyncio.sleep(0.05)
 

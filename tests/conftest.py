@@ -240,14 +240,14 @@ def web(staff):
     return client_of(staff)
 
 
-def wait_for_run(client, thread_id: str, run_id: str, timeout: float = 30):
+def wait_for_run(client, thread_id: str, run_id: str, timeout: float = 30, interval: float = 0.02):
     """The run once it has left queued / in_progress / cancelling."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = client.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
         if run.status not in ("queued", "in_progress", "cancelling"):
             return run
-        time.sleep(0.02)
+        time.sleep(interval)
     raise AssertionError(f"run {run_id} still {run.status} after {timeout}s")
 
 
@@ -259,3 +259,36 @@ def cancel_after_deltas(client, stream, thread_id: str, deltas: int) -> list[str
         if event.event == "thread.message.delta" and names.count(event.event) == deltas:
             client.beta.threads.runs.cancel(stream.current_run.id, thread_id=thread_id)
     return names
+
+
+@pytest.fixture
+def processor():
+    """``process_publish_queue`` as it runs beside the server, woken by publishers in this process."""
+    import threading
+
+    from betaassi_django.publishing import signals
+    from betaassi_django.publishing.processor import Processor
+
+    stop = threading.Event()
+    thread = threading.Thread(target=Processor().serve, args=(5.0, stop), daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    signals.local_wake.set()
+    thread.join(10)
+
+
+def start_session_from_page(web) -> tuple[str, str]:
+    """Start a session as a user does, through the home page's form on a live server: its assistant's id and its id
+    (the form chooses one at random for a user who may not name it)."""
+    import re
+
+    page = web.get("/")
+    assert page.status_code == 200, page.text[:3000]
+    assistant_id = page.text.split('<option value="', 1)[1].split('"', 1)[0]
+    done = web.post("/sessions/start/", data={"assistant": assistant_id, "kind": "default",
+                                              "csrfmiddlewaretoken": web.cookies["csrftoken"]})
+    assert done.status_code == 302, done.text[:3000]
+    match = re.fullmatch(rf"/chat/{assistant_id}/(chat-[0-9a-f]{{16}})/", done.headers["location"])
+    assert match, done.headers["location"]
+    return assistant_id, match[1]

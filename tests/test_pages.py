@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -32,20 +31,6 @@ def web():
 @pytest.fixture
 def alice():
     return get_user_model().objects.create_user("alice", password="secret-pass-1")
-
-
-@pytest.fixture
-def processor():
-    """``process_publish_queue`` as it runs beside the server, woken by publishers in this process."""
-    stop = threading.Event()
-    thread = threading.Thread(target=Processor().serve, args=(5.0, stop), daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    from betaassi_django.publishing import signals
-
-    signals.local_wake.set()
-    thread.join(10)
 
 
 def test_pages_need_a_login(web):

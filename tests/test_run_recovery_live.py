@@ -13,8 +13,7 @@ import websockets
 from django.conf import settings
 
 from betaassi_django.testing import LiveServer, scratch_database_url
-from tests.conftest import _database_url, http_client
-from tests.test_websocket_live import _start_session
+from tests.conftest import _database_url, http_client, start_session_from_page, wait_for_run
 
 ABANDONED = {"code": "server_error",
              "message": "The server process executing this run stopped before the run finished."}
@@ -25,13 +24,7 @@ SLOW_ECHO = {"BETAASSI_ECHO_DELAY": "0.5"}
 
 
 def _wait_until_ended(api, thread_id: str, run_id: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = api.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
-        if run.status not in ("queued", "in_progress", "cancelling"):
-            return run
-        time.sleep(0.25)
-    raise AssertionError(f"run {run_id} still {run.status} {timeout}s after its server was killed")
+    return wait_for_run(api, thread_id, run_id, timeout, interval=0.25)
 
 
 def test_a_killed_servers_run_fails_and_the_thread_takes_the_next_run_within_30_s():
@@ -88,8 +81,8 @@ def test_a_websocket_session_whose_server_died_takes_its_next_turn_on_another_se
     ):
         login = doomed.demo_login()
         webs = [server.login(*login) for server in (doomed, survivor)]
-        assistant_id = _start_session(doomed, webs[0], "survives")
-        path = f"/ws/assistants/{assistant_id}/sessions/survives/"
+        assistant_id, session_id = start_session_from_page(webs[0])
+        path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
 
         async def talk() -> tuple[list[dict], list[dict], float]:
             async with websockets.connect(f"ws://127.0.0.1:{doomed.port}{path}",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import websockets
 from django.conf import settings
 
 from betaassi_django.testing import LiveServer, scratch_database_url
+from tests.conftest import start_session_from_page
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.soak
@@ -120,17 +120,6 @@ def _wait_for_line(log: Path, line: str, timeout: float = 30) -> bool:
     return True
 
 
-def _start_session(web) -> tuple[str, str]:
-    """The assistant and the (random: the demo user may not name it) id of a session started on the page."""
-    page = web.get("/")
-    assert page.status_code == 200, page.text[:3000]
-    assistant_id = page.text.split('<option value="', 1)[1].split('"', 1)[0]
-    done = web.post("/sessions/start/", data={"assistant": assistant_id, "kind": "default",
-                                              "csrfmiddlewaretoken": web.cookies["csrftoken"]})
-    assert done.status_code == 302
-    return assistant_id, re.fullmatch(rf"/chat/{assistant_id}/(chat-[0-9a-f]{{16}})/", done.headers["location"])[1]
-
-
 def _processor(server: LiveServer, log: Path) -> subprocess.Popen:
     """``process_publish_queue`` as its own process; its poll (600 s) never comes, so only wake-ups drive it."""
     return subprocess.Popen([sys.executable, "manage.py", "process_publish_queue", "--interval", "600"],
@@ -160,7 +149,8 @@ def stack(tmp_path_factory):
             try:
                 login = first.demo_login()
                 webs = [first.login(*login), second.login(*login)]
-                assistant_id, session_id = _start_session(webs[0])  # the processor, woken through Redis, applies it
+                # The processor, woken through Redis, applies it.
+                assistant_id, session_id = start_session_from_page(webs[0])
                 path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
                 chats = [Chat(server, web, path) for server, web in [(first, webs[0]), (second, webs[1])] * 2]
                 for chat in chats:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 
 import pytest
 import websockets
@@ -121,20 +120,6 @@ async def test_valid_unicode_beyond_the_bmp_is_a_turn(support, alice):
     await communicator.send_to(text_data='{"type": "user.message", "content": "hi \\ud83d\\ude00"}')
     assert _reply(await _turn(communicator)) == "echo: hi \U0001F600 [context=1]"
     await communicator.disconnect()
-
-
-@pytest.fixture
-def processor():
-    """``process_publish_queue`` beside the server, woken by publishers in this process."""
-    from betaassi_django.publishing import signals
-
-    stop = threading.Event()
-    thread = threading.Thread(target=Processor().serve, args=(5.0, stop), daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    signals.local_wake.set()
-    thread.join(10)
 
 
 def view_session() -> Permission:

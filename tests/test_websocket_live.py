@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 
 import pytest
 import websockets
 from django.conf import settings
 
 from betaassi_django.testing import LiveServer, scratch_database_url
-from tests.conftest import _database_url
+from tests.conftest import _database_url, start_session_from_page
 
 REDIS_URL = "redis://127.0.0.1:6379/4"
 #: Seconds within which a logged-out socket is closed: the issue's "within seconds", generous.
@@ -33,20 +32,6 @@ def servers():
         yield first, second, [server.login(*login) for server in (first, second)], login
 
 
-def _start_session(server: LiveServer, web) -> tuple[str, str]:
-    """A new session through the start form: its assistant's id and its id (the form chooses one at random for
-    a user who may not name it)."""
-    page = web.get("/")
-    assert page.status_code == 200, page.text[:3000]
-    assistant_id = page.text.split('<option value="', 1)[1].split('"', 1)[0]
-    done = web.post("/sessions/start/", data={"assistant": assistant_id, "kind": "default",
-                                              "csrfmiddlewaretoken": web.cookies["csrftoken"]})
-    assert done.status_code == 302, done.text[:3000]
-    match = re.fullmatch(rf"/chat/{assistant_id}/(chat-[0-9a-f]+)/", done.headers["location"])
-    assert match, done.headers["location"]
-    return assistant_id, match[1]
-
-
 async def _collect(socket, turns: int) -> list[dict]:
     frames = []
     while sum(f["type"] == "message.completed" for f in frames) < turns:
@@ -56,7 +41,7 @@ async def _collect(socket, turns: int) -> list[dict]:
 
 def test_both_servers_stream_the_same_frames(servers):
     first, second, webs, _ = servers
-    assistant_id, session_id = _start_session(first, webs[0])
+    assistant_id, session_id = start_session_from_page(webs[0])
     path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
 
     async def talk():
@@ -88,7 +73,7 @@ def test_both_servers_stream_the_same_frames(servers):
 
 def test_a_session_change_made_on_one_server_is_pushed_by_the_other(servers):
     first, second, webs, _ = servers
-    assistant_id, session_id = _start_session(first, webs[0])
+    assistant_id, session_id = start_session_from_page(webs[0])
 
     async def watch():
         path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
@@ -108,7 +93,7 @@ def test_logging_out_on_one_server_closes_the_socket_on_the_other(servers):
     """The logout view on the first daphne; the socket, opened with that login's cookie, on the second: the
     user_logged_out push crosses processes through Redis (the periodic re-check is ten minutes away here)."""
     first, second, webs, login = servers
-    assistant_id, session_id = _start_session(first, webs[0])
+    assistant_id, session_id = start_session_from_page(webs[0])
     browser = first.login(*login)  # a browser of its own: logging it out leaves the fixture's logins alone
     path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
 
