@@ -253,19 +253,6 @@ def test_the_start_form_offers_the_allowed_models_and_shows_the_limits_on_the_fo
     assert Session.objects.filter(owner=alice).count() == 2
 
 
-@pytest.fixture
-def processor():
-    from betaassi_django.publishing import signals
-
-    stop = threading.Event()
-    thread = threading.Thread(target=Processor().serve, args=(5.0, stop), daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    signals.local_wake.set()
-    thread.join(10)
-
-
 def test_an_ordinary_user_cannot_name_a_session_id_so_the_form_confirms_no_one_elses(alice, processor):
     support = Support.objects.create(name="support")
     bob = get_user_model().objects.create_user("bob", password="x")
