@@ -29,8 +29,8 @@ run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 	@echo ""
 	@$(BIN)/python manage.py setup_demo
-	@echo "  Open http://127.0.0.1:$(PORT)/ and log in. Admin: http://127.0.0.1:$(PORT)/admin/ (manage.py createsuperuser)"
-	@echo "  Embedded Assistants API: http://127.0.0.1:$(PORT)/v1/  (key: $(BIN)/python manage.py create_api_key NAME)"
+	@echo "  Open http://127.0.0.1:$(PORT)/ and log in. Admin: http://127.0.0.1:$(PORT)/admin/ (DEBUG=true $(BIN)/python manage.py createsuperuser)"
+	@echo "  Embedded Assistants API: http://127.0.0.1:$(PORT)/v1/  (key: DEBUG=true $(BIN)/python manage.py create_api_key NAME)"
 	@echo ""
 ifeq ($(REDIS_URL),)
 	BETAASSI_IN_SERVER_PROCESSOR=true $(BIN)/daphne -b 127.0.0.1 -p $(PORT) project.asgi:application
