@@ -92,7 +92,7 @@ def _limits() -> dict[str, int]:
 
 
 def _recheck_seconds() -> float:
-    seconds = _read("BETAASSI_WEBSOCKET_RECHECK_SECONDS", 3.0, float)
+    seconds = _read("BETAASSI_WEBSOCKET_RECHECK_SECONDS", 15.0, float)
     if not seconds > 0:
         raise ImproperlyConfigured(f"BETAASSI_WEBSOCKET_RECHECK_SECONDS={seconds} must be positive")
     return seconds

@@ -189,9 +189,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         session = session if session is not None or not self.groups_joined else self.session
         return await database_sync_to_async(access.connection_state)(self.session_key, self.user_pk, session)
 
-    async def _recheck(self) -> access.State:
+    async def _recheck(self, state: access.State | None = None) -> access.State:
         """Close the connection if its login is gone (4401) or it may no longer read (4403)."""
-        state = await self._state()
+        state = state if state is not None else await self._state()
         if state in (access.State.NO_LOGIN, access.State.NO_ACCESS) and self.groups_joined:
             await self._close_for(CLOSE_NOT_LOGGED_IN if state is access.State.NO_LOGIN else CLOSE_FORBIDDEN)
         return state
@@ -243,14 +243,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
         except BadFrame as bad:
             await self._error(bad.code, bad.message)
             return
-        state = await self._recheck()
+        state, refusal = await database_sync_to_async(_admission)(self.session_key, self.user_pk, self.session)
+        state = await self._recheck(state)
         if state is access.State.READ:
             await self._error("read_only", "you may read this session but not send in it "
                                            "(sending in another user's session needs the change_session permission)")
             return
         if state is not access.State.SEND:
             return
-        refusal = await database_sync_to_async(quotas.turn_refusal)(self.session, self.user_pk)
         if refusal:  # over the user's turns per minute, or a model no longer allowed: say so, stay open
             await self._error(*refusal)
             return
@@ -297,3 +297,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, code: str, message: str) -> None:
         await self._send({"type": "error", "code": code, "message": message})
+
+
+def _admission(session_key: str | None, user_pk, session) -> tuple[access.State, tuple[str, str] | None]:
+    """What the sender may do now and, when they may send, why this turn may not run (quota, model): one trip
+    to the database per message."""
+    state = access.connection_state(session_key, user_pk, session)
+    return state, quotas.turn_refusal(session, user_pk) if state is access.State.SEND else None

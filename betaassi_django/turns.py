@@ -220,7 +220,8 @@ _sessions: dict[str, _Turns] = {}
 
 def submit(session, text: str, allowed: Callable[[], Awaitable[bool]] | None = None) -> bool:
     """Queue a turn; False when the session already has ``MAX_PENDING_TURNS`` waiting here. ``allowed()`` is
-    asked again just before the turn runs: a sender logged out or refused meanwhile has no turn run."""
+    asked again just before a turn that waited behind others runs: a sender logged out or refused meanwhile has
+    no turn run (a turn that starts at once was checked as it arrived)."""
     group = session_group(session.assistant_id, session.session_id)
     loop = asyncio.get_running_loop()
     turns = _sessions.get(group)
@@ -228,7 +229,8 @@ def submit(session, text: str, allowed: Callable[[], Awaitable[bool]] | None = N
         turns = _sessions[group] = _Turns(loop)
     if len(turns.pending) >= MAX_PENDING_TURNS:
         return False
-    turns.pending.append((session, text, allowed))
+    starts_now = not turns.pending and (turns.task is None or turns.task.done())
+    turns.pending.append((session, text, None if starts_now else allowed))
     if turns.task is None or turns.task.done():
         turns.task = loop.create_task(_work(group, turns))
     return True

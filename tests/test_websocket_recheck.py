@@ -209,8 +209,13 @@ async def test_queued_turns_do_not_run_after_logout(support, settings, pushed_on
 # -- the safety net -----------------------------------------------------------------------------------------
 
 
-async def test_the_periodic_recheck_closes_idle_sockets_no_signal_reached(support, users):
-    assert conf.get().websocket_recheck_seconds == 3.0  # the default
+def test_the_periodic_recheck_is_every_15_seconds_by_default():
+    assert conf.get().websocket_recheck_seconds == 15.0
+
+
+async def test_the_periodic_recheck_closes_idle_sockets_no_signal_reached(support, users, settings):
+    settings.BETAASSI_WEBSOCKET_RECHECK_SECONDS = 3.0
+    assert conf.get().websocket_recheck_seconds == 3.0
     owner, _ = await _socket(support, await sync_to_async(_login)("alice"))
     viewer, _ = await _socket(support, await sync_to_async(_login)("viewer"))
     model = get_user_model()
