@@ -172,16 +172,10 @@ def session_model_refusal(session) -> str | None:
     """Why the session's model may no longer be used (the allow-list changed since it was chosen), or None."""
     if not session.model:
         return None
-    from django.apps import apps
+    from betaassi_django.models import find_assistant
 
-    from betaassi_django.models import BaseAssistant
-
-    for model in apps.get_models():
-        if issubclass(model, BaseAssistant):
-            own = model.objects.filter(id=session.assistant_id).values_list("model", flat=True).first()
-            if own is not None:
-                return model_refusal(model, own, session.model)
-    return None
+    assistant = find_assistant(session.assistant_id)
+    return None if assistant is None else model_refusal(type(assistant), assistant.model, session.model)
 
 
 def turn_refusal(session, user_id: int | None) -> tuple[str, str] | None:

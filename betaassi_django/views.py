@@ -6,7 +6,6 @@ import asyncio
 import time
 
 from asgiref.sync import sync_to_async
-from django.apps import apps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -16,28 +15,15 @@ from django.urls import reverse
 
 from betaassi_django import access
 from betaassi_django.forms import CHOOSE_ID_PERMISSION, StartSessionForm
-from betaassi_django.models import BaseAssistant, PublishedEvent, Session
+from betaassi_django.models import BaseAssistant, PublishedEvent, Session, assistant_models, find_assistant
 
 #: How long starting a session waits for the processor to apply it.
 APPLY_WAIT_SECONDS = 10.0
 
 
-def assistant_models() -> list[type[BaseAssistant]]:
-    """Every concrete assistant class of the project."""
-    return [m for m in apps.get_models() if issubclass(m, BaseAssistant)]
-
-
 def all_assistants() -> list[BaseAssistant]:
     return sorted((a for model in assistant_models() for a in model.objects.all()),
                   key=lambda a: ((a.name or "").lower(), a.id))
-
-
-def find_assistant(assistant_id: str) -> BaseAssistant | None:
-    for model in assistant_models():
-        found = model.objects.filter(id=assistant_id).first()
-        if found is not None:
-            return found
-    return None
 
 
 @login_required

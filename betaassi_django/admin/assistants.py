@@ -27,7 +27,7 @@ from django.utils.html import format_html, format_html_join
 
 from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
-from betaassi_django.models import BaseAssistant, PublishedEvent, PublishLease, Session
+from betaassi_django.models import PublishedEvent, PublishLease, Session, assistant_models
 from betaassi_django.publishing import status as queue
 
 from . import queue_actions
@@ -61,12 +61,6 @@ class RemoteModelForm(BackendFormMixin, forms.ModelForm):
             self.instance.validate_for_backend()
         except ValidationError as exc:
             self._update_errors(exc)
-
-
-def assistant_models() -> list[type[BaseAssistant]]:
-    from betaassi_django.views import assistant_models as every_model
-
-    return every_model()
 
 
 def failure_text(shown: str, failure) -> str:

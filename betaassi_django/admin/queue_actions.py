@@ -14,19 +14,13 @@ import openai
 from django.contrib import messages
 from django.http import HttpRequest
 
-from betaassi_django.models import PublishLease, Session
+from betaassi_django.models import PublishLease, Session, assistant_models
 from betaassi_django.publishing import status as queue
 
 from .audit import CHANGE, DELETION
 from .common import describe
 
 NO_QUEUE = "has no publish queue (it was made outside betaassi-django), so it has no events or sessions"
-
-
-def assistant_models() -> list:
-    from betaassi_django.views import assistant_models as every_model
-
-    return every_model()
 
 
 def apply_now(request: HttpRequest, assistant) -> tuple[int, str]:

@@ -11,7 +11,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.http import HttpResponseRedirect
 from django.utils.html import format_html
 
-from betaassi_django.models import Session
+from betaassi_django.models import Session, find_assistant
 
 from .common import BackendAdminMixin, BackendFailed, admin_url, confirm_then, log_deleted
 from .sessions import (
@@ -19,7 +19,6 @@ from .sessions import (
     SessionForm,
     all_assistants,
     chat_url,
-    find_assistant,
     pending_creations,
     publish,
     publish_delete,

@@ -39,11 +39,6 @@ def all_assistants():
     return every_assistant()
 
 
-def find_assistant(assistant_id: str):
-    from betaassi_django.views import find_assistant as lookup
-
-    return lookup(assistant_id)
-
 
 def chat_url(session: Session) -> str | None:
     try:

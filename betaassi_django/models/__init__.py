@@ -2,6 +2,7 @@
 
 from .base import RemoteModel, RemoteQuerySet
 from .entities import Assistant, BaseAssistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
+from .lookup import assistant_models, find_assistant
 from .publishing import PublishedEvent, PublishLease, PublishState, Session
 from .quotas import TurnWindow
 
@@ -21,4 +22,6 @@ __all__ = [
     "Session",
     "Thread",
     "TurnWindow",
+    "assistant_models",
+    "find_assistant",
 ]
