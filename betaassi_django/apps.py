@@ -1,3 +1,5 @@
+"""The app's configuration: its system checks and the signals that keep open WebSockets in step."""
+
 from django.apps import AppConfig, apps
 
 
@@ -8,11 +10,9 @@ class BetaassiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.core import checks
+        from .checks import register
 
-        from .checks import check_metadata_fields
-
-        checks.register(check_metadata_fields, "models")
+        register()  # model checks (Tags.models) and configuration checks (Tags.compatibility)
         if apps.is_installed("django.contrib.auth"):
             from .access import connect_signals
 

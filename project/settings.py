@@ -163,4 +163,11 @@ LOGGING = {
     },
 }
 
-# betaassi-django reads its own settings (BETAASSI_*, OPENAI_*) in betaassi_django.conf.
+# The publish-queue processor applies started sessions (docs/sessions.md). True runs it inside the daphne process
+# (one process, in-memory channel layer: `make run` without REDIS_URL); False means `manage.py
+# process_publish_queue` runs beside daphne (production, with Redis). Read from the environment, so that
+# `make run` and the test servers choose; set either way, so that check W010 is satisfied.
+BETAASSI_IN_SERVER_PROCESSOR = env.bool("BETAASSI_IN_SERVER_PROCESSOR", default=False)
+
+# betaassi-django reads its other settings (BETAASSI_*, OPENAI_*) from the environment in betaassi_django.conf
+# when they are not set here (docs/configuration.md).

@@ -42,7 +42,8 @@ def test_unsupported_type_name_and_length():
     messages = check_model(model)
     by_field = {(m.obj.name, m.id) for m in messages}
     assert ("owner", "betaassi.E002") in by_field and ("picture", "betaassi.E002") in by_field
-    assert ("n" * 62, "betaassi.E003") in by_field and ("betaassi_type", "betaassi.E003") in by_field
+    assert ("n" * 62, "betaassi.E003") in by_field and ("betaassi_type", "betaassi.E006") in by_field
+    assert ("betaassi_type", "betaassi.E003") not in by_field  # one error, one id
     assert ("essay", "betaassi.E004") in by_field
     essay = next(m for m in messages if m.obj.name == "essay")
     assert "needs up to 13 metadata keys" in essay.msg and "only 9 are free" in essay.msg  # 3 keys reserved
@@ -69,6 +70,7 @@ def test_a_proxy_model_is_refused():
 
 def test_the_check_is_registered_and_the_test_models_pass():
     assert check_metadata_fields in checks.registry.registry.get_checks()
+    assert check_metadata_fields.tags == (checks.Tags.models,)
     assert check_metadata_fields() == []
 
 

@@ -1,4 +1,7 @@
-"""System checks: a model whose fields cannot fit in metadata is refused at start-up."""
+"""Model checks (``Tags.models``): a model whose fields cannot fit in metadata is refused at start-up.
+
+The ids and messages are listed in docs/configuration.md ("System checks").
+"""
 
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ def _field_errors(model, field, available: int) -> list[checks.CheckMessage]:
             checks.Error(
                 f"{where}: the field name is its metadata key and must be at most "
                 f"{codec.MAX_KEY_LENGTH - codec.MAX_SUFFIX_LENGTH} characters without dots.",
-                hint="Rename the field.",
+                hint=f"Rename the field to at most {codec.MAX_KEY_LENGTH - codec.MAX_SUFFIX_LENGTH} characters "
+                "without dots (keep the column with db_column='...' if the table has data).",
                 obj=field,
                 id="betaassi.E003",
             )
@@ -35,10 +39,11 @@ def _field_errors(model, field, available: int) -> list[checks.CheckMessage]:
     if field.name == codec.TYPE_KEY:
         errors.append(
             checks.Error(
-                f"{where}: '{codec.TYPE_KEY}' is a reserved metadata key.",
-                hint="Rename the field.",
+                f"{where}: '{codec.TYPE_KEY}' is a reserved metadata key (it routes each backend object to its "
+                "model).",
+                hint=f"Rename the field (any name but '{codec.TYPE_KEY}').",
                 obj=field,
-                id="betaassi.E003",
+                id="betaassi.E006",
             )
         )
     needed = codec.max_keys(field)
@@ -83,11 +88,13 @@ def check_model(model) -> list[checks.CheckMessage]:
         messages.append(checks.Warning(
             f"{model._meta.label}: values at their max_length need {sum(worst)} metadata keys but "
             f"only {free} are free; save() raises a ValidationError naming the fields when they overflow.",
-            hint="Lower some max_length values.", obj=model, id="betaassi.W001"))
+            hint=f"Lower some max_length values so that together they need at most {free} keys (a key holds "
+            f"{codec.MAX_VALUE_LENGTH} characters).", obj=model, id="betaassi.W001"))
     return messages
 
 
 def check_metadata_fields(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Every RemoteModel subclass of the checked apps (all apps when none are named)."""
     configs = app_configs or apps.get_app_configs()
     return [
         message
