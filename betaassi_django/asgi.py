@@ -1,5 +1,6 @@
-"""ASGI helpers: the project's application, optionally with the publish-queue processor inside.
+"""The project's whole ASGI application in one call, optionally with the publish-queue processor inside.
 
+A project's asgi.py sets ``DJANGO_SETTINGS_MODULE`` and calls ``get_asgi_application()`` (docs/own-project.md).
 Without Redis the in-memory channel layer cannot reach another process, so
 ``make run`` runs the processor in the server process (``BETAASSI_IN_SERVER_PROCESSOR``):
 publishers in the server wake it at once, and its broadcasts (``session.updated``
@@ -62,3 +63,31 @@ class WithProcessor:
             self.loop = loop
             signals.serve_on(loop)
         return await self.app(scope, receive, send)
+
+
+def get_asgi_application():
+    """HTTP through Django (static files too when ``SERVE_STATIC``, default ``DEBUG``), WebSockets through
+    Channels with the session login, all in ``WithProcessor``.
+
+    Django is set up first (``django.core.asgi.get_asgi_application``), so an asgi.py may import this module
+    before anything else; the routing, which imports models, is imported after.
+    """
+    from django.core.asgi import get_asgi_application as django_asgi_application
+
+    http = django_asgi_application()
+
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from channels.security.websocket import AllowedHostsOriginValidator
+    from django.conf import settings
+
+    from betaassi_django.routing import websocket_urlpatterns
+
+    # daphne serves the admin's and pages' static files in development (as runserver would) and under the test
+    # servers; a deployment serves them from STATIC_ROOT (collectstatic) with its web server (docs/deployment.md).
+    if getattr(settings, "SERVE_STATIC", settings.DEBUG):
+        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+        http = ASGIStaticFilesHandler(http)
+    websocket = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+    return WithProcessor(ProtocolTypeRouter({"http": http, "websocket": websocket}))

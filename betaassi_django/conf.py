@@ -2,7 +2,7 @@
 
 Each value comes from the Django setting of the same name when a project sets
 one, else from the environment (django-environ, so ``.env`` is honoured), else
-the default in DESIGN.md section 4.
+its default; docs/configuration.md lists every one.
 """
 
 from __future__ import annotations

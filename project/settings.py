@@ -1,7 +1,8 @@
 """Settings of the example project that serves betaassi-django.
 
 Everything a deployment changes comes from the environment (or a ``.env`` file)
-through django-environ; the variables are the contract in DESIGN.md section 4.
+through django-environ; docs/configuration.md lists the variables, docs/deployment.md
+what production sets.
 """
 
 from pathlib import Path
@@ -63,7 +64,7 @@ ROOT_URLCONF = "project.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -139,10 +140,6 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
-
-LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/"
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
