@@ -1,4 +1,4 @@
-"""The WebSocket protocol of a session (DESIGN.md section 8).
+"""The WebSocket protocol of a session (the contract: docs/websocket.md).
 
 A connection is accepted first and then, if it may not stay, closed with the
 contract's code (4401 not logged in, 4404 no such session or not one the user

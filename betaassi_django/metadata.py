@@ -22,7 +22,8 @@ UUIDField                      canonical hex with dashes
 JSONField                      compact JSON (lists of small records, dicts...)
 ============================  ===========================================
 
-``None`` (a nullable field) is the absence of its key.
+``None`` (a nullable field) is the absence of its key. The keys and encodings are a
+contract other processes rely on: docs/events.md (keys) and docs/models.md (encodings).
 """
 
 from __future__ import annotations

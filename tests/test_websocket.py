@@ -1,4 +1,4 @@
-"""The WebSocket protocol of sessions (DESIGN.md section 8), through the project's real ASGI stack.
+"""The WebSocket protocol of sessions (the contract: docs/websocket.md), through the project's real ASGI stack.
 
 Connections go through ``project.asgi.application``: origin validation, Django
 session cookies read by AuthMiddlewareStack, the URL router and the consumer;

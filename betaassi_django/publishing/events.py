@@ -1,6 +1,6 @@
 """Publish-queue events: the JSON body of each message on an assistant's publish thread.
 
-CONTRACT (DESIGN.md section 7)::
+CONTRACT (docs/events.md)::
 
     {"v": 1, "op": "session.create" | "session.update" | "session.delete" | "assistant.set",
      "session_id": "...", "args": {...}}

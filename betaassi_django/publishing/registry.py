@@ -1,6 +1,6 @@
 """The session registry, kept in backend metadata beyond the assistant's own 16 keys.
 
-Layout (all in metadata, readable by any process):
+Layout (all in metadata, readable by any process; the keys are a contract, docs/events.md):
 
 - the assistant's ``betaassi_registry`` key names the registry's *root* thread;
 - the root holds ``hwm`` (the last event applied), ``key`` (the registry's
