@@ -132,7 +132,7 @@ def test_sync_from_backend(backend, capsys):
 
     call_command("sync_from_backend")
     out = capsys.readouterr().out
-    assert "testapp.Support synced: 1" in out and "testapp.Support removed: 1" in out
+    assert "testapp.Support: 0 created, 1 updated, 1 removed" in out
     assert Support.objects.get(pk=kept.id).tier == 9
     assert not Support.objects.filter(pk=gone.id).exists()
     assert StreamThread.objects.get(pk=thread.id).hwm == "y"

@@ -1,11 +1,45 @@
+"""``manage.py process_publish_queue``: the publish-queue processor as a process of its own (docs/sessions.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
 import signal
+import sys
 import threading
+from collections.abc import Iterator
 
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
 from betaassi_django.publishing import signals
 from betaassi_django.publishing.processor import Processor
+
+#: The line per event, as the example project's LOGGING writes it.
+CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+@contextlib.contextmanager
+def console_logging(verbosity: int) -> Iterator[None]:
+    """A line per applied event on stderr even in a project without LOGGING: when nothing would show the
+    ``betaassi_django`` logger's records, a console handler does for the run (-v 0: only warnings and errors,
+    -v 1: each event, -v 2 and more: the leases too). A project's own handlers are left alone."""
+    logger = logging.getLogger("betaassi_django")
+    if logger.hasHandlers():
+        yield
+        return
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(CONSOLE_FORMAT))
+    handler.setLevel(level)
+    previous = logger.level
+    logger.setLevel(level)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 class Command(BaseCommand):
@@ -23,8 +57,13 @@ class Command(BaseCommand):
         parser.add_argument("--lease-seconds", type=float, default=30.0,
                             help="How long a lease lasts without renewal (default 30).")
 
-    def handle(self, *args, once: bool, assistants: list[str] | None, interval: float, holder: str | None,
-               lease_seconds: float, **options) -> None:
+    def handle(self, *args, verbosity: int = 1, **options) -> None:
+        with console_logging(verbosity):
+            self.process(**options)
+
+    def process(self, *, once: bool, assistants: list[str] | None, interval: float, holder: str | None,
+                lease_seconds: float, **options) -> None:
+        """Drain once, or poll until SIGTERM / SIGINT."""
         processor = Processor(assistant_ids=assistants, holder=holder, lease_seconds=lease_seconds)
         if once:
             seen = processor.run_once()
