@@ -96,6 +96,10 @@ def project(venv, tmp_path_factory) -> Project:
 
 def test_check_reports_nothing_for_the_documented_settings(project):
     assert project.run("check").stdout == NO_ISSUES
+    # The app comes from the wheel in the virtualenv, not from this checkout.
+    installed = Path(project.shell("import betaassi_django; print(betaassi_django.__file__)").strip())
+    assert installed == project.bin.parent / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
+        / "site-packages" / "betaassi_django" / "__init__.py"
 
 
 def test_check_deploy_passes_with_the_production_settings(project):
@@ -244,3 +248,9 @@ def test_the_readme_sdk_example_prints_its_documented_output(project, server, we
     assert done.returncode == 0, done.stderr
     assert done.stdout == readme_block("sdk-example-output", "text")
     assert done.stderr == ""  # the example's filter silences the SDK's deprecation warnings
+
+
+def test_logout_goes_back_to_the_login_page(web):
+    done = web.post("/accounts/logout/", data={"csrfmiddlewaretoken": web.cookies["csrftoken"]})
+    assert (done.status_code, done.headers["location"]) == (302, "/accounts/login/")
+    assert web.get("/").headers["location"] == "/accounts/login/?next=/"
