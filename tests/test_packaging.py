@@ -29,6 +29,8 @@ NAME, VERSION = "betaassi_django", tomllib.loads((ROOT / "pyproject.toml").read_
 DIST_INFO = f"{NAME}-{VERSION}.dist-info"
 NOTICE = "betaassi_django/assistants_api/schemas/NOTICE"
 
+pytestmark = pytest.mark.slow  # a build of a few seconds (shared with tests/test_own_project.py)
+
 
 @functools.cache
 def build_distributions() -> tuple[Path, Path]:
