@@ -76,6 +76,23 @@ class Project:
         return self.run("shell", "-v", "0", "-c", code).stdout
 
 
+#: What the page tells the reader to do with each file, as the ``project`` fixture does it.
+STEPS = {
+    "settings.py": "Append this to the end of `mysite/settings.py`",
+    "urls.py": "Replace `mysite/urls.py` with:",
+    "asgi.py": "Replace `mysite/asgi.py` with:",
+    "production.py": "Add `mysite/production.py`",
+}
+
+
+def test_the_page_includes_every_snippet_right_after_its_instruction():
+    page = (ROOT / "docs" / "own-project.md").read_text()
+    assert sorted(p.name for p in SNIPPETS.iterdir()) == sorted(STEPS)
+    for name, instruction in STEPS.items():
+        after = page.split(instruction, 1)[1]
+        assert after.index(f'--8<-- "docs/snippets/{name}"') < after.find("\n## "), name
+
+
 @pytest.fixture(scope="module")
 def project(venv, tmp_path_factory) -> Project:
     """``django-admin startproject mysite``, then the page's steps with its files, and ``migrate``."""
