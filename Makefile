@@ -55,8 +55,11 @@ else
 	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) project.asgi:application
 endif
 
+# lint-imports: the floors and contracts of docs/architecture.md ([tool.importlinter] in pyproject.toml); an import
+# pointing up a floor, or a cycle, fails the build.
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
+	PYTHONPATH=. $(BIN)/lint-imports
 	$(MKDOCS_BUILD)
 	$(BIN)/python -m pytest
 
@@ -70,3 +73,4 @@ bench: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=. $(BIN)/lint-imports
