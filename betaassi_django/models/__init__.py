@@ -1,9 +1,10 @@
-"""Metadata-backed Django models of assistants, threads, messages and runs."""
+"""Metadata-backed Django models of assistants, threads, messages and runs; re-exports the publish queue's tables."""
+
+from betaassi_django.publishing.models import PublishedEvent, PublishLease, PublishState, Session
 
 from .base import RemoteModel, RemoteQuerySet
 from .entities import Assistant, BaseAssistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
 from .lookup import assistant_models, find_assistant
-from .publishing import PublishedEvent, PublishLease, PublishState, Session
 from .quotas import TurnWindow
 
 __all__ = [

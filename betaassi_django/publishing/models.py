@@ -1,4 +1,4 @@
-"""Local bookkeeping of the publish queue."""
+"""The publish queue's tables: leases, per-assistant state, event outcomes and the session mirror."""
 
 from __future__ import annotations
 
