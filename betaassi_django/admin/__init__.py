@@ -18,7 +18,7 @@ from betaassi_django.models import Assistant, Session
 from .assistants import AssistantAdmin, RemoteModelForm
 from .common import BackendFailed
 from .session_admin import SessionAdmin
-from .sessions import SessionInline
+from .session_inline import SessionInline
 
 admin.site.register(Assistant, AssistantAdmin)
 admin.site.register(Session, SessionAdmin)

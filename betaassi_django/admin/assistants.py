@@ -28,7 +28,7 @@ from django.utils.html import format_html, format_html_join
 from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.models import PublishedEvent, PublishLease, Session, assistant_models
-from betaassi_django.publishing import status as queue
+from betaassi_django.publishing import status
 
 from . import queue_actions
 from .audit import CHANGE, log_action, log_each
@@ -45,7 +45,7 @@ from .common import (
 )
 from .deletion import with_sessions
 from .queue_actions import NO_QUEUE
-from .sessions import SessionInline
+from .session_inline import SessionInline
 
 EVENTS_PER_PAGE = 50
 
@@ -145,7 +145,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
             if informative_reads_failed(request):
                 return
             try:
-                state = queue.queue_status(assistant, api=api)
+                state = status.queue_status(assistant, api=api)
             except openai.APIError as error:
                 informative_reads_failed(request, error)
                 return
@@ -305,7 +305,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
                    "title": f"Publish queue of {assistant.name or assistant.id}",
                    "has_change_permission": self.has_change_permission(request, assistant),
                    "change_url": admin_url(self.model, "change", assistant.pk),
-                   "failure": queue.failure(assistant.id)}
+                   "failure": status.failure(assistant.id)}
         if context["failure"] is not None:
             messages.warning(request, failure_text(assistant.name or assistant.id, context["failure"]))
         try:
@@ -319,9 +319,9 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/betaassi_django/assistant/publish_queue.html", context)
 
     def _queue_context(self, request: HttpRequest, assistant) -> dict:
-        state = queue.queue_status(assistant)
+        state = status.queue_status(assistant)
         after = request.GET.get("after") or None
-        rows, has_more = queue.recent_events(assistant, limit=EVENTS_PER_PAGE, after=after)
+        rows, has_more = status.recent_events(assistant, limit=EVENTS_PER_PAGE, after=after)
         pending = {event_id for event_id, _ in state.pending}
         records = PublishedEvent.objects.in_bulk([r[0] for r in rows])
         events = []

@@ -15,7 +15,7 @@ from django.contrib import messages
 from django.http import HttpRequest
 
 from betaassi_django.models import PublishLease, Session, assistant_models
-from betaassi_django.publishing import status as queue
+from betaassi_django.publishing import status
 
 from .audit import CHANGE, DELETION
 from .common import describe
@@ -27,14 +27,14 @@ def apply_now(request: HttpRequest, assistant) -> tuple[int, str]:
     """Apply the assistant's pending events in this request (under the queue's lease)."""
     shown = assistant.name or assistant.id
     try:
-        processed = queue.apply_now(assistant, holder=f"admin:{request.user.get_username()}:{secrets.token_hex(3)}")
-        left = queue.queue_status(assistant)
+        processed = status.apply_now(assistant, holder=f"admin:{request.user.get_username()}:{secrets.token_hex(3)}")
+        left = status.queue_status(assistant)
     except ValueError:
         return messages.WARNING, f"{shown} {NO_QUEUE}."
     except openai.APIError as error:
         return messages.ERROR, (f"Applying the queue of {shown} failed: {describe(error)}. "
                                 "Events stay pending; what was applied is recorded.")
-    failure = queue.failure(assistant.id)
+    failure = status.failure(assistant.id)
     if failure is not None:
         return messages.ERROR, (f"Applying the queue of {shown} failed: {failure.last_error}. {processed} "
                                 f"event(s) processed; {left.lag} still pending. The processor retries it "
@@ -51,12 +51,12 @@ def sync_one(assistant) -> tuple[int, str, int]:
     shown, assistant_id = assistant.name or assistant.id, assistant.id
     try:
         assistant.refresh_from_backend()
-        count, dropped = queue.sync_sessions(assistant)
+        count, dropped = status.sync_sessions(assistant)
     except ValueError:
         return messages.SUCCESS, f"{assistant.name or assistant.id} synced from the backend; it {NO_QUEUE}.", CHANGE
     except openai.NotFoundError:
         assistant.forget()
-        queue.forget_assistant(assistant_id)
+        status.forget_assistant(assistant_id)
         return messages.WARNING, f"{shown} is gone from the backend: its mirror and sessions were removed.", DELETION
     except openai.APIError as error:
         return messages.ERROR, f"Syncing {shown} failed: {describe(error)}. The mirror was kept as it was.", CHANGE
@@ -75,7 +75,7 @@ def sync_all() -> tuple[int, str]:
         for model in assistant_models():
             for assistant in model.objects.all():
                 with contextlib.suppress(ValueError):  # no publish queue: no sessions
-                    queue.sync_sessions(assistant)
+                    status.sync_sessions(assistant)
                 synced += 1
     except openai.APIError as error:
         return messages.ERROR, (f"Syncing from the backend failed: {describe(error)}. "

@@ -1,4 +1,8 @@
-"""``SessionAdmin``: every session of every assistant, as mirrored; adding, editing and deleting publish events."""
+"""``SessionAdmin``: every session of every assistant, as mirrored; adding, editing and deleting publish events.
+
+Its form is ``session_forms.SessionForm`` with the assistant to choose; the same form serves the inline on each
+assistant's page (``session_inline``).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,13 @@ from django.contrib.contenttypes.models import ContentType
 from django.http import HttpResponseRedirect
 from django.utils.html import format_html
 
-from betaassi_django.models import Session, find_assistant
+from betaassi_django.models import Session
+from betaassi_django.models.lookup import all_assistants, find_assistant
 
 from .common import BackendAdminMixin, BackendFailed, admin_url, confirm_then, log_deleted
-from .sessions import (
+from .session_forms import (
     SESSION_FIELDS,
     SessionForm,
-    all_assistants,
     chat_url,
     pending_creations,
     publish,

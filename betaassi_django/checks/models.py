@@ -8,14 +8,14 @@ from __future__ import annotations
 from django.apps import apps
 from django.core import checks
 
-from betaassi_django import metadata as codec
+from betaassi_django import metadata
 from betaassi_django.models import RemoteModel
 
 
 def _field_errors(model, field, available: int) -> list[checks.CheckMessage]:
     where = f"{model._meta.label}.{field.name}"
     errors = []
-    if codec.codec_for(field) is None:
+    if metadata.codec_for(field) is None:
         errors.append(
             checks.Error(
                 f"{where}: a {field.__class__.__name__} cannot be stored in backend metadata.",
@@ -25,34 +25,34 @@ def _field_errors(model, field, available: int) -> list[checks.CheckMessage]:
                 id="betaassi.E002",
             )
         )
-    if len(field.name) + codec.MAX_SUFFIX_LENGTH > codec.MAX_KEY_LENGTH or "." in field.name:
+    if len(field.name) + metadata.MAX_SUFFIX_LENGTH > metadata.MAX_KEY_LENGTH or "." in field.name:
         errors.append(
             checks.Error(
                 f"{where}: the field name is its metadata key and must be at most "
-                f"{codec.MAX_KEY_LENGTH - codec.MAX_SUFFIX_LENGTH} characters without dots.",
-                hint=f"Rename the field to at most {codec.MAX_KEY_LENGTH - codec.MAX_SUFFIX_LENGTH} characters "
+                f"{metadata.MAX_KEY_LENGTH - metadata.MAX_SUFFIX_LENGTH} characters without dots.",
+                hint=f"Rename the field to at most {metadata.MAX_KEY_LENGTH - metadata.MAX_SUFFIX_LENGTH} characters "
                 "without dots (keep the column with db_column='...' if the table has data).",
                 obj=field,
                 id="betaassi.E003",
             )
         )
-    if field.name == codec.TYPE_KEY:
+    if field.name == metadata.TYPE_KEY:
         errors.append(
             checks.Error(
-                f"{where}: '{codec.TYPE_KEY}' is a reserved metadata key (it routes each backend object to its "
+                f"{where}: '{metadata.TYPE_KEY}' is a reserved metadata key (it routes each backend object to its "
                 "model).",
-                hint=f"Rename the field (any name but '{codec.TYPE_KEY}').",
+                hint=f"Rename the field (any name but '{metadata.TYPE_KEY}').",
                 obj=field,
                 id="betaassi.E006",
             )
         )
-    needed = codec.max_keys(field)
+    needed = metadata.max_keys(field)
     if needed is not None and needed > available:
         errors.append(
             checks.Error(
                 f"{where}: max_length={field.max_length} needs up to {needed} metadata keys "
-                f"({codec.MAX_VALUE_LENGTH} characters each) but only {available} are free for it.",
-                hint=f"Lower max_length to at most {available * codec.MAX_VALUE_LENGTH}, or use fewer fields.",
+                f"({metadata.MAX_VALUE_LENGTH} characters each) but only {available} are free for it.",
+                hint=f"Lower max_length to at most {available * metadata.MAX_VALUE_LENGTH}, or use fewer fields.",
                 obj=field,
                 id="betaassi.E004",
             )
@@ -74,22 +74,22 @@ def check_model(model) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
     fields = model.metadata_fields()
     reserved = model.reserved_keys()
-    free = codec.MAX_PAIRS - len(reserved)
+    free = metadata.MAX_PAIRS - len(reserved)
     if len(fields) > free:
         return [checks.Error(
             f"{model._meta.label} has {len(fields)} metadata fields; at most {free} fit "
-            f"({codec.MAX_PAIRS} keys; reserved: {', '.join(reserved)}).",
+            f"({metadata.MAX_PAIRS} keys; reserved: {', '.join(reserved)}).",
             hint="Move some fields into a model of their own, or combine them in a JSONField.",
             obj=model, id="betaassi.E001")]
     for field in fields:
         messages += _field_errors(model, field, free - (len(fields) - 1))
-    worst = [codec.max_keys(f) for f in fields]
+    worst = [metadata.max_keys(f) for f in fields]
     if None not in worst and sum(worst) > free:
         messages.append(checks.Warning(
             f"{model._meta.label}: values at their max_length need {sum(worst)} metadata keys but "
             f"only {free} are free; save() raises a ValidationError naming the fields when they overflow.",
             hint=f"Lower some max_length values so that together they need at most {free} keys (a key holds "
-            f"{codec.MAX_VALUE_LENGTH} characters).", obj=model, id="betaassi.W001"))
+            f"{metadata.MAX_VALUE_LENGTH} characters).", obj=model, id="betaassi.W001"))
     return messages
 
 

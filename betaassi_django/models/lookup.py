@@ -16,6 +16,13 @@ def assistant_models() -> list[type[BaseAssistant]]:
     return [m for m in apps.get_models() if issubclass(m, BaseAssistant)]
 
 
+def all_assistants() -> list[BaseAssistant]:
+    """Every mirrored assistant of every class, by name (case-insensitive) then id: as the pages and the admin
+    list them."""
+    return sorted((a for model in assistant_models() for a in model.objects.all()),
+                  key=lambda a: ((a.name or "").lower(), a.id))
+
+
 def find_assistant(assistant_id: str) -> BaseAssistant | None:
     """The mirrored assistant with this id, as an instance of its own class; None when none has it."""
     for model in assistant_models():
