@@ -219,7 +219,7 @@ def test_a_serving_processor_is_woken_when_the_admin_form_commits(web, staff):
 
 
 def test_the_inline_shows_a_bounded_number_of_sessions(web, staff, monkeypatch):
-    from betaassi_django.admin.sessions import SessionFormSet
+    from betaassi_django.admin.session_inline import SessionFormSet
 
     monkeypatch.setattr(SessionFormSet, "limit", 2)
     desk = Support.objects.create(name="Desk")
