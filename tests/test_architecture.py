@@ -1,18 +1,28 @@
-"""The import graph of the package has no cycle, between modules of one package or across packages.
+"""The import graph of the package has no cycle, and docs/architecture.md describes the floors that are enforced.
 
 `lint-imports` (pyproject.toml, run by `make test`) checks the floors and, with its `acyclic_siblings` contract,
 cycles among the children of each package. It does not see a package and its own module importing each other
 (``responders/__init__.py`` importing ``responders/echo.py`` importing ``responders``); this test does, over every
 module of the package, function-level imports included (grimp reads every import statement). Migrations are
 Django's, outside the floors.
+
+The architecture page names every module and the floors of the `layers` contract in the contract's order, so a
+module added, moved or renamed without its line there fails here.
 """
 
 from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
 
 import grimp
 import pytest
 
 PACKAGE = "betaassi_django"
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / PACKAGE
+PAGE = ROOT / "docs" / "architecture.md"
 
 
 def project_modules(graph: grimp.ImportGraph) -> set[str]:
@@ -99,3 +109,39 @@ def test_the_cycle_finder_sees_a_package_and_its_module_importing_each_other() -
     graph.add_import(importer=f"{PACKAGE}.d", imported=f"{PACKAGE}.migrations.x")
     graph.add_import(importer=f"{PACKAGE}.migrations.x", imported=f"{PACKAGE}.d")
     assert import_cycles(graph) == [[PACKAGE, f"{PACKAGE}.a"], [f"{PACKAGE}.b", f"{PACKAGE}.c", f"{PACKAGE}.d"]]
+
+
+def _section(title: str) -> str:
+    """The text of one ``## title`` section of the architecture page."""
+    page = PAGE.read_text()
+    start = page.index(f"\n## {title}\n")
+    end = page.find("\n## ", start + 1)
+    return page[start: end if end != -1 else len(page)]
+
+
+def _floors() -> list[list[str]]:
+    """The layers of the `floors` contract in pyproject.toml, top first, each as its module names."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = [c for c in config["contracts"] if c["id"] == "floors"]
+    return [re.split(r"\s*[|:]\s*", layer.strip()) for layer in contract["layers"]]
+
+
+def test_the_page_shows_the_floors_of_the_contract_in_its_order() -> None:
+    table = _section("The floors")
+    positions = []
+    for layer in _floors():
+        missing = [name for name in layer if f"`{name}`" not in table]
+        assert missing == [], f"docs/architecture.md's floors table lacks {missing}"
+        positions.append(min(table.index(f"`{name}`") for name in layer))
+    assert positions == sorted(positions), "the floors table lists the contract's layers in another order"
+
+
+def test_the_page_says_what_every_module_owns() -> None:
+    owned = _section("What each module owns")
+    named = set(re.findall(r"`([\w/]+(?:\.py|/))`", owned))
+    stale = sorted(name for name in named if not (SOURCE / name).exists())
+    assert stale == [], f"docs/architecture.md names modules that do not exist: {stale}"
+    modules = sorted(str(path.relative_to(SOURCE)) for path in SOURCE.rglob("*.py")
+                     if "migrations" not in path.parts and path.name != "__init__.py")
+    unnamed = [m for m in modules if m not in named and not any(m.startswith(d) for d in named if d.endswith("/"))]
+    assert unnamed == [], f"docs/architecture.md does not say what these modules own: {unnamed}"
