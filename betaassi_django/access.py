@@ -10,6 +10,9 @@ Open WebSockets follow the account: ``connection_state`` re-reads the user,
 their Django session and their permissions, and signals (logout, a saved or
 deleted user, changed permissions or groups) tell the user's open connections
 at once, through the channel-layer group ``user_group(pk)``.
+
+Only the pages, the consumers and the app's ``ready`` use this module; it sits above the publish queue, whose
+``Session`` table it reads and whose channel-layer sender it uses.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import hmac
 
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils.module_loading import import_string
+
+from betaassi_django.groups import user_group
+from betaassi_django.publishing.models import Session
+from betaassi_django.publishing.notify import send  # the channel layer's one sender: logs an outage once
 
 VIEW_PERMISSION = "betaassi_django.view_session"
 CHANGE_PERMISSION = "betaassi_django.change_session"
@@ -39,8 +46,6 @@ def may_send(user, session) -> bool:
 
 def readable_session(user, assistant_id: str, session_id: str):
     """The session if ``user`` may read it, else None (whether it exists or not: the caller cannot tell)."""
-    from betaassi_django.models import Session
-
     session = Session.objects.filter(assistant_id=assistant_id, session_id=session_id).first()
     return session if session is not None and may_read(user, session) else None
 
@@ -55,10 +60,6 @@ class State(enum.Enum):
     READ = "read"
     NO_LOGIN = "no_login"  # logged out, password changed, deactivated or deleted: close 4401
     NO_ACCESS = "no_access"  # logged in but may no longer read the session: close 4403
-
-
-def user_group(user_pk) -> str:
-    return f"betaassi.user.{user_pk}"
 
 
 def session_key_digest(session_key: str | None) -> str:
@@ -117,16 +118,14 @@ def notify(user_pks, logged_out: str | None = None) -> None:
     read what was saved); ``logged_out`` names (by digest) a Django session that just logged out."""
     from django.db import transaction
 
-    from betaassi_django.publishing.signals import _send  # the layer's one sender: logs an outage once
-
     pks = sorted({pk for pk in user_pks if pk is not None})
 
-    def send() -> None:
+    def send_all() -> None:
         for pk in pks:
-            _send(user_group(pk), {"type": "account.changed", "logged_out": logged_out})
+            send(user_group(pk), {"type": "account.changed", "logged_out": logged_out})
 
     if pks:
-        transaction.on_commit(send)
+        transaction.on_commit(send_all)
 
 
 def on_logged_out(sender, request, user, **kwargs) -> None:

@@ -1,4 +1,5 @@
-"""The app's configuration: its system checks and the signals that keep open WebSockets in step."""
+"""The app's configuration: its system checks, the signals that keep open WebSockets in step, and the wiring
+of the floors (the assistant lookup the quotas need comes from the models floor above them)."""
 
 from django.apps import AppConfig, apps
 
@@ -13,6 +14,10 @@ class BetaassiConfig(AppConfig):
         from .checks import register
 
         register()  # model checks (Tags.models) and configuration checks (Tags.compatibility)
+        from .models import find_assistant
+        from .quotas import use_assistant_finder
+
+        use_assistant_finder(find_assistant)  # a session's model is checked against its assistant's allow-list
         if apps.is_installed("django.contrib.auth"):
             from .access import connect_signals
 

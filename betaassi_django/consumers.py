@@ -23,7 +23,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from betaassi_django import access, conf, quotas, turns
-from betaassi_django.publishing.signals import assistant_group, session_group
+from betaassi_django.groups import assistant_group, session_group, user_group
 
 #: Largest frame accepted, in bytes of UTF-8.
 MAX_FRAME_BYTES = 64 * 1024
@@ -170,7 +170,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         self.session, self.bucket, self.flooding = session, _Bucket(RATE_BURST, RATE_PER_SECOND), 0
         self.groups_joined = (session_group(self.assistant_id, self.session_id), assistant_group(self.assistant_id),
-                              access.user_group(self.user_pk))
+                              user_group(self.user_pk))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         self.rechecking = asyncio.create_task(self._recheck_every(conf.get().websocket_recheck_seconds))

@@ -12,6 +12,11 @@ the publish-queue processor refuse the same things with the same words:
 
 Superusers are exempt from the counts (never from the allow-list): they can change every setting anyway.
 0 (or None) switches a count off.
+
+This module sits below the publish queue and the turns (both call it), so it imports neither: the ``Session``
+mirror it counts is handed in by the caller (``sessions``), and a session's assistant is found through the
+finder ``AppConfig.ready`` hands down (``use_assistant_finder``: the assistant classes live on the models
+floor, above). It owns its own table, ``TurnWindow`` (re-exported by ``betaassi_django.models``).
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import math
+from collections.abc import Callable
+from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, models, transaction
+from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
 from betaassi_django import conf
@@ -39,6 +47,47 @@ class QuotaExceeded(ValidationError):
 
 class ModelNotAllowed(ValidationError):
     """The model is not on the assistant class's allow-list (``code`` is ``model_not_allowed``)."""
+
+
+class TurnWindow(models.Model):
+    """One user's current minute of turns: one row per user, counted with conditional UPDATEs.
+
+    The window starts at the user's first turn after the previous one ended, so every process (and every
+    database, SQLite included) agrees on the count without locks: a turn is taken only by an UPDATE whose
+    WHERE says there is room.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE,
+                                related_name="+")
+    started_at = models.DateTimeField()
+    turns = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        app_label = "betaassi_django"
+        verbose_name = "turn window"
+
+    def __str__(self) -> str:
+        return f"user {self.user_id}: {self.turns} turn(s) since {self.started_at:%H:%M:%S}"
+
+
+# -- finding a session's assistant ----------------------------------------------------------------------------
+
+#: ``assistant_id -> the assistant (an instance of its own class) or None``: ``models.find_assistant``.
+AssistantFinder = Callable[[str], Any]
+_find_assistant: AssistantFinder | None = None
+
+
+def use_assistant_finder(find: AssistantFinder) -> None:
+    """Set how a session's assistant is found (``AppConfig.ready`` passes ``models.find_assistant``: the
+    assistant classes are on the floor above, which this module must not import)."""
+    global _find_assistant
+    _find_assistant = find
+
+
+def _assistant_of(session) -> Any:
+    if _find_assistant is None:
+        raise RuntimeError("betaassi_django.quotas has no assistant finder: is the betaassi_django app ready?")
+    return _find_assistant(session.assistant_id)
 
 
 # -- the models a session may choose ------------------------------------------------------------------------
@@ -106,27 +155,28 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def check_session_count(assistant_id: str, owner_id: int) -> None:
+def check_session_count(assistant_id: str, owner_id: int, sessions: QuerySet) -> None:
     """Raise ``QuotaExceeded`` naming the ``owner`` field when the owner may not have another session.
 
-    Counts the ``Session`` mirror (applied sessions); the processor counts the registry itself, so a burst
-    of creates published before any is applied is refused there, with the same reason.
+    Counts ``sessions``, the ``Session`` mirror (applied sessions) as the caller hands it in; the processor
+    counts the registry itself, so a burst of creates published before any is applied is refused there, with
+    the same reason.
     """
     limits = conf.get()
     if not (limits.max_sessions_per_user or limits.max_sessions_per_user_per_assistant) or exempt(owner_id):
         return
-    from betaassi_django.models import Session
-
-    mine = Session.objects.filter(owner_id=owner_id)
+    mine = sessions.filter(owner_id=owner_id)
     reason = session_refusal(on_assistant=mine.filter(assistant_id=assistant_id).count(), in_all=mine.count())
     if reason:
         raise QuotaExceeded({"owner": ValidationError(reason, code=QUOTA_EXCEEDED)})
 
 
-def check_create(assistant, owner_id: int, model: str | None) -> None:
-    """Everything a new session must satisfy beyond its own arguments, before any backend call."""
+def check_create(assistant, owner_id: int, model: str | None, sessions: QuerySet) -> None:
+    """Everything a new session must satisfy beyond its own arguments, before any backend call (``sessions``:
+    the ``Session`` mirror, as in ``check_session_count``)."""
     errors: dict[str, list[ValidationError]] = {}
-    for check in (lambda: check_model(assistant, model), lambda: check_session_count(assistant.id, owner_id)):
+    for check in (lambda: check_model(assistant, model),
+                  lambda: check_session_count(assistant.id, owner_id, sessions)):
         try:
             check()
         except ValidationError as exc:
@@ -149,8 +199,6 @@ def take_turn(user_id: int | None) -> int | None:
     limit = conf.get().max_turns_per_user_per_minute
     if not limit or exempt(user_id):
         return None
-    from betaassi_django.models import TurnWindow
-
     now = timezone.now()
     rows = TurnWindow.objects.filter(user_id=user_id)
     if rows.filter(started_at__gt=now - WINDOW, turns__lt=limit).update(turns=F("turns") + 1):
@@ -172,9 +220,7 @@ def session_model_refusal(session) -> str | None:
     """Why the session's model may no longer be used (the allow-list changed since it was chosen), or None."""
     if not session.model:
         return None
-    from betaassi_django.models import find_assistant
-
-    assistant = find_assistant(session.assistant_id)
+    assistant = _assistant_of(session)
     return None if assistant is None else model_refusal(type(assistant), assistant.model, session.model)
 
 
@@ -203,16 +249,14 @@ def check_turn(session, user_id: int | None) -> None:
 # -- the processor's view: events are untrusted -----------------------------------------------------------
 
 
-def event_limits(assistant_class, assistant_id: str, assistant_model: str | None, owners: set[int]) -> dict:
+def event_limits(assistant_class, assistant_id: str, assistant_model: str | None, owners: set[int],
+                 sessions: QuerySet) -> dict:
     """What the processor's fold needs to hold a batch's events to the same limits (``apply.Facts`` fields).
 
-    Two queries at most: which owners are exempt, and their sessions on other assistants (the mirror); the
-    sessions on this assistant are counted from its registry by the fold.
+    Two queries at most: which owners are exempt, and their sessions on other assistants (``sessions``, the
+    ``Session`` mirror the caller hands in); the sessions on this assistant are counted from its registry by
+    the fold.
     """
-    from django.db.models import Count
-
-    from betaassi_django.models import Session
-
     limits = conf.get()
     session_limits = (limits.max_sessions_per_user_per_assistant, limits.max_sessions_per_user)
     facts = {"model_refusal": lambda model: model_refusal(assistant_class, assistant_model, model),
@@ -220,6 +264,6 @@ def event_limits(assistant_class, assistant_id: str, assistant_model: str | None
     if owners and any(session_limits):
         facts["exempt"] = set(get_user_model().objects.filter(pk__in=owners, is_superuser=True)
                               .values_list("pk", flat=True))
-        facts["elsewhere"] = dict(Session.objects.filter(owner_id__in=owners).exclude(assistant_id=assistant_id)
+        facts["elsewhere"] = dict(sessions.filter(owner_id__in=owners).exclude(assistant_id=assistant_id)
                                   .values("owner_id").annotate(n=Count("id")).values_list("owner_id", "n"))
     return facts

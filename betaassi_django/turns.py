@@ -1,27 +1,42 @@
-"""Turns of a session over the channel layer: the user's message, a run, its streamed reply.
+"""A session's turns: the user's message, a run, the function-tool rounds, the reply. One home for all three ways in.
 
-Every frame of a turn goes to the session's channel-layer group, so each
-connection to the session, in any server process, receives the same stream.
-A process answers a session's turns one at a time, in arrival order; another
-process's run on the same thread is waited out, because the API refuses a
-second active run (and new messages) on a thread.
+- ``ask(session, text)`` (``Session.ask``): sync, polls the run and returns the whole reply;
+- ``astream(session, text)`` (``Session.astream``): async, yields the reply's text deltas;
+- ``submit(session, text)`` (the WebSocket consumer): queues a turn whose frames go to the session's
+  channel-layer group, so each connection to the session, in any server process, receives the same stream
+  (the contract: docs/websocket.md).
+
+All three send the message with the run (``_run_request``), count the turn against the same limits (``quotas``),
+and run the assistant's function tools between rounds (``tools``); the two async ones share one stream of run
+events across tool rounds (``_run_events``). A process answers a session's WebSocket turns one at a time, in
+arrival order; another process's run on the same thread is waited out, because the API refuses a second active
+run (and new messages) on a thread. ``ask`` and ``astream`` do not wait: they get the API's 400.
+
+The session is anything with the ``Session`` row's attributes (``assistant_id``, ``session_id``, ``thread_id``,
+``owner_id``, ``run_options()``, ``touch()``): this module sits below the publish queue that owns that table,
+and imports only the clients, the tools, the quotas and the low helpers (group names, message text).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import openai
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from betaassi_django.client import get_async_client
-from betaassi_django.publishing.signals import session_group
+from betaassi_django import quotas
+from betaassi_django.client import get_async_client, get_client
+from betaassi_django.groups import session_group
+from betaassi_django.messages import text_of, text_of_all
+from betaassi_django.tools import outputs_for_run, outputs_for_run_sync
 
 logger = logging.getLogger("betaassi_django.sessions")
 
@@ -36,10 +51,6 @@ BUSY_WAIT_SECONDS = 120.0
 
 ACTIVE_RUN_STATUSES = {"queued", "in_progress", "requires_action", "cancelling"}
 RUN_END_EVENTS = {"thread.run.failed", "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"}
-
-
-def text_of(message) -> str:
-    return "".join(part.text.value for part in message.content if part.type == "text")
 
 
 def message_frame(message) -> dict:
@@ -138,56 +149,123 @@ async def _our_message(api: openai.AsyncOpenAI, thread_id: str):
     return next(m for m in page.data if m.role == "user")
 
 
-async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> None:
+# -- what every turn does -------------------------------------------------------------------------------------
+
+
+def _counted_user(session, user) -> int | None:
+    """Whose turn it is for the quotas: ``user`` (a user or a pk) when given, else the session's owner."""
+    return getattr(user, "pk", user) if user is not None else session.owner_id
+
+
+def _run_request(session, text: str) -> dict:
+    """A turn's run with its user message: the message goes in with the run (``additional_messages``),
+    atomically, so a turn of this or another process cannot slip its message between ours and our run."""
+    return {**session.run_options(), "additional_messages": [{"role": "user", "content": text}]}
+
+
+def _text_deltas(event) -> list[str]:
+    """The text pieces of a ``thread.message.delta`` event (as the SDK's ``text_deltas`` reads them)."""
+    return [part.text.value for part in event.data.delta.content or []
+            if part.type == "text" and part.text and part.text.value]
+
+
+async def _run_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool) -> AsyncIterator:
+    """The streamed events of a turn's run, through every round of function calls.
+
+    On ``thread.run.requires_action`` the assistant's function tools run here and the run goes on in a new
+    stream (that event is not passed on). ``wait_while_busy``: retry while another run on the thread is active
+    (the WebSocket turns), rather than raise the API's 400 (``astream``). Consume it inside
+    ``contextlib.aclosing``, so the stream is closed as soon as the consumer stops.
+    """
     manager = None
 
     async def open_stream():
-        # The message goes in with the run (``additional_messages``), atomically: a turn of another
-        # process cannot slip its message between ours and our run. Entering the SDK's stream manager
-        # sends the request, so an active-run refusal surfaces here, with nothing added.
+        # Entering the SDK's stream manager sends the request, so an active-run refusal surfaces here, with
+        # nothing added.
         nonlocal manager
-        manager = api.beta.threads.runs.stream(
-            **session.run_options(), additional_messages=[{"role": "user", "content": text}])
+        manager = api.beta.threads.runs.stream(**_run_request(session, text))
         return await manager.__aenter__()
 
-    stream = await _when_idle(api, session.thread_id, open_stream)
-    run_id, deltas = None, None
+    stream = await (_when_idle(api, session.thread_id, open_stream) if wait_while_busy else open_stream())
     try:
         while stream is not None:  # the run's stream, then one more per round of function calls
             current, stream = stream, None
             async for event in current:
-                name = event.event
-                if name == "thread.run.created":
-                    run_id = event.data.id
-                    deltas = _Deltas(emit, run_id)
-                    message = await _our_message(api, session.thread_id)
-                    await emit({"type": "message.created", "message": message_frame(message)})
-                    await emit({"type": "run.started", "run_id": run_id})
-                elif name == "thread.message.delta" and deltas is not None:
-                    for part in event.data.delta.content or []:
-                        if part.type == "text" and part.text and part.text.value:
-                            await deltas.add(part.text.value)
-                elif name == "thread.message.completed":
-                    if deltas is not None:
-                        await deltas.close()
-                    await emit({"type": "message.completed", "run_id": run_id, "message": message_frame(event.data)})
-                elif name in RUN_END_EVENTS:
-                    if deltas is not None:
-                        await deltas.close()
-                    error = event.data.last_error.message if event.data.last_error else name.rsplit(".", 1)[-1]
-                    await emit({"type": "run.failed", "run_id": run_id, "error": error})
-                elif name == "thread.run.requires_action":
-                    # The assistant's function tools run here; the run goes on in a new stream.
-                    from betaassi_django.tools import outputs_for_run
-
-                    outputs = await outputs_for_run(api, event.data)
-                    await manager.__aexit__(None, None, None)
-                    manager = api.beta.threads.runs.submit_tool_outputs_stream(
-                        run_id=event.data.id, thread_id=session.thread_id, tool_outputs=outputs)
-                    stream = await manager.__aenter__()
-                    break
+                if event.event != "thread.run.requires_action":
+                    yield event
+                    continue
+                outputs = await outputs_for_run(api, event.data)
+                await manager.__aexit__(None, None, None)
+                manager = api.beta.threads.runs.submit_tool_outputs_stream(
+                    run_id=event.data.id, thread_id=session.thread_id, tool_outputs=outputs)
+                stream = await manager.__aenter__()
+                break
     finally:
         await manager.__aexit__(None, None, None)
+
+
+# -- the Python API: Session.ask and Session.astream ----------------------------------------------------------
+
+
+def ask(session, text: str, *, user=None) -> str:
+    """Send ``text`` in ``session`` and return the assistant's whole reply (``Session.ask``).
+
+    The turn counts against ``user`` (default: the owner); over ``BETAASSI_MAX_TURNS_PER_USER_PER_MINUTE`` it
+    raises ``quotas.QuotaExceeded`` before any backend call, and ``quotas.ModelNotAllowed`` when the session's
+    model is no longer on its assistant class's allow-list. A run that does not complete raises RuntimeError.
+    """
+    quotas.check_turn(session, _counted_user(session, user))
+    api = get_client()
+    run = api.beta.threads.runs.create_and_poll(**_run_request(session, text), poll_interval_ms=50)
+    while run.status == "requires_action":  # the model called the assistant's function tools
+        run = api.beta.threads.runs.submit_tool_outputs_and_poll(
+            run_id=run.id, thread_id=session.thread_id, tool_outputs=outputs_for_run_sync(api, run),
+            poll_interval_ms=50)
+    session.touch()
+    if run.status != "completed":
+        raise RuntimeError(f"run {run.id} ended {run.status}: {run.last_error.message if run.last_error else ''}")
+    return text_of_all(api.beta.threads.messages.list(session.thread_id, run_id=run.id, order="asc").data)
+
+
+async def astream(session, text: str, *, user=None) -> AsyncIterator[str]:
+    """Send ``text`` in ``session`` and yield the reply's text deltas as they arrive (``Session.astream``; the
+    turn counts against ``user``, default the owner, as in ``ask``)."""
+    await sync_to_async(quotas.check_turn)(session, _counted_user(session, user))
+    api = get_async_client()
+    async with contextlib.aclosing(_run_events(api, session, text, wait_while_busy=False)) as events:
+        async for event in events:
+            if event.event == "thread.message.delta":
+                for piece in _text_deltas(event):
+                    yield piece
+    await sync_to_async(session.touch)()
+
+
+# -- a WebSocket turn -----------------------------------------------------------------------------------------
+
+
+async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> None:
+    run_id, deltas = None, None
+    async with contextlib.aclosing(_run_events(api, session, text, wait_while_busy=True)) as events:
+        async for event in events:
+            name = event.event
+            if name == "thread.run.created":
+                run_id = event.data.id
+                deltas = _Deltas(emit, run_id)
+                message = await _our_message(api, session.thread_id)
+                await emit({"type": "message.created", "message": message_frame(message)})
+                await emit({"type": "run.started", "run_id": run_id})
+            elif name == "thread.message.delta" and deltas is not None:
+                for piece in _text_deltas(event):
+                    await deltas.add(piece)
+            elif name == "thread.message.completed":
+                if deltas is not None:
+                    await deltas.close()
+                await emit({"type": "message.completed", "run_id": run_id, "message": message_frame(event.data)})
+            elif name in RUN_END_EVENTS:
+                if deltas is not None:
+                    await deltas.close()
+                error = event.data.last_error.message if event.data.last_error else name.rsplit(".", 1)[-1]
+                await emit({"type": "run.failed", "run_id": run_id, "error": error})
 
 
 async def run_turn(session, text: str, emit) -> None:

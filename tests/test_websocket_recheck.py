@@ -18,8 +18,8 @@ from django.test import Client
 
 from betaassi_django import conf, turns
 from betaassi_django.client import get_async_client
+from betaassi_django.groups import session_group
 from betaassi_django.publishing.processor import Processor
-from betaassi_django.publishing.signals import session_group
 from project.asgi import application
 from tests.test_websocket import ORIGIN, _reply, _turn
 from tests.testapp.models import Support
@@ -58,7 +58,7 @@ def users():
 @pytest.fixture
 def support(users):
     support = Support.objects.create(name="support")
-    support.create_session("chat-1", owner=users["alice"])
+    support.sessions.create("chat-1", owner=users["alice"])
     Processor().run_once()
     return support
 

@@ -1,11 +1,14 @@
-"""Metadata-backed Django models of assistants, threads, messages and runs; re-exports the publish queue's tables."""
+"""Metadata-backed Django models of assistants, threads, messages and runs.
+
+Re-exports the tables users import from here: the publish queue's and the quotas' turn counter.
+"""
 
 from betaassi_django.publishing.models import PublishedEvent, PublishLease, PublishState, Session
+from betaassi_django.quotas import TurnWindow
 
 from .base import RemoteModel, RemoteQuerySet
 from .entities import Assistant, BaseAssistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
-from .lookup import assistant_models, find_assistant
-from .quotas import TurnWindow
+from .lookup import all_assistants, assistant_models, find_assistant
 
 __all__ = [
     "Assistant",
@@ -23,6 +26,7 @@ __all__ = [
     "Session",
     "Thread",
     "TurnWindow",
+    "all_assistants",
     "assistant_models",
     "find_assistant",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from django.conf import settings
 from django.db import models
 
@@ -124,47 +126,16 @@ class Session(models.Model):
 
         The turn counts against ``user`` (default: the owner); over ``BETAASSI_MAX_TURNS_PER_USER_PER_MINUTE``
         it raises ``quotas.QuotaExceeded`` before any backend call, and ``quotas.ModelNotAllowed`` when the
-        session's model is no longer on its assistant class's allow-list.
+        session's model is no longer on its assistant class's allow-list. The turn itself is
+        ``betaassi_django.turns.ask``, which the WebSocket turns share.
         """
-        from betaassi_django import quotas
-        from betaassi_django.client import get_client
-        from betaassi_django.tools import outputs_for_run_sync
+        from betaassi_django import turns
 
-        quotas.check_turn(self, getattr(user, "pk", user) if user is not None else self.owner_id)
-        api = get_client()
-        # The message goes in with the run, atomically: another turn cannot slip in between.
-        run = api.beta.threads.runs.create_and_poll(
-            **self.run_options(), additional_messages=[{"role": "user", "content": text}], poll_interval_ms=50)
-        while run.status == "requires_action":  # the model called the assistant's function tools
-            run = api.beta.threads.runs.submit_tool_outputs_and_poll(
-                run_id=run.id, thread_id=self.thread_id, tool_outputs=outputs_for_run_sync(api, run),
-                poll_interval_ms=50)
-        self.touch()
-        if run.status != "completed":
-            raise RuntimeError(f"run {run.id} ended {run.status}: {run.last_error.message if run.last_error else ''}")
-        replies = api.beta.threads.messages.list(self.thread_id, run_id=run.id, order="asc").data
-        return "".join(part.text.value for reply in replies for part in reply.content if part.type == "text")
+        return turns.ask(self, text, user=user)
 
-    async def astream(self, text: str, *, user=None):
+    def astream(self, text: str, *, user=None) -> AsyncIterator[str]:
         """Send ``text`` in this session and yield the reply's text deltas as they arrive (the turn counts
-        against ``user``, default the owner, as in ``ask``)."""
-        from asgiref.sync import sync_to_async
+        against ``user``, default the owner, as in ``ask``): ``betaassi_django.turns.astream``."""
+        from betaassi_django import turns
 
-        from betaassi_django import quotas
-        from betaassi_django.client import get_async_client
-        from betaassi_django.tools import outputs_for_run
-
-        await sync_to_async(quotas.check_turn)(self, getattr(user, "pk", user) if user is not None else self.owner_id)
-        api = get_async_client()
-        async with api.beta.threads.runs.stream(
-                **self.run_options(), additional_messages=[{"role": "user", "content": text}]) as stream:
-            async for delta in stream.text_deltas:
-                yield delta
-            run = stream.current_run
-        while run is not None and run.status == "requires_action":  # the model called function tools
-            async with api.beta.threads.runs.submit_tool_outputs_stream(
-                    run_id=run.id, thread_id=self.thread_id, tool_outputs=await outputs_for_run(api, run)) as stream:
-                async for delta in stream.text_deltas:
-                    yield delta
-                run = stream.current_run
-        await sync_to_async(self.touch)()
+        return turns.astream(self, text, user=user)
