@@ -28,7 +28,7 @@ def run(recorder: list, n: int) -> None:
     web.force_login(staff)
     desks = [Support.objects.create(name=f"admin bench {index}") for index in range(ROWS)]
     for desk in desks:
-        desk.create_session("s-1", owner=staff)
+        desk.sessions.create("s-1", owner=staff)
     Processor(assistant_ids=[d.id for d in desks]).run_once()
     for index in range(ROWS):
         ApiKey.issue(f"admin bench {index}")

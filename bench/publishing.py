@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 
 from betaassi_django.client import build_client, get_client, use_clients
 from betaassi_django.models import PublishedEvent
-from betaassi_django.publishing import signals
+from betaassi_django.publishing import notify
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
@@ -95,9 +95,9 @@ def _latency(support, user, samples: int, wake: bool) -> Timing:
     def loop() -> None:
         processor = Processor(assistant_ids=[support.id])
         while not stop.is_set():
-            signals.local_wake.clear()
+            notify.local_wake.clear()
             processor.run_once()
-            signals.local_wake.wait(0.2) if wake else stop.wait(0.2)
+            notify.local_wake.wait(0.2) if wake else stop.wait(0.2)
 
     worker = threading.Thread(target=loop, daemon=True)
     worker.start()
@@ -110,7 +110,7 @@ def _latency(support, user, samples: int, wake: bool) -> Timing:
             time.sleep(0.001)
         timing.samples.append(time.perf_counter() - start)
     stop.set()
-    signals.local_wake.set()
+    notify.local_wake.set()
     worker.join()
     return timing
 
@@ -130,9 +130,9 @@ def latency_and_rate(user, samples: int) -> None:
     def loop() -> None:
         processor = Processor(assistant_ids=[rate_support.id])
         while not stop.is_set():
-            signals.local_wake.clear()
+            notify.local_wake.clear()
             processor.run_once()
-            signals.local_wake.wait(0.2)
+            notify.local_wake.wait(0.2)
 
     worker = threading.Thread(target=loop, daemon=True)
     worker.start()
@@ -140,12 +140,12 @@ def latency_and_rate(user, samples: int) -> None:
     start = time.perf_counter()
     last = ""
     for index in range(count):
-        last = rate_support.create_session(f"r{index}", owner=user)
+        last = rate_support.sessions.create(f"r{index}", owner=user)
     while not PublishedEvent.objects.filter(event_id=last).exists():
         time.sleep(0.005)
     elapsed = time.perf_counter() - start
     stop.set()
-    signals.local_wake.set()
+    notify.local_wake.set()
     worker.join()
     add(NAME, f"sessions created through the queue ({count})", f"{count / elapsed:8.0f} sessions/s", "", "report")
 

@@ -39,9 +39,8 @@ owner = get_user_model().objects.get(username="demo")
 ids = [f"bench-{{i}}" for i in range({count})]
 last = None
 for session_id in ids:
-    last = assistant.create_session(session_id, owner=owner)
-from betaassi_django.publishing.publisher import wait_applied
-wait_applied(last, timeout=120)
+    last = assistant.sessions.create(session_id, owner=owner)
+assistant.sessions.wait(last, timeout=120)
 rows = Session.objects.filter(assistant_id=assistant.id, session_id__in=ids).values_list("session_id", "thread_id")
 print(json.dumps({{"assistant": assistant.id, "sessions": dict(rows)}}))
 """

@@ -16,7 +16,7 @@ import threading
 from django.apps import apps
 
 from betaassi_django import conf
-from betaassi_django.publishing import signals
+from betaassi_django.publishing import notify
 
 logger = logging.getLogger("betaassi_django.publishing")
 
@@ -61,7 +61,7 @@ class WithProcessor:
 
                 engine.start()
             self.loop = loop
-            signals.serve_on(loop)
+            notify.serve_on(loop)
         return await self.app(scope, receive, send)
 
 

@@ -7,8 +7,9 @@ import secrets
 from django import forms
 
 from betaassi_django import quotas
+from betaassi_django.publishing import kinds
+from betaassi_django.publishing.events import SESSION_ID
 
-KINDS = [("default", "full history"), ("oneshot", "one-shot (last message only)"), ("manyshots", "last N messages")]
 #: Who may name a new session's id: those who may see every session's id anyway (in the admin). Anyone else gets
 #: a random id, so the form never answers "taken" for an id of someone else's session.
 CHOOSE_ID_PERMISSION = "betaassi_django.view_session"
@@ -21,11 +22,11 @@ def random_session_id() -> str:
 class StartSessionForm(forms.Form):
     assistant = forms.ChoiceField()
     session_id = forms.RegexField(
-        regex=r"\A[A-Za-z0-9_.:-]{1,60}\Z", required=False, max_length=60,  # \Z: "$" passes a final newline
+        regex=rf"\A{SESSION_ID.pattern}\Z", required=False, max_length=60,  # \Z: "$" passes a final newline
         help_text="Letters, digits, '_', '-', '.', ':'. Blank: a new random id.",
         error_messages={"invalid": "Use 1 to 60 letters, digits, '_', '-', '.' or ':'."})
-    kind = forms.ChoiceField(choices=KINDS, initial="default")
-    context_messages = forms.IntegerField(label="N", min_value=1, max_value=1000, required=False,
+    kind = forms.ChoiceField(choices=kinds.CHOICES, initial="default")
+    context_messages = forms.IntegerField(label="N", min_value=1, max_value=kinds.MAX_CONTEXT_MESSAGES, required=False,
                                           help_text="Messages of context for 'last N messages'.")
     model = forms.ChoiceField(required=False, help_text="Blank: the assistant's model. Each assistant offers "
                                                         "the models its sessions may use.")
@@ -41,10 +42,9 @@ class StartSessionForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
-        if data.get("kind") == "manyshots" and not data.get("context_messages"):
-            self.add_error("context_messages", "Say how many messages 'last N messages' keeps.")
-        if data.get("kind") != "manyshots":
-            data["context_messages"] = None
+        data["context_messages"] = kinds.kept_context(data.get("kind"), data.get("context_messages"))
+        if kinds.context_refusal(data.get("kind"), data["context_messages"]):
+            self.add_error("context_messages", kinds.ASK_FOR_COUNT)
         data["session_id"] = data.get("session_id") or random_session_id()
         data["model"] = data.get("model") or None
         assistant = self.assistants.get(data.get("assistant"))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,15 +12,11 @@ from django.urls import reverse
 
 from betaassi_django import access
 from betaassi_django.forms import CHOOSE_ID_PERMISSION, StartSessionForm
-from betaassi_django.models import BaseAssistant, PublishedEvent, Session, assistant_models, find_assistant
+from betaassi_django.models import Session, all_assistants, find_assistant
+from betaassi_django.publishing.events import SESSION_ID
 
 #: How long starting a session waits for the processor to apply it.
 APPLY_WAIT_SECONDS = 10.0
-
-
-def all_assistants() -> list[BaseAssistant]:
-    return sorted((a for model in assistant_models() for a in model.objects.all()),
-                  key=lambda a: ((a.name or "").lower(), a.id))
 
 
 @login_required
@@ -34,8 +27,6 @@ def session_list(request: HttpRequest) -> HttpResponse:
 
 
 def _list_context(request: HttpRequest, assistants, form) -> dict:
-    from betaassi_django.publishing.events import SESSION_ID
-
     mine = Session.objects.filter(owner=request.user).order_by("-touched_at", "-created_at")
     by_assistant = {a.id: [] for a in assistants}
     for session in mine:
@@ -43,17 +34,6 @@ def _list_context(request: HttpRequest, assistants, form) -> dict:
             continue
         by_assistant.setdefault(session.assistant_id, []).append(session)
     return {"assistants": [(a, by_assistant[a.id]) for a in assistants], "form": form}
-
-
-async def _applied(event_id: str) -> tuple[str | None, str]:
-    """The event's status and reason once a processor has handled it; None if it did not within the wait."""
-    deadline = time.monotonic() + APPLY_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        found = await PublishedEvent.objects.filter(event_id=event_id).values_list("status", "reason").afirst()
-        if found is not None:
-            return found
-        await asyncio.sleep(0.02)
-    return None, ""
 
 
 @login_required
@@ -70,7 +50,7 @@ async def start_session(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         assistant = next(a for a in assistants if a.id == data["assistant"])
         try:  # the quotas and the model allow-list (betaassi_django.quotas), before any backend call
-            event_id = await sync_to_async(assistant.create_session)(
+            event_id = await sync_to_async(assistant.sessions.create)(
                 data["session_id"], owner=user, kind=data["kind"], context_messages=data["context_messages"],
                 model=data["model"])
         except ValidationError as exc:
@@ -79,7 +59,12 @@ async def start_session(request: HttpRequest) -> HttpResponse:
     if refused:
         context = await sync_to_async(_list_context)(request, assistants, form)
         return await sync_to_async(render)(request, "betaassi_django/sessions.html", context, status=400)
-    status, reason = await _applied(event_id)
+    try:
+        recorded = await assistant.sessions.await_(event_id, APPLY_WAIT_SECONDS)
+    except TimeoutError:
+        status, reason = None, ""
+    else:
+        status, reason = recorded.status, recorded.reason
     if status == "applied":
         return redirect("betaassi:chat", assistant_id=assistant.id, session_id=data["session_id"])
     if status is None:

@@ -266,7 +266,7 @@ def processor():
     """``process_publish_queue`` as it runs beside the server, woken by publishers in this process."""
     import threading
 
-    from betaassi_django.publishing import signals
+    from betaassi_django.publishing import notify
     from betaassi_django.publishing.processor import Processor
 
     stop = threading.Event()
@@ -274,7 +274,7 @@ def processor():
     thread.start()
     yield
     stop.set()
-    signals.local_wake.set()
+    notify.local_wake.set()
     thread.join(10)
 
 

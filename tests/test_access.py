@@ -54,7 +54,7 @@ def people():
 @pytest.fixture
 def support(people):
     support = Support.objects.create(name="support")
-    support.create_session("private", owner=people["alice"])
+    support.sessions.create("private", owner=people["alice"])
     Processor().run_once()
     return support
 

@@ -41,10 +41,10 @@ def support_form(**values) -> dict:
 def test_changelist_shows_type_model_sessions_lag_and_id(web, staff):
     desk = Support.objects.create(name="Desk", model="gpt-4o-mini", tier=2)
     other = Support.objects.create(name="Other", model="gpt-4o")
-    desk.create_session("s1", owner=staff)
-    desk.create_session("s2", owner=staff)
+    desk.sessions.create("s1", owner=staff)
+    desk.sessions.create("s2", owner=staff)
     Processor().run_once()
-    desk.update_session("s1", kind="oneshot")  # published, not applied: the lag is 1
+    desk.sessions.update("s1", kind="oneshot")  # published, not applied: the lag is 1
 
     response = web.get("/admin/testapp/support/")
     assert response.status_code == 200
@@ -136,7 +136,7 @@ def test_change_writes_through(web):
 
 def test_change_page_shows_core_own_and_backend_fields(web, staff):
     desk = Support.objects.create(name="Desk", tier=4)
-    desk.create_session("s1", owner=staff)
+    desk.sessions.create("s1", owner=staff)
     Processor().run_once()
     response = web.get(admin_path(Support, "change", desk.id))
     assert response.status_code == 200
@@ -151,7 +151,7 @@ def test_change_page_shows_core_own_and_backend_fields(web, staff):
 
 def test_delete_removes_the_assistant_its_queue_and_session_threads(web, staff):
     desk = Support.objects.create(name="Desk")
-    desk.create_session("s1", owner=staff)
+    desk.sessions.create("s1", owner=staff)
     Processor().run_once()
     thread_id = Session.objects.get().thread_id
     queue_threads = [desk.metadata[PUBLISH_KEY], desk.metadata[REGISTRY_KEY]]

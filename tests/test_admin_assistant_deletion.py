@@ -35,7 +35,7 @@ def desk_with_sessions(name: str = "Desk", sessions=("s-1", "s-2")):
     owner = get_user_model().objects.get_or_create(username="owner")[0]
     desk = Support.objects.create(name=name)
     for session_id in sessions:
-        desk.create_session(session_id, owner=owner)
+        desk.sessions.create(session_id, owner=owner)
     Processor().run_once()
     return desk
 

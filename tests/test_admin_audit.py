@@ -30,7 +30,7 @@ def entries() -> list[tuple]:
 
 def setting(staff):
     desk = Support.objects.create(name="Desk")
-    desk.create_session("s-1", owner=staff)
+    desk.sessions.create("s-1", owner=staff)
     return desk
 
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def desk(staff):
     """An assistant with one applied session, made while the backend worked."""
     desk = Support.objects.create(name="Desk", tier=2)
-    desk.create_session("s-1", owner=staff)
+    desk.sessions.create("s-1", owner=staff)
     Processor().run_once()
     return desk
 

@@ -36,8 +36,8 @@ def staff_with(*codenames: str):
 def desk_with_sessions():
     owner = get_user_model().objects.create_user("owner", password="pw")
     desk = Support.objects.create(name="Desk")
-    desk.create_session("s-1", owner=owner)
-    desk.create_session("s-2", owner=owner)
+    desk.sessions.create("s-1", owner=owner)
+    desk.sessions.create("s-2", owner=owner)
     Processor().run_once()
     return desk, owner
 

@@ -22,7 +22,7 @@ OVER_QUOTA = "owner already has 1 session in all; the limit is 1"
 
 def desk_of(owner):
     desk = Support.objects.create(name="Desk", model="gpt-4o")
-    desk.create_session("s-1", owner=owner)
+    desk.sessions.create("s-1", owner=owner)
     Processor().run_once()
     return desk
 

@@ -101,8 +101,8 @@ def setting():
     """The desk (one applied session, owned by someone else), a spare, and that owner."""
     owner = get_user_model().objects.create_user("owner", password="pw")
     desk, spare = Support.objects.create(name="Desk"), Support.objects.create(name="Spare")
-    desk.create_session("s-1", owner=owner)
-    spare.create_session("t-1", owner=owner)
+    desk.sessions.create("s-1", owner=owner)
+    spare.sessions.create("t-1", owner=owner)
     Processor().run_once()
     return desk, spare, owner
 

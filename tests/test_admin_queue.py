@@ -22,12 +22,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_the_queue_page_shows_each_event_with_its_status(web, staff):
     desk = Support.objects.create(name="Desk")
     api = get_client()
-    desk.create_session("s-1", owner=staff)
+    desk.sessions.create("s-1", owner=staff)
     api.beta.threads.messages.create(desk.metadata[PUBLISH_KEY], role="user", content="not json at all")
-    desk.update_session("missing", kind="oneshot")  # a no-op: no such session
+    desk.sessions.update("missing", kind="oneshot")  # a no-op: no such session
     Processor().run_once()
     hwm = PublishedEvent.objects.order_by("processed_at").last().event_id
-    later = desk.delete_session("s-1")  # pending
+    later = desk.sessions.delete("s-1")  # pending
 
     page = web.get(admin_path(Support, "queue", desk.id))
     assert page.status_code == 200
@@ -48,7 +48,7 @@ def test_the_queue_page_shows_each_event_with_its_status(web, staff):
 def test_the_queue_page_pages_through_older_events(web, staff):
     desk = Support.objects.create(name="Desk")
     for index in range(55):
-        desk.update_session(f"s-{index}", model="m")
+        desk.sessions.update(f"s-{index}", model="m")
     first = web.get(admin_path(Support, "queue", desk.id))
     assert len(first.context["events"]) == 50 and first.context["lag"] == "55"
     older = web.get(admin_path(Support, "queue", desk.id), {"after": first.context["older"]})
@@ -58,20 +58,20 @@ def test_the_queue_page_pages_through_older_events(web, staff):
 
 def test_apply_now_from_the_queue_page(web, staff):
     desk = Support.objects.create(name="Desk")
-    desk.create_session("s-1", owner=staff)
-    desk.create_session("s-2", owner=staff)
+    desk.sessions.create("s-1", owner=staff)
+    desk.sessions.create("s-2", owner=staff)
     response = web.post(admin_path(Support, "queue", desk.id), {"apply": "1"})
     assert response.status_code == 302 and response["Location"] == admin_path(Support, "queue", desk.id)
     assert shown(response) == ["Desk: 2 event(s) processed; nothing is pending."]
     assert sorted(Session.objects.values_list("session_id", flat=True)) == ["s-1", "s-2"]
-    assert [s.session_id for s in desk.sessions] == ["s-1", "s-2"]
+    assert [s.session_id for s in desk.sessions.list()] == ["s-1", "s-2"]
     assert not PublishLease.objects.exists()  # released after the run
     assert web.get(admin_path(Support, "queue", desk.id)).context["lag"] == "0"
 
 
 def test_apply_now_while_another_processor_holds_the_queue(web, staff):
     desk = Support.objects.create(name="Desk")
-    desk.create_session("s-1", owner=staff)
+    desk.sessions.create("s-1", owner=staff)
     from betaassi_django.publishing import lease
 
     assert lease.acquire(desk.id, "elsewhere:1", 60)
@@ -82,8 +82,8 @@ def test_apply_now_while_another_processor_holds_the_queue(web, staff):
 
 def test_apply_now_as_a_changelist_action(web, staff):
     one, two = Support.objects.create(name="One"), Support.objects.create(name="Two")
-    one.create_session("a", owner=staff)
-    two.create_session("b", owner=staff)
+    one.sessions.create("a", owner=staff)
+    two.sessions.create("b", owner=staff)
     response = web.post("/admin/testapp/support/", {"action": "apply_pending_now", "_selected_action": [one.id]})
     assert response.status_code == 302
     assert shown(response) == ["One: 1 event(s) processed; nothing is pending."]
@@ -92,7 +92,7 @@ def test_apply_now_as_a_changelist_action(web, staff):
 
 def test_sync_from_backend_rereads_the_assistant_and_its_sessions(web, staff):
     desk = Support.objects.create(name="Desk", tier=1)
-    desk.create_session("s-1", owner=staff)
+    desk.sessions.create("s-1", owner=staff)
     Processor().run_once()
     api = get_client()
     api.beta.assistants.update(desk.id, name="Renamed elsewhere", metadata={**desk.metadata, "tier": "7"})
@@ -109,7 +109,7 @@ def test_sync_from_backend_rereads_the_assistant_and_its_sessions(web, staff):
 
 def test_sync_drops_an_assistant_deleted_elsewhere(web, staff):
     desk = Support.objects.create(name="Desk")
-    desk.create_session("s-1", owner=staff)
+    desk.sessions.create("s-1", owner=staff)
     Processor().run_once()
     get_client().beta.assistants.delete(desk.id)
     response = web.post("/admin/testapp/support/", {"action": "sync_from_backend", "_selected_action": [desk.id]})
@@ -120,8 +120,8 @@ def test_sync_drops_an_assistant_deleted_elsewhere(web, staff):
 def test_sync_all_mirrors_new_assistants_and_drops_vanished_ones(web, staff):
     api = get_client()
     kept, gone = Support.objects.create(name="Kept"), Support.objects.create(name="Gone")
-    kept.create_session("s-1", owner=staff)
-    gone.create_session("s-2", owner=staff)
+    kept.sessions.create("s-1", owner=staff)
+    gone.sessions.create("s-2", owner=staff)
     Processor().run_once()
     api.beta.assistants.delete(gone.id)
     made_elsewhere = api.beta.assistants.create(model="gpt-4o", name="Elsewhere",
@@ -142,7 +142,7 @@ def test_sync_all_mirrors_new_assistants_and_drops_vanished_ones(web, staff):
 
 def test_the_queue_page_needs_staff_the_change_permission_and_csrf(staff):
     desk = Support.objects.create(name="Desk")
-    desk.create_session("s", owner=staff)
+    desk.sessions.create("s", owner=staff)
     url = admin_path(Support, "queue", desk.id)
     anonymous = Client().get(url)
     assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")

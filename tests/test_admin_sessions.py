@@ -10,7 +10,7 @@ import pytest
 
 from betaassi_django.client import get_client
 from betaassi_django.models import Session
-from betaassi_django.publishing import publisher, signals
+from betaassi_django.publishing import notify
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.processor import Processor
 from tests.admin_paths import admin_path
@@ -74,7 +74,7 @@ def test_add_a_session_from_the_session_admin(web, staff):
 
 def test_session_form_errors_publish_nothing(web, staff):
     desk = Support.objects.create(name="Desk")
-    desk.create_session("taken", owner=staff, wait=False)
+    desk.sessions.create("taken", owner=staff, wait=False)
     Processor().run_once()
     cases = [
         ({"session_id": "bad id!", "kind": "default"}, "session_id"),
@@ -93,8 +93,8 @@ def test_session_form_errors_publish_nothing(web, staff):
 
 def test_edit_and_delete_publish_and_show_pending(web, staff):
     desk = Support.objects.create(name="Desk")
-    desk.create_session("s-1", owner=staff)
-    desk.create_session("s-2", owner=staff)
+    desk.sessions.create("s-1", owner=staff)
+    desk.sessions.create("s-2", owner=staff)
     Processor().run_once()
     one, two = Session.objects.order_by("session_id")
 
@@ -124,7 +124,7 @@ def test_edit_and_delete_publish_and_show_pending(web, staff):
 def test_bulk_delete_publishes_one_event_per_session(web, staff):
     desk = Support.objects.create(name="Desk")
     for sid in ("a", "b", "c"):
-        desk.create_session(sid, owner=staff)
+        desk.sessions.create(sid, owner=staff)
     Processor().run_once()
     chosen = list(Session.objects.filter(session_id__in=["a", "b"]).values_list("pk", flat=True))
     action = {"action": "delete_selected", "_selected_action": chosen}
@@ -140,8 +140,8 @@ def test_bulk_delete_publishes_one_event_per_session(web, staff):
 
 def test_search_and_filters(web, staff):
     desk, other = Support.objects.create(name="Desk"), Support.objects.create(name="Other")
-    desk.create_session("alpha", owner=staff, kind="oneshot")
-    other.create_session("beta", owner=staff)
+    desk.sessions.create("alpha", owner=staff, kind="oneshot")
+    other.sessions.create("beta", owner=staff)
     Processor().run_once()
 
     def ids(**query):
@@ -155,8 +155,8 @@ def test_search_and_filters(web, staff):
 
 def test_the_inline_on_the_assistant_page_publishes(web, staff):
     desk = Support.objects.create(name="Desk")
-    desk.create_session("keep", owner=staff)
-    desk.create_session("drop", owner=staff)
+    desk.sessions.create("keep", owner=staff)
+    desk.sessions.create("drop", owner=staff)
     Processor().run_once()
     drop, keep = Session.objects.order_by("session_id")
 
@@ -193,7 +193,7 @@ def test_adding_an_assistant_with_sessions_in_one_form(web, staff):
     desk = Support.objects.get()
     assert [(e["op"], e["session_id"]) for e in published(desk)] == [("session.create", "first")]
     Processor().run_once()
-    assert desk.get_session("first").owner == staff
+    assert desk.sessions.get("first").owner == staff
 
 
 def test_a_serving_processor_is_woken_when_the_admin_form_commits(web, staff):
@@ -210,11 +210,11 @@ def test_a_serving_processor_is_woken_when_the_admin_form_commits(web, staff):
         response = web.post("/admin/betaassi_django/session/add/", {
             "assistant": desk.id, "session_id": "woken", "owner": staff.pk, "kind": "default"})
         event_id = re.search(r"\(event (msg_\w+)\)", shown(response)[0])[1]
-        assert publisher.wait_applied(event_id, timeout=10) == "applied"
+        assert desk.sessions.wait(event_id, timeout=10).status == "applied"
         assert Session.objects.get().session_id == "woken"
     finally:
         stop.set()
-        signals.local_wake.set()
+        notify.local_wake.set()
         thread.join(10)
 
 
@@ -224,7 +224,7 @@ def test_the_inline_shows_a_bounded_number_of_sessions(web, staff, monkeypatch):
     monkeypatch.setattr(SessionFormSet, "limit", 2)
     desk = Support.objects.create(name="Desk")
     for sid in ("c", "a", "b"):
-        desk.create_session(sid, owner=staff)
+        desk.sessions.create(sid, owner=staff)
     Processor().run_once()
     page = web.get(admin_path(Support, "change", desk.id))
     formset = page.context["inline_admin_formsets"][0].formset

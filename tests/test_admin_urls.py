@@ -58,8 +58,8 @@ def odd(staff):
     """Odd desk, id ``asst_5F_3E...``: a raw id in its URLs would name ``asst_>...``. Two applied sessions."""
     desk = under_id(Support.objects.create(name="Odd desk", tier=2), chosen_id("5F_3E"))
     assert desk.id.startswith("asst_5F_3E") and Support.objects.get().id == desk.id
-    desk.create_session("s-1", owner=staff)
-    desk.create_session("s-2", owner=staff)
+    desk.sessions.create("s-1", owner=staff)
+    desk.sessions.create("s-2", owner=staff)
     Processor().run_once()
     return desk
 
@@ -84,7 +84,7 @@ def test_the_changelist_links_reach_the_change_page_and_the_queue(web, odd):
 
 
 def test_the_publish_queue_button_then_apply_now_and_sync(web, odd):
-    odd.update_session("s-1", kind="oneshot")  # pending: the queue page shows a lag of 1
+    odd.sessions.update("s-1", kind="oneshot")  # pending: the queue page shows a lag of 1
     change = web.get(admin_path(Support, "change", odd.id))
     queue_url = href(change, r' class="queue-link">Publish queue</a>')
     queue = web.get(queue_url)
@@ -104,7 +104,7 @@ def test_the_publish_queue_button_then_apply_now_and_sync(web, odd):
 
 
 def test_the_changelist_actions(web, odd):
-    odd.update_session("s-2", model="m-2")
+    odd.sessions.update("s-2", model="m-2")
     selected = {"_selected_action": [odd.id]}  # actions post raw primary keys, as the changelist's checkboxes do
     applied = web.post(admin_path(Support, "changelist"), {"action": "apply_pending_now", **selected})
     assert applied.status_code == 302 and shown(applied) == ["Odd desk: 1 event(s) processed; nothing is pending."]

@@ -40,7 +40,7 @@ def published():
     """A real session.create event waiting in a Support assistant's queue: (assistant, event id)."""
     owner = get_user_model().objects.create_user("carol")
     support = Support.objects.create(name="desk")
-    return support, support.create_session("s-1", owner=owner)
+    return support, support.sessions.create("s-1", owner=owner)
 
 
 def _event_lines(stderr: str, event_id: str) -> list[str]:
@@ -64,7 +64,7 @@ def test_verbosity_zero_is_quiet_and_two_shows_the_leases(tmp_path, published):
     quiet = _process_once(tmp_path, "--assistant", support.id, "-v", "0", logging_setting=False)
     assert (quiet.returncode, quiet.stderr) == (0, "")
     other = Support.objects.create(name="other")
-    event_id = other.create_session("s-2", owner=get_user_model().objects.get(username="carol"))
+    event_id = other.sessions.create("s-2", owner=get_user_model().objects.get(username="carol"))
     loud = _process_once(tmp_path, "--assistant", other.id, "-v", "2", logging_setting=False)
     assert len(_event_lines(loud.stderr, event_id)) == 1
     assert re.search(f"{TIMESTAMP} DEBUG betaassi_django.publishing lease acquired assistant={other.id} ",

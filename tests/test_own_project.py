@@ -144,7 +144,7 @@ def test_process_publish_queue_prints_a_line_per_applied_event_without_logging(p
         "from betaassi_django.models import Assistant\n"
         "owner = User.objects.create_user('queue-owner')\n"
         "assistant = Assistant.objects.create(name='Queue', model='gpt-4o')\n"
-        "print(assistant.id, assistant.create_session('s1', owner=owner))\n"
+        "print(assistant.id, assistant.sessions.create('s1', owner=owner))\n"
     ).split()
     done = project.run("process_publish_queue", "--once")
     (line,) = done.stderr.splitlines()

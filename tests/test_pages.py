@@ -122,7 +122,7 @@ def test_without_a_processor_the_user_is_told(web, alice, monkeypatch):
 
 def test_only_the_owner_opens_a_chat_and_others_get_not_found(web, alice):
     support = Support.objects.create(name="support")
-    support.create_session("private", owner=alice)
+    support.sessions.create("private", owner=alice)
     Processor().run_once()
     bob = get_user_model().objects.create_user("bob", password="x")
     staff = get_user_model().objects.create_user("staff", password="x", is_staff=True)

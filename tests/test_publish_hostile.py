@@ -80,18 +80,18 @@ def test_parse_of_anything_is_an_event_or_rejected(content):
 
 def test_poison_is_rejected_and_valid_events_of_every_assistant_are_applied(alice, staff):
     first, second = Support.objects.create(name="first"), Support.objects.create(name="second")
-    before = first.create_session("before", owner=alice)
+    before = first.sessions.create("before", owner=alice)
     poison = [(raw(first, content), reason) for content, reason in POISON]
-    after = [first.create_session("after", owner=alice, model="m-1"), first.update_session("before", model="m-2"),
-             second.create_session("other", owner=alice), first.set_attr("tier", 3)]
+    after = [first.sessions.create("after", owner=alice, model="m-1"), first.sessions.update("before", model="m-2"),
+             second.sessions.create("other", owner=alice), first.queue.set_attr("tier", 3)]
     assert Processor().run_once() == 1 + len(POISON) + 4
     assert outcome(before) == ("applied", "")
     for event_id, reason in poison:
         status, recorded = outcome(event_id)
         assert status == "rejected" and recorded.startswith(reason), (event_id, recorded)
     assert [outcome(event_id)[0] for event_id in after] == ["applied"] * 4
-    assert first.get_session("after").model == "m-1" and first.get_session("before").model == "m-2"
-    assert second.get_session("other").owner == alice
+    assert first.sessions.get("after").model == "m-1" and first.sessions.get("before").model == "m-2"
+    assert second.sessions.get("other").owner == alice
     assert Support.retrieve(first.id).tier == 3
 
     web = client_of(staff)  # the admin reads the poisoned queue without a 500
@@ -100,7 +100,7 @@ def test_poison_is_rejected_and_valid_events_of_every_assistant_are_applied(alic
         assert web.get(url).status_code == 200, url
     page = web.get(reverse("admin:testapp_support_queue", args=[first.pk])).content.decode()
     assert "not valid JSON: nested too deep" in page
-    statuses = [e.op if not isinstance(e, Rejected) else "rejected" for _, e in first.publish_queue.events()]
+    statuses = [e.op if not isinstance(e, Rejected) else "rejected" for _, e in first.queue.events()]
     assert statuses.count("rejected") == len(POISON)  # the readers get each as a Rejected too
     raw(first, "[" * 5000)  # pending poison: the pages still answer
     for url in (reverse("admin:testapp_support_changelist"), reverse("admin:testapp_support_queue", args=[first.pk])):
@@ -109,22 +109,22 @@ def test_poison_is_rejected_and_valid_events_of_every_assistant_are_applied(alic
 
 def test_a_no_op_create_naming_another_sessions_thread_does_not_delete_it(alice, bob):
     support = Support.objects.create()
-    support.create_session("bobs", owner=bob)
-    support.create_session("alices", owner=alice)
+    support.sessions.create("bobs", owner=bob)
+    support.sessions.create("alices", owner=alice)
     Processor().run_once()
-    bobs_thread = support.get_session("bobs").thread_id
+    bobs_thread = support.sessions.get("bobs").thread_id
     forged = raw(support, event("session.create", "alices", owner=alice.pk, thread_id=bobs_thread))
     Processor().run_once()
     assert outcome(forged) == ("rejected", FOREIGN_THREAD)
     assert get_client().beta.threads.retrieve(bobs_thread).id == bobs_thread  # still there
-    assert support.get_session("bobs").thread_id == bobs_thread
+    assert support.sessions.get("bobs").thread_id == bobs_thread
 
 
 def test_a_forged_session_on_another_users_thread_is_rejected(alice, bob):
     support, other = Support.objects.create(), Support.objects.create()
-    support.create_session("bobs", owner=bob)
+    support.sessions.create("bobs", owner=bob)
     Processor().run_once()
-    bobs = support.get_session("bobs")
+    bobs = support.sessions.get("bobs")
     bobs.ask("my secret")
     # The same thread named for a new session, and for the same session id on another assistant.
     forged = [raw(support, event("session.create", "mine", owner=alice.pk, thread_id=bobs.thread_id)),
@@ -134,7 +134,7 @@ def test_a_forged_session_on_another_users_thread_is_rejected(alice, bob):
     forged.append(raw(support, event("session.create", "mine2", owner=alice.pk, thread_id=tagged.id)))
     Processor().run_once()
     assert [outcome(event_id) for event_id in forged] == [("rejected", FOREIGN_THREAD)] * 3
-    assert support.get_session("mine") is None and other.get_session("bobs") is None
+    assert support.sessions.get("mine") is None and other.sessions.get("bobs") is None
     assert not Session.objects.filter(owner=alice).exists()
     assert get_client().beta.threads.retrieve(bobs.thread_id).id == bobs.thread_id
     assert get_client().beta.threads.retrieve(tagged.id).id == tagged.id  # not ours to delete either
@@ -142,16 +142,16 @@ def test_a_forged_session_on_another_users_thread_is_rejected(alice, bob):
 
 def test_a_session_thread_is_deleted_only_when_tagged_for_it(alice):
     support = Support.objects.create()
-    support.create_session("s", owner=alice)
-    duplicate = support.create_session("s", owner=alice)  # a no-op: the publisher's new thread is let go of
+    support.sessions.create("s", owner=alice)
+    duplicate = support.sessions.create("s", owner=alice)  # a no-op: the publisher's new thread is let go of
     thread_of_duplicate = json.loads(get_client().beta.threads.messages.retrieve(
         duplicate, thread_id=support.metadata[PUBLISH_KEY]).content[0].text.value)["args"]["thread_id"]
     Processor().run_once()
     assert outcome(duplicate) == ("noop", "the session exists")
     with pytest.raises(openai.NotFoundError):
         get_client().beta.threads.retrieve(thread_of_duplicate)
-    thread_id = support.get_session("s").thread_id
-    support.delete_session("s")
+    thread_id = support.sessions.get("s").thread_id
+    support.sessions.delete("s")
     Processor().run_once()
     with pytest.raises(openai.NotFoundError):
         get_client().beta.threads.retrieve(thread_id)
@@ -169,7 +169,7 @@ def test_assistant_set_changes_only_the_classs_own_metadata_fields(alice):
         (event("assistant.set", None, field="tier", value=2**70), "assistant.set value must be"),
     ]
     ids = [(raw(support, body), reason) for body, reason in cases]
-    good = support.set_attr("escalate", True)
+    good = support.queue.set_attr("escalate", True)
     Processor().run_once()
     for event_id, reason in ids:
         status, recorded = outcome(event_id)
@@ -193,7 +193,7 @@ def test_owners_must_be_existing_users(alice):
     assert outcome(absent) == ("rejected", f"owner {alice.pk + 1000} is not a user")
     assert outcome(in_range) == ("rejected", f"owner {2**40} is not a user")
     assert outcome(fine) == ("applied", "")
-    assert [s.session_id for s in support.sessions] == ["ok"]
+    assert [s.session_id for s in support.sessions.list()] == ["ok"]
 
 
 def test_a_session_id_with_a_final_newline_is_rejected(alice):
@@ -209,5 +209,5 @@ def test_a_session_id_with_a_final_newline_is_rejected(alice):
     page = client_of(alice).get(reverse("betaassi:sessions"))
     assert page.status_code == 200 and reverse("betaassi:chat", args=[support.id, "fine"]) in page.content.decode()
     with pytest.raises(Exception) as info:
-        support.create_session("nl\n", owner=alice)
+        support.sessions.create("nl\n", owner=alice)
     assert "session_id" in str(info.value)

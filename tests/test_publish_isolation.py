@@ -30,7 +30,7 @@ def user():
 
 
 def _registry(assistant) -> dict[str, str | None]:
-    return {s.session_id: s.model for s in assistant.sessions}
+    return {s.session_id: s.model for s in assistant.sessions.list()}
 
 
 def _mirror(assistant) -> dict[str, str | None]:
@@ -39,14 +39,14 @@ def _mirror(assistant) -> dict[str, str | None]:
 
 def test_a_broken_registry_is_recorded_backed_off_and_shown_while_others_go_on(user, staff):
     broken, healthy = Support.objects.create(name="broken"), Support.objects.create(name="healthy")
-    broken.create_session("a1", owner=user)
+    broken.sessions.create("a1", owner=user)
     Processor().run_once()
     api = get_client()
     _, pages = load_registry(api, broken.metadata[REGISTRY_KEY])
     good_page = pages[0].to_metadata()
     api.beta.threads.update(pages[0].thread_id, metadata={TYPE_KEY: PAGE_TYPE, "applied": "", "sessions": "{{{"})
-    pending = broken.create_session("a2", owner=user)
-    other = healthy.create_session("b1", owner=user)
+    pending = broken.sessions.create("a2", owner=user)
+    other = healthy.sessions.create("b1", owner=user)
 
     assert Processor().run_once() == 1  # the healthy assistant's event; the broken one is recorded
     assert PublishedEvent.objects.get(event_id=other).status == "applied"
@@ -60,7 +60,7 @@ def test_a_broken_registry_is_recorded_backed_off_and_shown_while_others_go_on(u
     state.refresh_from_db()
     assert state.failures == 2 and state.retry_at - state.failed_at == datetime.timedelta(seconds=2)
     PublishState.objects.filter(pk=broken.id).update(retry_at=timezone.now() + datetime.timedelta(hours=1))
-    later = healthy.create_session("b2", owner=user)
+    later = healthy.sessions.create("b2", owner=user)
     assert Processor().run_once() == 1  # inside its back-off the broken one is not tried; the other is
     assert PublishedEvent.objects.get(event_id=later).status == "applied"
     assert PublishState.objects.get(pk=broken.id).failures == 2
@@ -107,16 +107,16 @@ def _stored_threads_are_the_queues(assistant) -> None:
     """Every thread in the backend is the queue's, its registry's, or a session's: none left behind."""
     root, pages = load_registry(get_client(), assistant.metadata[REGISTRY_KEY])
     expected = {assistant.metadata[PUBLISH_KEY], root.thread_id, *(t for p in pages for t in page_threads(p)),
-                *(s.thread_id for s in assistant.sessions)}
+                *(s.thread_id for s in assistant.sessions.list())}
     assert set(StoredThread.objects.values_list("id", flat=True)) == expected
 
 
 def test_a_commit_that_fails_midway_leaves_the_local_tables_equal_to_the_registry(user):
     support = Support.objects.create()
-    support.create_session("first", owner=user)
+    support.sessions.create("first", owner=user)
     Processor().run_once()
     root_id = support.metadata[REGISTRY_KEY]
-    batch = [support.create_session(f"s-{n:03d}", owner=user, model="m" * 40) for n in range(60)]  # doubles
+    batch = [support.sessions.create(f"s-{n:03d}", owner=user, model="m" * 40) for n in range(60)]  # doubles
 
     failing = build_client(max_retries=0, wrap_transport=lambda inner: RootWritesFail(inner, root_id))
     with use_clients(failing):
@@ -139,7 +139,7 @@ def test_a_commit_that_fails_midway_leaves_the_local_tables_equal_to_the_registr
 
 def test_an_unreachable_backend_is_a_recorded_failure_not_an_exception(user):
     support = Support.objects.create()
-    event_id = support.create_session("s", owner=user)
+    event_id = support.sessions.create("s", owner=user)
     closed = build_client(backend="remote", base_url="http://127.0.0.1:9/v1", api_key="sk-none", max_retries=0)
     with use_clients(closed):
         assert Processor(assistant_ids=[support.id]).run_once() == 0
@@ -157,8 +157,8 @@ def test_the_command_reports_a_failing_assistant_and_applies_the_others(user, ca
     broken, healthy = Support.objects.create(name="broken"), Support.objects.create(name="healthy")
     _, pages = load_registry(get_client(), broken.metadata[REGISTRY_KEY])
     get_client().beta.threads.update(pages[0].thread_id, metadata={TYPE_KEY: PAGE_TYPE, "sessions": "[1"})
-    broken.create_session("a", owner=user)
-    other = healthy.create_session("b", owner=user)
+    broken.sessions.create("a", owner=user)
+    other = healthy.sessions.create("b", owner=user)
     with pytest.raises(CommandError, match="1 assistant\\(s\\) failed"):
         call_command("process_publish_queue", "--once")
     output = capsys.readouterr()

@@ -48,9 +48,9 @@ def test_the_command_polls_and_stops_cleanly_on_sigterm():
     support = Support.objects.create()
     process = _processor("--interval", "0.1", "--assistant", support.id)
     try:
-        event_id = support.create_session("live", owner=user)
+        event_id = support.sessions.create("live", owner=user)
         assert _wait_for(event_id) == "applied"
-        assert support.get_session("live").owner == user
+        assert support.sessions.get("live").owner == user
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
@@ -182,7 +182,7 @@ def test_three_processors_share_twenty_assistants_and_never_hold_one_together():
     assert PublishedEvent.objects.count() == 240
 
     for assistant in assistants:  # each registry is exactly what its own event log implies
-        events = [(event_id, event.to_json()) for event_id, event in assistant.publish_queue.events()
+        events = [(event_id, event.to_json()) for event_id, event in assistant.queue.events()
                   if not isinstance(event, Rejected)]
         root, pages = Root("r", ["p"]), [Page("p")]
         apply_events(root, pages, events, 0)
@@ -215,7 +215,7 @@ def test_publishers_wake_a_processor_in_another_process_through_redis(settings):
         assert "processing publish queues" in process.stdout.readline()  # started
         time.sleep(1)  # its first pass found nothing; it now waits up to 30 s
         started = time.monotonic()
-        event_id = support.create_session("woken", owner=user)
+        event_id = support.sessions.create("woken", owner=user)
         assert _wait_for(event_id, timeout=20) == "applied"
         assert time.monotonic() - started < 10
     finally:

@@ -26,21 +26,21 @@ def user():
 
 def test_sessions_are_applied_in_order(user, capsys):
     support = Support.objects.create(tier=1)
-    support.create_session("session-id1", owner=user)
-    support.create_session("many", owner=user.pk, kind="manyshots", context_messages=3, model="m-1")
-    support.update_session("session-id1", kind="oneshot")
-    support.delete_session("many")
-    support.create_session("session-id1", owner=user)  # exists: a no-op, recorded as such
-    assert support.get_session("session-id1") is None  # published, not applied yet
+    support.sessions.create("session-id1", owner=user)
+    support.sessions.create("many", owner=user.pk, kind="manyshots", context_messages=3, model="m-1")
+    support.sessions.update("session-id1", kind="oneshot")
+    support.sessions.delete("many")
+    support.sessions.create("session-id1", owner=user)  # exists: a no-op, recorded as such
+    assert support.sessions.get("session-id1") is None  # published, not applied yet
 
     call_command("process_publish_queue", "--once")
     assert "processed 5 event(s)" in capsys.readouterr().out
 
-    session = support.get_session("session-id1")
+    session = support.sessions.get("session-id1")
     assert (session.owner, session.kind, session.revision) == (user, "oneshot", 1)
     assert session.thread_id.startswith("thread_")
-    assert support.get_session("many") is None
-    assert [s.session_id for s in support.sessions] == ["session-id1"]
+    assert support.sessions.get("many") is None
+    assert [s.session_id for s in support.sessions.list()] == ["session-id1"]
     statuses = list(PublishedEvent.objects.order_by("processed_at").values_list("op", "status"))
     assert statuses == [("session.create", "applied"), ("session.create", "applied"), ("session.update", "applied"),
                         ("session.delete", "applied"), ("session.create", "noop")]
@@ -56,20 +56,20 @@ def test_bad_events_are_recorded_and_passed(user):
     api = get_client()
     api.beta.threads.messages.create(queue, role="user", content="not json at all")
     api.beta.threads.messages.create(queue, role="user", content=json.dumps({"v": 1, "op": "session.fly"}))
-    support.create_session("after", owner=user)
+    support.sessions.create("after", owner=user)
     Processor().run_once()
     assert list(PublishedEvent.objects.order_by("processed_at").values_list("status", "reason")) == [
         ("rejected", "not valid JSON"), ("rejected", "unknown op 'session.fly'"), ("applied", "")]
-    assert support.get_session("after").owner_id == user.pk
+    assert support.sessions.get("after").owner_id == user.pk
 
 
 def test_arguments_are_validated_before_publishing(user):
     support = Support.objects.create()
     for call, field in [
-        (lambda: support.create_session("bad id!", owner=user), "session_id"),
-        (lambda: support.create_session("s", owner=user, kind="sometimes"), "kind"),
-        (lambda: support.create_session("s", owner=user, kind="manyshots", context_messages=0), "context_messages"),
-        (lambda: support.create_session("s", owner=None), "owner"),
+        (lambda: support.sessions.create("bad id!", owner=user), "session_id"),
+        (lambda: support.sessions.create("s", owner=user, kind="sometimes"), "kind"),
+        (lambda: support.sessions.create("s", owner=user, kind="manyshots", context_messages=0), "context_messages"),
+        (lambda: support.sessions.create("s", owner=None), "owner"),
     ]:
         with pytest.raises(ValidationError) as info:
             call()
@@ -79,21 +79,21 @@ def test_arguments_are_validated_before_publishing(user):
 
 def test_set_attr_goes_through_the_queue(user):
     support = Support.objects.create(tier=1)
-    support.set_attr("tier", 4)
+    support.queue.set_attr("tier", 4)
     assert Support.retrieve(support.id).tier == 1
     Processor().run_once()
     assert Support.retrieve(support.id).tier == 4
     with pytest.raises(ValidationError):
-        support.set_attr("nope", 1)
+        support.queue.set_attr("nope", 1)
 
 
 def test_deleting_the_assistant_deletes_its_queue(user):
     import openai
 
     support = Support.objects.create()
-    support.create_session("s1", owner=user)
+    support.sessions.create("s1", owner=user)
     Processor().run_once()
-    session_thread = support.get_session("s1").thread_id
+    session_thread = support.sessions.get("s1").thread_id
     queue = support.metadata[PUBLISH_KEY]
     support.delete()
     for thread_id in (queue, session_thread):
@@ -109,7 +109,7 @@ def test_the_registry_grows_and_batches_stay_cheap(user):
 
     support = Support.objects.create()
     for index in range(400):
-        support.create_session(f"s-{index:04d}", owner=user)
+        support.sessions.create(f"s-{index:04d}", owner=user)
     Processor().run_once()
     _, pages = load_registry(get_client(), support.metadata[REGISTRY_KEY])
     assert len(pages) >= 4 and sum(len(p.sessions) for p in pages) == 400
@@ -118,11 +118,11 @@ def test_the_registry_grows_and_batches_stay_cheap(user):
     counting = build_client(max_retries=0, wrap_transport=lambda t: transports.append(ValidatingTransport(t, "x"))
                             or transports[-1])
     with use_clients(counting):
-        assert support.get_session("s-0399").owner_id == user.pk
+        assert support.sessions.get("s-0399").owner_id == user.pk
         assert [m for m, _ in transports[0].requests] == ["GET", "GET"]  # the root, then one page
         transports[0].requests.clear()
         for index in range(100):
-            support.update_session(f"s-{index % 2:04d}", model=f"m{index}")  # two sessions, one or two pages
+            support.sessions.update(f"s-{index % 2:04d}", model=f"m{index}")  # two sessions, one or two pages
         transports[0].requests.clear()
         Processor(assistant_ids=[support.id]).run_once()
     calls = [(m, p.rsplit("/", 1)[-1]) for m, p in transports[0].requests]
@@ -130,7 +130,7 @@ def test_the_registry_grows_and_batches_stay_cheap(user):
     writes = [c for c in calls if c[0] == "POST"]
     assert len(listing) == 2  # the batch of 100, then the empty list that ends the drain
     assert 2 <= len(writes) <= 3  # the changed page(s) and the root
-    assert support.get_session("s-0001").model == "m99" and support.get_session("s-0000").revision == 50
+    assert support.sessions.get("s-0001").model == "m99" and support.sessions.get("s-0000").revision == 50
 
 
 @pytest.mark.parametrize(("kind", "count", "contexts"), [
@@ -141,9 +141,9 @@ def test_the_registry_grows_and_batches_stay_cheap(user):
 ])
 def test_ask_honours_the_session_kind(user, kind, count, contexts):
     support = Support.objects.create(model="echo")
-    support.create_session("chat", owner=user, kind=kind, context_messages=count)
+    support.sessions.create("chat", owner=user, kind=kind, context_messages=count)
     Processor().run_once()
-    session = support.get_session("chat")
+    session = support.sessions.get("chat")
     replies = [session.ask(f"turn {n}") for n in range(3)]
     assert replies == [f"echo: turn {n} [context={c}]" for n, c in enumerate(contexts)]
     assert Session.objects.get(session_id="chat").touched_at is not None
@@ -153,9 +153,9 @@ async def test_astream_yields_the_reply_in_deltas(user):
     from asgiref.sync import sync_to_async
 
     support = await Support.objects.acreate()
-    await sync_to_async(support.create_session)("s", owner=user, kind="oneshot")
+    await sync_to_async(support.sessions.create)("s", owner=user, kind="oneshot")
     await sync_to_async(Processor().run_once)()
-    session = await sync_to_async(support.get_session)("s")
+    session = await sync_to_async(support.sessions.get)("s")
     deltas = [delta async for delta in session.astream("hello there")]
     assert deltas == ["echo: ", "hello ", "there ", "[context=1]"]
 
@@ -182,14 +182,14 @@ def test_ten_thousand_sessions_on_one_assistant(user):
     with use_clients(counting):
         for index in (0, 4_999, 9_999):
             transports[0].requests.clear()
-            assert support.get_session(f"user-{index:05d}").owner_id == user.pk
+            assert support.sessions.get(f"user-{index:05d}").owner_id == user.pk
             assert [m for m, _ in transports[0].requests] == ["GET", "GET"]
 
 
 def test_wait_blocks_until_a_processor_applied_the_event(user):
     import threading
 
-    from betaassi_django.publishing import signals
+    from betaassi_django.publishing import notify
 
     support = Support.objects.create()
     stop = threading.Event()
@@ -200,9 +200,9 @@ def test_wait_blocks_until_a_processor_applied_the_event(user):
         processor = Processor(assistant_ids=[support.id])
         try:
             while not stop.is_set():
-                signals.local_wake.clear()
+                notify.local_wake.clear()
                 processor.run_once()
-                signals.local_wake.wait(5)  # only a wake-up can make this quick
+                notify.local_wake.wait(5)  # only a wake-up can make this quick
         finally:
             connection.close()
 
@@ -210,28 +210,28 @@ def test_wait_blocks_until_a_processor_applied_the_event(user):
     worker.start()
     try:
         started = time.monotonic()
-        support.create_session("waited", owner=user, wait=True)
+        support.sessions.create("waited", owner=user, wait=True)
         assert time.monotonic() - started < 4  # woken, not polled
         assert Session.objects.filter(session_id="waited").exists()
     finally:
         stop.set()
-        signals.local_wake.set()
+        notify.local_wake.set()
         worker.join()
     with pytest.raises(TimeoutError):  # no processor runs now
-        support.create_session("never", owner=user, wait=True, timeout=0.3)
+        support.sessions.create("never", owner=user, wait=True, timeout=0.3)
 
 
 def test_other_processes_follow_the_queue_from_a_cursor(user):
     from betaassi_django.publishing.events import Rejected
 
     support = Support.objects.create()
-    first = support.create_session("a", owner=user)
-    support.update_session("a", model="m2")
+    first = support.sessions.create("a", owner=user)
+    support.sessions.update("a", model="m2")
     get_client().beta.threads.messages.create(support.metadata["betaassi_publish"], role="user", content="junk")
-    events = list(support.publish_queue.events())
+    events = list(support.queue.events())
     assert [e.op if not isinstance(e, Rejected) else "rejected" for _, e in events] == [
         "session.create", "session.update", "rejected"]
-    after_first = list(support.publish_queue.events(after=first))
+    after_first = list(support.queue.events(after=first))
     assert [event_id for event_id, _ in after_first] == [event_id for event_id, _ in events[1:]]
     assert after_first[0][1].args == {"model": "m2"}
 
@@ -242,7 +242,7 @@ def test_applied_events_are_broadcast_over_redis(user, settings):
 
     from channels.layers import channel_layers, get_channel_layer
 
-    from betaassi_django.publishing.signals import assistant_group
+    from betaassi_django.groups import assistant_group
 
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
                                            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}
@@ -261,7 +261,7 @@ def test_applied_events_are_broadcast_over_redis(user, settings):
     loop = asyncio.new_event_loop()
     try:
         channel = loop.run_until_complete(join())
-        event_id = support.create_session("told", owner=user)
+        event_id = support.sessions.create("told", owner=user)
         Processor(assistant_ids=[support.id]).run_once()
         message = loop.run_until_complete(receive(channel))
     finally:

@@ -90,55 +90,55 @@ def test_the_defaults_and_what_switches_a_limit_off(settings):
 
 def test_session_counts_are_refused_on_the_owner_field_before_any_request(backend, limits, alice):
     support, other = Support.objects.create(name="support"), Support.objects.create(name="other")
-    support.create_session("a-1", owner=alice)
-    support.create_session("a-2", owner=alice)
-    other.create_session("b-1", owner=alice)
+    support.sessions.create("a-1", owner=alice)
+    support.sessions.create("a-2", owner=alice)
+    other.sessions.create("b-1", owner=alice)
     Processor().run_once()
     backend.reset()
     with pytest.raises(quotas.QuotaExceeded) as refused:
-        support.create_session("a-3", owner=alice)
+        support.sessions.create("a-3", owner=alice)
     assert _errors(refused.value) == {"owner": [
         ("quota_exceeded", "owner already has 2 sessions with this assistant; the limit is 2")]}
     third = Support.objects.create(name="third")
     backend.reset()
     with pytest.raises(quotas.QuotaExceeded) as refused:
-        third.create_session("c-1", owner=alice)
+        third.sessions.create("c-1", owner=alice)
     assert _errors(refused.value) == {"owner": [("quota_exceeded", "owner already has 3 sessions in all; "
                                                                    "the limit is 3")]}
     assert backend.requests == []  # refused before any backend call
 
     root = get_user_model().objects.create_superuser("root", "root@example.com", "x")
     for index in range(4):  # superusers are exempt from the counts
-        support.create_session(f"r-{index}", owner=root)
+        support.sessions.create(f"r-{index}", owner=root)
     Processor().run_once()
     assert Session.objects.filter(owner=root).count() == 4
 
 
 def test_a_model_off_the_allow_list_is_refused_on_the_model_field_before_any_request(backend, alice):
     support, plain = Support.objects.create(name="support"), Assistant.objects.create(name="plain", model="gpt-4o")
-    support.create_session("s-1", owner=alice, model="m-1")  # m* is on Support's list
+    support.sessions.create("s-1", owner=alice, model="m-1")  # m* is on Support's list
     Processor().run_once()
     backend.reset()
     with pytest.raises(quotas.ModelNotAllowed) as refused:
-        support.create_session("s-2", owner=alice, model="o1-pro-expensive")
+        support.sessions.create("s-2", owner=alice, model="o1-pro-expensive")
     assert _errors(refused.value) == {"model": [
         ("model_not_allowed", f"model 'o1-pro-expensive' is not allowed for this assistant; {SUPPORT_MODELS}")]}
     with pytest.raises(quotas.ModelNotAllowed) as refused:
-        support.update_session("s-1", model="o1-pro-expensive")
+        support.sessions.update("s-1", model="o1-pro-expensive")
     assert _errors(refused.value)["model"][0][1].startswith("model 'o1-pro-expensive' is not allowed")
     with pytest.raises(quotas.ModelNotAllowed) as refused:  # no allow-list: the assistant's own model only
-        plain.create_session("p-1", owner=alice, model="gpt-4o-mini")
+        plain.sessions.create("p-1", owner=alice, model="gpt-4o-mini")
     assert _errors(refused.value) == {"model": [
         ("model_not_allowed", "model 'gpt-4o-mini' is not allowed for this assistant; allowed: gpt-4o")]}
     assert backend.requests == []
-    plain.create_session("p-1", owner=alice, model="gpt-4o")  # its own model, named, is allowed
-    support.update_session("s-1", model=None)  # and the assistant's model always is
+    plain.sessions.create("p-1", owner=alice, model="gpt-4o")  # its own model, named, is allowed
+    support.sessions.update("s-1", model=None)  # and the assistant's model always is
     assert backend.calls("POST") == 3  # the session's thread, then two events
 
 
 def test_turns_per_minute_in_ask_and_astream(backend, limits, alice):
     support = Support.objects.create(name="support")
-    support.create_session("s-1", owner=alice)
+    support.sessions.create("s-1", owner=alice)
     Processor().run_once()
     session = Session.objects.get(session_id="s-1")
     assert session.ask("one").startswith("echo: one")
@@ -208,7 +208,7 @@ def test_events_naming_a_disallowed_model_or_past_the_counts_are_rejected_with_t
         ("rejected", refused), ("applied", ""), ("rejected", refused), ("applied", ""),
         ("rejected", "owner already has 2 sessions with this assistant; the limit is 2"), ("applied", ""),
         ("applied", "")]
-    assert sorted(s.session_id for s in support.sessions) == ["ok-1", "ok-4"]
+    assert sorted(s.session_id for s in support.sessions.list()) == ["ok-1", "ok-4"]
     assert Session.objects.get(session_id="ok-1").model == "m-1"
 
     other = Support.objects.create(name="other")  # three in all: one more elsewhere, then none
@@ -256,7 +256,7 @@ def test_the_start_form_offers_the_allowed_models_and_shows_the_limits_on_the_fo
 def test_an_ordinary_user_cannot_name_a_session_id_so_the_form_confirms_no_one_elses(alice, processor):
     support = Support.objects.create(name="support")
     bob = get_user_model().objects.create_user("bob", password="x")
-    support.create_session("taken", owner=bob, wait=True)
+    support.sessions.create("taken", owner=bob, wait=True)
     web = Client()
     web.force_login(alice)
     assert "session_id" not in web.get("/").context["form"].fields
@@ -280,8 +280,8 @@ def test_an_ordinary_user_cannot_name_a_session_id_so_the_form_confirms_no_one_e
 
 def test_the_admin_session_form_shows_the_refusals_as_form_errors(limits, alice, web):
     support = Support.objects.create(name="Desk")
-    support.create_session("a-1", owner=alice)
-    support.create_session("a-2", owner=alice)
+    support.sessions.create("a-1", owner=alice)
+    support.sessions.create("a-2", owner=alice)
     Processor().run_once()
     form = {"assistant": support.id, "session_id": "a-3", "owner": alice.pk, "kind": "default", "model": ""}
     refused = web.post("/admin/betaassi_django/session/add/", form)
@@ -307,7 +307,7 @@ def web_user(web):
 async def test_the_websocket_answers_quota_exceeded_and_stays_open_until_the_window_passes(settings, alice):
     settings.BETAASSI_MAX_TURNS_PER_USER_PER_MINUTE = 1
     support = await Support.objects.acreate(name="support")
-    await sync_to_async(support.create_session)("chat-1", owner=alice)
+    await sync_to_async(support.sessions.create)("chat-1", owner=alice)
     await sync_to_async(Processor().run_once)()
     communicator, _ = await _ready(support, alice)
     await communicator.send_json_to({"type": "user.message", "content": "one"})
@@ -325,7 +325,7 @@ async def test_the_websocket_answers_quota_exceeded_and_stays_open_until_the_win
 
 async def test_the_websocket_refuses_a_model_the_allow_list_no_longer_has(alice):
     support = await Support.objects.acreate(name="support")
-    await sync_to_async(support.create_session)("chat-1", owner=alice)
+    await sync_to_async(support.sessions.create)("chat-1", owner=alice)
     await sync_to_async(Processor().run_once)()
     # A session whose model was chosen before the allow-list said otherwise (as its mirror records it).
     await Session.objects.filter(session_id="chat-1").aupdate(model="o1-pro-expensive")

@@ -120,7 +120,7 @@ def test_colliding_sessions_with_long_models_through_the_publisher(staff):
     api = get_client()
     key = Root.from_metadata("r", api.beta.threads.retrieve(support.metadata[REGISTRY_KEY]).metadata).key
     ids = colliding_ids(key, 40)
-    events = [support.create_session(session_id, owner=user, model=FAT_MODEL) for session_id in ids]
+    events = [support.sessions.create(session_id, owner=user, model=FAT_MODEL) for session_id in ids]
     Processor().run_once()
     assert set(PublishedEvent.objects.filter(event_id__in=events).values_list("status", flat=True)) == {"applied"}
     root, pages = load_registry(api, support.metadata[REGISTRY_KEY])
@@ -134,17 +134,17 @@ def test_colliding_sessions_with_long_models_through_the_publisher(staff):
     with use_clients(counting):
         for session_id in ids:
             transports[0].requests.clear()
-            session = support.get_session(session_id)
+            session = support.sessions.get(session_id)
             assert (session.owner_id, session.model) == (user.pk, FAT_MODEL)
             assert [m for m, _ in transports[0].requests] == ["GET", "GET", "GET"]
 
     # Change some, delete some: still one layout, the same in the registry, the mirror and the admin.
     for session_id in ids[:5]:
-        support.update_session(session_id, model="m-short")
+        support.sessions.update(session_id, model="m-short")
     for session_id in ids[5:10]:
-        support.delete_session(session_id)
+        support.sessions.delete(session_id)
     Processor().run_once()
-    registry = {s.session_id: (s.model, s.thread_id) for s in support.sessions}
+    registry = {s.session_id: (s.model, s.thread_id) for s in support.sessions.list()}
     mirror = {s.session_id: (s.model, s.thread_id) for s in Session.objects.filter(assistant_id=support.id)}
     assert registry == mirror and set(registry) == set(ids[:5] + ids[10:])
     assert all(registry[session_id][0] == "m-short" for session_id in ids[:5])
@@ -173,13 +173,13 @@ def test_a_registry_of_the_old_layout_is_read_then_rehashed_under_a_key():
     api.beta.threads.update(legacy.thread_id, metadata=legacy.to_metadata())
     api.beta.threads.update(root_id, metadata={**Root(root_id, root.page_ids).to_metadata(), "key": ""})
     assert Root.from_metadata(root_id, api.beta.threads.retrieve(root_id).metadata).key == ""
-    assert support.get_session("s7").owner_id == user.pk  # readable as it is
+    assert support.sessions.get("s7").owner_id == user.pk  # readable as it is
 
-    support.create_session("new", owner=user)
+    support.sessions.create("new", owner=user)
     Processor().run_once()
     root, pages = load_registry(api, root_id)
     assert len(root.key) == 32 and root.page_ids != [legacy.thread_id]
-    assert sorted(s.session_id for s in support.sessions) == sorted([*(f"s{n}" for n in range(30)), "new"])
-    assert support.get_session("s7").owner_id == user.pk
+    assert sorted(s.session_id for s in support.sessions.list()) == sorted([*(f"s{n}" for n in range(30)), "new"])
+    assert support.sessions.get("s7").owner_id == user.pk
     with pytest.raises(openai.NotFoundError):  # the old page thread was let go of
         api.beta.threads.retrieve(legacy.thread_id)

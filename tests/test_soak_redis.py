@@ -43,7 +43,7 @@ assistant, owner = Assistant.objects.get(id={assistant_id!r}), get_user_model().
 get_client().beta.assistants.retrieve(assistant.id)
 async_to_sync(get_channel_layer().group_send)("betaassi.warm-up", {{"type": "warm.up"}})
 started = time.perf_counter()
-event_id = assistant.create_session({session_id!r}, owner=owner)
+event_id = assistant.sessions.create({session_id!r}, owner=owner)
 published = time.perf_counter()
 while time.perf_counter() - published < {timeout}:
     status = PublishedEvent.objects.filter(event_id=event_id).values_list("status", flat=True).first()

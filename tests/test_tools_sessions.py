@@ -105,7 +105,7 @@ def desk(alice, fake, monkeypatch):
     monkeypatch.setattr(Support, "function_tools", WeatherDeskBase.function_tools)
     monkeypatch.setattr(Support, "_declared_doc", "You answer weather questions with your tools.")
     desk = Support.objects.create(model="gpt-test")
-    desk.create_session("chat", owner=alice)
+    desk.sessions.create("chat", owner=alice)
     Processor().run_once()
     return desk
 
@@ -129,7 +129,7 @@ def test_the_class_tools_go_to_the_backend_and_upstream(desk, fake):
     assert len(get_client().beta.assistants.retrieve(desk.id).tools) == 4
 
     fake.script(Text(["Hi."]))
-    assert desk.get_session("chat").ask("hello") == "Hi."
+    assert desk.sessions.get("chat").ask("hello") == "Hi."
     sent = fake.requests[0].body
     assert [t["name"] for t in sent["tools"]] == ["get_weather", "get_time", "open_ticket", "slow_lookup"]
     assert sent["tools"][0]["parameters"] == get_weather.parameters
@@ -143,7 +143,7 @@ def test_ask_executes_the_functions_with_errors_reported_to_the_model(desk, fake
                        ("slow_lookup", '{"query": "q"}'), ("get_weather", '{"town": "Oslo"}')]),
                 Calls([("get_time", '{"city": "Oslo"}')], text=["One more. "]),
                 Text(["Oslo: 70F ", "at 09:30."]))
-    session = desk.get_session("chat")
+    session = desk.sessions.get("chat")
     assert session.ask("Weather and time in Oslo?") == "One more. Oslo: 70F at 09:30."
 
     first_round = fake.requests[1].body["input"]
@@ -161,7 +161,7 @@ def test_ask_executes_the_functions_with_errors_reported_to_the_model(desk, fake
 async def test_astream_streams_across_tool_rounds(desk, fake):
     fake.script(Calls([("get_weather", '{"city": "Rome"}'), ("get_time", '{"city": "Rome"}')]),
                 Text(["Rome: ", "21C, ", "09:30."]))
-    session = await sync_to_async(desk.get_session)("chat")
+    session = await sync_to_async(desk.sessions.get)("chat")
     deltas = [delta async for delta in session.astream("Rome?")]
     assert deltas == ["Rome: ", "21C, ", "09:30."]
     assert _outputs(fake.requests[1].body) == {

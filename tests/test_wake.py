@@ -8,7 +8,7 @@ import time
 import pytest
 from django.test import override_settings
 
-from betaassi_django.publishing import signals
+from betaassi_django.publishing import notify
 from betaassi_django.publishing.wake import Waker
 from project.settings import redis_channel_layers
 from tests.redis_server import RedisServer
@@ -52,9 +52,9 @@ def _stock_layer(url: str) -> dict:
 
 def _woken_through_redis(timeout: float = 5) -> bool:
     """A wake-up sent through the layer (not the in-process event) reaches the listener."""
-    signals.local_wake.clear()
-    signals._send(signals.WAKE_GROUP, {"type": "publish.wake", "assistant": "asst_x"})
-    return signals.local_wake.wait(timeout)
+    notify.local_wake.clear()
+    notify.send(notify.WAKE_GROUP, {"type": "publish.wake", "assistant": "asst_x"})
+    return notify.local_wake.wait(timeout)
 
 
 def _wait(predicate, timeout: float) -> bool:
@@ -82,8 +82,8 @@ def test_the_listener_outlives_idle_reads_and_a_redis_restart(redis_server, logg
             assert logged.warnings() == []
 
             _restart_with_an_outage(redis_server, 2)
-            signals.local_wake.clear()
-            assert signals.local_wake.wait(15)  # its catch-up wake-up, for what was published meanwhile
+            notify.local_wake.clear()
+            assert notify.local_wake.wait(15)  # its catch-up wake-up, for what was published meanwhile
             assert _woken_through_redis()  # it joined the wake group again
         finally:
             waker.close()
@@ -102,8 +102,8 @@ def test_under_the_stock_layer_the_listener_reconnects_itself(redis_server, logg
             assert waker.listening.wait(10)
             _restart_with_an_outage(redis_server, 2)
             assert _wait(lambda: not waker.listening.is_set(), 10)
-            signals.local_wake.clear()
-            assert signals.local_wake.wait(15)  # its catch-up wake-up, once it is back
+            notify.local_wake.clear()
+            assert notify.local_wake.wait(15)  # its catch-up wake-up, once it is back
             assert waker.listening.is_set()
             assert _woken_through_redis()
         finally:
@@ -118,13 +118,13 @@ def test_under_the_stock_layer_the_listener_reconnects_itself(redis_server, logg
 
 def test_publishers_say_once_that_wake_ups_cannot_be_sent_while_redis_is_down(redis_server, logged):
     with override_settings(CHANNEL_LAYERS=redis_channel_layers(redis_server.url)):
-        signals.wake("asst_x")
+        notify.wake("asst_x")
         redis_server.stop()
         for _ in range(3):
-            signals.wake("asst_x")  # the event is published all the same; processors poll
+            notify.wake("asst_x")  # the event is published all the same; processors poll
         redis_server.start()
-        signals.wake("asst_x")
-        signals.wake("asst_x")
+        notify.wake("asst_x")
+        notify.wake("asst_x")
     warnings = logged.warnings()
     assert len(warnings) == 2, warnings
     assert warnings[0].startswith("could not send publish.wake to betaassi.publish (ConnectionError: ")

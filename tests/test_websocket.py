@@ -41,8 +41,8 @@ def alice():
 @pytest.fixture
 def support(alice):
     support = Support.objects.create(name="support")
-    support.create_session("chat-1", owner=alice)
-    support.create_session("short", owner=alice, kind="manyshots", context_messages=2)
+    support.sessions.create("chat-1", owner=alice)
+    support.sessions.create("short", owner=alice, kind="manyshots", context_messages=2)
     Processor().run_once()
     return support
 
@@ -259,7 +259,7 @@ async def test_updates_and_deletion_are_pushed(support, alice):
     for text, context in (("one", 1), ("two", 3)):  # the whole history
         await communicator.send_json_to({"type": "user.message", "content": text})
         assert _reply(await _turn(communicator)) == f"echo: {text} [context={context}]"
-    await sync_to_async(support.update_session)("chat-1", kind="manyshots", context_messages=2, model="m-2")
+    await sync_to_async(support.sessions.update)("chat-1", kind="manyshots", context_messages=2, model="m-2")
     await sync_to_async(Processor().run_once)()
     updated = await communicator.receive_json_from(timeout=5)
     assert updated["type"] == "session.updated"
@@ -274,7 +274,7 @@ async def test_updates_and_deletion_are_pushed(support, alice):
     assert (run.model, run.truncation_strategy.type, run.truncation_strategy.last_messages) == (
         "m-2", "last_messages", 2)
 
-    await sync_to_async(support.delete_session)("chat-1")
+    await sync_to_async(support.sessions.delete)("chat-1")
     await sync_to_async(Processor().run_once)()
     assert await communicator.receive_json_from(timeout=5) == {"type": "session.deleted"}
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
@@ -282,7 +282,7 @@ async def test_updates_and_deletion_are_pushed(support, alice):
 
 async def test_other_sessions_events_are_not_pushed(support, alice):
     communicator, _ = await _ready(support, alice)
-    await sync_to_async(support.update_session)("short", context_messages=5)
+    await sync_to_async(support.sessions.update)("short", context_messages=5)
     await sync_to_async(Processor().run_once)()
     await asyncio.sleep(0.2)
     assert await communicator.receive_nothing(timeout=0.3)

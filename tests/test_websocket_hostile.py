@@ -45,7 +45,7 @@ def alice():
 @pytest.fixture
 def support(alice):
     support = Support.objects.create(name="support")
-    support.create_session("chat-1", owner=alice)
+    support.sessions.create("chat-1", owner=alice)
     Processor().run_once()
     return support
 

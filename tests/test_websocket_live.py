@@ -82,7 +82,7 @@ def test_a_session_change_made_on_one_server_is_pushed_by_the_other(servers):
             assert json.loads(await socket.recv())["type"] == "session.ready"
             await asyncio.to_thread(first.manage, "shell", "-c", (
                 "from betaassi_django.models import Assistant; "
-                f"Assistant.objects.get(id='{assistant_id}').update_session('{session_id}', kind='oneshot')"))
+                f"Assistant.objects.get(id='{assistant_id}').sessions.update('{session_id}', kind='oneshot')"))
             return json.loads(await asyncio.wait_for(socket.recv(), 20))
 
     pushed = asyncio.run(watch())

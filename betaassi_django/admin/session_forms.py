@@ -112,7 +112,7 @@ class SessionForm(forms.ModelForm):
         return data
 
     def changes(self) -> dict:
-        """kind, N and model as ``update_session`` takes them."""
+        """kind, N and model as ``assistant.sessions.update`` takes them."""
         data = self.cleaned_data
         return {"kind": data["kind"], "context_messages": data.get("context_messages"), "model": data.get("model")}
 
@@ -143,8 +143,8 @@ def publish(form: SessionForm, assistant, creating: bool) -> str:
     try:
         if creating:
             data = form.cleaned_data
-            return assistant.create_session(data["session_id"], owner=data["owner"], **form.changes())
-        return assistant.update_session(session.session_id, **form.changes())
+            return assistant.sessions.create(data["session_id"], owner=data["owner"], **form.changes())
+        return assistant.sessions.update(session.session_id, **form.changes())
     except openai.APIError as error:
         raise BackendFailed(f"Publishing the session {form.cleaned_data.get('session_id') or session.session_id}",
                             error) from error
@@ -158,6 +158,6 @@ def publish(form: SessionForm, assistant, creating: bool) -> str:
 
 def publish_delete(assistant, session: Session) -> str:
     try:
-        return assistant.delete_session(session.session_id)
+        return assistant.sessions.delete(session.session_id)
     except openai.APIError as error:
         raise BackendFailed(f"Publishing the deletion of session {session.session_id}", error) from error

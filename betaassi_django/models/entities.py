@@ -16,6 +16,19 @@ from typing import Any, ClassVar
 import openai
 from django.db import NotSupportedError, models
 
+from betaassi_django.client import get_client
+from betaassi_django.messages import text_of
+from betaassi_django.publishing.api import Queue, Sessions
+from betaassi_django.publishing.backend import (
+    PUBLISH_KEY,
+    REGISTRY_KEY,
+    create_queue,
+    delete_queue,
+    delete_threads,
+    queue_threads,
+)
+from betaassi_django.publishing.status import forget_assistant
+
 from .base import RemoteModel, from_unix
 
 logger = logging.getLogger("betaassi_django.models")
@@ -83,8 +96,6 @@ class BaseAssistant(RemoteModel):
 
     @classmethod
     def reserved_keys(cls) -> tuple[str, ...]:
-        from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY
-
         return (*super().reserved_keys(), PUBLISH_KEY, REGISTRY_KEY)
 
     def remote_values(self, obj: Any) -> dict[str, Any]:
@@ -96,18 +107,12 @@ class BaseAssistant(RemoteModel):
 
     def _with_queue(self) -> list[str]:
         """Create the publish thread and registry of a new assistant; returns their ids (to undo)."""
-        from betaassi_django.client import get_client
-        from betaassi_django.publishing.backend import create_queue
-
         self.validate_for_backend()  # refuse bad values before any backend call
         keys = create_queue(get_client())
         self.metadata = {**(self.metadata or {}), **keys}
         return list(keys.values())
 
     def _undo_queue(self, thread_ids: list[str]) -> None:
-        from betaassi_django.client import get_client
-        from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY, delete_queue
-
         delete_queue(get_client(), dict(zip((PUBLISH_KEY, REGISTRY_KEY), thread_ids, strict=True)))
 
     def save(self, *args, **kwargs) -> None:
@@ -136,10 +141,6 @@ class BaseAssistant(RemoteModel):
         The assistant's own delete is the one step that decides: if the backend fails before it,
         nothing changed; thread deletes that fail after it leave only unreachable threads behind.
         """
-        from betaassi_django.client import get_client
-        from betaassi_django.publishing.backend import delete_threads, queue_threads
-        from betaassi_django.publishing.status import forget_assistant
-
         api, assistant_id = get_client(), self.id
         doomed = queue_threads(api, self.metadata or {})
         result = super().delete(*args, **kwargs)
@@ -150,60 +151,18 @@ class BaseAssistant(RemoteModel):
             logger.exception("assistant %s deleted; some of its queue threads were not: %s", assistant_id, doomed)
         return result
 
-    # -- sessions (see betaassi_django.publishing.publisher) -------------------
-
-    def create_session(self, session_id: str, *, owner, kind: str = "default", context_messages: int | None = None,
-                       model: str | None = None, wait: bool = False, timeout: float = 10.0) -> str:
-        """Publish ``session.create``; returns the event id (with ``wait``, once it is applied)."""
-        from betaassi_django.publishing import publisher
-
-        event_id = publisher.create_session(self, session_id, owner=owner, kind=kind,
-                                            context_messages=context_messages, model=model)
-        if wait:
-            publisher.wait_applied(event_id, timeout)
-        return event_id
-
-    def update_session(self, session_id: str, *, wait: bool = False, timeout: float = 10.0, **changes) -> str:
-        from betaassi_django.publishing import publisher
-
-        event_id = publisher.update_session(self, session_id, **changes)
-        if wait:
-            publisher.wait_applied(event_id, timeout)
-        return event_id
-
-    def delete_session(self, session_id: str, *, wait: bool = False, timeout: float = 10.0) -> str:
-        from betaassi_django.publishing import publisher
-
-        event_id = publisher.delete_session(self, session_id)
-        if wait:
-            publisher.wait_applied(event_id, timeout)
-        return event_id
-
-    def set_attr(self, field: str, value, *, wait: bool = False, timeout: float = 10.0) -> str:
-        from betaassi_django.publishing import publisher
-
-        event_id = publisher.set_attr(self, field, value)
-        if wait:
-            publisher.wait_applied(event_id, timeout)
-        return event_id
-
-    def get_session(self, session_id: str):
-        from betaassi_django.publishing import publisher
-
-        return publisher.get_session(self, session_id)
+    # -- sessions and the publish queue (see betaassi_django.publishing.api) ---
 
     @property
-    def publish_queue(self):
-        """This assistant's publish queue: ``assistant.publish_queue.events(after=...)``."""
-        from betaassi_django.publishing.publisher import PublishQueue
-
-        return PublishQueue(self)
+    def sessions(self) -> Sessions:
+        """This assistant's sessions: ``assistant.sessions.create(session_id, owner=...)``, ``.update``,
+        ``.delete``, ``.get``, ``.list``, ``.wait``."""
+        return Sessions(self)
 
     @property
-    def sessions(self) -> list:
-        from betaassi_django.publishing import publisher
-
-        return publisher.sessions(self)
+    def queue(self) -> Queue:
+        """This assistant's publish queue: ``assistant.queue.set_attr(field, value)``, ``.events(after=...)``."""
+        return Queue(self)
 
 
 class BaseThread(RemoteModel):
@@ -225,10 +184,29 @@ class BaseThread(RemoteModel):
         raise NotSupportedError("The Assistants API cannot list threads; query the mirror table instead.")
 
 
-class BaseMessage(RemoteModel):
-    """A message of a thread. Only its metadata can change after creation."""
+class ThreadItem(RemoteModel):
+    """Common base of the entities that live in a thread (messages and runs): the SDK resource under
+    ``api.beta.threads`` named by ``thread_resource``, addressed by ``thread_id`` besides their own id."""
 
     thread_id = models.CharField(max_length=64, db_index=True)
+
+    #: The entity's SDK resource under ``api.beta.threads``.
+    thread_resource: ClassVar[str] = ""
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def resource(cls, api) -> Any:
+        return getattr(api.beta.threads, cls.thread_resource)
+
+    def scope(self) -> dict[str, str]:
+        return {"thread_id": self.thread_id}
+
+
+class BaseMessage(ThreadItem):
+    """A message of a thread. Only its metadata can change after creation."""
+
     role = models.CharField(max_length=16, choices=[("user", "user"), ("assistant", "assistant")], default="user")
     content = models.TextField(blank=True, default="", help_text="The text of the message.")
     status = models.CharField(max_length=16, blank=True, default="", editable=False)
@@ -236,30 +214,23 @@ class BaseMessage(RemoteModel):
     run_id = models.CharField(max_length=64, blank=True, null=True, editable=False)
 
     remote_fields = ("thread_id", "role", "status", "assistant_id", "run_id")
+    thread_resource = "messages"
 
     class Meta:
         abstract = True
-
-    @classmethod
-    def resource(cls, api) -> Any:
-        return api.beta.threads.messages
-
-    def scope(self) -> dict[str, str]:
-        return {"thread_id": self.thread_id}
 
     def create_payload(self, metadata: dict[str, str]) -> dict[str, Any]:
         return {"role": self.role, "content": self.content, "metadata": metadata}
 
     def remote_values(self, obj: Any) -> dict[str, Any]:
         values = super().remote_values(obj)
-        values["content"] = "\n".join(part.text.value for part in obj.content if part.type == "text")
+        values["content"] = text_of(obj, "\n")
         return values
 
 
-class BaseRun(RemoteModel):
+class BaseRun(ThreadItem):
     """A run of an assistant on a thread. Creating one starts it; only metadata can change."""
 
-    thread_id = models.CharField(max_length=64, db_index=True)
     assistant_id = models.CharField(max_length=64)
     status = models.CharField(max_length=16, blank=True, default="", editable=False)
     model = models.CharField(max_length=256, blank=True, default="", help_text="Blank: the assistant's model.")
@@ -269,16 +240,10 @@ class BaseRun(RemoteModel):
     last_error = models.JSONField(null=True, blank=True, editable=False)
 
     remote_fields = ("thread_id", "assistant_id", "status", "model", "instructions")
+    thread_resource = "runs"
 
     class Meta:
         abstract = True
-
-    @classmethod
-    def resource(cls, api) -> Any:
-        return api.beta.threads.runs
-
-    def scope(self) -> dict[str, str]:
-        return {"thread_id": self.thread_id}
 
     def create_payload(self, metadata: dict[str, str]) -> dict[str, Any]:
         payload: dict[str, Any] = {"assistant_id": self.assistant_id, "metadata": metadata}
@@ -302,8 +267,6 @@ class BaseRun(RemoteModel):
         raise NotSupportedError("Runs cannot be deleted in the Assistants API; cancel() one that is active.")
 
     def cancel(self) -> None:
-        from betaassi_django.client import get_client
-
         self.apply_remote(self.resource(get_client()).cancel(self.id, **self.scope()))
         self._store_mirror()
 

@@ -27,13 +27,11 @@ from betaassi_django import quotas
 
 from .backend import tagged_for
 from .events import Event, Rejected, check_session_args, parse
+from .kinds import BY_CODE, CODES, context_refusal
 from .registry import Page, Root
 
 NO_ROOM = "the registry has no room for this session (its bucket's overflow directory is full)"
 FOREIGN_THREAD = "thread_id names a thread that was not created for this session of this assistant"
-
-KIND_CODES = {"default": "d", "oneshot": "o", "manyshots": "m"}
-KINDS_BY_CODE = {code: kind for kind, code in KIND_CODES.items()}
 
 
 @dataclass
@@ -112,7 +110,7 @@ class Batch:
 
 def record_for(args: dict, now: int) -> dict:
     """A session's registry record: short keys, so a page holds many."""
-    record = {"o": args["owner"], "k": KIND_CODES[args.get("kind", "default")], "c": now, "r": 0}
+    record = {"o": args["owner"], "k": CODES[args.get("kind", "default")], "c": now, "r": 0}
     if args.get("context_messages") is not None:
         record["n"] = args["context_messages"]
     if args.get("model"):
@@ -127,7 +125,7 @@ def session_from_record(session_id: str, record: dict) -> dict:
     return {
         "session_id": session_id,
         "owner": record["o"],
-        "kind": KINDS_BY_CODE[record["k"]],
+        "kind": BY_CODE[record["k"]],
         "context_messages": record.get("n"),
         "model": record.get("m"),
         "thread_id": record.get("t"),
@@ -138,16 +136,15 @@ def session_from_record(session_id: str, record: dict) -> dict:
 
 def _update(record: dict, args: dict) -> tuple[dict | None, str]:
     """The updated record, or None and why the update cannot apply."""
-    kind = KINDS_BY_CODE[record["k"]]
+    kind = BY_CODE[record["k"]]
     new_kind = args.get("kind", kind)
     count = args["context_messages"] if "context_messages" in args else record.get("n")
     if new_kind != "manyshots":
         count = None if "context_messages" not in args else count
-    if new_kind == "manyshots" and not count:
-        return None, "context_messages (N >= 1) is required for kind 'manyshots'"
-    if new_kind != "manyshots" and count is not None:
-        return None, f"context_messages applies only to kind 'manyshots', not {new_kind!r}"
-    updated = {**record, "k": KIND_CODES[new_kind], "r": record["r"] + 1}
+    refusal = context_refusal(new_kind, count)
+    if refusal:
+        return None, refusal
+    updated = {**record, "k": CODES[new_kind], "r": record["r"] + 1}
     updated.pop("n", None)
     if count is not None:
         updated["n"] = count

@@ -36,6 +36,21 @@ def tagged_for(metadata: dict[str, str] | None, assistant_id: str, session_id: s
     return owner == assistant_id or (legacy and owner is None)
 
 
+def queue_ids(assistant) -> tuple[str, str]:
+    """The assistant's publish thread and registry root, from its metadata; ``ValueError`` when it has none."""
+    metadata = assistant.metadata or {}
+    if not metadata.get(PUBLISH_KEY) or not metadata.get(REGISTRY_KEY):
+        raise ValueError(f"{assistant} has no publish queue; save it first")
+    return metadata[PUBLISH_KEY], metadata[REGISTRY_KEY]
+
+
+def publish_thread(api: openai.OpenAI, publish_id: str, *, after: str | None = None, order: str = "asc",
+                   limit: int = 100):
+    """The publish thread's events after ``after`` (from the start if None): one home for reading it. A cursor
+    page: ``.data`` is this page, iterating it reads on to the end; each message's text is an event body."""
+    return api.beta.threads.messages.list(publish_id, order=order, limit=limit, after=after or openai.omit)
+
+
 def create_queue(api: openai.OpenAI) -> dict[str, str]:
     """A new assistant's publish thread and empty registry (root and one page): its reserved keys."""
     publish = api.beta.threads.create(metadata={TYPE_KEY: PUBLISH_TYPE})

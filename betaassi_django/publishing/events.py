@@ -21,9 +21,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .kinds import KINDS, MAX_CONTEXT_MESSAGES, context_refusal
+
 VERSION = 1
 OPS = ("session.create", "session.update", "session.delete", "assistant.set")
-KINDS = ("default", "oneshot", "manyshots")
 SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,60}")
 THREAD_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
 #: The largest user id an event may name: the range of a 64-bit primary key.
@@ -32,7 +33,6 @@ MAX_OWNER = 2**63 - 1
 MAX_BODY_LENGTH = 32_768
 FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_MODEL_LENGTH = 100
-MAX_CONTEXT_MESSAGES = 1000
 
 
 class Rejected(ValueError):
@@ -80,10 +80,11 @@ def check_session_args(args: dict[str, Any], *, creating: bool) -> dict[str, Any
                                   or not 1 <= count <= MAX_CONTEXT_MESSAGES):
             raise Rejected(f"context_messages must be an integer from 1 to {MAX_CONTEXT_MESSAGES}")
     kind = out.get("kind")
-    if kind == "manyshots" and creating and not out.get("context_messages"):
-        raise Rejected("context_messages (N >= 1) is required for kind 'manyshots'")
-    if kind in ("default", "oneshot") and out.get("context_messages") is not None:
-        raise Rejected(f"context_messages applies only to kind 'manyshots', not {kind!r}")
+    # An update without a kind, or to manyshots without N, is judged against the record when it is applied.
+    if creating or kind not in (None, "manyshots"):
+        refusal = context_refusal(kind, out.get("context_messages"))
+        if refusal:
+            raise Rejected(refusal)
     if "model" in out and out["model"] is not None and (
             not isinstance(out["model"], str) or not 1 <= len(out["model"]) <= MAX_MODEL_LENGTH
             or not _plain_text(out["model"])):
@@ -100,6 +101,14 @@ def _shown(value: object) -> str:
 def _plain_text(value: str) -> bool:
     """No lone surrogates (they cannot be stored or encoded) and no control characters."""
     return value.isprintable() and not any("\ud800" <= ch <= "\udfff" for ch in value)
+
+
+def read(content: object) -> Event | Rejected:
+    """``parse``, with the rejection returned instead of raised: what a reader of the publish thread lists."""
+    try:
+        return parse(content)
+    except Rejected as exc:
+        return exc
 
 
 def parse(content: object) -> Event:

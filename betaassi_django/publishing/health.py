@@ -13,7 +13,7 @@ import datetime
 from django.db.models import F
 from django.utils import timezone
 
-from betaassi_django.models import PublishState
+from .models import PublishState
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 300.0

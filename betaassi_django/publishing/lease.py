@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from betaassi_django.models import PublishLease
+from .models import PublishLease
 
 
 def acquire(assistant_id: str, holder: str, ttl: float) -> bool:

@@ -33,13 +33,13 @@ from django.db import connection, transaction
 
 from betaassi_django import quotas
 from betaassi_django.client import get_client
+from betaassi_django.messages import text_of
 from betaassi_django.metadata import TYPE_KEY
-from betaassi_django.models import PublishedEvent, Session
 
-from . import health, lease, signals
-from .apply import Batch, Facts, Outcome, session_from_record, wanted
-from .apply import apply_events as fold
-from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry, tagged_for
+from . import health, lease, notify
+from .apply import Batch, Facts, Outcome, apply_events, session_from_record, wanted
+from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry, publish_thread, tagged_for
+from .models import PublishedEvent, Session
 from .registry import Page, Root, double, encode_run, needs_growth, overflow_metadata, page_threads
 from .wake import Waker
 
@@ -89,7 +89,7 @@ class Processor:
         """Process until ``stop`` is set: at once when woken, else every ``interval`` seconds."""
         waker = Waker()
         while not stop.is_set():
-            signals.local_wake.clear()
+            notify.local_wake.clear()
             try:
                 self.run_once()
             except Exception:  # the backend is down or a database hiccup: log it, keep serving
@@ -135,9 +135,8 @@ class Processor:
         self._repair(assistant.id, state, root, pages)
         self.seen = 0
         while True:
-            listed = self.api.beta.threads.messages.list(metadata[PUBLISH_KEY], order="asc",
-                                                         limit=self.batch_size, after=root.hwm or openai.omit)
-            events = [(m.id, "".join(p.text.value for p in m.content if p.type == "text")) for m in listed.data]
+            listed = publish_thread(self.api, metadata[PUBLISH_KEY], after=root.hwm, limit=self.batch_size)
+            events = [(m.id, text_of(m)) for m in listed.data]
             if not events:
                 return self.seen
             if not lease.acquire(assistant.id, self.holder, self.lease_seconds):
@@ -146,7 +145,7 @@ class Processor:
             now = int(datetime.datetime.now(tz=datetime.UTC).timestamp())
             facts = self._facts(assistant, events)
             self._created: list[str] = []  # threads this batch creates: orphans until its commit names them
-            batch = fold(root, pages, events, now, facts)
+            batch = apply_events(root, pages, events, now, facts)
             old_threads: list[str] = []
             if not root.key or needs_growth(root, pages):  # grow, or give an old-layout registry its key
                 old_threads = [thread for page in pages for thread in page_threads(page)]
@@ -165,7 +164,7 @@ class Processor:
             health.drop_orphans(assistant.id, self._created)
             self._record(assistant.id, pending)
             self._clean_up(assistant.id, [*old_threads, *replaced], batch, facts)
-            signals.broadcast(assistant.id, [
+            notify.broadcast(assistant.id, [
                 {"event_id": o.event_id, "op": o.op, "session_id": o.session_id, "status": o.status}
                 for o in batch.outcomes])
             self.seen += len(events)
@@ -198,7 +197,8 @@ class Processor:
             with contextlib.suppress(openai.NotFoundError, openai.BadRequestError):  # absent: tagged for no one
                 threads[thread_id] = dict(self.api.beta.threads.retrieve(thread_id).metadata or {})
         users = existing_users(owners)
-        limits = quotas.event_limits(_assistant_class(assistant), assistant.id, assistant.model, users)
+        limits = quotas.event_limits(_assistant_class(assistant), assistant.id, assistant.model, users,
+                                     Session.objects)
         return Facts(assistant.id, users, threads, **limits)
 
     def _new_page(self, assistant_id: str) -> Page:

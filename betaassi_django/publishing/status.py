@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import openai
 
 from betaassi_django.client import get_client
+from betaassi_django.messages import text_of
 
-from .backend import load_registry
-from .events import Event, Rejected, parse
-from .publisher import _queue_ids
+from .backend import load_registry, publish_thread, queue_ids
+from .events import Event, Rejected, read
+from .models import PublishedEvent, PublishLease, PublishState, Session
 from .registry import Root
 
 #: Pending events read at most per status (a queue further behind shows as "at least" this many).
@@ -41,25 +42,17 @@ class QueueStatus:
         return ops
 
 
-def _text(message) -> str:
-    return "".join(part.text.value for part in message.content if part.type == "text")
-
-
 def queue_status(assistant, *, api: openai.OpenAI | None = None, limit: int = PENDING_LIMIT) -> QueueStatus:
     """The high water mark and the events after it: one root read, then the events 100 per call."""
     api = api or get_client()
-    publish_id, root_id = _queue_ids(assistant)
+    publish_id, root_id = queue_ids(assistant)
     root = Root.from_metadata(root_id, api.beta.threads.retrieve(root_id).metadata or {})
     status = QueueStatus(root.hwm)
-    listed = api.beta.threads.messages.list(publish_id, order="asc", limit=100, after=root.hwm or openai.omit)
-    for message in listed:
+    for message in publish_thread(api, publish_id, after=root.hwm):
         if len(status.pending) == limit:
             status.complete = False
             break
-        try:
-            status.pending.append((message.id, parse(_text(message))))
-        except Rejected as exc:
-            status.pending.append((message.id, exc))
+        status.pending.append((message.id, read(text_of(message))))
     return status
 
 
@@ -67,16 +60,12 @@ def recent_events(assistant, *, api: openai.OpenAI | None = None, limit: int = 5
     """One page of the publish thread, newest first: ``(messages, has_more)``; each is
     ``(event_id, created_at, body, Event or Rejected)``."""
     api = api or get_client()
-    publish_id, _ = _queue_ids(assistant)
-    page = api.beta.threads.messages.list(publish_id, order="desc", limit=limit, after=after or openai.omit)
+    publish_id, _ = queue_ids(assistant)
+    page = publish_thread(api, publish_id, after=after, order="desc", limit=limit)
     rows = []
     for message in page.data:
-        body = _text(message)
-        try:
-            event: Event | Rejected = parse(body)
-        except Rejected as exc:
-            event = exc
-        rows.append((message.id, message.created_at, body, event))
+        body = text_of(message)
+        rows.append((message.id, message.created_at, body, read(body)))
     return rows, page.has_more
 
 
@@ -89,7 +78,7 @@ def apply_now(assistant, *, holder: str | None = None) -> int:
     """
     from .processor import Processor
 
-    _queue_ids(assistant)
+    queue_ids(assistant)
     return Processor(assistant_ids=[assistant.id], holder=holder).run_once(force=True)
 
 
@@ -104,12 +93,10 @@ def sync_sessions(assistant, *, api: openai.OpenAI | None = None) -> tuple[int, 
     """Rewrite the assistant's ``Session`` mirror from its registry; returns (sessions, mirror rows dropped)."""
     from django.db import transaction
 
-    from betaassi_django.models import Session
-
     from .processor import mirror_session
 
     api = api or get_client()
-    _, root_id = _queue_ids(assistant)
+    _, root_id = queue_ids(assistant)
     _, pages = load_registry(api, root_id)
     records = {sid: record for page in pages for sid, record in page.sessions.items()}
     with transaction.atomic():
@@ -121,8 +108,6 @@ def sync_sessions(assistant, *, api: openai.OpenAI | None = None) -> tuple[int, 
 
 def forget_assistant(assistant_id: str) -> None:
     """Drop the local bookkeeping of an assistant that is gone from the backend (sessions, event log, lease)."""
-    from betaassi_django.models import PublishedEvent, PublishLease, PublishState, Session
-
     PublishState.objects.filter(assistant_id=assistant_id).delete()
     Session.objects.filter(assistant_id=assistant_id).delete()
     PublishedEvent.objects.filter(assistant_id=assistant_id).delete()

@@ -10,7 +10,7 @@ import time
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 
-from . import signals
+from . import notify
 
 logger = logging.getLogger("betaassi_django.publishing")
 
@@ -36,7 +36,7 @@ class Waker:
         self._stop = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
-        if signals._shared_layer() is not None:
+        if notify.shared_layer() is not None:
             self._thread = threading.Thread(target=self._listen, name="betaassi-wake", daemon=True)
             self._thread.start()
 
@@ -50,7 +50,7 @@ class Waker:
 
     def wait(self, interval: float) -> None:
         """Until woken, or ``interval`` seconds at most."""
-        signals.local_wake.wait(interval)
+        notify.local_wake.wait(interval)
 
     def close(self) -> None:
         """Stop listening (the thread is a daemon, so a process may also just exit)."""
@@ -83,15 +83,15 @@ async def listen_forever(listening: threading.Event, stop: threading.Event) -> N
         # server's consumers receive on the shared one), and a failed one may hold a half-read connection.
         layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         if hasattr(layer, "on_reconnect"):  # betaassi_django.layers: it waits out Redis outages itself
-            layer.on_reconnect.append(signals.local_wake.set)
+            layer.on_reconnect.append(notify.local_wake.set)
         try:
             channel = await layer.new_channel()
-            await layer.group_add(signals.WAKE_GROUP, channel)
+            await layer.group_add(notify.WAKE_GROUP, channel)
             listening.set()
             if down_since is not None:
                 logger.warning("wake-up listener reconnected after %.1fs", time.monotonic() - down_since)
                 down_since, delay = None, BACKOFF_FIRST
-            signals.local_wake.set()  # events published while it was away are applied now, not at the next poll
+            notify.local_wake.set()  # events published while it was away are applied now, not at the next poll
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(_receive(layer, channel))
                 tasks.create_task(_rejoin(layer, channel))
@@ -112,13 +112,13 @@ async def listen_forever(listening: threading.Event, stop: threading.Event) -> N
 async def _receive(layer, channel: str) -> None:
     while True:
         await layer.receive(channel)
-        signals.local_wake.set()
+        notify.local_wake.set()
 
 
 async def _rejoin(layer, channel: str) -> None:
     while True:
         await asyncio.sleep(REJOIN_SECONDS)
-        await layer.group_add(signals.WAKE_GROUP, channel)
+        await layer.group_add(notify.WAKE_GROUP, channel)
 
 
 async def _close(layer) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from betaassi_django.publishing import signals
+from betaassi_django.publishing import notify
 from betaassi_django.publishing.processor import Processor
 
 #: The line per event, as the example project's LOGGING writes it.
@@ -81,7 +81,7 @@ class Command(BaseCommand):
 
         def shutdown(*_) -> None:
             stop.set()
-            signals.local_wake.set()
+            notify.local_wake.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, shutdown)

@@ -1,4 +1,4 @@
-"""Wake-ups and broadcasts through the channel layer (and, within one process, directly).
+"""The publish queue's notices through the channel layer: wake-ups and broadcasts (within one process, directly).
 
 Publishers call ``wake(assistant_id)`` so a processor applies the event within
 milliseconds instead of at its next poll. The channel layer carries wake-ups
@@ -15,12 +15,13 @@ server (``serve_on(loop)``) hands its broadcasts to that loop.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+from betaassi_django.groups import assistant_group
 
 logger = logging.getLogger("betaassi_django.publishing")
 
@@ -30,22 +31,13 @@ _server_loop: asyncio.AbstractEventLoop | None = None
 _send_failing = False  # the last send through a cross-process layer failed
 
 
-def assistant_group(assistant_id: str) -> str:
-    return f"betaassi.assistant.{assistant_id}"
-
-
-def session_group(assistant_id: str, session_id: str) -> str:
-    """Group names allow only ``[A-Za-z0-9._-]``; session ids may hold ``:``, so they are hashed."""
-    return f"betaassi.session.{assistant_id}.{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
-
-
 def serve_on(loop: asyncio.AbstractEventLoop | None) -> None:
     """Deliver this process's broadcasts on ``loop`` (the server's), for the in-memory layer."""
     global _server_loop
     _server_loop = loop
 
 
-def _shared_layer():
+def shared_layer():
     """The channel layer when it crosses processes (channels-redis), else None."""
     layer = get_channel_layer()
     return None if layer is None or isinstance(layer, InMemoryChannelLayer) else layer
@@ -56,7 +48,8 @@ def _logged(future) -> None:
         logger.error("broadcast failed: %s", future.exception())
 
 
-def _send(group: str, message: dict) -> None:
+def send(group: str, message: dict) -> None:
+    """Send ``message`` to ``group`` from sync code: the app's one sender, which logs an outage once."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -84,10 +77,10 @@ def _send(group: str, message: dict) -> None:
 def wake(assistant_id: str) -> None:
     """Tell processors that ``assistant_id`` has a new event."""
     local_wake.set()
-    if _shared_layer() is not None:
-        _send(WAKE_GROUP, {"type": "publish.wake", "assistant": assistant_id})
+    if shared_layer() is not None:
+        send(WAKE_GROUP, {"type": "publish.wake", "assistant": assistant_id})
 
 
 def broadcast(assistant_id: str, outcomes: list[dict]) -> None:
     """Announce applied events to the assistant's group (WebSocket consumers, other processes)."""
-    _send(assistant_group(assistant_id), {"type": "publish.applied", "assistant": assistant_id, "events": outcomes})
+    send(assistant_group(assistant_id), {"type": "publish.applied", "assistant": assistant_id, "events": outcomes})
