@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import httpx2
 import openai
+from django.core.signals import setting_changed
 
 from betaassi_django import conf
 
@@ -26,16 +27,15 @@ EMBEDDED_API_KEY = "in-process"
 _sync_client: openai.OpenAI | None = None
 _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _overrides: list[tuple[openai.OpenAI | None, openai.AsyncOpenAI | None]] = []
-_upstream_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _connection(backend: str | None, asynchronous: bool, wrap_transport) -> dict:
     """base_url, api_key and http_client for the backend, shared by both client kinds."""
     settings = conf.get()
     if (backend or settings.backend) == "embedded":
-        from betaassi_django.assistants_api import transport as in_process
+        from betaassi_django.assistants_api.transport import AsyncInProcessTransport, InProcessTransport
 
-        transport = in_process.AsyncInProcessTransport() if asynchronous else in_process.InProcessTransport()
+        transport = AsyncInProcessTransport() if asynchronous else InProcessTransport()
         base_url, api_key = EMBEDDED_BASE_URL, EMBEDDED_API_KEY
     else:
         transport = httpx2.AsyncHTTPTransport() if asynchronous else httpx2.HTTPTransport()
@@ -81,24 +81,6 @@ def get_async_client() -> openai.AsyncOpenAI:
     return client
 
 
-def get_upstream_client() -> openai.AsyncOpenAI:
-    """The ``openai`` responder's client of the upstream model endpoint, shared per event loop.
-
-    ``BETAASSI_UPSTREAM_BASE_URL`` / ``_API_KEY`` (falling back to ``OPENAI_BASE_URL`` /
-    ``OPENAI_API_KEY``), with ``BETAASSI_UPSTREAM_TIMEOUT`` and the SDK's retries
-    (``BETAASSI_UPSTREAM_MAX_RETRIES``). A local server such as Ollama needs no key, so an
-    empty one is sent as a placeholder rather than refused.
-    """
-    loop = asyncio.get_running_loop()
-    client = _upstream_clients.get(loop)
-    if client is None:
-        settings = conf.get()
-        client = _upstream_clients[loop] = openai.AsyncOpenAI(
-            base_url=settings.upstream_base_url, api_key=settings.upstream_api_key or "unset",
-            timeout=settings.upstream_timeout, max_retries=settings.upstream_max_retries)
-    return client
-
-
 @contextlib.contextmanager
 def use_clients(sync: openai.OpenAI | None = None, async_: openai.AsyncOpenAI | None = None) -> Iterator[None]:
     """Make ``get_client()`` / ``get_async_client()`` return these clients for a while.
@@ -118,4 +100,11 @@ def reset() -> None:
     global _sync_client
     _sync_client = None
     _async_clients.clear()
-    _upstream_clients.clear()
+
+
+def _settings_changed(**kwargs) -> None:
+    """The backend, its URL or its key may have changed: shared clients are built again on next use."""
+    reset()
+
+
+setting_changed.connect(_settings_changed)

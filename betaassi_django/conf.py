@@ -132,10 +132,12 @@ def get() -> BetaassiSettings:
 
 
 def _reset(**kwargs) -> None:
-    get.cache_clear()
-    from betaassi_django import client
+    """Read the configuration again after a setting changed (tests' ``override_settings``).
 
-    client.reset()
+    Only this module's cache: what is built from the configuration (the app's clients, the upstream
+    client, the run engine's beat) listens for ``setting_changed`` itself, so settings import none of them.
+    """
+    get.cache_clear()
 
 
 setting_changed.connect(_reset)

@@ -17,6 +17,7 @@ from django.db.models.functions import Now
 
 from betaassi_django.assistants_api import recovery
 from betaassi_django.assistants_api.engine import engine
+from betaassi_django.assistants_api.execution import execute_run
 from betaassi_django.assistants_api.models import Message, Run, RunStep, Thread
 from tests.conftest import in_process_client, wait_for_run
 
@@ -166,7 +167,7 @@ def test_an_exception_inside_execution_fails_the_run(client):
     run = Run.objects.create(thread=Thread.objects.get(id=thread.id), assistant_id=assistant.id, model="echo-1",
                              truncation_strategy={"type": "last_messages", "last_messages": 2**70})
     events = engine.subscribe(run.id)
-    engine.submit(run.id).result(30)
+    engine.submit(run.id, execute_run).result(30)
 
     async def drain() -> list:
         items = []

@@ -23,6 +23,7 @@ import contextvars
 import logging
 import threading
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
@@ -110,8 +111,13 @@ class RunEngine:
             if self._beat is None and not self._stopped:
                 self._beat = contextvars.Context().run(asyncio.run_coroutine_threadsafe, self._beat_forever(), loop)
 
-    def submit(self, run_id: str) -> Future:
-        """Execute a queued run on the engine loop."""
+    def submit(self, run_id: str, execute: Callable[[str], Awaitable[None]]) -> Future:
+        """Run ``execute(run_id)`` (``execution.execute_run``) on the engine loop, the run counted as this
+        process's (stamped, not swept) until it returns.
+
+        The engine is given the function rather than importing it: execution publishes through the engine,
+        so the engine stays below it.
+        """
         loop = self._ensure_loop()
         self.start()
         with self._lock:
@@ -119,16 +125,14 @@ class RunEngine:
         try:
             # An empty context: the run must not inherit the caller's asgiref
             # context, which would send its database work to the caller's thread.
-            return contextvars.Context().run(asyncio.run_coroutine_threadsafe, self._execute(run_id), loop)
+            return contextvars.Context().run(asyncio.run_coroutine_threadsafe, self._execute(run_id, execute), loop)
         except BaseException:
             self._done_executing(run_id)  # never stamped, so a sweep ends it
             raise
 
-    async def _execute(self, run_id: str) -> None:
-        from .execution import execute_run
-
+    async def _execute(self, run_id: str, execute: Callable[[str], Awaitable[None]]) -> None:
         try:
-            await execute_run(run_id)
+            await execute(run_id)
         finally:
             self._done_executing(run_id)
 

@@ -35,7 +35,8 @@ from .engine import engine
 from .ids import now
 from .models import Message, Run, RunStep
 from .prompt import responder_request
-from .responders import Reply, ResponderError, ResponderRequest, ToolCall, get_responder
+from .responders import get_responder
+from .responders.interface import Reply, ResponderError, ResponderRequest, ToolCall
 
 logger = logging.getLogger("betaassi_django.engine")
 CANCEL_POLL_SECONDS = 0.25

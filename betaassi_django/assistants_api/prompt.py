@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .models import Message, Run, RunStep
-from .responders import ContextMessage, ResponderRequest, ToolCall, ToolRound
+from .responders.interface import ContextMessage, ResponderRequest, ToolCall, ToolRound
 
 
 def _text_of(message: Message) -> str:

@@ -6,13 +6,17 @@ Views validate bodies against the specification, then call these through
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.db import IntegrityError, transaction
 from django.http import QueryDict
 
 from betaassi_django import conf
 
 from . import recovery, serializers
+from .engine import engine
 from .errors import invalid, not_found
+from .execution import execute_run
 from .ids import now
 from .limits import plausible_id
 from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
@@ -57,12 +61,26 @@ def _check_id(kind: str, object_id: str) -> None:
         raise not_found(kind, object_id)
 
 
-def get_assistant(assistant_id: str) -> Assistant:
-    _check_id("assistant", assistant_id)
+def _get(model: type[Assistant] | type[Thread], kind: str, object_id: str) -> Assistant | Thread:
+    """An assistant or a thread by id (they stand alone), or a 404."""
+    _check_id(kind, object_id)
     try:
-        return Assistant.objects.get(id=assistant_id)
-    except Assistant.DoesNotExist:
-        raise not_found("assistant", assistant_id) from None
+        return model.objects.get(id=object_id)
+    except model.DoesNotExist:
+        raise not_found(kind, object_id) from None
+
+
+def _delete(model: type[Assistant] | type[Thread], kind: str, object_id: str) -> dict:
+    """Delete an assistant or a thread (with what the database cascades to), or a 404."""
+    _check_id(kind, object_id)
+    deleted, _ = model.objects.filter(id=object_id).delete()
+    if not deleted:
+        raise not_found(kind, object_id)
+    return serializers.deleted(kind, object_id)
+
+
+def get_assistant(assistant_id: str) -> Assistant:
+    return _get(Assistant, "assistant", assistant_id)
 
 
 def create_assistant(body: dict) -> dict:
@@ -92,11 +110,7 @@ def modify_assistant(assistant_id: str, body: dict) -> dict:
 
 
 def delete_assistant(assistant_id: str) -> dict:
-    _check_id("assistant", assistant_id)
-    deleted, _ = Assistant.objects.filter(id=assistant_id).delete()
-    if not deleted:
-        raise not_found("assistant", assistant_id)
-    return serializers.deleted("assistant", assistant_id)
+    return _delete(Assistant, "assistant", assistant_id)
 
 
 def list_assistants(query: QueryDict, only: frozenset[str] | None = None) -> dict:
@@ -109,11 +123,7 @@ def list_assistants(query: QueryDict, only: frozenset[str] | None = None) -> dic
 
 
 def get_thread(thread_id: str) -> Thread:
-    _check_id("thread", thread_id)
-    try:
-        return Thread.objects.get(id=thread_id)
-    except Thread.DoesNotExist:
-        raise not_found("thread", thread_id) from None
+    return _get(Thread, "thread", thread_id)
 
 
 def message_content(content: str | list) -> list:
@@ -166,11 +176,7 @@ def modify_thread(thread_id: str, body: dict) -> dict:
 
 
 def delete_thread(thread_id: str) -> dict:
-    _check_id("thread", thread_id)
-    deleted, _ = Thread.objects.filter(id=thread_id).delete()
-    if not deleted:
-        raise not_found("thread", thread_id)
-    return serializers.deleted("thread", thread_id)
+    return _delete(Thread, "thread", thread_id)
 
 
 def _active_run(thread: Thread) -> Run | None:
@@ -209,13 +215,19 @@ def retrieve_message(thread_id: str, message_id: str) -> dict:
     return serializers.message(get_message(thread_id, message_id), thread_id)
 
 
-def modify_message(thread_id: str, message_id: str, body: dict) -> dict:
+def _modify_metadata(get: Callable[[str, str], Message | Run], serialize: Callable[[Message | Run, str], dict],
+                     thread_id: str, object_id: str, body: dict) -> dict:
+    """Modify a message or a run: the specification lets a client change only their metadata."""
     with transaction.atomic():
-        message = get_message(thread_id, message_id)
+        row = get(thread_id, object_id)
         if "metadata" in body:
-            message.metadata = body["metadata"] or {}
-            message.save(update_fields=["metadata"])
-    return serializers.message(message, thread_id)
+            row.metadata = body["metadata"] or {}
+            row.save(update_fields=["metadata"])
+    return serialize(row, thread_id)
+
+
+def modify_message(thread_id: str, message_id: str, body: dict) -> dict:
+    return _modify_metadata(get_message, serializers.message, thread_id, message_id, body)
 
 
 def delete_message(thread_id: str, message_id: str) -> dict:
@@ -290,8 +302,6 @@ def _check_truncation(body: dict) -> None:
 
 
 def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
-    from .engine import engine
-
     _check_truncation(body)
     assistant = get_assistant(body["assistant_id"])
     active = _active_run(thread)
@@ -305,7 +315,7 @@ def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
     except IntegrityError:
         # Another process started a run between our check and our insert.
         raise invalid(f"Thread {thread.id} already has an active run.") from None
-    transaction.on_commit(lambda: engine.submit(run_id))
+    transaction.on_commit(lambda: engine.submit(run_id, execute_run))
     return run
 
 
@@ -346,12 +356,7 @@ def retrieve_run(thread_id: str, run_id: str) -> dict:
 
 
 def modify_run(thread_id: str, run_id: str, body: dict) -> dict:
-    with transaction.atomic():
-        run = get_run(thread_id, run_id)
-        if "metadata" in body:
-            run.metadata = body["metadata"] or {}
-            run.save(update_fields=["metadata"])
-    return serializers.run(run, thread_id)
+    return _modify_metadata(get_run, serializers.run, thread_id, run_id, body)
 
 
 def list_runs(thread_id: str, query: QueryDict) -> dict:
@@ -360,8 +365,6 @@ def list_runs(thread_id: str, query: QueryDict) -> dict:
 
 
 def cancel_run(thread_id: str, run_id: str) -> dict:
-    from .engine import engine
-
     with transaction.atomic():
         run = get_run(thread_id, run_id)
         if run.status not in ("queued", "in_progress", "requires_action"):
@@ -411,8 +414,6 @@ def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> tuple[dict, 
 
     Returns the run and the events a streamed submission starts with.
     """
-    from .engine import engine
-
     with transaction.atomic():
         run = get_run(thread_id, run_id)
         run = Run.objects.select_for_update().get(pk=run.pk)
@@ -427,7 +428,7 @@ def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> tuple[dict, 
         step.save(update_fields=["step_details", "status", "completed_at"])
         run.status, run.required_action = "queued", None
         run.save(update_fields=["status", "required_action"])
-        transaction.on_commit(lambda: engine.submit(run_id))
+        transaction.on_commit(lambda: engine.submit(run_id, execute_run))
     run_data = serializers.run(run, thread_id)
     return run_data, [("thread.run.step.completed", serializers.run_step(step, run_id)),
                       ("thread.run.queued", run_data)]

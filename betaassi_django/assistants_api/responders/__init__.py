@@ -7,80 +7,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Protocol
-
 from betaassi_django import conf
 
-
-@dataclass(frozen=True)
-class ContextMessage:
-    role: str
-    text: str
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A function call the model asked for; ``output`` is set once the client submitted it."""
-
-    id: str
-    name: str
-    arguments: str
-    output: str | None = None
-
-
-@dataclass(frozen=True)
-class ToolRound:
-    """Function calls of this run the model made earlier, with their outputs (a continued run)."""
-
-    calls: list[ToolCall]
-
-
-@dataclass(frozen=True)
-class ResponderRequest:
-    """What a responder is given: the run's settings, the truncated thread, then this run's own turns so far."""
-
-    model: str
-    instructions: str
-    messages: list[ContextMessage | ToolRound]
-    temperature: float | None = None
-    top_p: float | None = None
-    tools: list = field(default_factory=list)
-    parallel_tool_calls: bool = True
-    tool_choice: str | dict | None = None
-
-    @property
-    def thread_messages(self) -> list[ContextMessage]:
-        return [m for m in self.messages if isinstance(m, ContextMessage)]
-
-    @property
-    def function_tools(self) -> list[dict]:
-        """The run's function tools (the only kind a model endpoint executes through the client)."""
-        return [t for t in self.tools if t.get("type") == "function"]
-
-
-@dataclass
-class Reply:
-    """Filled in by a responder as it streams."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class ResponderError(Exception):
-    """Ends the run ``failed`` with ``last_error = {"code": code, "message": message}``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class Responder(Protocol):
-    def stream(self, request: ResponderRequest, reply: Reply) -> AsyncIterator[str | ToolCall]: ...
+from .interface import Responder
 
 
 def get_responder() -> Responder:
+    """The configured responder (``BETAASSI_RESPONDER``, ``BETAASSI_UPSTREAM_API``), read at each run so a
+    changed setting applies to the next one."""
     settings = conf.get()
     if settings.responder == "echo":
         from .echo import EchoResponder

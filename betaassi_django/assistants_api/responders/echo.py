@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from betaassi_django import conf
 
-from . import Reply, ResponderRequest
+from .interface import Reply, ResponderRequest
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 

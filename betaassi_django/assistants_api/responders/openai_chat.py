@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from betaassi_django.client import get_upstream_client
-
-from . import ContextMessage, Reply, ResponderRequest, ToolCall, ToolRound
-from .upstream import new_call_id, refusal, sampling, tool_choice, translated_errors
+from .interface import ContextMessage, Reply, ResponderRequest, ToolCall, ToolRound
+from .upstream import get_upstream_client, new_call_id, refusal, sampling, tool_choice, translated_errors
 
 
 def chat_messages(request: ResponderRequest) -> list[dict]:

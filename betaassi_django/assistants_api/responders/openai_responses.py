@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from betaassi_django.client import get_upstream_client
-
-from . import ContextMessage, Reply, ResponderError, ResponderRequest, ToolCall, ToolRound
-from .upstream import new_call_id, refusal, sampling, tool_choice, translated_errors
+from .interface import ContextMessage, Reply, ResponderError, ResponderRequest, ToolCall, ToolRound
+from .upstream import get_upstream_client, new_call_id, refusal, sampling, tool_choice, translated_errors
 
 #: Upstream error codes a run's ``last_error`` can carry as they are; any other is a ``server_error``.
 RUN_ERROR_CODES = ("server_error", "rate_limit_exceeded", "invalid_prompt")

@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
+import weakref
 from collections.abc import AsyncIterator
 
 import openai
+from django.core.signals import setting_changed
 
-from . import ResponderError
+from betaassi_django import conf
+
+from .interface import ResponderError
+
+#: Event loop -> its client of the upstream endpoint (an httpx connection pool belongs to one loop).
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = weakref.WeakKeyDictionary()
+
+
+def get_upstream_client() -> openai.AsyncOpenAI:
+    """The upstream model endpoint's client, shared per event loop.
+
+    ``BETAASSI_UPSTREAM_BASE_URL`` / ``_API_KEY`` (falling back to ``OPENAI_BASE_URL`` /
+    ``OPENAI_API_KEY``), with ``BETAASSI_UPSTREAM_TIMEOUT`` and the SDK's retries
+    (``BETAASSI_UPSTREAM_MAX_RETRIES``). A local server such as Ollama needs no key, so an
+    empty one is sent as a placeholder rather than refused.
+    """
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        settings = conf.get()
+        client = _clients[loop] = openai.AsyncOpenAI(
+            base_url=settings.upstream_base_url, api_key=settings.upstream_api_key or "unset",
+            timeout=settings.upstream_timeout, max_retries=settings.upstream_max_retries)
+    return client
+
+
+def _forget_clients(**kwargs) -> None:
+    """A changed setting may be the endpoint, its key or its timeouts: the next call builds a new client."""
+    _clients.clear()
+
+
+setting_changed.connect(_forget_clients)
 
 
 def sampling(request) -> dict:
