@@ -1,108 +1,48 @@
-"""Store rows -> the JSON objects of OpenAI's specification."""
+"""Store rows -> the JSON objects of OpenAI's specification.
+
+Each object is its schema's fields in the specification's order: read from the row's attribute of the same name,
+unless given (the object type, and a parent's id the caller already knows, which saves a query).
+"""
 
 from __future__ import annotations
 
 from .models import Assistant, Message, Run, RunStep, Thread
 
+ASSISTANT = ("id", "object", "created_at", "name", "description", "model", "instructions", "tools", "tool_resources",
+             "metadata", "temperature", "top_p", "response_format")
+THREAD = ("id", "object", "created_at", "metadata", "tool_resources")
+MESSAGE = ("id", "object", "created_at", "thread_id", "status", "incomplete_details", "completed_at", "incomplete_at",
+           "role", "content", "assistant_id", "run_id", "attachments", "metadata")
+RUN = ("id", "object", "created_at", "thread_id", "assistant_id", "status", "required_action", "last_error",
+       "expires_at", "started_at", "cancelled_at", "failed_at", "completed_at", "incomplete_details", "model",
+       "instructions", "tools", "metadata", "usage", "temperature", "top_p", "max_prompt_tokens",
+       "max_completion_tokens", "truncation_strategy", "tool_choice", "parallel_tool_calls", "response_format")
+RUN_STEP = ("id", "object", "created_at", "assistant_id", "thread_id", "run_id", "type", "status", "step_details",
+            "last_error", "expired_at", "cancelled_at", "failed_at", "completed_at", "metadata", "usage")
+
+
+def _fields(row: Assistant | Thread | Message | Run | RunStep, names: tuple[str, ...], **given: object) -> dict:
+    return {name: given[name] if name in given else getattr(row, name) for name in names}
+
 
 def assistant(a: Assistant) -> dict:
-    return {
-        "id": a.id,
-        "object": "assistant",
-        "created_at": a.created_at,
-        "name": a.name,
-        "description": a.description,
-        "model": a.model,
-        "instructions": a.instructions,
-        "tools": a.tools,
-        "tool_resources": a.tool_resources,
-        "metadata": a.metadata,
-        "temperature": a.temperature,
-        "top_p": a.top_p,
-        "response_format": a.response_format,
-    }
+    return _fields(a, ASSISTANT, object="assistant")
 
 
 def thread(t: Thread) -> dict:
-    return {
-        "id": t.id,
-        "object": "thread",
-        "created_at": t.created_at,
-        "metadata": t.metadata,
-        "tool_resources": t.tool_resources,
-    }
+    return _fields(t, THREAD, object="thread")
 
 
 def message(m: Message, thread_id: str | None = None) -> dict:
-    return {
-        "id": m.id,
-        "object": "thread.message",
-        "created_at": m.created_at,
-        "thread_id": thread_id or m.thread.id,
-        "status": m.status,
-        "incomplete_details": m.incomplete_details,
-        "completed_at": m.completed_at,
-        "incomplete_at": m.incomplete_at,
-        "role": m.role,
-        "content": m.content,
-        "assistant_id": m.assistant_id,
-        "run_id": m.run_id,
-        "attachments": m.attachments,
-        "metadata": m.metadata,
-    }
+    return _fields(m, MESSAGE, object="thread.message", thread_id=thread_id or m.thread.id)
 
 
 def run(r: Run, thread_id: str | None = None) -> dict:
-    return {
-        "id": r.id,
-        "object": "thread.run",
-        "created_at": r.created_at,
-        "thread_id": thread_id or r.thread.id,
-        "assistant_id": r.assistant_id,
-        "status": r.status,
-        "required_action": r.required_action,
-        "last_error": r.last_error,
-        "expires_at": r.expires_at,
-        "started_at": r.started_at,
-        "cancelled_at": r.cancelled_at,
-        "failed_at": r.failed_at,
-        "completed_at": r.completed_at,
-        "incomplete_details": r.incomplete_details,
-        "model": r.model,
-        "instructions": r.instructions,
-        "tools": r.tools,
-        "metadata": r.metadata,
-        "usage": r.usage,
-        "temperature": r.temperature,
-        "top_p": r.top_p,
-        "max_prompt_tokens": r.max_prompt_tokens,
-        "max_completion_tokens": r.max_completion_tokens,
-        "truncation_strategy": r.truncation_strategy,
-        "tool_choice": r.tool_choice,
-        "parallel_tool_calls": r.parallel_tool_calls,
-        "response_format": r.response_format,
-    }
+    return _fields(r, RUN, object="thread.run", thread_id=thread_id or r.thread.id)
 
 
 def run_step(s: RunStep, run_id: str | None = None) -> dict:
-    return {
-        "id": s.id,
-        "object": "thread.run.step",
-        "created_at": s.created_at,
-        "assistant_id": s.assistant_id,
-        "thread_id": s.thread_id,
-        "run_id": run_id or s.run.id,
-        "type": s.type,
-        "status": s.status,
-        "step_details": s.step_details,
-        "last_error": s.last_error,
-        "expired_at": s.expired_at,
-        "cancelled_at": s.cancelled_at,
-        "failed_at": s.failed_at,
-        "completed_at": s.completed_at,
-        "metadata": s.metadata,
-        "usage": s.usage,
-    }
+    return _fields(s, RUN_STEP, object="thread.run.step", run_id=run_id or s.run.id)
 
 
 def deleted(object_type: str, object_id: str) -> dict:

@@ -19,7 +19,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from .errors import invalid
+from .errors import ApiError, invalid
 from .limits import apply_schema_limits, param_path, unstorable
 
 SCHEMAS_URI = "urn:betaassi:assistants-requests"
@@ -45,6 +45,7 @@ _SCHEMA_TYPES = {
     "null": "null",
 }
 _BOUNDS = ("maxLength", "minLength", "maximum", "minimum", "maxItems", "minItems")
+_BOUND_OF = {"maxLength": "maximum", "minLength": "minimum", "maxItems": "maximum", "minItems": "minimum"}
 
 
 @cache
@@ -61,6 +62,20 @@ def validator(schema_name: str) -> Draft202012Validator:
 
 def _describe(value: Any) -> str:
     return _JSON_TYPES.get(type(value), "a value")
+
+
+def _wrong_type(where: str, expected: str, value: Any, param: str | None) -> ApiError:
+    """OpenAI's wording for a value of another JSON type (``where``: a quoted param, or "the request body")."""
+    return invalid(f"Invalid type for {where}: expected {expected}, but got {_describe(value)} instead.",
+                   param=param, code="invalid_type")
+
+
+def _bad_length(where: str, kind: str, bound: str, limit: int, length: int, param: str | None) -> ApiError:
+    """OpenAI's wording for a ``kind`` ("string" or "array") past its ``bound`` ("maximum" or "minimum")."""
+    kind_with = f"{'an' if kind == 'array' else 'a'} {kind} with"
+    too, side = ("long", "above_max") if bound == "maximum" else ("short", "below_min")
+    return invalid(f"Invalid {where}: {kind} too {too}. Expected {kind_with} {bound} length {limit}, "
+                   f"but got {kind_with} length {length} instead.", param=param, code=f"{kind}_{side}_length")
 
 
 def _error_for(error: ValidationError) -> Exception:
@@ -81,26 +96,9 @@ def _error_for(error: ValidationError) -> Exception:
         return invalid(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
     if kind == "type":
         wanted = expected if isinstance(expected, list) else [expected]
-        names = " or ".join(_SCHEMA_TYPES.get(t, t) for t in wanted)
-        return invalid(
-            f"Invalid type for {where}: expected {names}, but got {_describe(value)} instead.",
-            param=param,
-            code="invalid_type",
-        )
-    if kind == "maxLength":
-        return invalid(
-            f"Invalid {where}: string too long. Expected a string with maximum length {expected}, "
-            f"but got a string with length {len(value)} instead.",
-            param=param,
-            code="string_above_max_length",
-        )
-    if kind == "minLength":
-        return invalid(
-            f"Invalid {where}: string too short. Expected a string with minimum length {expected}, "
-            f"but got a string with length {len(value)} instead.",
-            param=param,
-            code="string_below_min_length",
-        )
+        return _wrong_type(where, " or ".join(_SCHEMA_TYPES.get(t, t) for t in wanted), value, param)
+    if kind in ("maxLength", "minLength"):
+        return _bad_length(where, "string", _BOUND_OF[kind], expected, len(value), param)
     if kind in ("maximum", "minimum"):
         word = "integer" if isinstance(value, int) else "decimal"
         side, op = ("above", "<=") if kind == "maximum" else ("below", ">=")
@@ -111,14 +109,7 @@ def _error_for(error: ValidationError) -> Exception:
             code=f"{word}_{side}_{'max' if kind == 'maximum' else 'min'}_value",
         )
     if kind in ("maxItems", "minItems"):
-        side = "long" if kind == "maxItems" else "short"
-        bound = "maximum" if kind == "maxItems" else "minimum"
-        return invalid(
-            f"Invalid {where}: array too {side}. Expected an array with {bound} length {expected}, "
-            f"but got an array with length {len(value)} instead.",
-            param=param,
-            code=f"array_{'above_max' if kind == 'maxItems' else 'below_min'}_length",
-        )
+        return _bad_length(where, "array", _BOUND_OF[kind], expected, len(value), param)
     if kind in ("enum", "const"):
         allowed = expected if kind == "enum" else [expected]
         listed = ", ".join(repr(v) for v in allowed)
@@ -142,10 +133,7 @@ def _error_for(error: ValidationError) -> Exception:
 def validate_body(schema_name: str, body: Any) -> dict:
     """Validate a decoded JSON body; raise a 400 ``ApiError`` naming the param."""
     if not isinstance(body, dict):
-        raise invalid(
-            f"Invalid type for the request body: expected an object, but got {_describe(body)} instead.",
-            code="invalid_type",
-        )
+        raise _wrong_type("the request body", "an object", body, None)
     error = best_match(validator(schema_name).iter_errors(body))
     if error is not None:
         raise _error_for(error)
@@ -176,11 +164,7 @@ def check_metadata(metadata: Any, param: str = "metadata") -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict):
-        raise invalid(
-            f"Invalid type for '{param}': expected an object, but got {_describe(metadata)} instead.",
-            param=param,
-            code="invalid_type",
-        )
+        raise _wrong_type(f"'{param}'", "an object", metadata, param)
     for index, (key, value) in enumerate(metadata.items()):
         name = f"{param}.{key}"
         if index >= METADATA_MAX_PAIRS:
@@ -199,15 +183,6 @@ def check_metadata(metadata: Any, param: str = "metadata") -> None:
                 code="string_above_max_length",
             )
         if not isinstance(value, str):
-            raise invalid(
-                f"Invalid type for '{name}': expected a string, but got {_describe(value)} instead.",
-                param=name,
-                code="invalid_type",
-            )
+            raise _wrong_type(f"'{name}'", "a string", value, name)
         if len(value) > METADATA_MAX_VALUE:
-            raise invalid(
-                f"Invalid '{name}': string too long. Expected a string with maximum length "
-                f"{METADATA_MAX_VALUE}, but got a string with length {len(value)} instead.",
-                param=name,
-                code="string_above_max_length",
-            )
+            raise _bad_length(f"'{name}'", "string", "maximum", METADATA_MAX_VALUE, len(value), name)

@@ -6,11 +6,13 @@ Each handler first checks the API key's scope (``scopes``: the read-only check i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.http import HttpRequest
 
 from . import scopes, serializers, store
 from .engine import engine
-from .http import read_body
+from .http import Handler, read_body
 from .ids import new_id
 from .streaming import RunEventStream, SSEResponse
 
@@ -21,6 +23,19 @@ def _assistant(request: HttpRequest, assistant_id: str) -> None:
 
 def _thread(request: HttpRequest, thread_id: str, *, write: bool = False, publishing: bool = False) -> None:
     scopes.check_thread(scopes.of_request(request), thread_id, write=write, publishing=publishing)
+
+
+def _in_thread(operation: Callable[..., dict], *, write: bool = False, schema: str | None = None) -> Handler:
+    """The handler of a thread or of an object in one: the key must reach the thread (to change it, for
+    ``write``), then the store's ``operation`` is given the URL's ids, and the body read against ``schema``."""
+
+    def handler(request: HttpRequest, thread_id: str, **ids: str) -> dict:
+        _thread(request, thread_id, write=write)
+        if schema is None:
+            return operation(thread_id, **ids)
+        return operation(thread_id, **ids, body=read_body(request, schema))
+
+    return handler
 
 
 # Assistants
@@ -74,9 +89,7 @@ def modify_thread(request: HttpRequest, thread_id: str) -> dict:
     return store.modify_thread(thread_id, body)
 
 
-def delete_thread(request: HttpRequest, thread_id: str) -> dict:
-    _thread(request, thread_id, write=True)
-    return store.delete_thread(thread_id)
+delete_thread = _in_thread(store.delete_thread, write=True)
 
 
 # Messages
@@ -92,43 +105,39 @@ def create_message(request: HttpRequest, thread_id: str) -> dict:
     return store.create_message(thread_id, read_body(request, "CreateMessageRequest"))
 
 
-def retrieve_message(request: HttpRequest, thread_id: str, message_id: str) -> dict:
-    _thread(request, thread_id)
-    return store.retrieve_message(thread_id, message_id)
-
-
-def modify_message(request: HttpRequest, thread_id: str, message_id: str) -> dict:
-    _thread(request, thread_id, write=True)
-    return store.modify_message(thread_id, message_id, read_body(request, "ModifyMessageRequest"))
-
-
-def delete_message(request: HttpRequest, thread_id: str, message_id: str) -> dict:
-    _thread(request, thread_id, write=True)
-    return store.delete_message(thread_id, message_id)
+retrieve_message = _in_thread(store.retrieve_message)
+modify_message = _in_thread(store.modify_message, write=True, schema="ModifyMessageRequest")
+delete_message = _in_thread(store.delete_message, write=True)
 
 
 # Runs
 
 
-def _start_run(body: dict, create) -> dict | SSEResponse:
-    """Create a run; with ``stream: true`` answer with its event stream.
-
-    The stream is subscribed to before the run exists, so that no event the
-    engine emits can be missed.
-    """
-    run_id = new_id("run")
-    if not body.get("stream"):
-        return create(run_id)[-1]
+def _stream(run_id: str, start: Callable[[], list[tuple[str, dict]]]) -> SSEResponse:
+    """The run's event stream: subscribed to before ``start`` (which creates the run or queues it again, and
+    returns the events the stream begins with), so that no event the engine emits can be missed."""
     events = engine.subscribe(run_id)
     try:
-        created = create(run_id)
+        prelude = start()
     except BaseException:
         engine.unsubscribe(run_id, events)
         raise
-    prelude = [("thread.created", created[0])] if len(created) == 2 else []
-    run = created[-1]
-    prelude += [("thread.run.created", run), ("thread.run.queued", run)]
     return SSEResponse(RunEventStream(run_id, events, prelude))
+
+
+def _start_run(body: dict, create: Callable[[str], tuple[dict, ...]]) -> dict | SSEResponse:
+    """Create a run (``create`` returns the new thread, if any, then the run); with ``stream: true`` answer with
+    its event stream."""
+    run_id = new_id("run")
+    if not body.get("stream"):
+        return create(run_id)[-1]
+
+    def start() -> list[tuple[str, dict]]:
+        created = create(run_id)
+        prelude = [("thread.created", created[0])] if len(created) == 2 else []
+        return [*prelude, ("thread.run.created", created[-1]), ("thread.run.queued", created[-1])]
+
+    return _stream(run_id, start)
 
 
 def list_runs(request: HttpRequest, thread_id: str) -> dict:
@@ -151,19 +160,9 @@ def create_thread_and_run(request: HttpRequest) -> dict | SSEResponse:
     return _start_run(body, lambda run_id: store.create_thread_and_run(run_id, body))
 
 
-def retrieve_run(request: HttpRequest, thread_id: str, run_id: str) -> dict:
-    _thread(request, thread_id)
-    return store.retrieve_run(thread_id, run_id)
-
-
-def modify_run(request: HttpRequest, thread_id: str, run_id: str) -> dict:
-    _thread(request, thread_id, write=True)
-    return store.modify_run(thread_id, run_id, read_body(request, "ModifyRunRequest"))
-
-
-def cancel_run(request: HttpRequest, thread_id: str, run_id: str) -> dict:
-    _thread(request, thread_id, write=True)
-    return store.cancel_run(thread_id, run_id)
+retrieve_run = _in_thread(store.retrieve_run)
+modify_run = _in_thread(store.modify_run, write=True, schema="ModifyRunRequest")
+cancel_run = _in_thread(store.cancel_run, write=True)
 
 
 def submit_tool_outputs(request: HttpRequest, thread_id: str, run_id: str) -> dict | SSEResponse:
@@ -172,13 +171,7 @@ def submit_tool_outputs(request: HttpRequest, thread_id: str, run_id: str) -> di
     body = read_body(request, "SubmitToolOutputsRunRequest")
     if not body.get("stream"):
         return store.submit_tool_outputs(thread_id, run_id, body)[0]
-    events = engine.subscribe(run_id)
-    try:
-        _, prelude = store.submit_tool_outputs(thread_id, run_id, body)
-    except BaseException:
-        engine.unsubscribe(run_id, events)
-        raise
-    return SSEResponse(RunEventStream(run_id, events, prelude))
+    return _stream(run_id, lambda: store.submit_tool_outputs(thread_id, run_id, body)[1])
 
 
 # Run steps
