@@ -23,8 +23,8 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.db import NotSupportedError, models
 
-from betaassi_django import client as clients
-from betaassi_django import metadata as codec
+from betaassi_django.client import get_async_client, get_client
+from betaassi_django.metadata import TYPE_KEY, decode, encode
 
 logger = logging.getLogger("betaassi_django.models")
 
@@ -107,7 +107,7 @@ class RemoteModel(models.Model):
     @classmethod
     def reserved_keys(cls) -> tuple[str, ...]:
         """Metadata keys the app itself uses on this entity (not available to fields)."""
-        return (codec.TYPE_KEY,)
+        return (TYPE_KEY,)
 
     @classmethod
     def type_label(cls) -> str:
@@ -134,7 +134,7 @@ class RemoteModel(models.Model):
     # -- validation and encoding --------------------------------------------
 
     def encode_metadata(self) -> dict[str, str]:
-        return codec.encode(self.metadata_fields(), self, self.type_label(), keep=self.metadata or None)
+        return encode(self.metadata_fields(), self, self.type_label(), keep=self.metadata or None)
 
     def validate_for_backend(self) -> dict[str, Any]:
         """Check every field (as ``full_clean`` does, except uniqueness) and that metadata fits.
@@ -176,7 +176,7 @@ class RemoteModel(models.Model):
         for name, value in values.items():
             setattr(self, name, value)
         self.metadata = dict(obj.metadata or {})
-        for attname, value in codec.decode(self.metadata_fields(), self.metadata).items():
+        for attname, value in decode(self.metadata_fields(), self.metadata).items():
             setattr(self, attname, value)
         self.synced_at = datetime.datetime.now(tz=datetime.UTC)
         self._snapshot = self._payload({name: values[name] for name in self.writable_fields}, self.metadata)
@@ -188,11 +188,11 @@ class RemoteModel(models.Model):
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
-        if codec.TYPE_KEY in (instance.metadata or {}):
+        if TYPE_KEY in (instance.metadata or {}):
             # Values come from the backend's own strings, exactly (a database column can round off:
             # jsonb reads a large float back as an int, SQLite keeps 15 significant digits).
             loaded = [f for f in cls.metadata_fields() if f.attname in instance.__dict__]
-            for attname, value in codec.decode(loaded, instance.metadata).items():
+            for attname, value in decode(loaded, instance.metadata).items():
                 setattr(instance, attname, value)
         # What the backend held when the mirror was written: used to undo a modify.
         instance._snapshot = cls._payload(
@@ -209,7 +209,7 @@ class RemoteModel(models.Model):
     @classmethod
     def handles(cls, obj: Any) -> bool:
         """Whether a backend object is of this class (its ``betaassi_type``)."""
-        return (obj.metadata or {}).get(codec.TYPE_KEY) == cls.type_label()
+        return (obj.metadata or {}).get(TYPE_KEY) == cls.type_label()
 
     # -- write-through ----------------------------------------------------------
 
@@ -248,7 +248,7 @@ class RemoteModel(models.Model):
         except Exception:
             if previous is not None:
                 self._snapshot = previous
-            self._compensate(clients.get_client(), created)
+            self._compensate(get_client(), created)
             if created:
                 self.id = ""
             raise
@@ -256,23 +256,23 @@ class RemoteModel(models.Model):
     def save(self, *args, **kwargs) -> None:
         """Create or modify the backend object, then the mirror row."""
         created = not self.id
-        self._store_written(self._backend_write(clients.get_client()), created)
+        self._store_written(self._backend_write(get_client()), created)
 
     async def asave(self, *args, **kwargs) -> None:
         """``save()`` for async code: the async client, and the mirror write in a thread."""
         created = not self.id
-        obj = await self._backend_write(clients.get_async_client())
+        obj = await self._backend_write(get_async_client())
         await sync_to_async(self._store_written)(obj, created)
 
     def delete(self, *args, **kwargs):
         """Delete the backend object, then the mirror row."""
         with contextlib.suppress(openai.NotFoundError):  # already gone in the backend: drop the mirror too
-            self.resource(clients.get_client()).delete(self.id, **self.scope())
+            self.resource(get_client()).delete(self.id, **self.scope())
         return super().delete(*args, **kwargs)
 
     async def adelete(self, *args, **kwargs):
         with contextlib.suppress(openai.NotFoundError):
-            await self.resource(clients.get_async_client()).delete(self.id, **self.scope())
+            await self.resource(get_async_client()).delete(self.id, **self.scope())
         return await sync_to_async(super().delete)(*args, **kwargs)
 
     def forget(self) -> None:
@@ -287,30 +287,30 @@ class RemoteModel(models.Model):
     @classmethod
     def retrieve(cls, object_id: str, **scope: str):
         """Read one object from the backend (one call) and refresh its mirror."""
-        instance = cls.from_remote(cls.resource(clients.get_client()).retrieve(object_id, **scope))
+        instance = cls.from_remote(cls.resource(get_client()).retrieve(object_id, **scope))
         instance._store_mirror()
         return instance
 
     @classmethod
     async def aretrieve(cls, object_id: str, **scope: str):
-        obj = await cls.resource(clients.get_async_client()).retrieve(object_id, **scope)
+        obj = await cls.resource(get_async_client()).retrieve(object_id, **scope)
         instance = cls.from_remote(obj)
         await sync_to_async(instance._store_mirror)()
         return instance
 
     def refresh_from_backend(self) -> None:
         """Re-read this object from the backend and rewrite the mirror (remote wins)."""
-        self.apply_remote(self.resource(clients.get_client()).retrieve(self.id, **self.scope()))
+        self.apply_remote(self.resource(get_client()).retrieve(self.id, **self.scope()))
         self._store_mirror()
 
     async def arefresh_from_backend(self) -> None:
-        self.apply_remote(await self.resource(clients.get_async_client()).retrieve(self.id, **self.scope()))
+        self.apply_remote(await self.resource(get_async_client()).retrieve(self.id, **self.scope()))
         await sync_to_async(self._store_mirror)()
 
     @classmethod
     def list_remote(cls, **scope: str) -> list:
         """Every backend object of this class (by ``betaassi_type``), 100 per call, mirrors refreshed."""
-        pages = cls.resource(clients.get_client()).list(limit=100, order="asc", **scope)
+        pages = cls.resource(get_client()).list(limit=100, order="asc", **scope)
         found = [cls.from_remote(obj) for obj in pages if cls.handles(obj)]
         for instance in found:
             instance._store_mirror()
@@ -318,7 +318,7 @@ class RemoteModel(models.Model):
 
     @classmethod
     async def alist_remote(cls, **scope: str) -> list:
-        pages = cls.resource(clients.get_async_client()).list(limit=100, order="asc", **scope)
+        pages = cls.resource(get_async_client()).list(limit=100, order="asc", **scope)
         found = [cls.from_remote(obj) async for obj in pages if cls.handles(obj)]
         for instance in found:
             await sync_to_async(instance._store_mirror)()

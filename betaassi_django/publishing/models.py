@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 from django.db import models
 
+from . import kinds
+
 
 class PublishLease(models.Model):
     """Which processor holds an assistant's publish queue, until when.
@@ -99,12 +101,8 @@ class Session(models.Model):
     # -- talking to the assistant in this session ------------------------------
 
     def truncation_strategy(self) -> dict:
-        """What the run shows the model: everything, the last message, or the last N."""
-        if self.kind == "oneshot":
-            return {"type": "last_messages", "last_messages": 1}
-        if self.kind == "manyshots":
-            return {"type": "last_messages", "last_messages": self.context_messages}
-        return {"type": "auto"}
+        """What the run shows the model: everything, the last message, or the last N (``kinds``)."""
+        return kinds.truncation_strategy(self.kind, self.context_messages)
 
     def run_options(self) -> dict:
         options = {"thread_id": self.thread_id, "assistant_id": self.assistant_id,
