@@ -17,17 +17,8 @@ from django.utils.html import format_html
 from betaassi_django.models import Session
 from betaassi_django.publishing.status import QueueStatus
 
+from . import session_forms
 from .common import BackendFailed, admin_url
-from .session_forms import (
-    SESSION_FIELDS,
-    SessionForm,
-    chat_url,
-    pending_creations,
-    publish,
-    publish_delete,
-    read_queues,
-    status_text,
-)
 
 
 class SessionFormSet(BaseModelFormSet):
@@ -53,11 +44,11 @@ class SessionFormSet(BaseModelFormSet):
     def get_queryset(self):
         rows = super().get_queryset()
         for session in rows:  # evaluated once and cached: the forms get these very instances
-            session.status_text = status_text(session, self.states)
+            session.status_text = session_forms.status_text(session, self.states)
         return rows
 
     def pending_creations(self) -> list[dict]:
-        return pending_creations(self.states, {})
+        return session_forms.pending_creations(self.states, {})
 
     def clean(self) -> None:
         super().clean()
@@ -85,11 +76,11 @@ class SessionFormSet(BaseModelFormSet):
                 continue
             try:
                 if self._should_delete_form(form):
-                    event_id = publish_delete(assistant, session)
+                    event_id = session_forms.publish_delete(assistant, session)
                     self.deleted_objects.append(session)
                     self.published.append(f"Published session.delete for {session.session_id} (event {event_id}).")
                 elif form.has_changed():
-                    event_id = publish(form, assistant, creating=False)
+                    event_id = session_forms.publish(form, assistant, creating=False)
                     self.changed_objects.append((session, form.changed_data))
                     self.published.append(f"Published session.update for {session.session_id} (event {event_id}).")
             except BackendFailed as failure:
@@ -98,7 +89,7 @@ class SessionFormSet(BaseModelFormSet):
             if not form.has_changed() or self._should_delete_form(form):
                 continue
             try:
-                event_id = publish(form, assistant, creating=True)
+                event_id = session_forms.publish(form, assistant, creating=True)
             except BackendFailed as failure:
                 self.failures.append(failure.message)
                 continue
@@ -108,7 +99,8 @@ class SessionFormSet(BaseModelFormSet):
         return self.new_objects
 
 
-def guarded_form(form: type[SessionForm], *, can_add: bool, can_change: bool) -> type[SessionForm]:
+def guarded_form(form: type[session_forms.SessionForm], *, can_add: bool,
+                 can_change: bool) -> type[session_forms.SessionForm]:
     """The form as Django's inlines guard it: a row the user may not add or change never "has changed"."""
 
     class PermissionGuardedForm(form):
@@ -138,9 +130,9 @@ class SessionInline(admin.TabularInline):
 
     model = Session
     checks_class = SessionInlineChecks
-    form = SessionForm
+    form = session_forms.SessionForm
     template = "admin/betaassi_django/assistant/sessions_inline.html"
-    fields = (*SESSION_FIELDS, "status", "touched_at", "chat")
+    fields = (*session_forms.SESSION_FIELDS, "status", "touched_at", "chat")
     readonly_fields = ("status", "touched_at", "chat")
     extra = 1
     verbose_name_plural = "sessions (changes are published to the queue)"
@@ -154,11 +146,11 @@ class SessionInline(admin.TabularInline):
         formset = modelformset_factory(
             Session, form=guarded_form(self.form, can_add=self.has_add_permission(request, obj),
                                        can_change=self.has_change_permission(request, obj)),
-            formset=SessionFormSet, fields=SESSION_FIELDS, extra=self.get_extra(request, obj),
+            formset=SessionFormSet, fields=session_forms.SESSION_FIELDS, extra=self.get_extra(request, obj),
             min_num=self.get_min_num(request, obj), max_num=self.get_max_num(request, obj),
             can_delete=self.can_delete and self.has_delete_permission(request, obj),
             formfield_callback=partial(self.formfield_for_dbfield, request=request))
-        formset.states = read_queues(request, [obj]) if obj is not None and obj.pk else {}
+        formset.states = session_forms.read_queues(request, [obj]) if obj is not None and obj.pk else {}
         return formset
 
     @admin.display(description="status")
@@ -167,5 +159,5 @@ class SessionInline(admin.TabularInline):
 
     @admin.display(description="chat")
     def chat(self, obj) -> str:
-        url = chat_url(obj) if obj.pk else None
+        url = session_forms.chat_url(obj) if obj.pk else None
         return format_html('<a href="{}">open</a>', url) if url else ""
