@@ -40,6 +40,13 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 TYPE_KEY = "betaassi_type"
+#: The keys of the publish queue (docs/events.md), on an assistant: its publish thread and its registry's root;
+#: on a session thread: the session and the assistant it was created for. Here, below both the publish queue
+#: that writes them and the embedded API whose limited keys reach threads through them (``assistants_api.scopes``).
+PUBLISH_KEY = "betaassi_publish"
+REGISTRY_KEY = "betaassi_registry"
+SESSION_THREAD_KEY = "betaassi_session"
+SESSION_ASSISTANT_KEY = "betaassi_assistant"
 MAX_PAIRS = 16
 MAX_KEY_LENGTH = 64
 MAX_VALUE_LENGTH = 512

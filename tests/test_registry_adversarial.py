@@ -22,7 +22,7 @@ from betaassi_django.publishing.apply import NO_ROOM, apply_events, record_for
 from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY, load_registry
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
-from betaassi_django.publishing.registry import (
+from betaassi_django.registry import (
     Page,
     Root,
     bucket_hash,

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest
 
+from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY
+from betaassi_django.registry import Page, Root
+
 from .errors import ApiError
 from .limits import plausible_id
 from .models import ApiKey, Assistant, Thread
@@ -83,8 +86,6 @@ def check_create_assistant(scope: Scope) -> None:
 def check_assistant_change(scope: Scope, assistant_id: str, body: dict) -> None:
     """A limited key may not repoint its assistant's publish thread or registry (that would bring other threads
     into its scope)."""
-    from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY
-
     if not scope.limited or "metadata" not in body:
         return
     current = Assistant.objects.filter(id=assistant_id).values_list("metadata", flat=True).first() or {}
@@ -97,8 +98,6 @@ def check_assistant_change(scope: Scope, assistant_id: str, body: dict) -> None:
 
 def check_new_thread(scope: Scope, metadata: dict | None) -> None:
     """A thread a limited key creates (or re-tags) must name one of its assistants."""
-    from betaassi_django.publishing.backend import SESSION_ASSISTANT_KEY
-
     if scope.limited and (metadata or {}).get(SESSION_ASSISTANT_KEY) not in scope.assistant_ids:
         raise denied(f"this API key is limited to some assistants, so a thread it creates or changes must name "
                      f"one of them in its metadata '{SESSION_ASSISTANT_KEY}'.")
@@ -106,9 +105,6 @@ def check_new_thread(scope: Scope, metadata: dict | None) -> None:
 
 def _queue_threads(assistant_ids: frozenset[str]) -> tuple[set[str], set[str]]:
     """The publish threads and the registry threads (roots, pages, overflow pages) of these assistants."""
-    from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY
-    from betaassi_django.publishing.registry import Page, Root
-
     publish, roots = set(), set()
     for metadata in Assistant.objects.filter(id__in=assistant_ids).values_list("metadata", flat=True):
         metadata = metadata or {}
@@ -132,8 +128,6 @@ def _queue_threads(assistant_ids: frozenset[str]) -> tuple[set[str], set[str]]:
 def check_thread(scope: Scope, thread_id: str, *, write: bool = False, publishing: bool = False) -> None:
     """Whether the key reaches this thread (and what under it): its own assistants' session threads fully, their
     queue threads to read, and a publish thread also to add a message to (``publishing``)."""
-    from betaassi_django.publishing.backend import SESSION_ASSISTANT_KEY
-
     if not scope.limited:
         return
     metadata = (Thread.objects.filter(id=thread_id).values_list("metadata", flat=True).first()

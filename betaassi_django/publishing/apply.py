@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from betaassi_django import quotas
+from betaassi_django.registry import Page, Root
 
 from .backend import tagged_for
 from .events import Event, Rejected, check_session_args, parse
 from .kinds import BY_CODE, CODES, context_refusal
-from .registry import Page, Root
 
 NO_ROOM = "the registry has no room for this session (its bucket's overflow directory is full)"
 FOREIGN_THREAD = "thread_id names a thread that was not created for this session of this assistant"

@@ -6,20 +6,15 @@ import contextlib
 
 import openai
 
-from betaassi_django.metadata import TYPE_KEY
+from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY, SESSION_THREAD_KEY, TYPE_KEY
+from betaassi_django.registry import Page, Root, new_key, page_threads
 
-from .registry import Page, Root, new_key, page_threads
-
-PUBLISH_KEY = "betaassi_publish"
-REGISTRY_KEY = "betaassi_registry"
 PUBLISH_TYPE = "betaassi.publish"
-#: A session thread's tags: the session and the assistant it was created for (by the publisher). The processor
-#: accepts a thread in ``session.create`` and deletes a thread only when both tags name that session.
-SESSION_THREAD_KEY = "betaassi_session"
-SESSION_ASSISTANT_KEY = "betaassi_assistant"
 
 
 def session_thread_tags(assistant_id: str, session_id: str) -> dict[str, str]:
+    """A session thread's tags: the session and the assistant it was created for (by the publisher). The processor
+    accepts a thread in ``session.create`` and deletes a thread only when both tags name that session."""
     return {SESSION_THREAD_KEY: session_id, SESSION_ASSISTANT_KEY: assistant_id}
 
 

@@ -35,12 +35,12 @@ from betaassi_django import quotas
 from betaassi_django.client import get_client
 from betaassi_django.messages import text_of
 from betaassi_django.metadata import TYPE_KEY
+from betaassi_django.registry import Page, Root, double, encode_run, needs_growth, overflow_metadata, page_threads
 
 from . import health, lease, notify
 from .apply import Batch, Facts, Outcome, apply_events, session_from_record, wanted
 from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry, publish_thread, tagged_for
 from .models import PublishedEvent, Session
-from .registry import Page, Root, double, encode_run, needs_growth, overflow_metadata, page_threads
 from .wake import Waker
 
 logger = logging.getLogger("betaassi_django.publishing")

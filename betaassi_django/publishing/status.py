@@ -13,11 +13,11 @@ import openai
 
 from betaassi_django.client import get_client
 from betaassi_django.messages import text_of
+from betaassi_django.registry import Root
 
 from .backend import load_registry, publish_thread, queue_ids
 from .events import Event, Rejected, read
 from .models import PublishedEvent, PublishLease, PublishState, Session
-from .registry import Root
 
 #: Pending events read at most per status (a queue further behind shows as "at least" this many).
 PENDING_LIMIT = 1000

@@ -1,5 +1,8 @@
 """The session registry, kept in backend metadata beyond the assistant's own 16 keys.
 
+A format, below its users: the publish queue's processor writes it, the embedded API's scopes read it (a key
+limited to an assistant reaches its registry's threads), so it imports nothing of the app but ``metadata``.
+
 Layout (all in metadata, readable by any process; the keys are a contract, docs/events.md):
 
 - the assistant's ``betaassi_registry`` key names the registry's *root* thread;
