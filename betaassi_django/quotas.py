@@ -31,7 +31,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, Manager, QuerySet
 from django.utils import timezone
 
 from betaassi_django import conf
@@ -39,6 +39,10 @@ from betaassi_django import conf
 QUOTA_EXCEEDED, MODEL_NOT_ALLOWED = "quota_exceeded", "model_not_allowed"
 #: The turn window: "per minute".
 WINDOW = datetime.timedelta(seconds=60)
+
+
+#: The ``Session`` mirror as a caller hands it in (``Session.objects`` or a queryset of it).
+Sessions = Manager | QuerySet
 
 
 class QuotaExceeded(ValidationError):
@@ -155,7 +159,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def check_session_count(assistant_id: str, owner_id: int, sessions: QuerySet) -> None:
+def check_session_count(assistant_id: str, owner_id: int, sessions: Sessions) -> None:
     """Raise ``QuotaExceeded`` naming the ``owner`` field when the owner may not have another session.
 
     Counts ``sessions``, the ``Session`` mirror (applied sessions) as the caller hands it in; the processor
@@ -171,7 +175,7 @@ def check_session_count(assistant_id: str, owner_id: int, sessions: QuerySet) ->
         raise QuotaExceeded({"owner": ValidationError(reason, code=QUOTA_EXCEEDED)})
 
 
-def check_create(assistant, owner_id: int, model: str | None, sessions: QuerySet) -> None:
+def check_create(assistant, owner_id: int, model: str | None, sessions: Sessions) -> None:
     """Everything a new session must satisfy beyond its own arguments, before any backend call (``sessions``:
     the ``Session`` mirror, as in ``check_session_count``)."""
     errors: dict[str, list[ValidationError]] = {}
@@ -250,7 +254,7 @@ def check_turn(session, user_id: int | None) -> None:
 
 
 def event_limits(assistant_class, assistant_id: str, assistant_model: str | None, owners: set[int],
-                 sessions: QuerySet) -> dict:
+                 sessions: Sessions) -> dict:
     """What the processor's fold needs to hold a batch's events to the same limits (``apply.Facts`` fields).
 
     Two queries at most: which owners are exempt, and their sessions on other assistants (``sessions``, the

@@ -6,11 +6,12 @@
   channel-layer group, so each connection to the session, in any server process, receives the same stream
   (the contract: docs/websocket.md).
 
-All three send the message with the run (``_run_request``), count the turn against the same limits (``quotas``),
-and run the assistant's function tools between rounds (``tools``); the two async ones share one stream of run
-events across tool rounds (``_run_events``). A process answers a session's WebSocket turns one at a time, in
-arrival order; another process's run on the same thread is waited out, because the API refuses a second active
-run (and new messages) on a thread. ``ask`` and ``astream`` do not wait: they get the API's 400.
+All three send the message with the run (``_run_request``), count the turn against the same limits (``quotas``:
+``ask`` and ``astream`` here, a WebSocket turn in the consumer as it admits the frame, with the access check in
+one database trip) and run the assistant's function tools between rounds (``tools``); the two async ones share
+one stream of run events across tool rounds (``_run_events``). A process answers a session's WebSocket turns
+one at a time, in arrival order; another process's run on the same thread is waited out, because the API refuses
+a second active run (and new messages) on a thread. ``ask`` and ``astream`` do not wait: they get the API's 400.
 
 The session is anything with the ``Session`` row's attributes (``assistant_id``, ``session_id``, ``thread_id``,
 ``owner_id``, ``run_options()``, ``touch()``): this module sits below the publish queue that owns that table,
