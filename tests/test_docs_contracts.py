@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from betaassi_django import conf, consumers, turns
-from betaassi_django.publishing import events
+from betaassi_django.publishing import events, kinds
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "betaassi_django"
@@ -77,7 +77,7 @@ def test_every_close_code_and_limit_is_documented():
 
 def test_every_event_op_and_session_kind_is_documented():
     page = _page("events.md")
-    for name in (*events.OPS, *events.KINDS):
+    for name in (*events.OPS, *kinds.KINDS):
         assert f'"{name}"' in page or f"`{name}`" in page, name
 
 
