@@ -221,6 +221,25 @@ def test_wait_blocks_until_a_processor_applied_the_event(user):
         support.sessions.create("never", owner=user, wait=True, timeout=0.3)
 
 
+def test_wait_and_its_async_twin_return_the_recorded_outcome(user):
+    """``sessions.wait`` and ``await sessions.await_`` are the same loop: the event's record once the processor
+    wrote it (status and reason), ``TimeoutError`` naming the event before."""
+    from asgiref.sync import async_to_sync
+
+    support = Support.objects.create()
+    created = support.sessions.create("s", owner=user)
+    again = support.sessions.create("s", owner=user)
+    for waiting in (support.sessions.wait, async_to_sync(support.sessions.await_)):
+        with pytest.raises(TimeoutError) as raised:
+            waiting(created, timeout=0.05)
+        assert str(raised.value) == (f"event {created} was not processed within 0.05s; is process_publish_queue "
+                                     "running?")
+    Processor(assistant_ids=[support.id]).run_once()
+    for waiting in (support.sessions.wait, async_to_sync(support.sessions.await_), support.queue.wait):
+        assert (waiting(created).status, waiting(created).reason) == ("applied", "")
+        assert (waiting(again).status, waiting(again).reason) == ("noop", "the session exists")
+
+
 def test_other_processes_follow_the_queue_from_a_cursor(user):
     from betaassi_django.publishing.events import Rejected
 
