@@ -54,3 +54,20 @@ def test_bad_events_are_rejected_with_a_reason(content, reason):
     with pytest.raises(Rejected) as info:
         parse(content)
     assert str(info.value).startswith(reason)
+
+
+@pytest.mark.parametrize(("kind", "count", "kept", "refusal"), [
+    ("default", None, None, None),
+    ("oneshot", None, None, None),
+    ("manyshots", 5, 5, None),
+    ("manyshots", None, None, "context_messages (N >= 1) is required for kind 'manyshots'"),
+    ("default", 5, None, "context_messages applies only to kind 'manyshots', not 'default'"),
+    ("oneshot", 1, None, "context_messages applies only to kind 'manyshots', not 'oneshot'"),
+])
+def test_the_kinds_rule_has_one_home(kind, count, kept, refusal):
+    """What forms keep of N and why N is refused: the rule the forms, the admin, the events and the fold call."""
+    from betaassi_django.publishing import kinds
+
+    assert kinds.kept_context(kind, count) == kept
+    assert kinds.context_refusal(kind, count) == refusal
+    assert kinds.BY_CODE[kinds.CODES[kind]] == kind
