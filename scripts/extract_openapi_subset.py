@@ -3,7 +3,7 @@
 A user's clone has no ``../shared``, so the tests read a subset committed under
 ``tests/openapi/``. Run this by hand when the upstream specification changes::
 
-    python scripts/extract_openapi_subset.py ../shared/openai-openapi.yaml
+    python scripts/extract_openapi_subset.py path/to/openai-openapi.yaml
 
 It keeps every path under ``/assistants`` and ``/threads`` and the transitive
 closure of the component schemas they (and the stream events) reference, and
@@ -163,4 +163,6 @@ def main(source: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/openai-openapi.yaml")
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python {sys.argv[0]} path/to/openai-openapi.yaml (openai/openai-openapi)")
+    main(sys.argv[1])

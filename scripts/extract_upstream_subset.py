@@ -4,7 +4,7 @@ The fake upstream of the tests (``tests/fake_upstream.py``) validates every
 request the product sends, and every reply it sends back, against these
 schemas. Run by hand when the upstream specification changes::
 
-    python scripts/extract_upstream_subset.py ../shared/openai-openapi.yaml
+    python scripts/extract_upstream_subset.py path/to/openai-openapi.yaml
 
 Writes ``tests/upstream_openapi/upstream-schemas.json``: the transitive closure
 of the request, response and stream-event schemas of ``POST /responses`` and
@@ -50,4 +50,6 @@ def main(source: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/openai-openapi.yaml")
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python {sys.argv[0]} path/to/openai-openapi.yaml (openai/openai-openapi)")
+    main(sys.argv[1])
