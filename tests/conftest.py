@@ -240,6 +240,22 @@ def web(staff):
     return client_of(staff)
 
 
+@pytest.fixture
+def visitor():
+    """Django's test client, logged in as nobody (``client`` is the openai SDK in this suite)."""
+    from django.test import Client
+
+    return Client()
+
+
+@pytest.fixture
+def alice():
+    """An ordinary user with a password, to log in through the login page."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("alice", password="secret-pass-1")
+
+
 def wait_for_run(client, thread_id: str, run_id: str, timeout: float = 30, interval: float = 0.02):
     """The run once it has left queued / in_progress / cancelling."""
     deadline = time.monotonic() + timeout

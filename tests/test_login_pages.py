@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.test import Client
 from django.urls import reverse
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def web():
-    """Django's test client (``client`` is the openai SDK in this suite)."""
-    return Client()
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="secret-pass-1")
+def web(visitor):
+    """The pages as a visitor sees them before logging in (conftest's ``web`` is logged in as staff)."""
+    return visitor
 
 
 def test_no_redirect_settings_needed():

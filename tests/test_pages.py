@@ -23,14 +23,9 @@ def view_session() -> Permission:
 
 
 @pytest.fixture
-def web():
-    """Django's test client (``client`` is the openai SDK in this suite)."""
-    return Client()
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="secret-pass-1")
+def web(visitor):
+    """The pages as a visitor sees them before logging in (conftest's ``web`` is logged in as staff)."""
+    return visitor
 
 
 def test_pages_need_a_login(web):
