@@ -32,8 +32,8 @@ def check_channel_layer(app_configs=None, **kwargs) -> list[checks.CheckMessage]
 
     hint = ('Add CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}} for one '
             'process, or a Redis layer for several: {"default": {"BACKEND": '
-            '"channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [{"address": REDIS_URL, '
-            '"socket_timeout": 15}]}}}.')
+            '"betaassi_django.layers.RedisChannelLayer", "CONFIG": {"hosts": [{"address": REDIS_URL, '
+            '"socket_timeout": 15}]}}} (channels-redis\'s layer, which also waits out a Redis restart).')
     if DEFAULT_CHANNEL_LAYER not in getattr(settings, "CHANNEL_LAYERS", {}):
         return [checks.Error("No channel layer: CHANNEL_LAYERS has no 'default' layer, so every chat WebSocket "
                              "fails to connect and applied events reach no page.", hint=hint, id="betaassi.E010")]
