@@ -62,3 +62,35 @@ def test_logout_is_a_post_from_the_header_and_returns_to_login(web, alice):
     response = web.post("/accounts/logout/")
     assert response.status_code == 302 and response["Location"] == "/accounts/login/"
     assert web.get("/")["Location"] == "/accounts/login/?next=/"
+
+
+@pytest.mark.parametrize("username", ["alice\x00", "a" * 100_000, "alice' OR '1'='1"])
+def test_hostile_usernames_get_the_page_again_not_a_500(web, alice, username):
+    page = web.post("/accounts/login/", {"username": username, "password": "secret-pass-1"})
+    assert page.status_code == 200
+    assert "_auth_user_id" not in web.session
+
+
+def test_undecodable_bytes_are_a_failed_login_not_a_500(web, alice):
+    body = b"username=alice%ED%A0%80&password=secret-pass-1"  # a lone surrogate, percent-encoded as UTF-8 bytes
+    page = web.post("/accounts/login/", body, content_type="application/x-www-form-urlencoded")
+    assert page.status_code == 200 and "_auth_user_id" not in web.session
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example/", "https:evil.example", "\x00/", "/" * 5000])
+def test_next_never_leaves_the_site(web, alice, target):
+    response = web.post("/accounts/login/", {"username": "alice", "password": "secret-pass-1", "next": target})
+    assert response.status_code == 302
+    assert response["Location"] in {"/", target} and not response["Location"].startswith(("//", "/\\", "https:"))
+
+
+def test_the_login_form_needs_its_csrf_token(alice):
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    assert browser.post("/accounts/login/", {"username": "alice", "password": "secret-pass-1"}).status_code == 403
+    page = browser.get("/accounts/login/")
+    token = page.cookies["csrftoken"].value
+    response = browser.post("/accounts/login/", {"username": "alice", "password": "secret-pass-1",
+                                                 "csrfmiddlewaretoken": token})
+    assert response.status_code == 302 and response["Location"] == "/"
