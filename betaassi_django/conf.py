@@ -8,6 +8,7 @@ its default; docs/configuration.md lists every one.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 import environ
@@ -19,6 +20,7 @@ OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 BACKENDS = ("embedded", "remote")
 RESPONDERS = ("echo", "openai")
 UPSTREAM_APIS = ("responses", "chat")
+DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 
 _env = environ.Env()
 
@@ -45,6 +47,9 @@ class BetaassiSettings:
     max_sessions_per_user_per_assistant: int
     max_turns_per_user_per_minute: int
     websocket_recheck_seconds: float
+    deployment: str
+    queue_prune_seconds: float
+    queue_keep: int
 
 
 def _read(name: str, default, cast=str):
@@ -91,6 +96,20 @@ def _limits() -> dict[str, int]:
     return values
 
 
+def _queue_settings() -> dict:
+    """This deployment's name among those sharing a backend, and the publish queues' retention."""
+    deployment = _read("BETAASSI_DEPLOYMENT", "default").strip()
+    if not DEPLOYMENT_NAME.fullmatch(deployment):
+        raise ImproperlyConfigured(f"BETAASSI_DEPLOYMENT={deployment!r} must be 1 to 40 letters, digits, '_', '-' "
+                                   "or '.', starting with a letter or digit")
+    prune = _read("BETAASSI_QUEUE_PRUNE_SECONDS", 0.0, float)
+    keep = _read("BETAASSI_QUEUE_KEEP", 1000, int)
+    if prune < 0 or keep < 0:
+        raise ImproperlyConfigured(f"BETAASSI_QUEUE_PRUNE_SECONDS={prune} and BETAASSI_QUEUE_KEEP={keep} must not "
+                                   "be negative")
+    return {"deployment": deployment, "queue_prune_seconds": prune, "queue_keep": keep}
+
+
 def _recheck_seconds() -> float:
     seconds = _read("BETAASSI_WEBSOCKET_RECHECK_SECONDS", 15.0, float)
     if not seconds > 0:
@@ -128,6 +147,7 @@ def get() -> BetaassiSettings:
         # runs and sweeps every HEARTBEAT seconds; a run without a stamp for STALE seconds is ended.
         **_run_timing(),
         **_limits(),
+        **_queue_settings(),
     )
 
 

@@ -47,6 +47,10 @@ PUBLISH_KEY = "betaassi_publish"
 REGISTRY_KEY = "betaassi_registry"
 SESSION_THREAD_KEY = "betaassi_session"
 SESSION_ASSISTANT_KEY = "betaassi_assistant"
+#: On an assistant: the deployment whose processors apply its queue (absent: "default"; docs/deployment.md).
+OWNER_KEY = "betaassi_deployment"
+#: On a publish thread: ``consumer:<name>`` names the thread that keeps that consumer's position (docs/events.md).
+CONSUMER_KEY_PREFIX = "consumer:"
 MAX_PAIRS = 16
 MAX_KEY_LENGTH = 64
 MAX_VALUE_LENGTH = 512

@@ -3,12 +3,20 @@
 Re-exports the tables users import from here: the publish queue's and the quotas' turn counter.
 """
 
-from betaassi_django.publishing.models import PublishedEvent, PublishLease, PublishState, Session
+from betaassi_django.publishing.models import (
+    ConsumerFailure,
+    ConsumerLease,
+    PublishedEvent,
+    PublishLease,
+    PublishState,
+    Session,
+)
 from betaassi_django.quotas import TurnWindow
 
 from .base import RemoteModel, RemoteQuerySet
 from .entities import Assistant, BaseAssistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
 from .lookup import all_assistants, assistant_models, find_assistant
+from .streams import StreamThread
 
 __all__ = [
     "Assistant",
@@ -16,6 +24,8 @@ __all__ = [
     "BaseMessage",
     "BaseRun",
     "BaseThread",
+    "ConsumerFailure",
+    "ConsumerLease",
     "Message",
     "PublishLease",
     "PublishState",
@@ -24,6 +34,7 @@ __all__ = [
     "RemoteQuerySet",
     "Run",
     "Session",
+    "StreamThread",
     "Thread",
     "TurnWindow",
     "all_assistants",

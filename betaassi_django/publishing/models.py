@@ -137,3 +137,41 @@ class Session(models.Model):
         from betaassi_django import turns
 
         return turns.astream(self, text, user=user)
+
+
+class ConsumerLease(models.Model):
+    """Which process runs a named consumer on an assistant's queue, until when (``lease``, as the processor's)."""
+
+    consumer = models.CharField(max_length=64)
+    assistant_id = models.CharField(max_length=64)
+    holder = models.CharField(max_length=128)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "queue-consumer lease"
+        constraints = [models.UniqueConstraint(fields=["consumer", "assistant_id"],
+                                               name="betaassi_consumer_lease_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} on {self.assistant_id} held by {self.holder} until {self.expires_at:%H:%M:%S}"
+
+
+class ConsumerFailure(models.Model):
+    """An event a consumer's handler kept failing on: recorded, and the consumer moved on (``consume_queue``)."""
+
+    consumer = models.CharField(max_length=64)
+    assistant_id = models.CharField(max_length=64, db_index=True)
+    event_id = models.CharField(max_length=64)
+    event_type = models.CharField(max_length=64, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=1)
+    error = models.TextField(blank=True, default="")
+    failed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "queue-consumer failure"
+        ordering = ["-failed_at"]
+        constraints = [models.UniqueConstraint(fields=["consumer", "event_id"],
+                                               name="betaassi_consumer_failure_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}: {self.event_id} failed {self.attempts} time(s)"
