@@ -27,9 +27,8 @@ import uuid
 
 import openai
 from django.apps import apps
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 
 from betaassi_django import quotas
 from betaassi_django.client import get_client
@@ -38,8 +37,9 @@ from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.registry import Page, Root, double, encode_run, needs_growth, overflow_metadata, page_threads
 
 from . import health, lease, notify
-from .apply import Batch, Facts, Outcome, apply_events, session_from_record, wanted
+from .apply import Batch, Facts, Outcome, apply_events, wanted
 from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry, publish_thread, tagged_for
+from .mirror import existing_users, mirror_session
 from .models import PublishedEvent, Session
 from .wake import Waker
 
@@ -310,27 +310,3 @@ def _assistant_class(assistant):
         return apps.get_model((assistant.metadata or {}).get(TYPE_KEY, ""))
     except (LookupError, ValueError):
         return None
-
-
-def existing_users(ids: set[int]) -> set[int]:
-    """The ids among these that name a user (ids outside the key's range name none)."""
-    if not ids:
-        return set()
-    user = get_user_model()
-    low, high = connection.ops.integer_field_range(user._meta.pk.get_internal_type())
-    usable = [i for i in ids if (low is None or i >= low) and (high is None or i <= high)]
-    return set(user.objects.filter(pk__in=usable).values_list("pk", flat=True)) if usable else set()
-
-
-def mirror_session(assistant_id: str, session_id: str, record: dict | None) -> None:
-    """Write one registry record into the ``Session`` mirror (None: the session is gone)."""
-    if record is None:
-        Session.objects.filter(assistant_id=assistant_id, session_id=session_id).delete()
-        return
-    data = session_from_record(session_id, record)
-    owner = data["owner"] if isinstance(data["owner"], int) and not isinstance(data["owner"], bool) else None
-    owner_id = owner if owner is not None and existing_users({owner}) else None
-    Session.objects.update_or_create(assistant_id=assistant_id, session_id=session_id, defaults={
-        "owner_id": owner_id, "kind": data["kind"], "context_messages": data["context_messages"],
-        "model": data["model"], "thread_id": data["thread_id"], "revision": data["revision"],
-        "created_at": datetime.datetime.fromtimestamp(data["created_at"], tz=datetime.UTC)})
