@@ -10,9 +10,6 @@ not fit is a form error, not a 500.
 
 from __future__ import annotations
 
-import datetime
-import json
-
 import openai
 from django import forms
 from django.contrib import admin, messages
@@ -27,10 +24,10 @@ from django.utils.html import format_html, format_html_join
 
 from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
-from betaassi_django.models import PublishedEvent, PublishLease, Session, assistant_models
+from betaassi_django.models import Session, assistant_models
 from betaassi_django.publishing import status
 
-from . import queue_actions
+from . import queue_actions, queue_page
 from .audit import CHANGE, log_action, log_each
 from .common import (
     INFORMATIVE_READ,
@@ -46,8 +43,6 @@ from .common import (
 from .deletion import with_sessions
 from .queue_actions import NO_QUEUE
 from .session_inline import SessionInline
-
-EVENTS_PER_PAGE = 50
 
 
 class RemoteModelForm(BackendFormMixin, forms.ModelForm):
@@ -309,7 +304,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
         if context["failure"] is not None:
             messages.warning(request, failure_text(assistant.name or assistant.id, context["failure"]))
         try:
-            context.update(self._queue_context(request, assistant))
+            context.update(queue_page.queue_context(request, assistant))
         except openai.APIError as error:
             context["backend_error"] = describe(error)
             messages.error(request, f"The publish queue cannot be read: {describe(error)}.")
@@ -317,32 +312,3 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
             context["backend_error"] = f"this assistant {NO_QUEUE}"
             messages.warning(request, f"{assistant.name or assistant.id} {NO_QUEUE}.")
         return TemplateResponse(request, "admin/betaassi_django/assistant/publish_queue.html", context)
-
-    def _queue_context(self, request: HttpRequest, assistant) -> dict:
-        state = status.queue_status(assistant)
-        after = request.GET.get("after") or None
-        rows, has_more = status.recent_events(assistant, limit=EVENTS_PER_PAGE, after=after)
-        pending = {event_id for event_id, _ in state.pending}
-        records = PublishedEvent.objects.in_bulk([r[0] for r in rows])
-        events = []
-        for event_id, created_at, body, event in rows:
-            record = records.get(event_id)
-            if event_id in pending:
-                shown, reason = "pending", ""
-            elif record is not None:
-                shown = {"replayed": "applied", "noop": "applied (no-op)"}.get(record.status, record.status)
-                reason = record.reason
-            elif not state.complete:
-                shown, reason = "pending", ""
-            else:
-                shown, reason = "applied", "processed before this database recorded events"
-            op = getattr(event, "op", "")
-            args = json.dumps(event.args, sort_keys=True) if hasattr(event, "args") else ""
-            published = datetime.datetime.fromtimestamp(created_at, tz=datetime.UTC)
-            events.append({"id": event_id, "created_at": published, "op": op or "?",
-                           "session_id": getattr(event, "session_id", None) or "", "args": args,
-                           "body": body if not op else "", "status": shown, "reason": reason})
-        lease = PublishLease.objects.filter(assistant_id=assistant.id).first()
-        return {"hwm": state.hwm or "(none yet)", "lag": f"{state.lag}{'' if state.complete else '+'}",
-                "events": events, "older": rows[-1][0] if has_more and rows else None, "lease": lease,
-                "newest_first": True}
