@@ -1,5 +1,6 @@
 """The app's configuration: its system checks, the signals that keep open WebSockets in step, and the wiring
-of the floors (the assistant lookup the quotas need comes from the models floor above them)."""
+of the floors (the assistant lookup the quotas need, and the model that keeps queue consumers' positions,
+come from the models floor above them)."""
 
 from django.apps import AppConfig, apps
 
@@ -18,6 +19,10 @@ class BetaassiConfig(AppConfig):
         from .quotas import use_assistant_finder
 
         use_assistant_finder(find_assistant)  # a session's model is checked against its assistant's allow-list
+        from .models import StreamThread
+        from .publishing.consumer import use_stream_model
+
+        use_stream_model(StreamThread)  # queue consumers keep their positions in it (docs/consumers.md)
         if apps.is_installed("django.contrib.auth"):
             from .access import connect_signals
 

@@ -2,10 +2,11 @@
 
 Publishers call ``wake(assistant_id)`` so a processor applies the event within
 milliseconds instead of at its next poll. The channel layer carries wake-ups
-across processes when it is channels-redis; within a process a plain
-``threading.Event`` carries them. Applied events are broadcast to the
-channel-layer group ``betaassi.assistant.<id>``, where WebSocket consumers and
-other processes listen.
+across processes when it is channels-redis; within a process they reach every
+waiter: ``local_wake`` (the processor's event) and each subscribed callback
+(consumers), so a processor and any number of consumers in one process are all
+woken. Applied events are broadcast to the channel-layer group
+``betaassi.assistant.<id>``, where WebSocket consumers and other processes listen.
 
 The in-memory layer neither crosses processes nor is safe across threads: its
 queues belong to the server's event loop. A processor running inside the
@@ -17,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import types
+import weakref
+from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -29,6 +33,46 @@ WAKE_GROUP = "betaassi.publish"
 local_wake = threading.Event()
 _server_loop: asyncio.AbstractEventLoop | None = None
 _send_failing = False  # the last send through a cross-process layer failed
+_waiters: dict[tuple, Callable[[], Callable[[], None] | None]] = {}  # id(callback) -> a (weak) reference to it
+_waiters_lock = threading.Lock()
+
+
+def subscribe(callback: Callable[[], None]) -> None:
+    """Call ``callback`` (from any thread) on every wake-up in this process. A bound method is held weakly, so a
+    forgotten consumer does not linger."""
+    ref = weakref.WeakMethod(callback) if isinstance(callback, types.MethodType) else (lambda: callback)
+    with _waiters_lock:
+        _waiters[_key(callback)] = ref
+
+
+def unsubscribe(callback: Callable[[], None]) -> None:
+    with _waiters_lock:
+        _waiters.pop(_key(callback), None)
+
+
+def _key(callback) -> tuple:
+    """The same for two accesses of one bound method (``event.set`` is a new object each time)."""
+    owner = getattr(callback, "__self__", None)
+    if owner is None:
+        return (id(callback),)
+    return (id(owner), getattr(callback, "__name__", ""))
+
+
+def wake_local() -> None:
+    """Wake every waiter of this process: the processor's ``local_wake`` and each subscriber."""
+    local_wake.set()
+    with _waiters_lock:
+        refs = list(_waiters.items())
+    for key, ref in refs:
+        callback = ref()
+        if callback is None:
+            with _waiters_lock:
+                _waiters.pop(key, None)
+            continue
+        try:
+            callback()
+        except Exception:  # one broken waiter must not keep the others asleep
+            logger.exception("a wake-up subscriber failed")
 
 
 def serve_on(loop: asyncio.AbstractEventLoop | None) -> None:
@@ -75,8 +119,8 @@ def send(group: str, message: dict) -> None:
 
 
 def wake(assistant_id: str) -> None:
-    """Tell processors that ``assistant_id`` has a new event."""
-    local_wake.set()
+    """Tell processors and consumers that ``assistant_id`` has a new event."""
+    wake_local()
     if shared_layer() is not None:
         send(WAKE_GROUP, {"type": "publish.wake", "assistant": assistant_id})
 

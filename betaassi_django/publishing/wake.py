@@ -73,7 +73,8 @@ def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def listen_forever(listening: threading.Event, stop: threading.Event) -> None:
-    """Join the wake group and set ``local_wake`` per message; after any error, start again with back-off.
+    """Join the wake group and wake this process's waiters per message (``notify.wake_local``); after any error,
+    start again with back-off.
 
     After each recovery it sets ``local_wake`` once too: wake-ups published while it was away were lost.
     """
@@ -83,7 +84,7 @@ async def listen_forever(listening: threading.Event, stop: threading.Event) -> N
         # server's consumers receive on the shared one), and a failed one may hold a half-read connection.
         layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         if hasattr(layer, "on_reconnect"):  # betaassi_django.layers: it waits out Redis outages itself
-            layer.on_reconnect.append(notify.local_wake.set)
+            layer.on_reconnect.append(notify.wake_local)
         try:
             channel = await layer.new_channel()
             await layer.group_add(notify.WAKE_GROUP, channel)
@@ -91,7 +92,7 @@ async def listen_forever(listening: threading.Event, stop: threading.Event) -> N
             if down_since is not None:
                 logger.warning("wake-up listener reconnected after %.1fs", time.monotonic() - down_since)
                 down_since, delay = None, BACKOFF_FIRST
-            notify.local_wake.set()  # events published while it was away are applied now, not at the next poll
+            notify.wake_local()  # events published while it was away are applied now, not at the next poll
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(_receive(layer, channel))
                 tasks.create_task(_rejoin(layer, channel))
@@ -112,7 +113,7 @@ async def listen_forever(listening: threading.Event, stop: threading.Event) -> N
 async def _receive(layer, channel: str) -> None:
     while True:
         await layer.receive(channel)
-        notify.local_wake.set()
+        notify.wake_local()
 
 
 async def _rejoin(layer, channel: str) -> None:
