@@ -175,6 +175,8 @@ class Consumer:
 
     #: The app's own consumers (``betaassi.`` names) set this.
     reserved_ok = False
+    #: The queue's own bookkeeping: passed like filtered-out events (the app's own consumers see them).
+    hidden_ops: tuple[str, ...] = ("consumer.register", "consumer.unregister")
 
     def __init__(self, name: str, *, assistant_ids: list[str] | None = None, assistant_class: str | None = None,
                  types: list[str] | None = None, start: str = "oldest", batch_size: int = 100,
@@ -322,6 +324,8 @@ class Consumer:
 
     def _wanted(self, event: QueueEvent) -> bool:
         """Invalid bodies always reach the consumer (it cannot tell their type); others by ``types``."""
+        if event.op in self.hidden_ops:
+            return False
         return not self.types or event.type is None or any(fnmatch.fnmatchcase(event.type, p) for p in self.types)
 
     def _next(self) -> _Batch | None:
@@ -426,9 +430,10 @@ class Consumer:
 
 
 class AppConsumer(Consumer):
-    """A consumer of the app's own (``betaassi.`` names: a deployment's mirror follower)."""
+    """A consumer of the app's own (``betaassi.`` names: a deployment's mirror follower); it sees every event."""
 
     reserved_ok = True
+    hidden_ops = ()
 
 
 def assistant_consumer(target, name: str, **options) -> Consumer:

@@ -1,0 +1,221 @@
+"""Durable queue consumers in one process: order, positions, filters, classes, start, retention, async, wake-ups.
+
+The processor runs beside them (the ``processor`` fixture): it applies each consumer's registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from betaassi_django.client import get_client
+from betaassi_django.metadata import PUBLISH_KEY
+from betaassi_django.models import StreamThread
+from betaassi_django.publishing import directory
+from betaassi_django.publishing.consumer import Consumer, QueueEvent, register
+from tests.testapp.models import Kitchen, Support
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _queue(assistant) -> list[str]:
+    """Every event id of the assistant's queue, in order."""
+    return [event_id for event_id, _ in assistant.queue.events()]
+
+
+def _take(consumer: Consumer, count: int, timeout: float = 20) -> list[QueueEvent]:
+    """The first ``count`` events the consumer iterates (it commits each batch it is asked past)."""
+    seen: list[QueueEvent] = []
+    for event in consumer.events(timeout=timeout):
+        seen.append(event)
+        if len(seen) == count:
+            break
+    return seen
+
+
+def test_events_come_in_queue_order_across_two_publishers_with_stable_ids(processor):
+    support = Support.objects.create()
+    owner = get_user_model().objects.create_user("orders")
+
+    def publisher(name: str) -> None:
+        from django.db import connection
+
+        try:
+            for n in range(15):
+                support.publish("order.created", {"by": name, "n": n})
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=publisher, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    support.sessions.create("s1", owner=owner)
+    for thread in threads:
+        thread.join()
+    with Consumer("billing", assistant_ids=[support.id], batch_size=7) as billing:
+        seen = _take(billing, 31)
+        billing.commit()
+        (billing_position,) = billing.positions().values()
+    queue = _queue(support)
+    assert [e.id for e in seen] == queue[:-1]  # the last is its own registration, passed over, not handed out
+    assert billing_position == seen[-1].id  # left after the last event it handed out
+    for name in ("a", "b"):
+        assert [e.data["n"] for e in seen if e.type == "order.created" and e.data["by"] == name] == list(range(15))
+    created = [e for e in seen if e.op == "session.create"]
+    assert [(e.type, e.session_id, e.data["owner"], e.assistant_id) for e in created] == [
+        ("session.create", "s1", owner.pk, support.id)]
+    assert {e.op for e in seen} == {"app.event", "session.create"}
+    assert {e.status for e in seen} == {None}
+
+
+def test_poll_and_commit_keep_the_position_and_uncommitted_events_come_again(processor):
+    support = Support.objects.create()
+    register(get_client(), support, "ticks")  # first: its registration event is not among these
+    ids = [support.publish("tick", {"n": n}) for n in range(5)]
+    first = Consumer("ticks", assistant_ids=[support.id], batch_size=3)
+    try:
+        batch = first.poll()  # three messages listed: its registration (passed over) and two events
+        assert [(e.id, e.type, e.data) for e in batch] == [(ids[n], "tick", {"n": n}) for n in range(2)]
+        assert first.positions() == {support.id: ""}  # registered, nothing committed yet
+        first.commit()
+        assert first.positions() == {support.id: ids[1]}
+        assert [e.id for e in first.poll()] == ids[2:]  # read on, not committed
+        assert first.poll() == []
+    finally:
+        first.close()
+    with Consumer("ticks", assistant_ids=[support.id]) as again:
+        assert [e.id for e in again.poll()] == ids[2:]  # the same events, the same ids
+        again.commit()
+        assert again.positions() == {support.id: ids[4]}
+    # The position lives in the StreamThread the publish thread's directory names.
+    thread_id = directory.read(get_client(), support.metadata[PUBLISH_KEY])["ticks"]
+    position = StreamThread.retrieve(thread_id)
+    assert (position.consumer, position.assistant_id, position.hwm) == ("ticks", support.id, ids[4])
+    assert position.metadata["betaassi_type"] == "betaassi_django.StreamThread"
+
+
+def test_the_types_filter_hands_out_matching_events_and_passes_the_others(processor):
+    support = Support.objects.create()
+    register(get_client(), support, "orders")
+    ids = [support.publish(kind, {"n": n}) for n, kind in enumerate(
+        ["order.created", "user.signup", "order.paid", "invoice.sent", "user.left"])]
+    with Consumer("orders", assistant_ids=[support.id], types=["order.*", "invoice.sent"]) as orders:
+        assert [(e.id, e.type) for e in orders.poll()] == [
+            (ids[0], "order.created"), (ids[2], "order.paid"), (ids[3], "invoice.sent")]
+        orders.commit()
+        assert orders.positions() == {support.id: ids[4]}  # the filtered-out last event is passed too
+
+
+def test_a_class_consumer_follows_every_assistant_of_the_class_and_only_those(processor):
+    first, second, other = Support.objects.create(), Support.objects.create(), Kitchen.objects.create()
+    expected = {(first.publish("a", 1), first.id), (second.publish("b", 2), second.id),
+                (first.publish("c", 3), first.id)}
+    other.publish("k", 4)
+    with Support.consumer("audit") as audit:
+        seen = list(audit.events(timeout=0.5))  # everything, each batch committed
+        assert {(e.id, e.assistant_id) for e in seen} == expected
+        assert audit.positions() == {first.id: _queue(first)[-1], second.id: _queue(second)[-1]}
+    assert set(directory.read(get_client(), other.metadata[PUBLISH_KEY])) == set()
+
+
+def test_start_latest_skips_what_was_published_before_registration(processor):
+    support = Support.objects.create()
+    support.publish("old", None)
+    support.publish("old", None)
+    with support.consumer("fresh", start="latest") as fresh:
+        assert fresh.poll() == []
+        new = support.publish("new", {"x": [1, 2]})
+        assert [(e.id, e.type, e.data) for e in fresh.poll()] == [(new, "new", {"x": [1, 2]})]
+
+
+def test_a_consumer_behind_the_retained_range_is_told_and_starts_from_the_oldest_retained(processor, caplog):
+    support = Support.objects.create()
+    register(get_client(), support, "late")
+    ids = [support.publish("step", n) for n in range(5)]
+    with support.consumer("late", batch_size=3) as late:
+        assert [e.id for e in late.poll()] == ids[:2]  # after its registration
+        late.commit()
+    api, publish_id = get_client(), support.metadata[PUBLISH_KEY]
+    for event_id in _queue(support)[:3]:  # retention removed everything up to and including its position
+        api.beta.threads.messages.delete(event_id, thread_id=publish_id)
+    with caplog.at_level(logging.WARNING, logger="betaassi_django.publishing"), support.consumer("late") as late:
+        assert [e.id for e in late.poll()] == ids[2:]
+        assert late.behind == [(support.id, ids[1], ids[2])]
+    assert (f"consumer late on {support.id}: its position {ids[1]} was removed by retention; restarting from the "
+            f"oldest retained event {ids[2]}") in caplog.messages
+
+
+def test_async_iteration_and_a_timeout_that_ends_it(processor):
+    support = Support.objects.create()
+    register(get_client(), support, "async")
+    ids = [support.publish("a", n) for n in range(4)]
+
+    consumer = support.consumer("async", batch_size=3)
+
+    async def consume() -> list[str]:
+        return [event.id async for event in consumer.aevents(timeout=0.5)]
+
+    try:
+        assert asyncio.run(consume()) == ids
+    finally:
+        consumer.close()
+    with support.consumer("async") as consumer:
+        assert list(consumer.events(timeout=0.2)) == []  # everything was committed; it ends after the timeout
+        assert consumer.positions() == {support.id: ids[-1]}
+
+
+def test_applied_only_consumers_get_the_processors_verdicts(processor):
+    support = Support.objects.create()
+    api, publish_id = get_client(), support.metadata[PUBLISH_KEY]
+    passed = support.publish("note", "hi", wait=True)
+    noop = support.sessions.delete("missing", wait=True)
+    junk = api.beta.threads.messages.create(publish_id, role="user", content="not json").id
+    applied = support.queue.set_attr("tier", 3, wait=True)
+    with support.consumer("verdicts", applied_only=True) as verdicts:
+        seen = _take(verdicts, 4)
+    assert [(e.id, e.op, e.status) for e in seen] == [
+        (passed, "app.event", "passed"), (noop, "session.delete", "noop"), (junk, None, "rejected"),
+        (applied, "assistant.set", "applied")]
+    assert seen[2].rejected == "not valid JSON"
+
+
+def test_one_wake_up_reaches_the_processor_and_two_consumers_in_this_process(processor):
+    """Both consumers poll every 60 s: only the in-process wake-up can bring them the event within the wait."""
+    support = Support.objects.create()
+    for name in ("one", "two"):
+        register(get_client(), support, name)
+    got: dict[str, list[str]] = {"one": [], "two": []}
+    ready = threading.Barrier(3)
+
+    def consume(name: str) -> None:
+        from django.db import connection
+
+        try:
+            with support.consumer(name, poll_interval=60) as consumer:
+                consumer.poll()
+                ready.wait()
+                got[name] = [e.id for e in _take(consumer, 1, timeout=30)]
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=consume, args=(name,)) for name in got]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    event_id = support.publish("wake", None, wait=True)
+    for thread in threads:
+        thread.join(40)
+    assert got == {"one": [event_id], "two": [event_id]}
+
+
+def test_names_are_checked_and_betaassi_names_are_reserved():
+    with pytest.raises(ValueError, match="reserved for the app's own consumers"):
+        Consumer("betaassi.mirror.x")
+    with pytest.raises(ValueError, match="a consumer name is 1 to 55"):
+        Consumer("x" * 56)
+    with pytest.raises(ValueError, match="start must be one of oldest, latest"):
+        Consumer("ok", start="middle")
