@@ -18,6 +18,8 @@ from django.db import NotSupportedError, models
 
 from betaassi_django.client import get_client
 from betaassi_django.messages import text_of
+from betaassi_django.metadata import OWNER_KEY
+from betaassi_django.publishing import ownership
 from betaassi_django.publishing.api import Queue, Sessions
 from betaassi_django.publishing.backend import (
     PUBLISH_KEY,
@@ -32,6 +34,21 @@ from betaassi_django.publishing.status import forget_assistant
 from .base import RemoteModel, from_unix
 
 logger = logging.getLogger("betaassi_django.models")
+
+
+class _Consumer:
+    """``assistant.consumer(name, **options)`` follows that assistant's queue; ``Support.consumer(name, ...)``
+    every assistant of the class (``betaassi_django.publishing.consumer.assistant_consumer``)."""
+
+    def __get__(self, instance, owner):
+        target = owner if instance is None else instance
+
+        def consumer(name: str, **options):
+            from betaassi_django.publishing.consumer import assistant_consumer
+
+            return assistant_consumer(target, name, **options)
+
+        return consumer
 
 
 class BaseAssistant(RemoteModel):
@@ -96,7 +113,7 @@ class BaseAssistant(RemoteModel):
 
     @classmethod
     def reserved_keys(cls) -> tuple[str, ...]:
-        return (*super().reserved_keys(), PUBLISH_KEY, REGISTRY_KEY)
+        return (*super().reserved_keys(), PUBLISH_KEY, REGISTRY_KEY, OWNER_KEY)
 
     def remote_values(self, obj: Any) -> dict[str, Any]:
         values = super().remote_values(obj)
@@ -109,7 +126,8 @@ class BaseAssistant(RemoteModel):
         """Create the publish thread and registry of a new assistant; returns their ids (to undo)."""
         self.validate_for_backend()  # refuse bad values before any backend call
         keys = create_queue(get_client())
-        self.metadata = {**(self.metadata or {}), **keys}
+        # The deployment that applies its queue (none for "default"): docs/deployment.md.
+        self.metadata = {**(self.metadata or {}), **keys, **ownership.owner_keys()}
         return list(keys.values())
 
     def _undo_queue(self, thread_ids: list[str]) -> None:
@@ -163,6 +181,19 @@ class BaseAssistant(RemoteModel):
     def queue(self) -> Queue:
         """This assistant's publish queue: ``assistant.queue.set_attr(field, value)``, ``.events(after=...)``."""
         return Queue(self)
+
+    def publish(self, type: str, data=None, *, wait: bool = False, timeout: float = 10.0) -> str:
+        """Publish an application event on this assistant's queue (docs/events.md, ``app.event``): its id.
+        ``ValidationError`` naming ``type`` or ``data`` before any backend call."""
+        return Queue(self).publish(type, data, wait=wait, timeout=timeout)
+
+    async def apublish(self, type: str, data=None, *, wait: bool = False, timeout: float = 10.0) -> str:
+        """``publish``, the async twin."""
+        return await Queue(self).apublish(type, data, wait=wait, timeout=timeout)
+
+    #: A durable consumer of the queue: ``assistant.consumer("billing")`` (this assistant),
+    #: ``Support.consumer("billing")`` (every assistant of the class). docs/consumers.md.
+    consumer = _Consumer()
 
 
 class BaseThread(RemoteModel):

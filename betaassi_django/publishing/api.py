@@ -21,7 +21,17 @@ from betaassi_django.messages import text_of
 from . import publisher
 from .apply import session_from_record
 from .backend import find_record, load_registry, publish_thread, queue_ids, session_thread_tags
-from .events import Event, Rejected, check_session_args, check_session_id, read
+from .events import (
+    MAX_BODY_LENGTH,
+    Event,
+    Rejected,
+    check_app_data,
+    check_app_type,
+    check_session_args,
+    check_session_id,
+    parse,
+    read,
+)
 from .models import PublishedEvent, Session
 
 
@@ -117,7 +127,24 @@ class Sessions(_Published):
 
 
 class Queue(_Published):
-    """An assistant's publish queue itself: ``assistant.queue.set_attr(...)``, ``.events(after=...)``."""
+    """An assistant's publish queue itself: ``assistant.queue.publish(type, data)``, ``.set_attr(...)``,
+    ``.events(after=...)``."""
+
+    def publish(self, type: str, data=None, *, wait: bool = False, timeout: float = 10.0) -> str:
+        """Append an application event (``app.event``), in order with the session events; returns its id.
+        The processor passes it (status ``passed``) without applying anything; consumers read it."""
+        return self._publish(app_event(type, data), wait, timeout)
+
+    async def apublish(self, type: str, data=None, *, wait: bool = False,
+                       timeout: float = 10.0) -> str:
+        """``publish`` without blocking the event loop."""
+        from asgiref.sync import sync_to_async
+
+        event = app_event(type, data)  # validated here, before any backend call
+        event_id = await sync_to_async(publisher.publish)(self.assistant, event)
+        if wait:
+            await publisher.await_(event_id, timeout)
+        return event_id
 
     def set_attr(self, field: str, value, *, wait: bool = False, timeout: float = 10.0) -> str:
         """Publish a change of one of the assistant's own metadata fields (validated now, applied in order)."""
@@ -135,3 +162,23 @@ class Queue(_Published):
         publish_id, _ = queue_ids(self.assistant)
         for message in publish_thread(get_client(), publish_id, after=after, limit=page_size):
             yield message.id, read(text_of(message))
+
+
+def app_event(type: str, data=None) -> Event:
+    """A valid ``app.event``, or a ``ValidationError`` naming ``type`` or ``data`` (the body is parsed back
+    exactly as the processor will, so what passes here passes there)."""
+    try:
+        check_app_type(type)
+        check_app_data(data)
+    except Rejected as exc:
+        raise publisher.invalid(exc) from None
+    event = Event("app.event", None, {"type": type, "data": data})
+    body = event.to_json()
+    if len(body) > MAX_BODY_LENGTH:
+        raise ValidationError({"data": f"data is too large: the event's body would be {len(body)} characters, "
+                                       f"more than {MAX_BODY_LENGTH}"})
+    try:
+        parse(body)
+    except Rejected as exc:
+        raise ValidationError({"data": str(exc)}) from None
+    return event

@@ -39,7 +39,7 @@ class Outcome:
     event_id: str
     op: str
     session_id: str | None
-    status: str  # applied | noop | rejected | replayed
+    status: str  # applied | noop | rejected | replayed | passed (app.event: nothing to apply)
     reason: str = ""
 
 
@@ -106,6 +106,9 @@ class Batch:
     deleted_threads: list[tuple[str, str]] = field(default_factory=list)
     #: assistant.set (its outcome, field, value), in order: the processor applies them and may reject
     settings: list[tuple[Outcome, str, object]] = field(default_factory=list)
+    #: consumer.register / consumer.unregister (its outcome, the event), in order: the processor applies them to
+    #: the consumer directory (the publish thread's metadata) and may reject them or find them no-ops
+    consumers: list[tuple[Outcome, Event]] = field(default_factory=list)
 
 
 def record_for(args: dict, now: int) -> dict:
@@ -235,9 +238,17 @@ def apply_events(root: Root, pages: list[Page], events: list[tuple[str, str]], n
         except Rejected as exc:
             batch.outcomes.append(Outcome(event_id, "", None, "rejected", str(exc)))
             continue
+        if event.op == "app.event":
+            batch.outcomes.append(Outcome(event_id, event.op, None, "passed"))
+            continue
         if event.op == "assistant.set":
             outcome = Outcome(event_id, event.op, None, "applied")
             batch.settings.append((outcome, event.args["field"], event.args["value"]))
+            batch.outcomes.append(outcome)
+            continue
+        if event.op in ("consumer.register", "consumer.unregister"):
+            outcome = Outcome(event_id, event.op, None, "applied")
+            batch.consumers.append((outcome, event))
             batch.outcomes.append(outcome)
             continue
         if _already_applied(pages[root.bucket(event.session_id)], position, order):

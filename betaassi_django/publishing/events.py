@@ -2,8 +2,9 @@
 
 CONTRACT (docs/events.md)::
 
-    {"v": 1, "op": "session.create" | "session.update" | "session.delete" | "assistant.set",
-     "session_id": "...", "args": {...}}
+    {"v": 1, "op": "session.create" | "session.update" | "session.delete" | "assistant.set"
+                 | "app.event" | "consumer.register" | "consumer.unregister",
+     "session_id": "..." (null for the last four), "args": {...}}
 
 Events are built and read as JSON, never string templates: values are data.
 Anyone with an API key can write to a publish thread, so ``parse`` never
@@ -24,7 +25,17 @@ from typing import Any
 from .kinds import KINDS, MAX_CONTEXT_MESSAGES, context_refusal
 
 VERSION = 1
-OPS = ("session.create", "session.update", "session.delete", "assistant.set")
+OPS = ("session.create", "session.update", "session.delete", "assistant.set", "app.event", "consumer.register",
+       "consumer.unregister")
+#: The ops that name no session (their ``session_id`` is null or absent).
+SESSIONLESS = ("assistant.set", "app.event", "consumer.register", "consumer.unregister")
+#: An application event's type; ``betaassi.`` types are the app's own.
+APP_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+RESERVED_TYPE_PREFIX = "betaassi."
+#: How deeply an application event's data may nest arrays and objects.
+MAX_DATA_DEPTH = 32
+#: A consumer's name: with ``consumer:`` it is a metadata key of at most 64 characters.
+CONSUMER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,54}")
 SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,60}")
 THREAD_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
 #: The largest user id an event may name: the range of a 64-bit primary key.
@@ -92,6 +103,56 @@ def check_session_args(args: dict[str, Any], *, creating: bool) -> dict[str, Any
     return out
 
 
+def check_app_type(value: Any) -> str:
+    """An application event's type: 1 to 64 characters, not the app's own ``betaassi.`` namespace."""
+    if not isinstance(value, str) or not APP_TYPE.fullmatch(value):
+        raise Rejected("type must be 1 to 64 characters of letters, digits, '_', '.', ':' or '-', starting with "
+                       "a letter or digit")
+    if value.startswith(RESERVED_TYPE_PREFIX):
+        raise Rejected(f"type must not start with {RESERVED_TYPE_PREFIX!r} (the app's own events)")
+    return value
+
+
+def check_app_data(value: Any) -> Any:
+    """An application event's data: a JSON value, at most ``MAX_DATA_DEPTH`` arrays/objects deep, every
+    string and key encodable (no lone surrogates), every number finite. Iterative: hostile data cannot
+    exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_DATA_DEPTH:
+                raise Rejected(f"data must nest at most {MAX_DATA_DEPTH} arrays or objects deep")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str) or _surrogate(key):
+                        raise Rejected("data keys must be strings without lone surrogates")
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if _surrogate(item):
+                raise Rejected("data strings must not hold lone surrogates")
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise Rejected("data numbers must be finite")
+        elif not (item is None or isinstance(item, (bool, int))):
+            raise Rejected(f"data must be JSON: {type(item).__name__} is not")
+    return value
+
+
+def check_consumer_name(value: Any) -> str:
+    """A consumer's name: 1 to 55 characters (the directory key ``consumer:<name>`` fits 64)."""
+    if not isinstance(value, str) or not CONSUMER_NAME.fullmatch(value):
+        raise Rejected("name must be 1 to 55 characters of letters, digits, '_', '.', ':' or '-', starting with "
+                       "a letter or digit")
+    return value
+
+
+def _surrogate(value: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in value)
+
+
 def _shown(value: object) -> str:
     """A value inside a reason: its repr, cut short (a hostile body may hold anything)."""
     text = repr(value)
@@ -148,6 +209,24 @@ def _parse(content: object) -> Event:
     extra = sorted(set(body) - {"v", "op", "session_id", "args"})
     if extra:
         raise Rejected(f"unknown key {_shown(extra[0])}")
+    if op in SESSIONLESS and body.get("session_id") is not None:
+        raise Rejected(f"{op} takes no session_id")
+    if op == "app.event":
+        unknown = sorted(set(args) - {"type", "data"})
+        if unknown:
+            raise Rejected(f"unknown argument {_shown(unknown[0])}")
+        check_app_type(args.get("type"))
+        check_app_data(args.get("data"))
+        return Event(op, None, {"type": args["type"], "data": args.get("data")})
+    if op in ("consumer.register", "consumer.unregister"):
+        expected = {"name", "thread_id"} if op == "consumer.register" else {"name"}
+        if set(args) != expected:
+            raise Rejected(f"{op} takes args {{{', '.join(repr(k) for k in sorted(expected))}}}")
+        check_consumer_name(args["name"])
+        if op == "consumer.register" and (not isinstance(args["thread_id"], str)
+                                          or not THREAD_ID.fullmatch(args["thread_id"])):
+            raise Rejected("thread_id must be a thread id")
+        return Event(op, None, dict(args))
     if op == "assistant.set":
         if set(args) != {"field", "value"} or not isinstance(args["field"], str):
             raise Rejected("assistant.set takes args {'field': name, 'value': value}")

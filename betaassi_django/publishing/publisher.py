@@ -17,7 +17,7 @@ from .events import Event, Rejected
 from .models import PublishedEvent
 
 #: The arguments a rejection may name first (its field in a ``ValidationError``).
-FIELDS = ("session_id", "owner", "kind", "context_messages", "model")
+FIELDS = ("session_id", "owner", "kind", "context_messages", "model", "type", "data", "name")
 #: Seconds between two reads of the event log while waiting.
 POLL_INTERVAL = 0.01
 
