@@ -3,7 +3,8 @@
 The database named by DATABASE_URL (SQLite by default) is never touched: the
 benchmarks run on a scratch database of the same kind, and the HTTP paths on a
 daphne server with a scratch database of its own. BENCH_N sets the number of
-measured operations per path (default 300).
+measured operations per path (default 300). ``python -m bench consumers`` runs the consumers' rows alone (they
+need no daphne).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def main() -> None:
 
     like = os.environ.get("DATABASE_URL") or f"sqlite:///{ROOT / 'db.sqlite3'}"
     n = int(os.environ.get("BENCH_N", "300"))
+    if sys.argv[1:] == ["consumers"]:
+        return consumers_alone(like, n)
     with scratch_database_url(like) as local_url, scratch_database_url(like) as server_url:
         os.environ["DATABASE_URL"] = local_url
         import django
@@ -48,13 +51,39 @@ def main() -> None:
     print_table()
 
 
+def consumers_alone(like: str, n: int) -> None:
+    """``python -m bench consumers``: the consumers' benchmark on a scratch database, then its table."""
+    from betaassi_django.testing import scratch_database_url
+
+    with scratch_database_url(like) as local_url:
+        os.environ["DATABASE_URL"] = local_url
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connections
+
+        from betaassi_django.assistants_api.engine import engine
+
+        from . import consumers
+
+        call_command("migrate", run_syncdb=True, verbosity=0)
+        consumers.run(samples=max(20, n // 6))
+        engine.close_connections()
+        connections.close_all()
+    from .report import print_table
+
+    print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
+    print_table()
+
+
 def run_all(server, n: int) -> None:
     import httpx2
     import openai
 
     from betaassi_django.client import build_client, use_clients
 
-    from . import admin, api_roundtrip, models, publishing, upstream
+    from . import admin, api_roundtrip, consumers, models, publishing, upstream
 
     recorder: list[tuple[str, str]] = []
 
@@ -74,6 +103,7 @@ def run_all(server, n: int) -> None:
         admin.run(recorder, n)
     models.run_remote(server, n)
     publishing.run(samples=max(20, n // 6))
+    consumers.run(samples=max(20, n // 6))
     upstream.run(n)  # the openai responder against a fake upstream on loopback
 
 
