@@ -173,7 +173,10 @@ def app_event(type: str, data=None) -> Event:
     except Rejected as exc:
         raise publisher.invalid(exc) from None
     event = Event("app.event", None, {"type": type, "data": data})
-    body = event.to_json()
+    try:
+        body = event.to_json()
+    except ValueError as exc:  # an integer too long to write (Python's limit on digits)
+        raise ValidationError({"data": f"data cannot be written as JSON: {exc}"[:500]}) from None
     if len(body) > MAX_BODY_LENGTH:
         raise ValidationError({"data": f"data is too large: the event's body would be {len(body)} characters, "
                                        f"more than {MAX_BODY_LENGTH}"})
