@@ -34,9 +34,11 @@ def start_processor() -> None:
     with _started:
         if _thread is not None:
             return
-        from betaassi_django.publishing.processor import Processor
+        from betaassi_django.publishing.follower import Follower
+        from betaassi_django.publishing.processor import Processor, default_holder
 
-        processor = Processor()
+        holder = default_holder()
+        processor = Processor(holder=holder, follower=Follower(holder))  # others' assistants: followed
         _thread = threading.Thread(target=processor.serve, args=(IN_SERVER_INTERVAL, _stop),
                                    name="betaassi-processor", daemon=True)
         _thread.start()

@@ -13,7 +13,8 @@ from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
 from betaassi_django.publishing import notify
-from betaassi_django.publishing.processor import Processor
+from betaassi_django.publishing.follower import Follower
+from betaassi_django.publishing.processor import Processor, default_holder
 
 #: The line per event, as the example project's LOGGING writes it.
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -64,9 +65,16 @@ class Command(BaseCommand):
     def process(self, *, once: bool, assistants: list[str] | None, interval: float, holder: str | None,
                 lease_seconds: float, **options) -> None:
         """Drain once, or poll until SIGTERM / SIGINT."""
-        processor = Processor(assistant_ids=assistants, holder=holder, lease_seconds=lease_seconds)
+        holder = holder or default_holder()
+        # The assistants another deployment owns are followed, not applied: docs/deployment.md.
+        follower = Follower(holder, lease_seconds=lease_seconds)
+        processor = Processor(assistant_ids=assistants, holder=holder, lease_seconds=lease_seconds,
+                              follower=follower)
         if once:
-            seen = processor.run_once()
+            try:
+                seen = processor.run_once()
+            finally:
+                follower.close()
             self.stdout.write(f"processed {seen} event(s)")
             for assistant_id, error in processor.failed.items():
                 self.stderr.write(f"assistant {assistant_id} failed: {error}")
@@ -86,5 +94,8 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, shutdown)
         self.stdout.write(f"processing publish queues as {processor.holder} (every {interval}s; Ctrl-C stops)")
-        processor.serve(interval, stop)
+        try:
+            processor.serve(interval, stop)
+        finally:
+            follower.close()
         self.stdout.write("stopped")
