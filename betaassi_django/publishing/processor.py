@@ -97,7 +97,8 @@ class Processor:
         return found
 
     def serve(self, interval: float, stop: threading.Event) -> None:
-        """Process until ``stop`` is set: at once when woken, else every ``interval`` seconds."""
+        """Process until ``stop`` is set: at once when woken, else every ``interval`` seconds (or sooner when
+        the follower waits for another deployment to apply an event published here)."""
         waker = Waker()
         while not stop.is_set():
             notify.local_wake.clear()
@@ -105,7 +106,7 @@ class Processor:
                 self.run_once()
             except Exception:  # the backend is down or a database hiccup: log it, keep serving
                 logger.exception("processing failed; retrying in %ss", interval)
-            waker.wait(interval)
+            waker.wait(self.follower.interval(interval) if self.follower is not None else interval)
 
     def run_once(self, *, force: bool = False) -> int:
         """Every assistant's pending events; one that fails is recorded and backed off (``force``: tried
