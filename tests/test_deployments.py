@@ -21,6 +21,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 
+from betaassi_django.checks.config import check_deployment_name
 from betaassi_django.client import get_client
 from betaassi_django.metadata import OWNER_KEY
 from betaassi_django.models import PublishedEvent, Session
@@ -185,3 +186,15 @@ print(json.dumps(Support.objects.create(name="host desk").id))""")
         "assistant_id", "session_id", "owner_id", "model", "revision"))
     assert mirror == registry
     assert [tuple(row) for row in state["sessions"]] == registry
+
+
+@pytest.mark.parametrize(("backend", "deployment", "ids"), [
+    ("remote", "default", ["betaassi.W013"]), ("remote", "shop", []), ("embedded", "default", [])])
+def test_w013_a_remote_backend_wants_a_deployment_name(settings, backend, deployment, ids):
+    settings.BETAASSI_BACKEND, settings.BETAASSI_DEPLOYMENT = backend, deployment
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = "http://127.0.0.1:9/v1", "sk-none"
+    found = check_deployment_name()
+    assert [message.id for message in found] == ids
+    if found:
+        assert found[0].msg.startswith("BETAASSI_BACKEND is 'remote' but BETAASSI_DEPLOYMENT is left 'default'")
+        assert "BETAASSI_DEPLOYMENT = 'shop'" in found[0].hint

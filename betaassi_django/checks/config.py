@@ -137,5 +137,20 @@ def check_sqlite_locking(app_configs=None, **kwargs) -> list[checks.CheckMessage
         id="betaassi.W012")]
 
 
+def check_deployment_name(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """W013: a remote backend is another deployment's (or shared): two processors both named "default" would
+    both apply the same queues."""
+    settings_ = conf.get()
+    if settings_.backend != "remote" or settings_.deployment != "default":
+        return []
+    return [checks.Warning(
+        "BETAASSI_BACKEND is 'remote' but BETAASSI_DEPLOYMENT is left 'default': if the backend's host or another "
+        "project on it also runs a processor as 'default', both apply the same assistants' events, and neither "
+        "mirror learns what the other applied.",
+        hint="Give this project a name of its own, distinct from every deployment sharing the backend: "
+        "BETAASSI_DEPLOYMENT = 'shop' (docs/deployment.md, \"Several deployments on one backend\").",
+        id="betaassi.W013")]
+
+
 CONFIGURATION_CHECKS = (check_channel_layer, check_embedded_backend, check_asgi_application, check_processor,
-                        check_redis_timeouts, check_sqlite_locking)
+                        check_redis_timeouts, check_sqlite_locking, check_deployment_name)
