@@ -156,6 +156,7 @@ class _Track:
     committed: str = ""  # the position the thread holds
     read: str = ""  # the last event listed
     target: str = ""  # what commit() writes: the last event handed out (or passed by the filter)
+    previous: str = ""  # the target before the last event was handed out (``requeue``)
     renewed: float | None = None  # time.monotonic() of the last successful acquire, None: not held
 
     @property
@@ -271,6 +272,13 @@ class Consumer:
             track.thread.save()
             track.committed = target
 
+    def requeue(self, event: QueueEvent) -> None:
+        """Take back the last event ``events()`` handed out: ``commit()`` stops before it, and it comes again
+        (``consume_queue`` stopping in the middle of an event's retries)."""
+        track = self._tracks.get(event.assistant_id)
+        if track is not None and track.target == event.id:
+            track.target = track.read = track.previous
+
     def positions(self) -> dict[str, str]:
         """Assistant id -> committed position, as the position threads hold it (one read per assistant)."""
         self._refresh()
@@ -359,7 +367,7 @@ class Consumer:
             batch = self._next()
             if batch is not None:
                 for event in batch.events:
-                    batch.track.target = event.id
+                    batch.track.previous, batch.track.target = batch.track.target, event.id
                     yield event
                 batch.track.target = batch.end
                 deadline = None if timeout is None else time.monotonic() + timeout
@@ -382,7 +390,7 @@ class Consumer:
             batch = await sync_to_async(self._next)()
             if batch is not None:
                 for event in batch.events:
-                    batch.track.target = event.id
+                    batch.track.previous, batch.track.target = batch.track.target, event.id
                     yield event
                 batch.track.target = batch.end
                 deadline = None if timeout is None else loop.time() + timeout
