@@ -98,7 +98,7 @@ def _floor(api: openai.OpenAI, publish_id: str) -> float:
     return elapsed
 
 
-def throughput(rounds: int = 3) -> None:
+def throughput(rounds: int = 5) -> None:
     """The best of ``rounds`` drains by a fresh consumer and of the SDK floor, in alternating order."""
     names = [f"bench-rate-{index}" for index in range(rounds)]
     support = registered(names)
