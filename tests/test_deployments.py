@@ -145,7 +145,8 @@ print(json.dumps(Support.objects.create(name="host desk").id))""")
                     "h2-update": ours.sessions.update("h2", model="m-3", wait=True, timeout=60),
                     "h1-delete": theirs.sessions.delete("h1", wait=True, timeout=60),
                     "shop-app-theirs": theirs.publish("order.shipped", [1, 2], wait=True, timeout=60),
-                    "shop-app-ours": ours.publish("order.shipped", None, wait=True, timeout=60)}
+                    "shop-app-ours": ours.publish("order.shipped", None, wait=True, timeout=60),
+                    "tier": theirs.queue.set_attr("tier", 7, wait=True, timeout=60)}
         _until(lambda: _caught_up(ours, "host") and _caught_up(theirs, "shop"), "both followers catching up")
     finally:
         host_log, shop_log = _stop(host_processor), _stop(shop_processor)
@@ -157,7 +158,8 @@ print(json.dumps(Support.objects.create(name="host desk").id))""")
                                                                                                      "status"))
     assert {k: shop_statuses[v] for k, v in shop_ids.items()} == {
         "s1": "applied", "s2": "applied", "s1-update": "applied", "h2-update": "applied", "h1-delete": "applied",
-        "shop-app-theirs": "passed", "shop-app-ours": "passed"}
+        "shop-app-theirs": "passed", "shop-app-ours": "passed", "tier": "applied"}
+    assert Support.objects.get(pk=theirs.id).tier == 7  # the host applied it; the shop's row was re-read
 
     # Each event applied once, by its owner's processor; followed once by the other deployment.
     applied = {"host": APPLIED.findall(host_log), "shop": APPLIED.findall(shop_log)}
