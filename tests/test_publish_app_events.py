@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -178,3 +181,28 @@ def test_verdicts_of_noops_and_rejections_are_written_and_replay_the_same(backen
     assert verdicts[last]["betaassi_reason"] == PublishedEvent.objects.get(event_id=last).reason
     assert verdicts[last]["betaassi_reason"].startswith("tier: ")
 
+
+
+@pytest.mark.parametrize("backend", ["remote"], indirect=True)
+def test_the_documented_curl_publishes_an_event_with_a_key_limited_to_the_assistant(backend, daphne_server):
+    """docs/api.md, "Publishing an event from any language": its shell lines, run as written with curl and jq."""
+    support = Support.objects.create()
+    key = daphne_server.manage("create_api_key", "orders", "--assistant", support.id).strip().splitlines()[-1]
+    page = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    section = page.split("## Publishing an event from any language", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert script.startswith("KEY=sk-betaassi-...  BASE=http://127.0.0.1:8000/v1  ASSISTANT=asst_...\n")
+    script = script.split("\n", 1)[1]
+    env = {"PATH": os.environ["PATH"], "KEY": key, "BASE": daphne_server.base_url, "ASSISTANT": support.id}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=60, check=True)
+    event_id = done.stdout.strip()
+    [message] = messages(support)
+    assert message.id == event_id
+    assert json.loads(text_of(message)) == {"v": 1, "op": "app.event", "session_id": None, "args": {
+        "type": "order.created", "data": {"order": 41, "total": "19.90"}}}
+    Processor().run_once()  # (or the server's own processor did)
+    root = get_client().beta.threads.retrieve(support.metadata["betaassi_registry"]).metadata
+    assert root["hwm"] == event_id
+    assert dict(get_client().beta.threads.messages.retrieve(event_id, thread_id=support.metadata[PUBLISH_KEY])
+                .metadata) == {"betaassi_event": "app.event"}  # processed, no verdict: passed
