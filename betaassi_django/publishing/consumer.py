@@ -201,6 +201,7 @@ class Consumer:
         self._woken = threading.Event()
         self._aio: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._listener = None
+        self._interrupted = False
         notify.subscribe(self._wake)
 
     # -- which assistants ------------------------------------------------------------------------------
@@ -358,8 +359,9 @@ class Consumer:
 
     def events(self, timeout: float | None = None) -> Iterator[QueueEvent]:
         """Events as they come, committing each batch when asked for the next; ends after ``timeout`` seconds
-        without one (None: never). Woken by publishes; polls every ``poll_interval`` otherwise."""
+        without one (None: never), or when interrupted. Woken by publishes; polls every ``poll_interval``."""
         self._listen()
+        self._interrupted = False
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self.commit()
@@ -372,14 +374,17 @@ class Consumer:
                 batch.track.target = batch.end
                 deadline = None if timeout is None else time.monotonic() + timeout
                 continue
-            if deadline is not None and time.monotonic() >= deadline:
+            if self._interrupted or (deadline is not None and time.monotonic() >= deadline):
                 return
             wait = self.poll_interval if deadline is None else min(self.poll_interval, deadline - time.monotonic())
             self._woken.wait(max(wait, 0))
+            if self._interrupted:
+                return
 
     async def aevents(self, timeout: float | None = None) -> AsyncIterator[QueueEvent]:
         """``events()`` for async code: the backend calls run in a worker thread, the waits on the loop."""
         self._listen()
+        self._interrupted = False
         woken = asyncio.Event()
         self._aio = (asyncio.get_running_loop(), woken)
         loop = asyncio.get_running_loop()
@@ -395,13 +400,21 @@ class Consumer:
                 batch.track.target = batch.end
                 deadline = None if timeout is None else loop.time() + timeout
                 continue
-            if deadline is not None and loop.time() >= deadline:
+            if self._interrupted or (deadline is not None and loop.time() >= deadline):
                 return
             wait = self.poll_interval if deadline is None else min(self.poll_interval, deadline - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), max(wait, 0))
+            if self._interrupted:
+                return
 
     # -- wake-ups and the end ------------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """End a running ``events()`` / ``aevents()`` at its next wait (safe from a signal handler or another
+        thread); the next call iterates again."""
+        self._interrupted = True
+        self._wake()
 
     def _wake(self) -> None:
         self._woken.set()

@@ -15,7 +15,6 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
-from betaassi_django.publishing import notify
 from betaassi_django.publishing.consumer import STARTS, Consumer, QueueEvent, logger
 from betaassi_django.publishing.models import ConsumerFailure
 
@@ -73,7 +72,7 @@ class Command(BaseCommand):
         if not once:
             def shutdown(*_) -> None:
                 self.stop.set()
-                notify.wake_local()  # out of the consumer's wait
+                consumer.interrupt()  # out of the consumer's wait
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, shutdown)
