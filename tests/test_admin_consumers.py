@@ -78,6 +78,22 @@ def test_the_queue_page_lists_each_consumer_with_its_position_lag_lease_and_fail
     assert "Events consumers gave up on, newest first (1 of 1)" in page.text
 
 
+def test_a_running_consumer_shows_its_committed_position_and_its_lease_until_it_closes(web):
+    desk = Support.objects.create(name="Desk")
+    thread = position(desk, "mailer")
+    first = desk.publish("order.created", {"order": 1})
+    second = desk.publish("order.created", {"order": 2})
+    Processor().run_once()
+    url = admin_path(Support, "queue", desk.id)
+    with desk.consumer("mailer", holder="mailer-host:7") as consumer:
+        assert [e.id for e in consumer.poll()] == [first, second]
+        consumer.commit()
+        desk.publish("order.paid", {"order": 2})
+        page = web.get(url)
+        assert consumers_of(page) == [("mailer", thread.id, second, "1", "mailer-host:7", 0, "")]
+    assert consumers_of(web.get(url)) == [("mailer", thread.id, second, "1", "", 0, "")]  # released on close
+
+
 def test_a_queue_without_consumers_says_so(web):
     desk = Support.objects.create(name="Desk")
     page = web.get(admin_path(Support, "queue", desk.id))
