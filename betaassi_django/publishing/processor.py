@@ -13,8 +13,9 @@ One assistant's failure never holds up another: ``run_once`` records it
 itself gets wrong is a rejection with its reason, never a failure. Every
 ``noop`` or ``rejected`` verdict is also written onto the event's message
 (before the root), so other deployments and consumers read outcomes from the
-backend. Only assistants this deployment owns are applied (:mod:`.ownership`);
-the others are handed to the ``follower``, when there is one.
+backend (:mod:`.registrations`, with the consumer directory). Only assistants
+this deployment owns are applied (:mod:`.ownership`); the others are handed to
+the ``follower``, when there is one.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from betaassi_django.messages import text_of
 from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.registry import Page, Root, double, encode_run, needs_growth, overflow_metadata, page_threads
 
-from . import directory, health, lease, notify, ownership
+from . import health, lease, notify, ownership, registrations
 from .apply import Batch, Facts, Outcome, apply_events, wanted
 from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry, publish_thread, tagged_for
 from .mirror import existing_users, mirror_session
@@ -48,11 +49,6 @@ from .models import PublishedEvent, Session
 from .wake import Waker
 
 logger = logging.getLogger("betaassi_django.publishing")
-
-#: The ``betaassi_type`` of a consumer's position thread (``betaassi_django.models.StreamThread``).
-STREAM_TYPE = "betaassi_django.StreamThread"
-#: The message metadata keys of a verdict (docs/events.md, "Outcomes on the message").
-VERDICT_KEYS = ("betaassi_event", "betaassi_status", "betaassi_reason")
 
 
 def default_holder() -> str:
@@ -187,8 +183,8 @@ class Processor:
             # Everything before the root write is safe to redo: assistant.set values are absolute.
             for outcome, name, value in batch.settings:
                 self._set_attr(assistant, outcome, name, value)
-            self._apply_consumers(assistant.id, metadata[PUBLISH_KEY], batch)
-            self._write_verdicts(metadata[PUBLISH_KEY], batch)
+            registrations.apply(self.api, assistant.id, metadata[PUBLISH_KEY], batch.consumers)
+            registrations.write_verdicts(self.api, metadata[PUBLISH_KEY], batch.outcomes)
             health.add_orphans(assistant.id, old_threads)
             pending = self._pending(assistant.id, batch, root, pages)
             health.set_pending(assistant.id, pending)  # written by the next attempt if this one dies committed
@@ -200,71 +196,6 @@ class Processor:
                 {"event_id": o.event_id, "op": o.op, "session_id": o.session_id, "status": o.status}
                 for o in batch.outcomes])
             self.seen += len(events)
-
-    def _apply_consumers(self, assistant_id: str, publish_id: str, batch: Batch) -> None:
-        """consumer.register / consumer.unregister, in order, on the consumer directory (one read and at most
-        one write of the publish thread). An unregistered consumer's position thread is deleted, if tagged so."""
-        if not batch.consumers:
-            return
-        current = dict(self.api.beta.threads.retrieve(publish_id).metadata or {})
-        updated, released = dict(current), []
-        for outcome, event in batch.consumers:
-            name = event.args["name"]
-            registered = directory.consumers(updated).get(name)
-            if event.op == "consumer.unregister":
-                if registered is None:
-                    outcome.status, outcome.reason = "noop", f"consumer {name!r} is not registered"
-                else:
-                    updated = directory.without_consumer(updated, name)
-                    released.append((registered, name))
-                continue
-            thread_id = event.args["thread_id"]
-            if registered == thread_id:
-                continue  # registered by this event before an interrupted commit: applied again, no change
-            if registered is not None:
-                outcome.status, outcome.reason = "noop", f"registered with {registered}"
-                continue
-            refusal = self._stream_refusal(assistant_id, name, thread_id)
-            if refusal:
-                outcome.status, outcome.reason = "rejected", refusal
-                continue
-            try:
-                updated = directory.with_consumer(updated, name, thread_id)
-            except ValueError as exc:
-                outcome.status, outcome.reason = "rejected", str(exc)
-        if updated != current:
-            self.api.beta.threads.update(publish_id, metadata=updated)
-        for thread_id, name in released:
-            if self._stream_refusal(assistant_id, name, thread_id) is None:
-                delete_threads(self.api, [thread_id])
-            else:
-                logger.warning("assistant %s: not deleting %s (not the position thread of consumer %r)",
-                               assistant_id, thread_id, name)
-
-    def _stream_refusal(self, assistant_id: str, name: str, thread_id: str) -> str | None:
-        """Why ``thread_id`` is not the position thread of consumer ``name`` on this assistant (None: it is)."""
-        try:
-            metadata = self.api.beta.threads.retrieve(thread_id).metadata or {}
-        except (openai.NotFoundError, openai.BadRequestError):
-            return f"thread {thread_id} does not exist"
-        if metadata.get(TYPE_KEY) != STREAM_TYPE:
-            return f"thread {thread_id} is not a {STREAM_TYPE}"
-        if metadata.get("consumer") != name:
-            return f"thread {thread_id} keeps the position of another consumer, not {name!r}"
-        if metadata.get("assistant_id") != assistant_id:
-            return f"thread {thread_id} follows another assistant's queue"
-        return None
-
-    def _write_verdicts(self, publish_id: str, batch: Batch) -> None:
-        """Each noop or rejected outcome onto its event's message, before the root moves (a replay writes the
-        same): an event at or before the root's hwm without a verdict was applied (app.event: passed)."""
-        for outcome in batch.outcomes:
-            if outcome.status not in ("noop", "rejected"):
-                continue
-            values = (outcome.op or "", outcome.status, (outcome.reason or "")[:512])
-            with contextlib.suppress(openai.NotFoundError):  # removed meanwhile: nobody can read it any more
-                self.api.beta.threads.messages.update(outcome.event_id, thread_id=publish_id,
-                                                      metadata=dict(zip(VERDICT_KEYS, values, strict=True)))
 
     def _repair(self, assistant_id: str, state, root: Root, pages: list[Page]) -> None:
         """After a failed attempt: delete the threads it left unreferenced, write the records it committed."""
