@@ -219,3 +219,39 @@ def test_names_are_checked_and_betaassi_names_are_reserved():
         Consumer("x" * 56)
     with pytest.raises(ValueError, match="start must be one of oldest, latest"):
         Consumer("ok", start="middle")
+
+
+def test_the_worked_example_emails_one_summary_per_deleted_session(processor, settings):
+    """docs/snippets/consumer_example.py itself, both ways: its own loop (``run``) and ``consume_queue``."""
+    import datetime
+    import importlib.util
+    import sys
+
+    from django.core import mail
+    from django.core.management import call_command
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.MANAGERS = [("Ops", "ops@example.com")]
+    path = settings.BASE_DIR / "docs/snippets/consumer_example.py"
+    spec = importlib.util.spec_from_file_location("consumer_example", path)
+    example = importlib.util.module_from_spec(spec)
+    sys.modules["consumer_example"] = example  # so that consume_queue imports the handler by its dotted path
+    try:
+        spec.loader.exec_module(example)
+        support = Support.objects.create()
+        support.sessions.create("s1", owner=get_user_model().objects.create_user("gone"), wait=True)
+        deleted = support.sessions.delete("s1", wait=True)
+        support.sessions.delete("ghost", wait=True)  # no such session: noop, no e-mail
+        support.publish("order.created", {"n": 1})
+        assert example.run(Support, timeout=0.5) == 1
+        call_command("consume_queue", "mailer-command", "--once", "--applied-only", "--type", "session.delete",
+                     "--handler", "consumer_example.session_deleted", "--assistant", support.id)
+    finally:
+        sys.modules.pop("consumer_example", None)
+    api = get_client()
+    created_at = api.beta.threads.messages.retrieve(deleted, thread_id=support.metadata[PUBLISH_KEY]).created_at
+    when = datetime.datetime.fromtimestamp(created_at, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    body = (f"Session s1 of assistant {support.id} was deleted at {when} UTC.\n"
+            f"Event {deleted} (de-duplicate on it: delivery is at least once).")
+    assert [(m.subject, m.body, m.to) for m in mail.outbox] == [("[Django] Session s1 deleted", body,
+                                                                 ["ops@example.com"])] * 2

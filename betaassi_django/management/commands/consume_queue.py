@@ -42,6 +42,8 @@ class Command(BaseCommand):
                             help="Seconds before the first retry, doubling each time (default 0.5).")
         parser.add_argument("--start", choices=STARTS, default="oldest",
                             help="Where a new consumer starts: the oldest event or after the latest.")
+        parser.add_argument("--applied-only", action="store_true",
+                            help="Only events the processor has processed, each with its verdict (event.status).")
         parser.add_argument("--once", action="store_true", help="Handle the pending events, then exit.")
         parser.add_argument("--interval", type=float, default=1.0, help="Seconds between polls (default 1).")
         parser.add_argument("--holder", help="A stable name for this process (default: host:pid:random).")
@@ -61,10 +63,11 @@ class Command(BaseCommand):
 
     def consume(self, *, name: str, assistants: list[str] | None, assistant_class: str | None,
                 types: list[str] | None, max_attempts: int, retry_delay: float, start: str, once: bool,
-                interval: float, holder: str | None, lease_seconds: float, **options) -> None:
+                interval: float, holder: str | None, lease_seconds: float, applied_only: bool, **options) -> None:
         try:
             consumer = Consumer(name, assistant_ids=assistants, assistant_class=assistant_class, types=types,
-                                start=start, holder=holder, lease_seconds=lease_seconds, poll_interval=interval)
+                                start=start, holder=holder, lease_seconds=lease_seconds, poll_interval=interval,
+                                applied_only=applied_only)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.max_attempts, self.retry_delay = max_attempts, retry_delay
