@@ -37,6 +37,8 @@ PREFIX = "betaassi.mirror."
 #: Seconds between polls while this process's events wait for the owner; for at most ``EAGER_SECONDS``.
 FAST_POLL = 0.1
 EAGER_SECONDS = 30.0
+#: Seconds before a refused registration is tried again.
+RETRY_SECONDS = 300.0
 
 
 def name() -> str:
@@ -61,6 +63,7 @@ class Follower:
         self.name = name()
         self._consumers: dict[str, consumer.Consumer] = {}
         self._registering: dict[str, _Registration] = {}
+        self._retry_at: dict[str, float] = {}  # assistant id -> when to register again after a refusal
         self._held: set[str] = set()  # assistants whose follower lease this process took
         self._waiting: set[str] = set()  # assistants with events published but not applied by their owner
         self._eager_since: float | None = None  # a local publish woke us: watch for its outcome
@@ -133,11 +136,14 @@ class Follower:
         if pending is not None:
             verdict = api.beta.threads.messages.retrieve(pending.event_id, thread_id=publish_id).metadata or {}
             if verdict.get("betaassi_status") in ("noop", "rejected"):
-                logger.warning("follower %s not registered on %s: %s; trying again", self.name, assistant.id,
-                               verdict.get("betaassi_reason", ""))
+                logger.warning("follower %s not registered on %s: %s; trying again in %.0fs", self.name,
+                               assistant.id, verdict.get("betaassi_reason", ""), RETRY_SECONDS)
                 delete_threads(api, [pending.thread_id])
                 del self._registering[assistant.id]
+                self._retry_at[assistant.id] = time.monotonic() + RETRY_SECONDS
             return False
+        if time.monotonic() < self._retry_at.get(assistant.id, 0):
+            return False  # refused a moment ago (a full directory): not one registration per pass
         # Start where the owner stands, and copy everything the registry holds up to there into the mirror.
         hwm = (api.beta.threads.retrieve(root_id).metadata or {}).get("hwm", "")
         self._mirror_all(assistant)
