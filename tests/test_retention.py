@@ -149,3 +149,17 @@ def test_the_command_prunes_the_queues_this_deployment_owns(capsys):
     assert capsys.readouterr().out == (f"assistant {theirs.id}: removed 0 event(s)\n"
                                        "removed 0 event(s) of 1 queue(s)\n")
     assert len(_queue(theirs)) == 5  # nothing applied there yet
+
+
+def test_a_real_consumer_goes_on_after_retention_without_missing_anything(processor):
+    support = Support.objects.create()
+    ids = [support.publish("order.created", {"n": n}) for n in range(6)]
+    with support.consumer("billing", batch_size=3) as billing:  # registered through the processor
+        assert [e.id for e in billing.poll()] == ids[:3]
+        billing.commit()
+    api = get_client()
+    assert retention.positions(api, support)["billing"] == ids[2]
+    assert retention.prune(api, support, keep=0) == 2
+    with support.consumer("billing") as billing:
+        assert [e.id for e in billing.poll()] == ids[3:]
+        assert billing.behind == []
