@@ -124,10 +124,11 @@ class BaseAssistant(RemoteModel):
 
     def _with_queue(self) -> list[str]:
         """Create the publish thread and registry of a new assistant; returns their ids (to undo)."""
+        # The deployment that applies its queue (none for "default"): docs/deployment.md. Counted by the checks.
+        self.metadata = {**(self.metadata or {}), **ownership.owner_keys()}
         self.validate_for_backend()  # refuse bad values before any backend call
         keys = create_queue(get_client())
-        # The deployment that applies its queue (none for "default"): docs/deployment.md.
-        self.metadata = {**(self.metadata or {}), **keys, **ownership.owner_keys()}
+        self.metadata = {**self.metadata, **keys}
         return list(keys.values())
 
     def _undo_queue(self, thread_ids: list[str]) -> None:
