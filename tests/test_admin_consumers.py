@@ -21,6 +21,7 @@ from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.publishing.publisher import publish
+from betaassi_django.testing import LiveServer, free_port
 from tests.admin_paths import admin_path
 from tests.conftest import client_of
 from tests.testapp.models import Support
@@ -195,6 +196,18 @@ def test_the_newest_twenty_failures_are_listed(web):
     assert page.text.count('<tr class="consumer-failure">') == 20
 
 
+def test_failures_are_listed_while_the_backend_is_down(web, settings):
+    desk = Support.objects.create(name="Desk")
+    ConsumerFailure.objects.create(consumer="billing", assistant_id=desk.id, event_id="msg_1", attempts=5,
+                                   error="boom")
+    settings.BETAASSI_BACKEND = "remote"
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = f"http://127.0.0.1:{free_port()}/v1", "sk-any"
+    page = web.get(admin_path(Support, "queue", desk.id))
+    assert page.status_code == 200 and page.context["backend_error"].startswith("the backend is unreachable (")
+    assert [(f.consumer, f.event_id) for f in page.context["consumer_failures"]] == [("billing", "msg_1")]
+    assert 'id="consumers"' not in page.text and '<tr class="consumer-failure">' in page.text
+
+
 def test_consumers_are_shown_to_viewers_and_hidden_from_others(staff):
     desk = Support.objects.create(name="Desk")
     billing = position(desk, "billing")
@@ -243,7 +256,6 @@ def test_the_queue_page_in_a_browser_at_desktop_and_phone_widths(staff):
     from django.conf import settings
     from playwright.sync_api import sync_playwright
 
-    from betaassi_django.testing import LiveServer
     from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, shared_database_url
 
     if not os.path.exists(CHROMIUM):

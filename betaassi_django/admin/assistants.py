@@ -300,7 +300,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
                    "title": f"Publish queue of {assistant.name or assistant.id}",
                    "has_change_permission": self.has_change_permission(request, assistant),
                    "change_url": admin_url(self.model, "change", assistant.pk),
-                   "failure": status.failure(assistant.id)}
+                   "failure": status.failure(assistant.id), **queue_page.local_context(assistant)}
         if context["failure"] is not None:
             messages.warning(request, failure_text(assistant.name or assistant.id, context["failure"]))
         try:

@@ -62,9 +62,13 @@ def queue_context(request: HttpRequest, assistant) -> dict:
     pending = {event_id for event_id, _ in state.pending}
     records = PublishedEvent.objects.in_bulk([r.id for r in rows])
     events = [event_row(r, r.id in pending, records.get(r.id), state.complete) for r in rows]
-    failures, failure_count = status.recent_failures(assistant.id)
     return {"hwm": state.hwm or "(none yet)", "lag": f"{state.lag}{'' if state.complete else '+'}",
             "events": events, "older": rows[-1].id if has_more and rows else None,
             "lease": PublishLease.objects.filter(assistant_id=assistant.id).first(), "newest_first": True,
-            "consumers": status.consumer_statuses(assistant), "consumer_failures": failures,
-            "consumer_failure_count": failure_count}
+            "consumers": status.consumer_statuses(assistant)}
+
+
+def local_context(assistant) -> dict:
+    """What this database alone records: the events consumers gave up on (shown when the backend fails too)."""
+    failures, count = status.recent_failures(assistant.id)
+    return {"consumer_failures": failures, "consumer_failure_count": count}
