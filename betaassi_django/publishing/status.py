@@ -26,11 +26,12 @@ from . import directory
 from .backend import load_registry, publish_thread, queue_ids
 from .events import Event, Rejected, read
 from .models import ConsumerFailure, ConsumerLease, PublishedEvent, PublishLease, PublishState, Session
+from .registrations import STREAM_TYPE, VERDICT_KEYS
 
 #: Pending events read at most per status (a queue further behind shows as "at least" this many).
 PENDING_LIMIT = 1000
 #: The processor's verdict on an event it did not apply, on the event's message (docs/events.md).
-VERDICT_KEY, REASON_KEY = "betaassi_status", "betaassi_reason"
+_, VERDICT_KEY, REASON_KEY = VERDICT_KEYS
 
 
 @dataclass
@@ -96,8 +97,6 @@ def recent_events(assistant, *, api: openai.OpenAI | None = None, limit: int = 5
 
 #: Events counted at most after a consumer's position: one list call per consumer (more shows as "100+").
 CONSUMER_LAG_LIMIT = 100
-#: A consumer's position thread (``betaassi_django.models.StreamThread``) as its metadata names it.
-STREAM_TYPE = "betaassi_django.StreamThread"
 
 
 @dataclass
