@@ -255,3 +255,21 @@ def test_the_worked_example_emails_one_summary_per_deleted_session(processor, se
             f"Event {deleted} (de-duplicate on it: delivery is at least once).")
     assert [(m.subject, m.body, m.to) for m in mail.outbox] == [("[Django] Session s1 deleted", body,
                                                                  ["ops@example.com"])] * 2
+
+
+def test_over_http_a_consumer_reads_commits_and_restarts_after_its_position_was_removed(backend, processor):
+    """The same consumer against a remote backend (daphne serving the embedded API) as against the in-process one:
+    a removed position is a 400 ``invalid_cursor`` over the wire too."""
+    support = Support.objects.create()
+    register(get_client(), support, "remote")
+    ids = [support.publish("r", n) for n in range(3)]
+    with support.consumer("remote") as remote:
+        assert [(e.id, e.data) for e in remote.poll()] == [(i, n) for n, i in enumerate(ids)]
+        remote.commit()
+        assert remote.positions() == {support.id: ids[2]}
+    later = support.publish("r", 3, wait=True)  # applied: the registry's mark is past what retention removes
+    for event_id in _queue(support)[:-1]:
+        get_client().beta.threads.messages.delete(event_id, thread_id=support.metadata[PUBLISH_KEY])
+    with support.consumer("remote") as remote:
+        assert [e.id for e in remote.poll()] == [later]
+        assert remote.behind == [(support.id, ids[2], later)]
