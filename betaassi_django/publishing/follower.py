@@ -30,10 +30,12 @@ from .backend import delete_threads, find_record, load_registry, publish_thread,
 from .events import Event
 from .mirror import mirror_session
 from .models import PublishedEvent, Session
+from .registrations import VERDICT_KEYS
 
 logger = logging.getLogger("betaassi_django.publishing")
 
 PREFIX = "betaassi.mirror."
+_, STATUS_KEY, REASON_KEY = VERDICT_KEYS
 #: Seconds between polls while this process's events wait for the owner; for at most ``EAGER_SECONDS``.
 FAST_POLL = 0.1
 EAGER_SECONDS = 30.0
@@ -135,9 +137,9 @@ class Follower:
             return True
         if pending is not None:
             verdict = api.beta.threads.messages.retrieve(pending.event_id, thread_id=publish_id).metadata or {}
-            if verdict.get("betaassi_status") in ("noop", "rejected"):
+            if verdict.get(STATUS_KEY) in ("noop", "rejected"):
                 logger.warning("follower %s not registered on %s: %s; trying again in %.0fs", self.name,
-                               assistant.id, verdict.get("betaassi_reason", ""), RETRY_SECONDS)
+                               assistant.id, verdict.get(REASON_KEY, ""), RETRY_SECONDS)
                 delete_threads(api, [pending.thread_id])
                 del self._registering[assistant.id]
                 self._retry_at[assistant.id] = time.monotonic() + RETRY_SECONDS
@@ -177,7 +179,7 @@ class Follower:
             reason = event.rejected or ""
             if event.status in ("noop", "rejected") and not reason:
                 message = api.beta.threads.messages.retrieve(event.id, thread_id=publish_id)
-                reason = (message.metadata or {}).get("betaassi_reason", "")
+                reason = (message.metadata or {}).get(REASON_KEY, "")
             outcomes.append({"event_id": event.id, "op": event.op or "", "session_id": event.session_id,
                              "status": event.status or "applied", "reason": reason})
         touched = sorted({o["session_id"] for o in outcomes if o["session_id"] and o["status"] == "applied"})
