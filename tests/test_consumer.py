@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -273,3 +274,36 @@ def test_over_http_a_consumer_reads_commits_and_restarts_after_its_position_was_
     with support.consumer("remote") as remote:
         assert [e.id for e in remote.poll()] == [later]
         assert remote.behind == [(support.id, ids[2], later)]
+
+
+def test_a_consumer_whose_lease_lapsed_never_overwrites_the_next_holders_position(processor, caplog):
+    support = Support.objects.create()
+    register(get_client(), support, "lapse")
+    ids = [support.publish("l", n) for n in range(3)]
+    slow = Consumer("lapse", assistant_ids=[support.id], holder="slow", lease_seconds=0.2)
+    try:
+        assert [e.id for e in slow.poll()] == ids
+        time.sleep(0.5)  # its lease ran out while it handled them
+        with Consumer("lapse", assistant_ids=[support.id], holder="next", batch_size=2) as successor:
+            assert [e.id for e in successor.poll()] == ids[:1]  # after the registration: the same events again
+            successor.commit()
+            with caplog.at_level(logging.WARNING, logger="betaassi_django.publishing"):
+                slow.commit()  # the successor holds the lease: nothing written
+        assert slow.positions() == {support.id: ids[0]}
+        assert [e.id for e in slow.poll()] == ids[1:]  # from the successor's position on
+        time.sleep(0.5)  # lapsed again; this time the successor took it, committed and left before it commits
+        with Consumer("lapse", assistant_ids=[support.id], holder="next", batch_size=1) as successor:
+            assert [e.id for e in successor.poll()] == ids[1:2]
+            successor.commit()
+        with caplog.at_level(logging.WARNING, logger="betaassi_django.publishing"):
+            slow.commit()  # it takes the free lease back, and sees the position moved: nothing written
+        assert slow.positions() == {support.id: ids[1]}
+        assert [e.id for e in slow.poll()] == ids[2:]
+        slow.commit()
+        assert slow.positions() == {support.id: ids[2]}
+    finally:
+        slow.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"consumer lapse lost the lease of {support.id} to another process",
+        f"consumer lapse: not committing {ids[2]} on {support.id} (the lease lapsed)",
+        f"consumer lapse: not committing {ids[2]} on {support.id} (the lease lapsed)"]
