@@ -281,3 +281,33 @@ def test_a_refused_registration_is_not_published_again_every_pass(settings):
     with pytest.raises(openai.NotFoundError):
         api.beta.threads.retrieve(thread_id)  # its position thread went with the refusal
     follower.close()
+
+
+def test_a_follower_whose_position_was_removed_copies_the_registry_again(settings):
+    user = get_user_model().objects.create_user("alice")
+    _as(settings, "host")
+    support = Support.objects.create()
+    _as(settings, "shop")
+    follower = Follower("shop-1")
+    follower.follow(support)
+    _as(settings, "host")
+    Processor().run_once()
+    _as(settings, "shop")
+    assert follower.follow(support) == 1  # at its registration now
+    _as(settings, "host")
+    support.sessions.create("missed", owner=user)
+    kept = support.sessions.create("kept", owner=user)
+    Processor().run_once()
+    api, publish_id = get_client(), support.metadata[PUBLISH_KEY]
+    for event_id, _ in list(support.queue.events())[:-1]:  # past its position, up to the root's (retention never
+        api.beta.threads.messages.delete(event_id, thread_id=publish_id)  # would: it keeps every position)
+    after = support.sessions.create("after", owner=user)
+    Processor().run_once()
+    Session.objects.all().delete()
+    PublishedEvent.objects.all().delete()
+    _as(settings, "shop")
+    assert follower.follow(support) == 2
+    assert sorted(Session.objects.values_list("session_id", flat=True)) == ["after", "kept", "missed"]
+    assert sorted(PublishedEvent.objects.values_list("event_id", "status")) == sorted([(kept, "applied"),
+                                                                                      (after, "applied")])
+    follower.close()

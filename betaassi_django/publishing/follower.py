@@ -102,6 +102,9 @@ class Follower:
                 lease_seconds=self.lease_seconds)
         recorded = 0
         while batch := follower.poll():
+            if follower.behind:  # retention removed its position: what it missed is in the registry only
+                follower.behind.clear()
+                self._mirror_all(assistant)
             self._record(assistant, batch)
             follower.commit()
             recorded += len(batch)
