@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from betaassi_django.client import get_client
 from betaassi_django.metadata import OWNER_KEY
@@ -163,3 +163,10 @@ def test_a_real_consumer_goes_on_after_retention_without_missing_anything(proces
     with support.consumer("billing") as billing:
         assert [e.id for e in billing.poll()] == ids[3:]
         assert billing.behind == []
+
+
+def test_the_command_refuses_a_negative_keep_and_an_unknown_assistant():
+    with pytest.raises(CommandError, match="--keep -1: must not be negative"):
+        call_command("prune_publish_queue", "--keep", "-1")
+    with pytest.raises(CommandError, match="no such assistant"):
+        call_command("prune_publish_queue", "--assistant", "asst_unknown")
