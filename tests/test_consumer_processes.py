@@ -181,3 +181,21 @@ def test_three_processes_share_one_name_never_hold_it_together_and_handle_every_
     assert len(handled) == 45
     for holder, at in handled:  # each event was handled while its process held the lease
         assert any(h == holder and start <= at <= end for start, end, h in spans)
+
+
+def test_once_with_a_class_handles_every_assistant_of_it_and_only_those(processor, tmp_path, monkeypatch):
+    from django.core.management import call_command
+
+    from tests.testapp.models import Kitchen
+
+    first, second, other = Support.objects.create(), Support.objects.create(), Kitchen.objects.create()
+    for assistant in (first, second):
+        register(get_client(), assistant, "per-class")
+    expected = {first.publish("x", 1), second.publish("x", 2)}
+    other.publish("x", 3)
+    log = tmp_path / "handled.log"
+    monkeypatch.setenv("CONSUMER_LOG", str(log))
+    call_command("consume_queue", "per-class", "--once", "--class", "testapp.Support", "--handler",
+                 "tests.test_consumer_processes.handler")
+    assert set(_lines(log)) == {f"done {i}" for i in expected} and len(_lines(log)) == 2
+    assert not directory.read(get_client(), other.metadata[PUBLISH_KEY])
