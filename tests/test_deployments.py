@@ -19,6 +19,8 @@ import time
 
 import openai
 import pytest
+import redis
+from channels.layers import channel_layers
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 
@@ -26,12 +28,14 @@ from betaassi_django.checks.config import check_deployment_name
 from betaassi_django.client import get_client
 from betaassi_django.metadata import OWNER_KEY
 from betaassi_django.models import ConsumerLease, PublishedEvent, Session
-from betaassi_django.publishing import directory, retention
+from betaassi_django.publishing import directory, notify, retention
 from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY
 from betaassi_django.publishing.follower import Follower
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.testing import LiveServer, scratch_database_url
+from project.settings import redis_channel_layers
 from tests.conftest import _database_url, shared_database_url
+from tests.redis_server import RedisServer
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,6 +86,16 @@ def _on_host(host: LiveServer, code: str) -> dict:
     return json.loads(host.manage("shell", "-c", code).strip().splitlines()[-1])
 
 
+def _new_host_assistant(host: LiveServer) -> str:
+    """An assistant the host owns (and the shared user), made as the host: its id."""
+    return _on_host(host, f"""
+import json
+from django.contrib.auth import get_user_model
+from tests.testapp.models import Support
+get_user_model().objects.get_or_create(id={OWNER}, defaults={{"username": "alice"}})
+print(json.dumps(Support.objects.create(name="host desk").id))""")
+
+
 def _until(check, what: str, timeout: float = 60) -> None:
     """Wait for something another process does (a readiness wait, not a measurement)."""
     deadline = time.monotonic() + timeout
@@ -128,12 +142,7 @@ print(json.dumps({{"events": dict(events),
 
 def test_two_deployments_apply_each_event_once_and_both_mirrors_follow(host, shop):
     get_user_model().objects.create_user("alice", id=OWNER)
-    theirs_id = _on_host(host, f"""
-import json
-from django.contrib.auth import get_user_model
-from tests.testapp.models import Support
-get_user_model().objects.create_user("alice", id={OWNER})
-print(json.dumps(Support.objects.create(name="host desk").id))""")
+    theirs_id = _new_host_assistant(host)
     host_processor, shop_processor = _processor(host.env), _processor(shop)
     try:
         ours = Support.objects.create(name="shop desk")
@@ -191,6 +200,40 @@ print(json.dumps(Support.objects.create(name="host desk").id))""")
         "assistant_id", "session_id", "owner_id", "model", "revision"))
     assert mirror == registry
     assert [tuple(row) for row in state["sessions"]] == registry
+
+
+#: The shop's processor polls this rarely: what it records before the waits below end came through a wake-up.
+SLOW_POLL = "120"
+
+
+def _wake_members(server: RedisServer) -> int:
+    """Channels in the publishers' wake group (channels-redis keeps a sorted set per group)."""
+    client = redis.Redis(port=server.port)
+    return sum(client.zcard(key) for key in client.scan_iter(f"*group:{notify.WAKE_GROUP}"))
+
+
+def test_woken_by_a_publish_the_follower_polls_until_the_owner_applied_it(host, shop, settings):
+    """Its --interval is 120 s: the registration and wait=True return only because the publishes here wake the
+    shop's processor through Redis and its follower then polls fast while the owner has not applied them."""
+    get_user_model().objects.create_user("alice", id=OWNER)
+    theirs = Support.retrieve(_new_host_assistant(host))
+    with RedisServer() as server:
+        settings.CHANNEL_LAYERS = redis_channel_layers(server.url)
+        channel_layers.backends.clear()
+        shop_processor = subprocess.Popen(
+            [sys.executable, "manage.py", "process_publish_queue", "--interval", SLOW_POLL],
+            cwd=django_settings.BASE_DIR, env={**shop, "REDIS_URL": server.url}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        host_processor = _processor(host.env)
+        try:
+            _until(lambda: _followed_by(theirs.id, "shop"), "the shop's follower registering")
+            _until(lambda: _wake_members(server) == 1, "the shop's processor joining the wake group")
+            event_ids = [theirs.sessions.create(f"w{n}", owner=OWNER, wait=True, timeout=30) for n in range(3)]
+        finally:
+            shop_log, _ = _stop(shop_processor), _stop(host_processor)
+            channel_layers.backends.clear()
+    assert [status for _, _, status in FOLLOWED.findall(shop_log)][-3:] == ["applied"] * 3
+    assert [event_id for event_id, _, _ in FOLLOWED.findall(shop_log)][-3:] == event_ids
 
 
 @pytest.mark.parametrize(("backend", "deployment", "ids"), [

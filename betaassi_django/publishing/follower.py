@@ -96,6 +96,8 @@ class Follower:
         follower = self._consumers.get(assistant.id)
         if follower is None:
             if not self._registered(assistant):
+                if assistant.id in self._registering:  # its registration waits for the owner, as an event does
+                    self._waiting.add(assistant.id)
                 return 0
             follower = self._consumers[assistant.id] = consumer.AppConsumer(
                 self.name, assistant_ids=[assistant.id], applied_only=True, holder=self.holder,
