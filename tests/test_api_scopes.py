@@ -266,6 +266,9 @@ def test_the_queue_of_an_assistant_is_readable_and_its_publish_thread_takes_even
     refused(lambda: api.beta.assistants.update(assistant.id, metadata={**queue, REGISTRY_KEY: other.id}),
             "You have insufficient permissions for this operation: this API key is limited to some assistants, so "
             "it may not change the metadata 'betaassi_registry' of an assistant.")
+    refused(lambda: api.beta.assistants.update(assistant.id, metadata={**queue, "betaassi_deployment": "elsewhere"}),
+            "You have insufficient permissions for this operation: this API key is limited to some assistants, so "
+            "it may not change the metadata 'betaassi_deployment' of an assistant.")
     refused(lambda: api.beta.threads.retrieve(other.id), outside("thread", other.id))
     assert api.beta.assistants.update(assistant.id, name="renamed", metadata={**queue, "x": "1"}).name == "renamed"
     reader = key_client(daphne_server, "--read-only", "--assistant", assistant.id)

@@ -100,7 +100,7 @@ def test_sync_shows_progress_and_a_summary():
     assert err.splitlines() == [
         "assistants: 2", "assistants: 4", "assistants: 6", "assistants: 7, done",
         "betaassi_django.Thread: 0 of 0, done", "betaassi_django.Message: 0 of 0, done",
-        "betaassi_django.Run: 0 of 0, done",
+        "betaassi_django.Run: 0 of 0, done", "betaassi_django.StreamThread: 0 of 0, done",
         "testapp.StreamThread: 2 of 3", "testapp.StreamThread: 3 of 3, done",
         "testapp.TaggedThread: 0 of 0, done", "testapp.NotedMessage: 0 of 0, done",
         "testapp.TrackedRun: 0 of 0, done",
@@ -109,6 +109,7 @@ def test_sync_shows_progress_and_a_summary():
         "betaassi_django.Assistant: 0 created, 0 updated, 0 removed",
         "betaassi_django.Message: 0 created, 0 updated, 0 removed",
         "betaassi_django.Run: 0 created, 0 updated, 0 removed",
+        "betaassi_django.StreamThread: 0 created, 0 updated, 0 removed",
         "betaassi_django.Thread: 0 created, 0 updated, 0 removed",
         "testapp.Kitchen: 0 created, 1 updated, 0 removed",
         "testapp.NotedMessage: 0 created, 0 updated, 0 removed",

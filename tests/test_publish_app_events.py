@@ -183,6 +183,28 @@ def test_verdicts_of_noops_and_rejections_are_written_and_replay_the_same(backen
 
 
 
+def test_a_verdict_forged_by_the_publisher_is_replaced_by_the_processors(backend, alice):
+    """Only the processor writes verdicts: an event that arrives carrying one has it removed (applied) or
+    overwritten (noop), so no follower or consumer reads a forged outcome."""
+    support = Support.objects.create()
+    publish_id = support.metadata[PUBLISH_KEY]
+    create = Event("session.create", "s1", {"owner": alice.pk}).to_json()
+    forged = {"betaassi_event": "session.create", "betaassi_status": "rejected", "betaassi_reason": "forged"}
+    api = get_client()
+    applied = api.beta.threads.messages.create(publish_id, role="user", content=create, metadata=forged).id
+    again = api.beta.threads.messages.create(publish_id, role="user", content=create,
+                                             metadata={**forged, "betaassi_status": "applied"}).id
+    app = api.beta.threads.messages.create(publish_id, role="user", metadata={"betaassi_reason": "x"},
+                                           content=Event("app.event", None, {"type": "t", "data": 1}).to_json()).id
+    Processor().run_once()
+    verdicts = {m.id: dict(m.metadata) for m in messages(support)}
+    assert verdicts == {applied: {"betaassi_event": "session.create"},
+                        again: {"betaassi_event": "session.create", "betaassi_status": "noop",
+                                "betaassi_reason": "the session exists"},
+                        app: {"betaassi_event": "app.event"}}
+    assert support.sessions.get("s1").owner_id == alice.pk
+
+
 @pytest.mark.parametrize("backend", ["remote"], indirect=True)
 def test_the_documented_curl_publishes_an_event_with_a_key_limited_to_the_assistant(backend, daphne_server):
     """docs/api.md, "Publishing an event from any language": its shell lines, run as written with curl and jq."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest
 
-from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY
+from betaassi_django.metadata import OWNER_KEY, PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY
 from betaassi_django.registry import Page, Root
 
 from .errors import ApiError
@@ -90,7 +90,7 @@ def check_assistant_change(scope: Scope, assistant_id: str, body: dict) -> None:
         return
     current = Assistant.objects.filter(id=assistant_id).values_list("metadata", flat=True).first() or {}
     new = body["metadata"] or {}
-    for key in (PUBLISH_KEY, REGISTRY_KEY):
+    for key in (PUBLISH_KEY, REGISTRY_KEY, OWNER_KEY):  # which queue, and which deployment applies it
         if new.get(key) != current.get(key):
             raise denied(f"this API key is limited to some assistants, so it may not change the metadata "
                          f"'{key}' of an assistant.")

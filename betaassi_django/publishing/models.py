@@ -58,7 +58,8 @@ class PublishState(models.Model):
 class PublishedEvent(models.Model):
     """What the processor did with one publish-queue event (the backend message is the event)."""
 
-    STATUSES = [("applied", "applied"), ("noop", "no-op"), ("rejected", "rejected"), ("replayed", "replayed")]
+    STATUSES = [("applied", "applied"), ("noop", "no-op"), ("rejected", "rejected"), ("replayed", "replayed"),
+                ("passed", "passed")]
 
     event_id = models.CharField(max_length=64, primary_key=True)
     assistant_id = models.CharField(max_length=64, db_index=True)

@@ -163,6 +163,7 @@ class Processor:
         while True:
             listed = publish_thread(self.api, metadata[PUBLISH_KEY], after=root.hwm, limit=self.batch_size)
             events = [(m.id, text_of(m)) for m in listed.data]
+            carried = {m.id for m in listed.data if registrations.carries_verdict(m)}
             if not events:
                 return self.seen
             if not lease.acquire(assistant.id, self.holder, self.lease_seconds):
@@ -184,7 +185,7 @@ class Processor:
             for outcome, name, value in batch.settings:
                 self._set_attr(assistant, outcome, name, value)
             registrations.apply(self.api, assistant.id, metadata[PUBLISH_KEY], batch.consumers)
-            registrations.write_verdicts(self.api, metadata[PUBLISH_KEY], batch.outcomes)
+            registrations.write_verdicts(self.api, metadata[PUBLISH_KEY], batch.outcomes, carried)
             health.add_orphans(assistant.id, old_threads)
             pending = self._pending(assistant.id, batch, root, pages)
             health.set_pending(assistant.id, pending)  # written by the next attempt if this one dies committed

@@ -82,13 +82,22 @@ def stream_refusal(api: openai.OpenAI, assistant_id: str, name: str, thread_id: 
     return None
 
 
-def write_verdicts(api: openai.OpenAI, publish_id: str, outcomes: list[Outcome]) -> None:
+def write_verdicts(api: openai.OpenAI, publish_id: str, outcomes: list[Outcome], carried: set[str]) -> None:
     """Each noop or rejected outcome onto its event's message: an event at or before the root's hwm without a
-    verdict was applied (app.event: passed)."""
+    verdict was applied (app.event: passed). ``carried``: the messages that came with verdict keys of their own
+    (a publisher may write any metadata): an applied one loses them, so nobody reads a forged verdict."""
     for outcome in outcomes:
-        if outcome.status not in ("noop", "rejected"):
+        if outcome.status in ("noop", "rejected"):
+            values = (outcome.op or "", outcome.status, (outcome.reason or "")[:512])
+            metadata = dict(zip(VERDICT_KEYS, values, strict=True))
+        elif outcome.event_id in carried:
+            metadata = {VERDICT_KEYS[0]: outcome.op or ""}
+        else:
             continue
-        values = (outcome.op or "", outcome.status, (outcome.reason or "")[:512])
         with contextlib.suppress(openai.NotFoundError):  # removed meanwhile: nobody can read it any more
-            api.beta.threads.messages.update(outcome.event_id, thread_id=publish_id,
-                                             metadata=dict(zip(VERDICT_KEYS, values, strict=True)))
+            api.beta.threads.messages.update(outcome.event_id, thread_id=publish_id, metadata=metadata)
+
+
+def carries_verdict(message) -> bool:
+    """Whether a publish-thread message came with verdict keys (only the processor may write them)."""
+    return any(key in (message.metadata or {}) for key in VERDICT_KEYS[1:])
