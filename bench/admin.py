@@ -60,6 +60,7 @@ def run(recorder: list, n: int) -> None:
 
 
 def _calls_target(path: str, calls: int) -> str:
-    """Two reads per queue shown: each listed assistant's, the one filtered by, or the page's own (plus a page and the consumer directory)."""
+    """Two reads per queue shown: each listed assistant's, the one filtered by, or the page's own (plus a page
+    and the consumer directory)."""
     expected = {"assistant changelist": 2 * ROWS, "sessions changelist": 2, "publish-queue page": 4}[path]
     return f"= {expected}: {'met' if calls == expected else 'MISSED'}"

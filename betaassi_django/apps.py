@@ -20,7 +20,7 @@ class BetaassiConfig(AppConfig):
 
         use_assistant_finder(find_assistant)  # a session's model is checked against its assistant's allow-list
         from .models import StreamThread
-        from .publishing.consumer import use_stream_model
+        from .publishing.positions import use_stream_model
 
         use_stream_model(StreamThread)  # queue consumers keep their positions in it (docs/consumers.md)
         if apps.is_installed("django.contrib.auth"):

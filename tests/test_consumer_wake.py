@@ -14,7 +14,7 @@ from channels.layers import channel_layers
 
 from betaassi_django.client import get_client
 from betaassi_django.publishing import notify
-from betaassi_django.publishing.consumer import register
+from betaassi_django.publishing.positions import register
 from project.settings import redis_channel_layers
 from tests.conftest import shared_database_url
 from tests.redis_server import RedisServer

@@ -15,7 +15,6 @@ import contextlib
 import fnmatch
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -31,33 +30,12 @@ from betaassi_django.client import get_client
 from betaassi_django.messages import text_of
 from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, TYPE_KEY
 
-from . import directory, lease, notify, publisher
+from . import directory, lease, notify
 from .backend import publish_thread, queue_ids
-from .events import Event, Rejected, read
+from .events import Rejected, read
+from .positions import STARTS, check_name, model, newest, registered, root_hwm
 
 logger = logging.getLogger("betaassi_django.publishing")
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,54}")
-#: Consumer names the app keeps for its own consumers (a deployment's mirror follower).
-RESERVED_PREFIX = "betaassi."
-STARTS = ("oldest", "latest")
-#: Seconds between two reads of the directory while a registration waits for the processor.
-REGISTER_POLL = 0.05
-
-_stream_model: Any = None
-
-
-def use_stream_model(model) -> None:
-    """The model that keeps positions (``betaassi_django.models.StreamThread``); the app's ``ready()`` sets it."""
-    global _stream_model
-    _stream_model = model
-
-
-def _model():
-    if _stream_model is None:
-        raise RuntimeError("betaassi_django is not ready: no StreamThread model (is the app installed?)")
-    return _stream_model
-
 
 @dataclass(frozen=True)
 class QueueEvent:
@@ -72,16 +50,6 @@ class QueueEvent:
     created_at: int
     rejected: str | None = None
     status: str | None = None
-
-
-def check_name(name: object, *, reserved_ok: bool = False) -> str:
-    """A consumer's name, or ``ValueError`` saying what is wrong with it."""
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ValueError("a consumer name is 1 to 55 letters, digits, '_', '.', ':' or '-', starting with a letter "
-                         "or digit")
-    if name.startswith(RESERVED_PREFIX) and not reserved_ok:
-        raise ValueError(f"consumer names starting {RESERVED_PREFIX!r} are reserved for the app's own consumers")
-    return name
 
 
 def to_event(assistant_id: str, message, *, with_status: bool = False) -> QueueEvent:
@@ -99,52 +67,6 @@ def to_event(assistant_id: str, message, *, with_status: bool = False) -> QueueE
     return QueueEvent(message.id, assistant_id, parsed.op, parsed.args.get("type") if app else parsed.op,
                       parsed.args.get("data") if app else parsed.args, parsed.session_id, message.created_at,
                       None, status)
-
-
-def _newest(api: openai.OpenAI, publish_id: str) -> str:
-    page = publish_thread(api, publish_id, order="desc", limit=1).data
-    return page[0].id if page else ""
-
-
-def _root_hwm(api: openai.OpenAI, root_id: str) -> str:
-    return (api.beta.threads.retrieve(root_id).metadata or {}).get("hwm", "")
-
-
-def register(api: openai.OpenAI, assistant, name: str, *, start: str = "oldest", timeout: float = 10.0) -> str:
-    """Register ``name`` on the assistant's queue (the processor applies it); the position thread's id."""
-    check_name(name)
-    if start not in STARTS:
-        raise ValueError(f"start must be one of {', '.join(STARTS)}")
-    publish_id, _ = queue_ids(assistant)
-    return _register(api, assistant, name, lambda: _newest(api, publish_id) if start == "latest" else "", timeout)
-
-
-def _register(api: openai.OpenAI, assistant, name: str, position, timeout: float) -> str:
-    """Publish ``consumer.register`` with a new position thread and wait until the directory names a thread:
-    this one, or another process's (then this one is deleted). Works whichever deployment applies it."""
-    publish_id, _ = queue_ids(assistant)
-    known = directory.read(api, publish_id).get(name)
-    if known:
-        return known
-    thread = _model()(consumer=name, assistant_id=assistant.id, hwm=position())
-    thread.save()
-    event_id = publisher.publish(assistant, Event("consumer.register", None, {"name": name, "thread_id": thread.id}))
-    deadline = time.monotonic() + timeout
-    while True:
-        known = directory.read(api, publish_id).get(name)
-        if known:
-            if known != thread.id:
-                thread.delete()  # another process registered it first: its thread keeps the position
-            return known
-        verdict = api.beta.threads.messages.retrieve(event_id, thread_id=publish_id).metadata or {}
-        if verdict.get("betaassi_status") in ("rejected", "noop") or time.monotonic() > deadline:
-            thread.delete()  # never named (a late registration finds no thread and is rejected)
-            if verdict.get("betaassi_status"):
-                raise ValueError(f"consumer {name} was not registered on {assistant.id}: "
-                                 f"{verdict.get('betaassi_reason', '')}")
-            raise TimeoutError(f"consumer {name} was not registered on {assistant.id} within {timeout}s; "
-                               "is process_publish_queue running for it?")
-        time.sleep(REGISTER_POLL)
 
 
 @dataclass
@@ -245,16 +167,16 @@ class Consumer:
         thread_id = directory.read(self.api, publish_id).get(self.name)
         if not thread_id:
             position = self._start_position(publish_id, root_id)
-            thread_id = _register(self.api, track.assistant, self.name, position, self.register_timeout)
-        track.thread = _model().retrieve(thread_id)
+            thread_id = registered(self.api, track.assistant, self.name, position, self.register_timeout)
+        track.thread = model().retrieve(thread_id)
         track.committed = track.read = track.target = track.thread.hwm
 
     def _start_position(self, publish_id: str, root_id: str):
         if self.start == "oldest":
             return lambda: ""
         if self.applied_only:
-            return lambda: _root_hwm(self.api, root_id)
-        return lambda: _newest(self.api, publish_id)
+            return lambda: root_hwm(self.api, root_id)
+        return lambda: newest(self.api, publish_id)
 
     def commit(self) -> None:
         """Write each assistant's position: the last event handed out (one write per assistant that moved)."""
@@ -314,7 +236,7 @@ class Consumer:
         while True:
             limit = None
             if self.applied_only:
-                limit = _root_hwm(self.api, queue_ids(track.assistant)[1])
+                limit = root_hwm(self.api, queue_ids(track.assistant)[1])
                 if limit == track.read:
                     return None
             listed = self._list(track)
@@ -357,27 +279,41 @@ class Consumer:
         batch.track.target = batch.end
         return batch.events
 
+    def _hand_out(self, batch: _Batch) -> Iterator[QueueEvent]:
+        """A batch's events one by one; ``commit()`` covers each once the next is asked for."""
+        for event in batch.events:
+            batch.track.previous, batch.track.target = batch.track.target, event.id
+            yield event
+        batch.track.target = batch.end
+
+    def _wait_for(self, deadline: float | None) -> float | None:
+        """Seconds to wait for a wake-up before the next poll; None: the iteration is over."""
+        left = None if deadline is None else deadline - time.monotonic()
+        if self._interrupted or (left is not None and left <= 0):
+            return None
+        return self.poll_interval if left is None else min(self.poll_interval, left)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + timeout
+
     def events(self, timeout: float | None = None) -> Iterator[QueueEvent]:
         """Events as they come, committing each batch when asked for the next; ends after ``timeout`` seconds
         without one (None: never), or when interrupted. Woken by publishes; polls every ``poll_interval``."""
         self._listen()
         self._interrupted = False
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = self._deadline(timeout)
         while True:
             self.commit()
             self._woken.clear()
             batch = self._next()
             if batch is not None:
-                for event in batch.events:
-                    batch.track.previous, batch.track.target = batch.track.target, event.id
-                    yield event
-                batch.track.target = batch.end
-                deadline = None if timeout is None else time.monotonic() + timeout
+                yield from self._hand_out(batch)
+                deadline = self._deadline(timeout)
                 continue
-            if self._interrupted or (deadline is not None and time.monotonic() >= deadline):
+            wait = self._wait_for(deadline)
+            if wait is None:
                 return
-            wait = self.poll_interval if deadline is None else min(self.poll_interval, deadline - time.monotonic())
-            self._woken.wait(max(wait, 0))
+            self._woken.wait(wait)
             if self._interrupted:
                 return
 
@@ -387,24 +323,21 @@ class Consumer:
         self._interrupted = False
         woken = asyncio.Event()
         self._aio = (asyncio.get_running_loop(), woken)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = self._deadline(timeout)
         while True:
             await sync_to_async(self.commit)()
             woken.clear()
             batch = await sync_to_async(self._next)()
             if batch is not None:
-                for event in batch.events:
-                    batch.track.previous, batch.track.target = batch.track.target, event.id
+                for event in self._hand_out(batch):
                     yield event
-                batch.track.target = batch.end
-                deadline = None if timeout is None else loop.time() + timeout
+                deadline = self._deadline(timeout)
                 continue
-            if self._interrupted or (deadline is not None and loop.time() >= deadline):
+            wait = self._wait_for(deadline)
+            if wait is None:
                 return
-            wait = self.poll_interval if deadline is None else min(self.poll_interval, deadline - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), max(wait, 0))
+                await asyncio.wait_for(woken.wait(), wait)
             if self._interrupted:
                 return
 

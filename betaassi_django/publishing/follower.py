@@ -25,7 +25,7 @@ from django.db import transaction
 from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
 
-from . import consumer, directory, lease, notify, ownership, publisher
+from . import consumer, directory, lease, notify, ownership, positions, publisher
 from .backend import delete_threads, find_record, load_registry, publish_thread, queue_ids
 from .events import Event
 from .mirror import mirror_session
@@ -73,6 +73,7 @@ class Follower:
 
     def _woken(self) -> None:
         self._eager_since = time.monotonic()
+        logger.info("DBG woken")
 
     @property
     def api(self) -> openai.OpenAI:
@@ -86,6 +87,7 @@ class Follower:
     def interval(self, default: float) -> float:
         """How long the processor may wait before the next pass: ``FAST_POLL`` while an event published here
         waits for its owner, else ``default``."""
+        logger.info("DBG interval eager=%s waiting=%s", self.eager, self._waiting)
         return min(default, FAST_POLL) if self.eager and self._waiting else default
 
     def follow(self, assistant) -> int:
@@ -154,7 +156,7 @@ class Follower:
         # Start where the owner stands, and copy everything the registry holds up to there into the mirror.
         hwm = (api.beta.threads.retrieve(root_id).metadata or {}).get("hwm", "")
         self._mirror_all(assistant)
-        thread = consumer._model()(consumer=self.name, assistant_id=assistant.id, hwm=hwm)
+        thread = positions.model()(consumer=self.name, assistant_id=assistant.id, hwm=hwm)
         thread.save()
         event_id = publisher.publish(assistant, Event("consumer.register", None,
                                                       {"name": self.name, "thread_id": thread.id}))
@@ -219,6 +221,7 @@ class Follower:
         publish_id, root_id = queue_ids(assistant)
         newest = publish_thread(api, publish_id, order="desc", limit=1).data
         hwm = (api.beta.threads.retrieve(root_id).metadata or {}).get("hwm", "")
+        logger.info("DBG watch %s newest=%s hwm=%s", assistant.id, newest[0].id if newest else None, hwm)
         if newest and newest[0].id != hwm:
             self._waiting.add(assistant.id)
         else:

@@ -41,7 +41,7 @@ from betaassi_django.messages import text_of
 from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.registry import Page, Root, double, encode_run, needs_growth, overflow_metadata, page_threads
 
-from . import health, lease, notify, ownership, registrations
+from . import health, lease, notify, ownership, registrations, retention
 from .apply import Batch, Facts, Outcome, apply_events, wanted
 from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry, publish_thread, tagged_for
 from .mirror import existing_users, mirror_session
@@ -123,6 +123,7 @@ class Processor:
             self.seen = 0
             try:
                 self.drain(assistant, known.get(assistant.id))
+                retention.maybe_prune(self.api, assistant)  # BETAASSI_QUEUE_PRUNE_SECONDS, under the lease
             except Exception as exc:  # this assistant only: record it, back off, go on with the others
                 state = health.failed(assistant.id, describe(exc))
                 self.failed[assistant.id] = state.last_error
