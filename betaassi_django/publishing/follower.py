@@ -67,13 +67,13 @@ class Follower:
         self._registering: dict[str, _Registration] = {}
         self._retry_at: dict[str, float] = {}  # assistant id -> when to register again after a refusal
         self._held: set[str] = set()  # assistants whose follower lease this process took
+        self._recorded: dict[str, str] = {}  # assistant id -> the last event this process recorded
         self._waiting: set[str] = set()  # assistants with events published but not applied by their owner
         self._eager_since: float | None = None  # a local publish woke us: watch for its outcome
         notify.subscribe(self._woken)
 
     def _woken(self) -> None:
         self._eager_since = time.monotonic()
-        logger.info("DBG woken")
 
     @property
     def api(self) -> openai.OpenAI:
@@ -87,7 +87,6 @@ class Follower:
     def interval(self, default: float) -> float:
         """How long the processor may wait before the next pass: ``FAST_POLL`` while an event published here
         waits for its owner, else ``default``."""
-        logger.info("DBG interval eager=%s waiting=%s", self.eager, self._waiting)
         return min(default, FAST_POLL) if self.eager and self._waiting else default
 
     def follow(self, assistant) -> int:
@@ -104,6 +103,7 @@ class Follower:
             follower = self._consumers[assistant.id] = consumer.AppConsumer(
                 self.name, assistant_ids=[assistant.id], applied_only=True, holder=self.holder,
                 lease_seconds=self.lease_seconds)
+            self._recorded[assistant.id] = follower.positions().get(assistant.id, "")
         recorded = 0
         while batch := follower.poll():
             if follower.behind:  # retention removed its position: what it missed is in the registry only
@@ -111,6 +111,7 @@ class Follower:
                 self._mirror_all(assistant)
             self._record(assistant, batch)
             follower.commit()
+            self._recorded[assistant.id] = batch[-1].id
             recorded += len(batch)
         if self.eager:
             self._watch(assistant)
@@ -216,13 +217,12 @@ class Follower:
             model.retrieve(assistant.id)
 
     def _watch(self, assistant) -> None:
-        """Whether events wait for the owner (the newest event is past the root's hwm): poll fast if so."""
-        api = self.api
-        publish_id, root_id = queue_ids(assistant)
-        newest = publish_thread(api, publish_id, order="desc", limit=1).data
-        hwm = (api.beta.threads.retrieve(root_id).metadata or {}).get("hwm", "")
-        logger.info("DBG watch %s newest=%s hwm=%s", assistant.id, newest[0].id if newest else None, hwm)
-        if newest and newest[0].id != hwm:
+        """Whether events published here are not recorded yet (the newest event is past the follower's position):
+        poll fast if so. Against the position, not the root's hwm: the owner may apply an event between this
+        pass's poll and this read (one read)."""
+        publish_id, _ = queue_ids(assistant)
+        newest = publish_thread(self.api, publish_id, order="desc", limit=1).data
+        if newest and newest[0].id != self._recorded.get(assistant.id, ""):
             self._waiting.add(assistant.id)
         else:
             self._waiting.discard(assistant.id)
