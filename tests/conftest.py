@@ -286,7 +286,16 @@ def processor():
     from betaassi_django.publishing.processor import Processor
 
     stop = threading.Event()
-    thread = threading.Thread(target=Processor().serve, args=(5.0, stop), daemon=True)
+
+    def serve() -> None:
+        from django.db import connection
+
+        try:
+            Processor().serve(5.0, stop)
+        finally:
+            connection.close()  # PostgreSQL drops the test database only once no connection is left
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield
     stop.set()

@@ -1,7 +1,7 @@
 """System checks of betaassi-django, registered by the app's ``ready()``.
 
 Model checks (``betaassi.E001``-``E006``, ``W001``, tag ``models``) refuse models whose fields cannot live in
-backend metadata; configuration checks (``betaassi.E010``-``E012``, ``W010``-``W012``, tag ``compatibility``)
+backend metadata; configuration checks (``betaassi.E010``-``E012``, ``W010``-``W013``, tag ``compatibility``)
 name the setting a project is missing. docs/configuration.md lists them all.
 """
 
