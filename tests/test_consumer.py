@@ -224,7 +224,7 @@ def test_names_are_checked_and_betaassi_names_are_reserved():
 
 
 def test_the_worked_example_emails_one_summary_per_deleted_session(processor, settings):
-    """docs/snippets/consumer_example.py itself, both ways: its own loop (``run``) and ``consume_queue``."""
+    """docs/examples/consumer_example.py itself, both ways: its own loop (``run``) and ``consume_queue``."""
     import datetime
     import importlib.util
     import sys
@@ -234,7 +234,7 @@ def test_the_worked_example_emails_one_summary_per_deleted_session(processor, se
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.MANAGERS = [("Ops", "ops@example.com")]
-    path = settings.BASE_DIR / "docs/snippets/consumer_example.py"
+    path = settings.BASE_DIR / "docs/examples/consumer_example.py"
     spec = importlib.util.spec_from_file_location("consumer_example", path)
     example = importlib.util.module_from_spec(spec)
     sys.modules["consumer_example"] = example  # so that consume_queue imports the handler by its dotted path
