@@ -78,24 +78,14 @@ def consumers_alone(like: str, n: int) -> None:
 
 
 def run_all(server, n: int) -> None:
-    import httpx2
     import openai
 
-    from betaassi_django.client import build_client, use_clients
+    from betaassi_django.client import use_clients
+    from betaassi_django.testing import counting_client
 
     from . import admin, api_roundtrip, consumers, models, publishing, upstream
 
-    recorder: list[tuple[str, str]] = []
-
-    class Recording(httpx2.BaseTransport):
-        def __init__(self, inner: httpx2.BaseTransport) -> None:
-            self.inner = inner
-
-        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-            recorder.append((request.method, request.url.path))
-            return self.inner.handle_request(request)
-
-    in_process = build_client(backend="embedded", wrap_transport=Recording, max_retries=0)
+    in_process, recorder = counting_client(backend="embedded")
     http = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
     with use_clients(in_process):
         api_roundtrip.run(in_process, http, n)

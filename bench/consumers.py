@@ -12,10 +12,9 @@ import random
 import threading
 import time
 
-import httpx2
 import openai
 
-from betaassi_django.client import build_client, get_client, use_clients
+from betaassi_django.client import get_client, use_clients
 from betaassi_django.models import PublishedEvent, StreamThread
 from betaassi_django.publishing import notify
 from betaassi_django.publishing.backend import PUBLISH_KEY
@@ -23,6 +22,7 @@ from betaassi_django.publishing.consumer import Consumer
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.publishing.publisher import publish
+from betaassi_django.testing import counting_client
 from tests.testapp.models import Support
 
 from .report import Timing, add, add_timing
@@ -30,17 +30,6 @@ from .report import Timing, add, add_timing
 NAME = "consumers"
 EVENTS = 1000
 BATCH = 100
-
-
-class Counting(httpx2.BaseTransport):
-    """Every request the SDK sends to the embedded API, as (method, path)."""
-
-    def __init__(self, inner: httpx2.BaseTransport) -> None:
-        self.inner, self.calls = inner, []
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        self.calls.append((request.method, request.url.path))
-        return self.inner.handle_request(request)
 
 
 def registered(names: list[str]) -> Support:
@@ -57,19 +46,17 @@ def registered(names: list[str]) -> Support:
 def calls_per_batch() -> None:
     """One poll of 100 events and its commit, counted at the transport (the consumer already holds its lease)."""
     support = registered(["bench-calls"])
-    holder: list[Counting] = []
-    client = build_client(max_retries=0, wrap_transport=lambda t: holder.append(Counting(t)) or holder[-1])
+    client, calls = counting_client()
     with use_clients(client):
         consumer = Consumer("bench-calls", assistant_ids=[support.id], batch_size=BATCH)
         consumer.poll()  # the lease, the position, and past the registration event (hidden from consumers)
         consumer.commit()
         for index in range(BATCH):
             support.publish("bench.tick", index)
-        holder[0].calls.clear()
+        calls.clear()
         handed = consumer.poll()
         consumer.commit()
         consumer.close()
-    calls = holder[0].calls
     lists = sum(1 for method, path in calls if method == "GET" and path.endswith("/messages"))
     writes = sum(1 for method, _ in calls if method == "POST")
     met = len(handed) == BATCH and (lists, writes) == (1, 1) and len(calls) == 2

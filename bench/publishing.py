@@ -8,36 +8,21 @@ import random
 import threading
 import time
 
-import httpx2
 from django.contrib.auth import get_user_model
 
-from betaassi_django.client import build_client, get_client, use_clients
+from betaassi_django.client import get_client, use_clients
 from betaassi_django.models import PublishedEvent
 from betaassi_django.publishing import notify
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.publishing.publisher import publish
+from betaassi_django.testing import counting_client
 from tests.testapp.models import Support
 
 from .report import Timing, add, add_timing
 
 NAME = "publish queue"
-
-
-class Counting(httpx2.BaseTransport):
-    def __init__(self, inner: httpx2.BaseTransport) -> None:
-        self.inner, self.calls = inner, []
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        self.calls.append((request.method, request.url.path))
-        return self.inner.handle_request(request)
-
-
-def _counting_client():
-    holder: list[Counting] = []
-    client = build_client(max_retries=0, wrap_transport=lambda t: holder.append(Counting(t)) or holder[-1])
-    return client, holder[0]
 
 
 def seed_algorithm(assistant_id: str, publish_id: str) -> None:
@@ -66,13 +51,13 @@ def calls_per_batch(user) -> None:
     Processor(assistant_ids=[support.id]).run_once()
     for index in range(100):
         publish(support, Event("session.update", f"s{index % 50}", {"model": f"m{index}"}))
-    client, counter = _counting_client()
+    client, calls = counting_client()
     with use_clients(client):
         processor = Processor(assistant_ids=[support.id])
-        counter.calls.clear()
+        calls.clear()
         processor.run_once()
-    lists = [c for c in counter.calls if c[0] == "GET" and c[1].endswith("/messages")]
-    writes = [c for c in counter.calls if c[0] == "POST"]
+    lists = [c for c in calls if c[0] == "GET" and c[1].endswith("/messages")]
+    writes = [c for c in calls if c[0] == "POST"]
     ours = (len(lists) - 1) + len(writes)  # the last list is the empty one that ends the drain
     add(NAME, "calls per batch of 100 events (ours)", f"{len(lists) - 1} list + {len(writes)} write(s) = {ours}",
         "", f"<= 3: {'met' if ours <= 3 else 'MISSED'}")
@@ -80,10 +65,10 @@ def calls_per_batch(user) -> None:
     seed = Support.objects.create()
     for index in range(100):
         publish(seed, Event("session.update", f"s{index % 50}", {"model": f"m{index}"}))
-    client, counter = _counting_client()
+    client, calls = counting_client()
     with use_clients(client):
         seed_algorithm(seed.id, seed.metadata[PUBLISH_KEY])
-    seed_calls = len(counter.calls)
+    seed_calls = len(calls)
     add(NAME, "calls per batch of 100 events (seed baseline)", f"{seed_calls} calls",
         f"{seed_calls / ours:.0f}x" if ours else "", "report (seed / ours)")
 

@@ -180,3 +180,24 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class RecordingTransport(httpx2.BaseTransport):
+    """Records every request an openai client sends, as ``(method, path)``: how tests and benchmarks count
+    backend calls."""
+
+    def __init__(self, inner: httpx2.BaseTransport, calls: list[tuple[str, str]]) -> None:
+        self.inner, self.calls = inner, calls
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.calls.append((request.method, request.url.path))
+        return self.inner.handle_request(request)
+
+
+def counting_client(**options):
+    """A client of the configured backend (``client.build_client``, no retries) and the list its requests are
+    recorded in."""
+    from betaassi_django.client import build_client
+
+    calls: list[tuple[str, str]] = []
+    return build_client(max_retries=0, wrap_transport=lambda inner: RecordingTransport(inner, calls), **options), calls

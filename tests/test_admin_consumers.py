@@ -9,19 +9,18 @@ from __future__ import annotations
 import json
 import os
 
-import httpx2
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
-from betaassi_django.client import build_client, get_client, use_clients
+from betaassi_django.client import get_client, use_clients
 from betaassi_django.models import ConsumerFailure, PublishedEvent, StreamThread
 from betaassi_django.publishing import lease
 from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.publishing.publisher import publish
-from betaassi_django.testing import LiveServer, free_port
+from betaassi_django.testing import LiveServer, counting_client, free_port
 from tests.admin_paths import admin_path
 from tests.conftest import client_of
 from tests.testapp.models import Support
@@ -223,29 +222,19 @@ def test_consumers_are_shown_to_viewers_and_hidden_from_others(staff):
     assert client_of(outsider).get(url)["Location"].startswith("/admin/login/")
 
 
-class Counting(httpx2.BaseTransport):
-    def __init__(self, inner: httpx2.BaseTransport) -> None:
-        self.inner, self.calls = inner, []
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        self.calls.append((request.method, request.url.path))
-        return self.inner.handle_request(request)
-
-
 def test_the_page_reads_two_calls_per_consumer_beyond_the_queue(web):
     desk = Support.objects.create(name="Desk")
     billing, audit = position(desk, "billing"), position(desk, "audit")
     Processor().run_once()
-    counters: list[Counting] = []
-    counting = build_client(max_retries=0, wrap_transport=lambda t: counters.append(Counting(t)) or counters[-1])
+    counting, calls = counting_client()
     with use_clients(counting):
         assert web.get(admin_path(Support, "queue", desk.id)).status_code == 200
     publish_id = desk.metadata[PUBLISH_KEY]
-    threads = [c for c in counters[0].calls if c[1].startswith("/v1/threads/") and not c[1].endswith("/messages")]
-    lists = [c for c in counters[0].calls if c[1] == f"/v1/threads/{publish_id}/messages"]
+    threads = [c for c in calls if c[1].startswith("/v1/threads/") and not c[1].endswith("/messages")]
+    lists = [c for c in calls if c[1] == f"/v1/threads/{publish_id}/messages"]
     assert sorted(path.rsplit("/", 1)[1] for _, path in threads) == sorted(
         [desk.metadata["betaassi_registry"], publish_id, billing.id, audit.id])
-    assert len(lists) == 4 and len(counters[0].calls) == 8  # pending, the page, one per consumer
+    assert len(lists) == 4 and len(calls) == 8  # pending, the page, one per consumer
 
 
 @pytest.mark.slow
