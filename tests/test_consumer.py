@@ -217,7 +217,7 @@ def test_one_wake_up_reaches_the_processor_and_two_consumers_in_this_process(pro
 def test_names_are_checked_and_betaassi_names_are_reserved():
     with pytest.raises(ValueError, match="reserved for the app's own consumers"):
         Consumer("betaassi.mirror.x")
-    with pytest.raises(ValueError, match="a consumer name is 1 to 55"):
+    with pytest.raises(ValueError, match="name must be 1 to 55 characters"):
         Consumer("x" * 56)
     with pytest.raises(ValueError, match="start must be one of oldest, latest"):
         Consumer("ok", start="middle")

@@ -8,7 +8,6 @@ processes registering one name at once: the first thread applied wins, the other
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -16,9 +15,8 @@ import openai
 
 from . import directory, publisher
 from .backend import publish_thread, queue_ids
-from .events import Event
+from .events import Event, check_consumer_name
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,54}")
 #: Consumer names the app keeps for its own consumers (a deployment's mirror follower).
 RESERVED_PREFIX = "betaassi."
 STARTS = ("oldest", "latest")
@@ -40,16 +38,12 @@ def model():
     return _stream_model
 
 
-
 def check_name(name: object, *, reserved_ok: bool = False) -> str:
     """A consumer's name, or ``ValueError`` saying what is wrong with it."""
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ValueError("a consumer name is 1 to 55 letters, digits, '_', '.', ':' or '-', starting with a letter "
-                         "or digit")
+    check_consumer_name(name)  # the rule the processor applies to consumer.register (a ValueError)
     if name.startswith(RESERVED_PREFIX) and not reserved_ok:
         raise ValueError(f"consumer names starting {RESERVED_PREFIX!r} are reserved for the app's own consumers")
     return name
-
 
 
 def newest(api: openai.OpenAI, publish_id: str) -> str:
