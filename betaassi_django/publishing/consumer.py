@@ -34,6 +34,7 @@ from . import directory, lease, notify
 from .backend import publish_thread, queue_ids
 from .events import Rejected, read
 from .positions import STARTS, check_name, model, newest, registered, root_hwm
+from .registrations import REASON_KEY, STATUS_KEY
 
 logger = logging.getLogger("betaassi_django.publishing")
 
@@ -50,23 +51,26 @@ class QueueEvent:
     created_at: int
     rejected: str | None = None
     status: str | None = None
+    reason: str | None = None  # the processor's reason for a noop or rejected verdict (applied_only)
 
 
 def to_event(assistant_id: str, message, *, with_status: bool = False) -> QueueEvent:
-    """A publish-thread message as a ``QueueEvent`` (an invalid body: ``op`` None and ``rejected`` its reason)."""
+    """A publish-thread message as a ``QueueEvent`` (an invalid body: ``op`` None and ``rejected`` its reason);
+    ``with_status``: with the processor's verdict read from the message (``registrations``)."""
     parsed = read(text_of(message))
-    status = None
+    status = reason = None
     if with_status:
-        status = (message.metadata or {}).get("betaassi_status")
+        verdict = message.metadata or {}
+        status, reason = verdict.get(STATUS_KEY), verdict.get(REASON_KEY)
     if isinstance(parsed, Rejected):
         return QueueEvent(message.id, assistant_id, None, None, None, None, message.created_at, str(parsed),
-                          status or ("rejected" if with_status else None))
+                          status or ("rejected" if with_status else None), reason)
     app = parsed.op == "app.event"
     if with_status and status is None:
         status = "passed" if app else "applied"
     return QueueEvent(message.id, assistant_id, parsed.op, parsed.args.get("type") if app else parsed.op,
                       parsed.args.get("data") if app else parsed.args, parsed.session_id, message.created_at,
-                      None, status)
+                      None, status, reason)
 
 
 @dataclass

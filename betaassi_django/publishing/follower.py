@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import openai
 from django.apps import apps
@@ -25,17 +24,14 @@ from django.db import transaction
 from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
 
-from . import consumer, directory, lease, notify, ownership, positions, publisher
-from .backend import delete_threads, find_record, load_registry, publish_thread, queue_ids
-from .events import Event
+from . import consumer, directory, lease, notify, ownership, positions
+from .backend import find_record, load_registry, queue_ids
 from .mirror import mirror_session
 from .models import PublishedEvent, Session
-from .registrations import VERDICT_KEYS
 
 logger = logging.getLogger("betaassi_django.publishing")
 
 PREFIX = "betaassi.mirror."
-_, STATUS_KEY, REASON_KEY = VERDICT_KEYS
 #: Seconds between polls while this process's events wait for the owner; for at most ``EAGER_SECONDS``.
 FAST_POLL = 0.1
 EAGER_SECONDS = 30.0
@@ -48,14 +44,6 @@ def name() -> str:
     return PREFIX + ownership.deployment()
 
 
-@dataclass
-class _Registration:
-    """A ``consumer.register`` this process published and the owner has not applied yet."""
-
-    thread_id: str
-    event_id: str
-
-
 class Follower:
     """Keeps the local mirror of the assistants another deployment owns; ``follow(assistant)`` is one pass."""
 
@@ -64,7 +52,7 @@ class Follower:
         self.lease_seconds = lease_seconds
         self.name = name()
         self._consumers: dict[str, consumer.Consumer] = {}
-        self._registering: dict[str, _Registration] = {}
+        self._registering: dict[str, positions.Registration] = {}
         self._retry_at: dict[str, float] = {}  # assistant id -> when to register again after a refusal
         self._held: set[str] = set()  # assistants whose follower lease this process took
         self._recorded: dict[str, str] = {}  # assistant id -> the last event this process recorded
@@ -135,33 +123,27 @@ class Follower:
         """Whether the directory names this deployment's follower; publishes ``consumer.register`` once."""
         api = self.api
         publish_id, root_id = queue_ids(assistant)
-        known = directory.read(api, publish_id).get(self.name)
         pending = self._registering.get(assistant.id)
-        if known:
-            if pending is not None:
-                del self._registering[assistant.id]
-                if pending.thread_id != known:  # another process of this deployment registered first
-                    delete_threads(api, [pending.thread_id])
-            return True
         if pending is not None:
-            verdict = api.beta.threads.messages.retrieve(pending.event_id, thread_id=publish_id).metadata or {}
-            if verdict.get(STATUS_KEY) in ("noop", "rejected"):
+            try:
+                known = positions.settle(api, assistant, self.name, pending)
+            except positions.Refused as exc:
                 logger.warning("follower %s not registered on %s: %s; trying again in %.0fs", self.name,
-                               assistant.id, verdict.get(REASON_KEY, ""), RETRY_SECONDS)
-                delete_threads(api, [pending.thread_id])
+                               assistant.id, exc, RETRY_SECONDS)
                 del self._registering[assistant.id]
                 self._retry_at[assistant.id] = time.monotonic() + RETRY_SECONDS
-            return False
+                return False
+            if known:
+                del self._registering[assistant.id]
+            return bool(known)
+        if directory.read(api, publish_id).get(self.name):
+            return True
         if time.monotonic() < self._retry_at.get(assistant.id, 0):
             return False  # refused a moment ago (a full directory): not one registration per pass
         # Start where the owner stands, and copy everything the registry holds up to there into the mirror.
-        hwm = (api.beta.threads.retrieve(root_id).metadata or {}).get("hwm", "")
+        hwm = positions.root_hwm(api, root_id)
         self._mirror_all(assistant)
-        thread = positions.model()(consumer=self.name, assistant_id=assistant.id, hwm=hwm)
-        thread.save()
-        event_id = publisher.publish(assistant, Event("consumer.register", None,
-                                                      {"name": self.name, "thread_id": thread.id}))
-        self._registering[assistant.id] = _Registration(thread.id, event_id)
+        self._registering[assistant.id] = positions.begin(assistant, self.name, hwm)
         logger.info("follower %s registering on %s (owned by %s) from %s", self.name, assistant.id,
                     ownership.owner_of(assistant.metadata), hwm or "the start")
         return False
@@ -180,18 +162,12 @@ class Follower:
 
     def _record(self, assistant, batch: list[consumer.QueueEvent]) -> None:
         """The owner's outcomes into ``PublishedEvent``, the touched sessions re-read into the mirror."""
-        api = self.api
-        publish_id, root_id = queue_ids(assistant)
-        outcomes = []
-        for event in batch:
-            reason = event.rejected or ""
-            if event.status in ("noop", "rejected") and not reason:
-                message = api.beta.threads.messages.retrieve(event.id, thread_id=publish_id)
-                reason = (message.metadata or {}).get(REASON_KEY, "")
-            outcomes.append({"event_id": event.id, "op": event.op or "", "session_id": event.session_id,
-                             "status": event.status or "applied", "reason": reason})
+        _, root_id = queue_ids(assistant)
+        outcomes = [{"event_id": event.id, "op": event.op or "", "session_id": event.session_id,
+                     "status": event.status or "applied", "reason": event.rejected or event.reason or ""}
+                    for event in batch]
         touched = sorted({o["session_id"] for o in outcomes if o["session_id"] and o["status"] == "applied"})
-        records = {sid: find_record(api, root_id, sid) for sid in touched}
+        records = {sid: find_record(self.api, root_id, sid) for sid in touched}
         if any(o["op"] == "assistant.set" and o["status"] == "applied" for o in outcomes):
             self._refresh_assistant(assistant)
         with transaction.atomic():
@@ -221,8 +197,8 @@ class Follower:
         poll fast if so. Against the position, not the root's hwm: the owner may apply an event between this
         pass's poll and this read (one read)."""
         publish_id, _ = queue_ids(assistant)
-        newest = publish_thread(self.api, publish_id, order="desc", limit=1).data
-        if newest and newest[0].id != self._recorded.get(assistant.id, ""):
+        newest = positions.newest(self.api, publish_id)
+        if newest and newest != self._recorded.get(assistant.id, ""):
             self._waiting.add(assistant.id)
         else:
             self._waiting.discard(assistant.id)

@@ -9,6 +9,7 @@ processes registering one name at once: the first thread applied wins, the other
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -16,6 +17,7 @@ import openai
 from . import directory, publisher
 from .backend import publish_thread, queue_ids
 from .events import Event, check_consumer_name
+from .registrations import REASON_KEY, STATUS_KEY
 
 #: Consumer names the app keeps for its own consumers (a deployment's mirror follower).
 RESERVED_PREFIX = "betaassi."
@@ -64,31 +66,66 @@ def register(api: openai.OpenAI, assistant, name: str, *, start: str = "oldest",
     return registered(api, assistant, name, lambda: newest(api, publish_id) if start == "latest" else "", timeout)
 
 
+@dataclass(frozen=True)
+class Registration:
+    """A ``consumer.register`` this process published: the position thread it offers, and the event."""
+
+    thread_id: str
+    event_id: str
+
+
+class Refused(ValueError):
+    """The processor refused a registration (``noop`` or ``rejected``); the text is its reason."""
+
+
+def begin(assistant, name: str, hwm: str) -> Registration:
+    """Offer a new position thread (at ``hwm``) for ``name``: create it, publish ``consumer.register``."""
+    thread = model()(consumer=name, assistant_id=assistant.id, hwm=hwm)
+    thread.save()
+    event_id = publisher.publish(assistant, Event("consumer.register", None, {"name": name, "thread_id": thread.id}))
+    return Registration(thread.id, event_id)
+
+
+def settle(api: openai.OpenAI, assistant, name: str, pending: Registration) -> str | None:
+    """The thread the directory names for ``name`` once the owner applied the registration (the offered one, or
+    another process's: then the offered one is deleted); None while it waits. ``Refused`` when refused (the
+    offered thread deleted)."""
+    publish_id, _ = queue_ids(assistant)
+    known = directory.read(api, publish_id).get(name)
+    if known:
+        if known != pending.thread_id:
+            discard(pending)  # another process registered it first: its thread keeps the position
+        return known
+    verdict = api.beta.threads.messages.retrieve(pending.event_id, thread_id=publish_id).metadata or {}
+    if verdict.get(STATUS_KEY) in ("rejected", "noop"):
+        discard(pending)  # never named (a late registration finds no thread and is rejected)
+        raise Refused(verdict.get(REASON_KEY, ""))
+    return None
+
+
+def discard(pending: Registration) -> None:
+    """Delete the offered position thread (in the backend and its mirror row)."""
+    model().objects.filter(pk=pending.thread_id).delete()
+
+
 def registered(api: openai.OpenAI, assistant, name: str, position, timeout: float) -> str:
-    """Publish ``consumer.register`` with a new position thread and wait until the directory names a thread:
-    this one, or another process's (then this one is deleted). Works whichever deployment applies it."""
+    """The thread the directory names for ``name``, registering it first (with a position thread at ``position()``)
+    and waiting for the processor to apply it: works whichever deployment applies it."""
     publish_id, _ = queue_ids(assistant)
     known = directory.read(api, publish_id).get(name)
     if known:
         return known
-    thread = model()(consumer=name, assistant_id=assistant.id, hwm=position())
-    thread.save()
-    event_id = publisher.publish(assistant, Event("consumer.register", None, {"name": name, "thread_id": thread.id}))
+    pending = begin(assistant, name, position())
     deadline = time.monotonic() + timeout
     while True:
-        known = directory.read(api, publish_id).get(name)
+        try:
+            known = settle(api, assistant, name, pending)
+        except Refused as exc:
+            raise ValueError(f"consumer {name} was not registered on {assistant.id}: {exc}") from None
         if known:
-            if known != thread.id:
-                thread.delete()  # another process registered it first: its thread keeps the position
             return known
-        verdict = api.beta.threads.messages.retrieve(event_id, thread_id=publish_id).metadata or {}
-        if verdict.get("betaassi_status") in ("rejected", "noop") or time.monotonic() > deadline:
-            thread.delete()  # never named (a late registration finds no thread and is rejected)
-            if verdict.get("betaassi_status"):
-                raise ValueError(f"consumer {name} was not registered on {assistant.id}: "
-                                 f"{verdict.get('betaassi_reason', '')}")
+        if time.monotonic() > deadline:
+            discard(pending)
             raise TimeoutError(f"consumer {name} was not registered on {assistant.id} within {timeout}s; "
                                "is process_publish_queue running for it?")
         time.sleep(REGISTER_POLL)
-
-

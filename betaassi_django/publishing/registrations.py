@@ -24,6 +24,7 @@ logger = logging.getLogger("betaassi_django.publishing")
 STREAM_TYPE = "betaassi_django.StreamThread"
 #: The message metadata keys of a verdict.
 VERDICT_KEYS = ("betaassi_event", "betaassi_status", "betaassi_reason")
+_, STATUS_KEY, REASON_KEY = VERDICT_KEYS
 
 
 def apply(api: openai.OpenAI, assistant_id: str, publish_id: str, events: list[tuple[Outcome, Event]]) -> None:

@@ -27,6 +27,7 @@ from betaassi_django import conf
 from . import directory
 from .backend import publish_thread, queue_ids
 from .models import PublishedEvent
+from .positions import root_hwm
 
 logger = logging.getLogger("betaassi_django.publishing")
 
@@ -41,7 +42,7 @@ def positions(api: openai.OpenAI, assistant) -> dict[str, str]:
     """Who reads the queue and where they are: ``{"": root hwm, consumer name: its position}`` ("" = none yet).
     A directory entry whose thread is gone holds nothing back (logged)."""
     publish_id, root_id = queue_ids(assistant)
-    found = {"": (api.beta.threads.retrieve(root_id).metadata or {}).get("hwm", "")}
+    found = {"": root_hwm(api, root_id)}
     for name, thread_id in sorted(directory.read(api, publish_id).items()):
         try:
             found[name] = (api.beta.threads.retrieve(thread_id).metadata or {}).get(POSITION_KEY, "")
