@@ -221,14 +221,17 @@ async def test_a_flood_is_rate_limited_then_closed_and_other_sessions_carry_on(s
 async def test_too_many_waiting_messages_are_refused(support, alice, settings):
     settings.BETAASSI_ECHO_DELAY = 0.05
     communicator, _ = await _ready(support, alice)
-    for index in range(turns.MAX_PENDING_TURNS + 2):  # one runs, MAX_PENDING_TURNS wait, one is refused
-        await communicator.send_json_to({"type": "user.message", "content": f"m{index}"})
+    # The first reply streams 60 words 50 ms apart (3 s), so it is still running when the last message arrives:
+    # with a reply of three words, a loaded CI machine finished it before the queue was full (no "busy").
+    contents = ["m0" + " word" * 60] + [f"m{index}" for index in range(1, turns.MAX_PENDING_TURNS + 2)]
+    for content in contents:  # one runs, MAX_PENDING_TURNS wait, one is refused
+        await communicator.send_json_to({"type": "user.message", "content": content})
     frames = []
     while len([f for f in frames if f["type"] == "message.completed"]) < turns.MAX_PENDING_TURNS + 1:
         frames.append(await communicator.receive_json_from(timeout=20))
     assert [f["code"] for f in frames if f["type"] == "error"] == ["busy"]
     created = [f["message"]["content"] for f in frames if f["type"] == "message.created"]
-    assert created == [f"m{i}" for i in range(turns.MAX_PENDING_TURNS + 1)]
+    assert created == contents[: turns.MAX_PENDING_TURNS + 1]
     await communicator.disconnect()
 
 
