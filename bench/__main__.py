@@ -26,6 +26,8 @@ def main() -> None:
     n = int(os.environ.get("BENCH_N", "300"))
     if sys.argv[1:] == ["consumers"]:
         return consumers_alone(like, n)
+    if sys.argv[1:] == ["turns"]:
+        return turns_alone(like, n)
     with scratch_database_url(like) as local_url, scratch_database_url(like) as server_url:
         os.environ["DATABASE_URL"] = local_url
         import django
@@ -77,6 +79,32 @@ def consumers_alone(like: str, n: int) -> None:
     print_table()
 
 
+def turns_alone(like: str, n: int) -> None:
+    """``python -m bench turns``: a chat turn against the floor and the peer (bench/turns.py), then its table."""
+    from betaassi_django.testing import scratch_database_url
+
+    with scratch_database_url(like) as local_url:
+        os.environ["DATABASE_URL"] = local_url
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connections
+
+        from betaassi_django.assistants_api.engine import engine
+
+        from . import turns
+
+        call_command("migrate", run_syncdb=True, verbosity=0)
+        turns.run(n, like)
+        engine.close_connections()
+        connections.close_all()
+    from .report import print_table
+
+    print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
+    print_table()
+
+
 def run_all(server, n: int) -> None:
     import openai
 
@@ -95,6 +123,9 @@ def run_all(server, n: int) -> None:
     publishing.run(samples=max(20, n // 6))
     consumers.run(samples=max(20, n // 6))
     upstream.run(n)  # the openai responder against a fake upstream on loopback
+    from . import turns
+
+    turns.run(n)  # a chat turn: CPU, wall, SQL and connections against the streamed-SDK floor and the peer
 
 
 if __name__ == "__main__":

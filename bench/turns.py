@@ -1,0 +1,306 @@
+"""Issue 16: what one chat turn costs, against the streamed-SDK floor and against the peer, side by side.
+
+The same fake Chat Completions upstream for every path (``tests/fake_upstream.py`` in its own process, paced
+as ``bench/upstream.py`` paces it: 50 ms to the first token, then 40 deltas 2 ms apart). Paths:
+
+- floor: the bare ``openai`` SDK (``AsyncOpenAI``) streaming ``chat.completions`` from the fake;
+- ``session.ask`` (on 10 long-lived threads), ``session.astream`` and a WebSocket turn through the project's
+  ASGI application and the real consumer (``channels.testing.WebsocketCommunicator``, in this process, so
+  its CPU and SQL are counted here), the embedded backend's ``openai`` responder asking the fake;
+- the peer, django-ai-assistant with a streaming and a default (not streamed) ``ChatOpenAI``, in its own
+  virtualenv and process (``bench/peer/driver.py``), which measures its turns itself and answers on a pipe.
+
+Each round runs one turn on each of 10 workers at once, for one path, then the next path; the order of the
+paths rotates every round, after two warm-up rounds. Per path: wall p50/p99 of the turns; CPU per turn (the
+process's CPU time over the path's batches, divided by its turns: the fake is another process); SQL statements
+and new database connections per turn, counted on every connection of the process (``bench/peer/counting.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.test import override_settings
+
+from .peer.counting import Counters, Workers
+from .report import Timing, add
+
+NAME = "chat turn"
+WORKERS = 10
+WARMUP_ROUNDS = 2
+ROOT = Path(__file__).resolve().parent.parent
+PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
+PEER_TIMEOUT_S = 300.0
+FLOOR = "bare openai SDK, streamed (floor)"
+OURS = ("session.ask", "session.astream", "WebSocket turn (in-process consumer)")
+PEER_PIN = next(line.split("==")[1] for line in (ROOT / "bench" / "peer" / "requirements.txt").read_text().splitlines()
+                if line.startswith("django-ai-assistant["))
+PEERS = {"streaming": "django-ai-assistant {version}, streaming LLM",
+         "default": "django-ai-assistant {version}, default (not streamed)"}
+
+
+@dataclass
+class Figures:
+    """One path's measured batches."""
+
+    wall: Timing = field(default_factory=Timing)
+    cpu: float = 0.0
+    sql: int = 0
+    connections: int = 0
+    error: str = ""
+
+    def add(self, walls: list[float], cpu: float, sql: int, connections: int) -> None:
+        self.wall.samples += walls
+        self.cpu += cpu
+        self.sql += sql
+        self.connections += connections
+
+    def per_turn(self, total: float) -> float:
+        return total / len(self.wall.samples)
+
+
+class Peer:
+    """django-ai-assistant in its own virtualenv and process, spoken to in JSON lines."""
+
+    def __init__(self, database_url: str, upstream: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
+        env.update(DATABASE_URL=database_url, BENCH_UPSTREAM=upstream)
+        self.process = subprocess.Popen([str(PEER_PYTHON), str(ROOT / "bench" / "peer" / "driver.py")], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.version = self.ask({"setup": WORKERS})["version"]
+
+    def ask(self, command: dict) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], PEER_TIMEOUT_S)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"the peer process gave no answer (exit code {self.process.poll()}; see stderr)")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"the peer failed: {answer['error']}")
+        return answer
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Ours:
+    """The floor and this app's three ways into a turn, in this process: the async paths on one event loop
+    that lives as long as the benchmark, ``ask`` on ``WORKERS`` long-lived threads."""
+
+    def __init__(self, upstream: str) -> None:
+        import openai
+        from django.contrib.auth import get_user_model
+        from django.test import Client
+
+        from betaassi_django.publishing.processor import Processor
+        from tests.testapp.models import Support
+
+        support = Support.objects.create(name="bench turns", model="bench-model")
+        users, self.sessions = {}, {}
+        for path in ("ask", "astream", "ws"):  # a user per session: each stays under the per-minute turn quota
+            for index in range(WORKERS):
+                users[path, index] = get_user_model().objects.create_user(f"turns-{path}-{index}")
+                support.sessions.create(f"{path}-{index}", owner=users[path, index])
+        Processor().run_once()
+        for path in ("ask", "astream"):
+            self.sessions[path] = [support.sessions.get(f"{path}-{index}") for index in range(WORKERS)]
+        cookies = []
+        for index in range(WORKERS):
+            client = Client()
+            client.force_login(users["ws", index])
+            cookies.append(f"sessionid={client.cookies['sessionid'].value}".encode())
+        self.loop = asyncio.new_event_loop()
+        self.loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.loop_thread.start()
+        self.workers = Workers(WORKERS)
+        self.floor = openai.AsyncOpenAI(base_url=upstream, api_key="bench", max_retries=0)
+        self.sockets = self._on_loop(self._connect(support.id, cookies))
+
+    def _on_loop(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    async def _connect(self, assistant_id: str, cookies: list[bytes]) -> list:
+        from channels.testing import WebsocketCommunicator
+
+        from project.asgi import application
+
+        sockets = []
+        for index, cookie in enumerate(cookies):
+            socket = WebsocketCommunicator(application, f"/ws/assistants/{assistant_id}/sessions/ws-{index}/",
+                                           headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie)])
+            connected, _ = await socket.connect()
+            ready = await socket.receive_json_from(timeout=10) if connected else {}
+            if ready.get("type") != "session.ready":
+                raise RuntimeError(f"WebSocket session ws-{index} did not open: {connected}, {ready}")
+            sockets.append(socket)
+        return sockets
+
+    def paths(self) -> dict[str, Callable[[], list[float]]]:
+        return {FLOOR: lambda: self._batch(self._floor_turn), OURS[0]: self._ask_batch,
+                OURS[1]: lambda: self._batch(self._astream_turn), OURS[2]: lambda: self._batch(self._ws_turn)}
+
+    def _batch(self, turn: Callable) -> list[float]:
+        async def timed(index: int) -> float:
+            start = time.perf_counter()
+            await turn(index)
+            return time.perf_counter() - start
+
+        async def batch() -> list[float]:
+            return list(await asyncio.gather(*(timed(index) for index in range(WORKERS))))
+
+        return self._on_loop(batch())
+
+    async def _floor_turn(self, index: int) -> None:
+        chunks = await self.floor.chat.completions.create(
+            model="bench-model", messages=[{"role": "user", "content": "hi"}], stream=True,
+            stream_options={"include_usage": True})
+        text = [chunk.choices[0].delta.content async for chunk in chunks if chunk.choices]
+        if not "".join(filter(None, text)):
+            raise RuntimeError("the floor read an empty reply")
+
+    def _ask_batch(self) -> list[float]:
+        def turn(index: int) -> None:
+            if not self.sessions["ask"][index].ask("hi"):
+                raise RuntimeError("session.ask returned an empty reply")
+
+        return self.workers.batch(turn)
+
+    async def _astream_turn(self, index: int) -> None:
+        if not [delta async for delta in self.sessions["astream"][index].astream("hi")]:
+            raise RuntimeError("session.astream yielded no delta")
+
+    async def _ws_turn(self, index: int) -> None:
+        socket = self.sockets[index]
+        await socket.send_json_to({"type": "user.message", "content": "hi"})
+        while (frame := await socket.receive_json_from(timeout=30))["type"] != "message.completed":
+            if frame["type"] in ("run.failed", "error"):
+                raise RuntimeError(f"WebSocket turn: {frame}")
+
+    def close(self) -> None:
+        from django.db import connections
+
+        async def close() -> None:
+            for socket in self.sockets:
+                await socket.disconnect()
+            await self.floor.close()
+
+        self._on_loop(close())
+        self.workers.batch(lambda _: connections.close_all())
+        self.workers.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.loop_thread.join(10)
+
+
+def _measure(paths: dict[str, Callable[[], dict]], rounds: int) -> dict[str, Figures]:
+    """``rounds`` measured rounds after the warm-up; each path's order rotates every round."""
+    figures = {name: Figures() for name in paths}
+    names = list(paths)
+    for number in range(WARMUP_ROUNDS + rounds):
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            if figures[name].error:
+                continue
+            try:
+                batch = paths[name]()
+            except Exception as error:  # reported in the path's row, the others go on
+                figures[name].error = f"{type(error).__name__}: {error}"[:300]
+                continue
+            if number >= WARMUP_ROUNDS:
+                figures[name].add(**batch)
+    return figures
+
+
+def _local(counters: Counters, batch: Callable[[], list[float]]) -> Callable[[], dict]:
+    def measured() -> dict:
+        sql, connections = counters.snapshot()
+        cpu = time.process_time()
+        walls = batch()
+        cpu = time.process_time() - cpu
+        sql_after, connections_after = counters.snapshot()
+        return {"walls": walls, "cpu": cpu, "sql": sql_after - sql, "connections": connections_after - connections}
+
+    return measured
+
+
+def _report(figures: dict[str, Figures], labels: dict[str, str]) -> None:
+    figures = {name: figures[name] for name in (FLOOR, *PEERS, *OURS) if name in figures}
+    floor = figures[FLOOR]
+    floor_cpu, floor_wall = (floor.per_turn(floor.cpu), floor.wall.p50_ms) if not floor.error else (None, None)
+    for name, path in figures.items():
+        label = labels.get(name, name)
+        if path.error or not path.wall.samples:
+            add(NAME, label, f"not measured: {path.error or 'no turn'}")
+            continue
+        cpu, sql, connections = path.per_turn(path.cpu) * 1000, path.per_turn(path.sql), path.per_turn(path.connections)
+        figure = (f"wall p50 {path.wall.p50_ms:6.1f} ms p99 {path.wall.p99_ms:6.1f} ms; CPU {cpu:5.1f} ms/turn; "
+                  f"SQL {sql:4.1f}/turn; new connections {connections:4.2f}/turn")
+        if name == FLOOR or floor_cpu is None:
+            add(NAME, label, figure)
+            continue
+        cpu_ratio, added = cpu / (floor_cpu * 1000), path.wall.p50_ms - floor_wall
+        ratio = f"CPU {cpu_ratio:.2f}x, wall {added:+.1f} ms"
+        target = "(peer)"
+        if name in OURS:
+            checks = [("CPU <= 1.5x", cpu_ratio <= 1.5), ("wall <= floor+10 ms", added <= 10),
+                      ("SQL <= 6", sql <= 6), ("0 new connections", connections == 0)]
+            target = "; ".join(f"{text}: {'met' if ok else 'MISSED'}" for text, ok in checks)
+        add(NAME, label, figure, ratio, target)
+
+
+def run(n: int, like: str | None = None) -> None:
+    """BENCH_N/3 turns per path (at least 20, whole rounds of ``WORKERS``) on this process's Django database;
+    the peer on a scratch database of the same kind as ``like`` (default: this process's DATABASE_URL)."""
+    from betaassi_django.testing import scratch_database_url
+
+    like = like or os.environ["DATABASE_URL"]
+    from .upstream import DELTA_GAP_S, DELTAS, FIRST_TOKEN_S, _fake_upstream
+
+    rounds = max(2, n // 3 // WORKERS)
+    counters = Counters()
+    counters.install()
+    labels: dict[str, str] = {}
+    with _fake_upstream() as upstream, scratch_database_url(like) as peer_url, override_settings(
+            BETAASSI_RESPONDER="openai", BETAASSI_UPSTREAM_API="chat", BETAASSI_UPSTREAM_BASE_URL=upstream,
+            BETAASSI_UPSTREAM_API_KEY="bench"):
+        ours = Ours(upstream)
+        paths = {name: _local(counters, batch) for name, batch in ours.paths().items()}
+        peer, peer_error = None, ""
+        try:
+            if not PEER_PYTHON.exists():
+                raise RuntimeError(f"{PEER_PYTHON.relative_to(ROOT)} is missing (`make bench` creates it from "
+                                   "bench/peer/requirements.txt)")
+            peer = Peer(peer_url, upstream)
+            for kind, label in PEERS.items():
+                paths[kind] = lambda kind=kind: peer.ask({"turns": kind})
+                labels[kind] = label.format(version=peer.version)
+        except Exception as error:
+            peer_error = f"{type(error).__name__}: {error}"[:300]
+        try:
+            figures = _measure(paths, rounds)
+        finally:
+            ours.close()
+            if peer is not None:
+                peer.close()
+    if peer_error:
+        for kind, label in PEERS.items():
+            figures[kind] = Figures(error=f"the peer could not run: {peer_error}")
+            labels[kind] = label.format(version=PEER_PIN)
+    _report(figures, labels)
+    print(f"bench: chat turns: {rounds * WORKERS} per path on {WORKERS} workers, fake upstream "
+          f"{FIRST_TOKEN_S * 1000:.0f} ms + {DELTAS} x {DELTA_GAP_S * 1000:.0f} ms", flush=True)
