@@ -67,7 +67,19 @@ test: $(VENV)/.dev
 docs: $(VENV)/.dev
 	$(MKDOCS_BUILD)
 
+# The peer that `make bench` measures a chat turn against (django-ai-assistant, pinned with what it resolved to in
+# bench/peer/requirements.txt) in a virtualenv of its own, created once. Its failure does not stop the bench:
+# bench/turns.py then says in the peer's rows why it could not run.
+PEER_VENV := .venv-peer
+
+$(PEER_VENV)/.installed: bench/peer/requirements.txt
+	@echo "==> Installing the benchmark's peer (bench/peer/requirements.txt) into $(PEER_VENV): a minute the first time"
+	@test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	@$(PEER_VENV)/bin/pip install --progress-bar off -r bench/peer/requirements.txt | $(PIP_DOTS)
+	@touch $@
+
 bench: $(VENV)/.dev
+	@$(MAKE) --no-print-directory $(PEER_VENV)/.installed || echo "==> The peer could not be installed (above): its rows say so"
 	$(BIN)/python -m bench
 
 lint: $(VENV)/.dev
