@@ -35,6 +35,25 @@ def test_calls_per_operation(backend):
     assert backend.requests == [("GET", f"/v1/threads/{st.id}")]
 
 
+def test_save_sends_only_what_changed_and_keeps_another_writers_change(backend):
+    support = Support.objects.create(name="Desk", model="gpt-4o-mini", tier=1)
+    # Another process renames the assistant after we read it; we change only the tier.
+    get_client().beta.assistants.update(support.id, name="Renamed elsewhere")
+    support.tier = 2
+    support.save()
+    remote = get_client().beta.assistants.retrieve(support.id)
+    assert (remote.name, remote.model, remote.metadata["tier"]) == ("Renamed elsewhere", "gpt-4o-mini", "2")
+    mirror = Support.objects.get(pk=support.id)  # the mirror holds what the backend answered
+    assert (mirror.name, mirror.tier) == ("Renamed elsewhere", 2)
+    # A field we change is sent (and an unchanged object still makes its one modify, returning the backend's state).
+    mirror.instructions = "Be brief."
+    mirror.save()
+    assert get_client().beta.assistants.retrieve(support.id).instructions == "Be brief."
+    backend.reset()
+    mirror.save()
+    assert backend.requests == [("POST", f"/v1/assistants/{support.id}")]
+
+
 def test_assistant_docstring_is_default_instructions(backend):
     support = Support.objects.create(name="Help desk", model="gpt-4o-mini", tier=2)
     remote = get_client().beta.assistants.retrieve(support.id)

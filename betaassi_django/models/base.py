@@ -60,6 +60,9 @@ class RemoteQuerySet(models.QuerySet):
 RemoteManager = models.Manager.from_queryset(RemoteQuerySet)
 
 
+_MISSING = object()
+
+
 def from_unix(value: int | None) -> datetime.datetime | None:
     return None if value is None else datetime.datetime.fromtimestamp(value, tz=datetime.UTC)
 
@@ -231,13 +234,27 @@ class RemoteModel(models.Model):
                 self.id,
             )
 
+    def changed_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The part of a modify payload that differs from what the backend held when this instance was read.
+
+        A save sends only what changed, as ``save(update_fields=...)`` does for a row: a smaller request to
+        validate and store, and a field another writer changed meanwhile is not overwritten with the stale
+        value read before. An unchanged object still gets its one modify (its metadata), which returns the
+        backend's current state to mirror.
+        """
+        snapshot = getattr(self, "_snapshot", None)
+        if snapshot is None:  # built by hand with an id: nothing known about the backend's values
+            return payload
+        changed = {name: value for name, value in payload.items() if snapshot.get(name, _MISSING) != value}
+        return changed or {"metadata": payload["metadata"]}
+
     def _backend_write(self, api):
         """The SDK call that creates or modifies this object (validated first), not yet made."""
         metadata = self.validate_for_backend()
         resource = self.resource(api)
         if not self.id:
             return resource.create(**self.scope(), **self.create_payload(metadata))
-        return resource.update(self.id, **self.scope(), **self.modify_payload(metadata))
+        return resource.update(self.id, **self.scope(), **self.changed_payload(self.modify_payload(metadata)))
 
     def _store_written(self, obj, created: bool) -> None:
         """Mirror what the backend answered; undo the backend change if the mirror write fails."""
