@@ -4,7 +4,7 @@ The database named by DATABASE_URL (SQLite by default) is never touched: the
 benchmarks run on a scratch database of the same kind, and the HTTP paths on a
 daphne server with a scratch database of its own. BENCH_N sets the number of
 measured operations per path (default 300). ``python -m bench consumers`` runs the consumers' rows alone (they
-need no daphne).
+need no daphne), ``python -m bench turns`` the chat-turn rows (bench/turns.py: ours, the floor and the peer).
 """
 
 from __future__ import annotations
