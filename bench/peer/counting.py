@@ -60,12 +60,14 @@ class Workers:
         for thread in self._threads:
             thread.start()
 
-    def batch(self, turn: Callable[[int], object]) -> list[float]:
-        """``turn(i)`` on worker ``i``, all at once; the wall seconds of each (an exception is raised here)."""
+    def batch(self, turn: Callable[[int], object], count: int | None = None) -> list[float]:
+        """``turn(i)`` on worker ``i`` for the first ``count`` workers (default all), all at once; the wall
+        seconds of each (an exception is raised here)."""
         done: queue.Queue = queue.Queue()
-        for index, jobs in enumerate(self._jobs):
+        jobs_used = self._jobs[:count]
+        for index, jobs in enumerate(jobs_used):
             jobs.put((turn, index, done))
-        results = [done.get() for _ in self._jobs]
+        results = [done.get() for _ in jobs_used]
         for result in results:
             if isinstance(result, BaseException):
                 raise result
