@@ -95,6 +95,34 @@ def use_clients(sync: openai.OpenAI | None = None, async_: openai.AsyncOpenAI | 
         _overrides.pop()
 
 
+def in_process(api: openai.OpenAI | openai.AsyncOpenAI) -> bool:
+    """Whether ``api`` reaches the embedded API in this process (its transport, under any wrappers that keep
+    theirs as ``inner`` like ``testing.RecordingTransport``, is an in-process one)."""
+    from betaassi_django.assistants_api.transport import AsyncInProcessTransport, InProcessTransport
+
+    transport = getattr(api._client, "_transport", None)  # the SDK's httpx client; its transport is private
+    while transport is not None and not isinstance(transport, (InProcessTransport, AsyncInProcessTransport)):
+        transport = getattr(transport, "inner", None)
+    return transport is not None
+
+
+def run_events():
+    """``with run_events() as events:`` around an in-process call that creates or continues a run: ``events``
+    then receives that run's ``(event, data)`` pairs straight from the run engine (``None`` ends a stream), as
+    the API would stream them, without encoding them as server-sent events for the SDK to parse again. Give
+    the queue back with ``stop_run_events(events)``."""
+    from betaassi_django.assistants_api.engine import listening
+
+    return listening()
+
+
+def stop_run_events(events) -> None:
+    from betaassi_django.assistants_api.engine import engine
+
+    if events.run_id is not None:
+        engine.unsubscribe(events.run_id, events)
+
+
 def reset() -> None:
     """Forget shared clients (after the configuration changed)."""
     global _sync_client

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 
 import openai
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from openai.types.beta.threads import Message, Run
 
 from betaassi_django import quotas
-from betaassi_django.client import get_async_client, get_client
+from betaassi_django.client import get_async_client, get_client, in_process, run_events, stop_run_events
 from betaassi_django.groups import session_group
 from betaassi_django.messages import text_of, text_of_all
 from betaassi_django.tools import outputs_for_run, outputs_for_run_sync
@@ -165,9 +165,74 @@ def _run_request(session, text: str) -> dict:
 
 
 def _text_deltas(event) -> list[str]:
-    """The text pieces of a ``thread.message.delta`` event (as the SDK's ``text_deltas`` reads them)."""
+    """The text pieces of a ``thread.message.delta`` event (as the SDK's ``text_deltas`` reads them), typed
+    by the SDK or the engine's dict (``_Event``)."""
+    if isinstance(event.data, dict):
+        return [part["text"]["value"] for part in event.data["delta"].get("content") or []
+                if part.get("type") == "text" and part.get("text") and part["text"].get("value")]
     return [part.text.value for part in event.data.delta.content or []
             if part.type == "text" and part.text and part.text.value]
+
+
+class _Event:
+    """A run event handed over by the run engine of this process (``_engine_events``): ``data`` is typed as the
+    SDK types it where a turn reads the object (runs, completed messages), and the engine's dict otherwise
+    (the deltas, most of a stream, are read raw)."""
+
+    __slots__ = ("data", "event")
+
+    def __init__(self, event: str, data) -> None:
+        self.event, self.data = event, data
+
+
+def _event(event: str, data: dict) -> _Event:
+    if event.startswith("thread.run.") and not event.startswith("thread.run.step."):
+        return _Event(event, Run.construct(**data))
+    if event in ("thread.message.completed", "thread.message.incomplete"):
+        return _Event(event, Message.construct(**data))
+    return _Event(event, data)
+
+
+async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool) -> AsyncIterator:
+    """``_run_events`` for the embedded backend in this process: the run is created (and continued after its
+    function calls) through the SDK as always, but its events come from the engine's queue (``run_events``),
+    not as server-sent events encoded by the API and parsed again by the SDK in the same process."""
+    events = None
+
+    async def start(call):
+        nonlocal events
+        with run_events() as listener:
+            try:
+                run = await call()
+            except BaseException:
+                stop_run_events(listener)
+                raise
+        if listener.run_id != run.id:  # not reached through the in-process transport after all
+            stop_run_events(listener)
+            raise RuntimeError(f"run {run.id} was not created in this process")
+        events = listener
+        return run
+
+    def create():
+        return api.beta.threads.runs.create(**_run_request(session, text))
+
+    run = await (_when_idle(api, session.thread_id, lambda: start(create)) if wait_while_busy else start(create))
+    try:
+        yield _Event("thread.run.created", run)
+        while True:
+            item = await events.get()
+            if item is None:
+                return
+            event = _event(*item)
+            if event.event != "thread.run.requires_action":
+                yield event
+                continue
+            outputs = await outputs_for_run(api, event.data)
+            stop_run_events(events)
+            await start(lambda run_id=event.data.id, outputs=outputs: api.beta.threads.runs.submit_tool_outputs(
+                run_id=run_id, thread_id=session.thread_id, tool_outputs=outputs))
+    finally:
+        stop_run_events(events)
 
 
 async def _run_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool) -> AsyncIterator:
@@ -178,6 +243,11 @@ async def _run_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while
     (the WebSocket turns), rather than raise the API's 400 (``astream``). Consume it inside
     ``contextlib.aclosing``, so the stream is closed as soon as the consumer stops.
     """
+    if in_process(api):
+        async with contextlib.aclosing(_engine_events(api, session, text, wait_while_busy=wait_while_busy)) as events:
+            async for event in events:
+                yield event
+        return
     manager = None
 
     async def open_stream():
@@ -214,18 +284,63 @@ def ask(session, text: str, *, user=None) -> str:
     The turn counts against ``user`` (default: the owner); over ``BETAASSI_MAX_TURNS_PER_USER_PER_MINUTE`` it
     raises ``quotas.QuotaExceeded`` before any backend call, and ``quotas.ModelNotAllowed`` when the session's
     model is no longer on its assistant class's allow-list. A run that does not complete raises RuntimeError.
+    It returns as the run ends: the reply is the text of the run's messages, in order, as they completed.
     """
     quotas.check_turn(session, _counted_user(session, user))
     api = get_client()
-    run = api.beta.threads.runs.create_and_poll(**_run_request(session, text), poll_interval_ms=50)
-    while run.status == "requires_action":  # the model called the assistant's function tools
-        run = api.beta.threads.runs.submit_tool_outputs_and_poll(
-            run_id=run.id, thread_id=session.thread_id, tool_outputs=outputs_for_run_sync(api, run),
-            poll_interval_ms=50)
+    run, messages = (_ask_in_process if in_process(api) else _ask_streamed)(api, session, text)
     session.touch()
-    if run.status != "completed":
-        raise RuntimeError(f"run {run.id} ended {run.status}: {run.last_error.message if run.last_error else ''}")
-    return text_of_all(api.beta.threads.messages.list(session.thread_id, run_id=run.id, order="asc").data)
+    if run is None or run.status != "completed":
+        status = run.status if run is not None else "without an end event"
+        error = run.last_error.message if run is not None and run.last_error else ""
+        raise RuntimeError(f"run {run.id if run else ''} ended {status}: {error}")
+    return text_of_all(messages)
+
+
+def _ask_in_process(api: openai.OpenAI, session, text: str) -> tuple:
+    """``ask``'s run on the embedded backend in this process: its events from the engine's queue."""
+    messages: list = []
+    call = lambda: api.beta.threads.runs.create(**_run_request(session, text))  # noqa: E731
+    while True:
+        with run_events() as events:
+            try:
+                run = call()
+            except BaseException:
+                stop_run_events(events)
+                raise
+        try:
+            if events.run_id != run.id:
+                raise RuntimeError(f"run {run.id} was not created in this process")
+            ended = None
+            while (item := events.get_blocking()) is not None:
+                name, data = item
+                if name in ("thread.message.completed", "thread.message.incomplete"):
+                    messages.append(Message.construct(**data))
+                elif name.startswith("thread.run.") and not name.startswith("thread.run.step."):
+                    ended = Run.construct(**data)
+        finally:
+            stop_run_events(events)
+        if ended is None or ended.status != "requires_action":  # the model called the assistant's functions
+            return ended, [m for m in messages if m.status == "completed"]
+        outputs = outputs_for_run_sync(api, ended)
+        call = lambda run=ended, outputs=outputs: api.beta.threads.runs.submit_tool_outputs(  # noqa: E731
+            run_id=run.id, thread_id=session.thread_id, tool_outputs=outputs)
+
+
+def _ask_streamed(api: openai.OpenAI, session, text: str) -> tuple:
+    """``ask``'s run on a remote backend: streamed with the SDK's helper to its end (no polling)."""
+    messages: list = []
+    manager = api.beta.threads.runs.stream(**_run_request(session, text))
+    while True:
+        with manager as stream:
+            for event in stream:
+                if event.event == "thread.message.completed":
+                    messages.append(event.data)
+            run = stream.current_run
+        if run is None or run.status != "requires_action":
+            return run, messages
+        manager = api.beta.threads.runs.submit_tool_outputs_stream(
+            run_id=run.id, thread_id=session.thread_id, tool_outputs=outputs_for_run_sync(api, run))
 
 
 async def astream(session, text: str, *, user=None) -> AsyncIterator[str]:
@@ -281,7 +396,7 @@ async def run_turn(session, text: str, emit) -> None:
     except Exception as exc:  # a bug must not take the session's queue down with it
         logger.exception("turn in %s/%s failed", session.assistant_id, session.session_id)
         await emit({"type": "run.failed", "run_id": None, "error": f"internal error ({type(exc).__name__})"})
-    await database_sync_to_async(session.touch)()
+    await sync_to_async(session.touch)()  # no close_old_connections: the thread keeps its connection
 
 
 # -- the session's turns in this process --------------------------------------------------------------------

@@ -23,7 +23,7 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
@@ -52,11 +52,15 @@ class RunEvents:
     def __init__(self) -> None:
         self._items: deque = deque()
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None
+        #: The run subscribed to, once the store adopted this queue (``RunEngine.adopt_listener``).
+        self.run_id: str | None = None
 
     def push(self, item: tuple[str, dict] | None) -> None:
         with self._lock:
             self._items.append(item)
+            self._ready.notify()
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             loop, future = waiter
@@ -72,6 +76,57 @@ class RunEvents:
                 future = loop.create_future()
                 self._waiter = (loop, future)
             await future
+
+    def get_blocking(self, timeout: float | None = None) -> tuple[str, dict] | None:
+        """``get()`` for sync code (``ask``): the next item as soon as it is pushed; TimeoutError after
+        ``timeout`` seconds without one."""
+        with self._ready:
+            if not self._items and not self._ready.wait_for(lambda: self._items, timeout):
+                raise TimeoutError
+            return self._items.popleft()
+
+
+#: An in-process caller's queue for the run its next API call creates or continues (``listening``).
+_listener: contextvars.ContextVar[RunEvents | None] = contextvars.ContextVar("betaassi_run_listener", default=None)
+
+
+@contextlib.contextmanager
+def listening() -> Iterator[RunEvents]:
+    """Receive the events of the run that a call made inside this block, in this process and context (the
+    in-process transports run the views in the caller's context), creates or continues.
+
+    Why: a session's turn in the process that executes its run reads the engine's ``(event, data)`` pairs
+    directly, rather than the same events encoded as server-sent events and parsed again by the SDK. The
+    store adopts the queue (``RunEngine.adopt_listener``) where the run is created or queued again; the
+    caller unsubscribes it (``RunEngine.unsubscribe``) when done.
+    """
+    events = RunEvents()
+    token = _listener.set(events)
+    try:
+        yield events
+    finally:
+        _listener.reset(token)
+
+
+#: Database threads of the engine on databases other than SQLite.
+DB_THREADS = 4
+
+
+def _on_kept_connection(function: Callable, *args):
+    """Run ``function`` on this thread's kept connection, first dropping it if an error left it unusable."""
+    from django.db import connection
+
+    if connection.connection is not None and connection.errors_occurred:
+        if connection.is_usable():
+            connection.errors_occurred = False
+        else:
+            connection.close()
+    try:
+        return function(*args)
+    finally:
+        if connection.in_atomic_block:  # never: every function of a run commits or rolls back its own
+            logger.error("a run's database work left a transaction open; closing its connection")
+            connection.close()
 
 
 def _wake(future: asyncio.Future) -> None:
@@ -92,6 +147,7 @@ class RunEngine:
         self._beat_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="betaassi-run-heartbeat")
         self._beat_failing = False
         self._stopped = False
+        self._db_executor: ThreadPoolExecutor | None = None
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -101,6 +157,27 @@ class RunEngine:
                 thread.start()
                 self._loop = loop
             return self._loop
+
+    def _db_threads(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._db_executor is None:
+                from django.db import connection
+
+                # One writer on SQLite (its lock admits one anyway); a few on other databases.
+                workers = 1 if connection.vendor == "sqlite" else DB_THREADS
+                self._db_executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="betaassi-run-db")
+            return self._db_executor
+
+    async def db(self, function: Callable, *args):
+        """``function(*args)`` on the engine's database threads, which keep their connections between calls.
+
+        Why not ``database_sync_to_async``: it closes the thread's connection after every call when
+        ``CONN_MAX_AGE`` is 0 (the project's setting), so each of a run's three transactions opened a new
+        connection. These threads are the engine's own (no request ever runs on them), so a connection kept
+        there is one per thread, not one per run; a broken one is replaced before the next call.
+        """
+        return await sync_to_async(_on_kept_connection, thread_sensitive=False,
+                                   executor=self._db_threads())(function, *args)
 
     def start(self) -> None:
         """Start the loop and its heartbeat and sweep (idempotent: every entry point may call it)."""
@@ -197,6 +274,15 @@ class RunEngine:
             self._subscribers.setdefault(run_id, []).append(events)
         return events
 
+    def adopt_listener(self, run_id: str) -> None:
+        """Subscribe the caller's ``listening()`` queue, if any and still free, to ``run_id`` (the store calls
+        this before the run's execution is submitted, so no event is missed)."""
+        events = _listener.get()
+        if events is not None and events.run_id is None:
+            events.run_id = run_id
+            with self._lock:
+                self._subscribers.setdefault(run_id, []).append(events)
+
     def unsubscribe(self, run_id: str, events: RunEvents) -> None:
         with self._lock:
             subscribers = self._subscribers.get(run_id, [])
@@ -247,6 +333,19 @@ class RunEngine:
             await sync_to_async(connections.close_all)()
 
         contextvars.Context().run(asyncio.run_coroutine_threadsafe, close(), self._loop).result(30)
+        with self._lock:
+            executor, self._db_executor = self._db_executor, None
+        if executor is not None:  # each thread closes its own connection, then the threads end
+            workers = executor._max_workers
+            barrier = threading.Barrier(workers)
+
+            def close_mine() -> None:
+                connections.close_all()
+                barrier.wait(30)
+
+            for done in [executor.submit(close_mine) for _ in range(workers)]:
+                done.result(30)
+            executor.shutdown(wait=True)
 
     def forget(self, run_id: str) -> None:
         with self._lock:

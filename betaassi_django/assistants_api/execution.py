@@ -27,8 +27,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from . import recovery, serializers
 from .engine import engine
@@ -55,6 +54,9 @@ class RunEnded(Exception):
         self.data = serializers.run(run, run.thread.id)
 
 
+MESSAGE_END_FIELDS = ["content", "status", "completed_at", "incomplete_at", "incomplete_details"]
+STEP_END_FIELDS = ["status", "completed_at", "cancelled_at", "failed_at", "last_error", "usage"]
+
 #: Statuses in which an execution may still write its run.
 WRITABLE = ("in_progress", "cancelling")
 
@@ -76,6 +78,8 @@ class Started:
     message: Message | None = None
     step: RunStep | None = None
     calls: list[ToolCall] = field(default_factory=list)
+    #: The run's first execution (``_start``).
+    first: bool = False
 
 
 def _start(run_id: str) -> Started | Run | None:
@@ -90,10 +94,11 @@ def _start(run_id: str) -> Started | Run | None:
             return run
         if run.status != "queued":
             return run
+        first = run.started_at is None  # no steps yet: nothing of its own to send, no earlier usage to sum
         run.status, run.started_at = "in_progress", run.started_at or now()
         run.save(update_fields=["status", "started_at"])
-        request = responder_request(run)
-    return Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))])
+        request = responder_request(run, first=first)
+    return Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))], first=first)
 
 
 def _status(run_id: str) -> str | None:
@@ -151,7 +156,7 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
     events: list[tuple[str, dict]] = []
     with transaction.atomic():
         current = Run.objects.select_for_update().select_related("thread").filter(id=run.id).first()
-        if current is None or (message is not None and not Message.objects.filter(pk=message.pk).exists()):
+        if current is None:
             raise RunGone(run.id)
         if current.status not in WRITABLE:
             raise RunEnded(current)
@@ -181,8 +186,13 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
                 step.last_error = {"code": error[0] or "server_error", "message": error[1] or "The run failed."}
             if outcome != "requires_action":
                 step.usage = usage
-            message.save()
-            step.save()
+            try:  # only the fields an end changes; no row (the message was deleted) raises
+                message.save(update_fields=MESSAGE_END_FIELDS)
+                step.save(update_fields=STEP_END_FIELDS)
+            except DatabaseError:
+                if not Message.objects.filter(pk=message.pk).exists():
+                    raise RunGone(run.id) from None
+                raise
         if outcome == "requires_action":
             tool_step = _new_step(run, "tool_calls", [_function_call(c) for c in started.calls], usage)
             current.status = "requires_action"
@@ -191,7 +201,8 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
                 for c in started.calls]}}
         elif outcome == "completed":
             current.status, current.completed_at = "completed", stamp
-            current.usage = _run_usage(current)
+            # The first execution's usage is its own step's (no earlier step has any).
+            current.usage = usage if started.first and message is not None else _run_usage(current)
         elif outcome == "cancelled":
             current.status, current.cancelled_at = "cancelled", stamp
         else:
@@ -261,7 +272,7 @@ async def _fail(run_id: str) -> bool:
     process stops stamping the run, a sweep ends it once it is stale.
     """
     try:
-        run = await database_sync_to_async(recovery.end_run)(run_id, recovery.FAILED)
+        run = await engine.db(recovery.end_run, run_id, recovery.FAILED)
     except Exception:
         logger.exception("run %s could not be ended; a sweep will end it", run_id)
         run = None
@@ -274,7 +285,7 @@ async def _fail(run_id: str) -> bool:
 
 async def _execute(run_id: str) -> bool:
     """Execute; True when an event that ends the run's stream was published."""
-    started = await database_sync_to_async(_start)(run_id)
+    started = await engine.db(_start, run_id)
     if started is None:
         return False
     if isinstance(started, Run):
@@ -295,12 +306,12 @@ async def _execute(run_id: str) -> bool:
             if done:
                 outcome = consumer.result()
                 break
-            status = await database_sync_to_async(_status)(run_id)
+            status = await engine.db(_status, run_id)
             if status not in WRITABLE:  # deleted, or ended by another process: stop, write nothing
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, RunGone, RunEnded):
                     await consumer
-                await database_sync_to_async(_check_writable)(run_id)
+                await engine.db(_check_writable, run_id)
             if engine.cancel_requested(run_id) or status == "cancelling":
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -321,7 +332,7 @@ async def _execute(run_id: str) -> bool:
             consumer.cancel()
     if outcome == "completed" and started.calls:
         outcome = "requires_action"
-    for event, data in await database_sync_to_async(_finish)(started, "".join(parts), reply, outcome, error):
+    for event, data in await engine.db(_finish, started, "".join(parts), reply, outcome, error):
         engine.publish(run_id, event, data)
     return True
 
@@ -336,7 +347,7 @@ async def _consume(run_id: str, started: Started, parts: list[str], reply: Reply
                 started.calls.append(piece)
                 continue
             if started.message is None:
-                for event, data in await database_sync_to_async(_open_message)(started):
+                for event, data in await engine.db(_open_message, started):
                     engine.publish(run_id, event, data)
             parts.append(piece)
             engine.publish(run_id, "thread.message.delta", _delta(started.message.id, 0, piece))

@@ -35,11 +35,12 @@ def _transcript(run: Run) -> list[ContextMessage | ToolRound]:
     return turns
 
 
-def responder_request(run: Run) -> ResponderRequest:
+def responder_request(run: Run, first: bool = False) -> ResponderRequest:
+    """``first``: the run's first execution, which has no turns of its own yet (their query is skipped)."""
     return ResponderRequest(
         model=run.model,
         instructions="\n\n".join(filter(None, [run.instructions, run.additional_instructions])),
-        messages=[*_context(run), *_transcript(run)],
+        messages=[*_context(run), *([] if first else _transcript(run))],
         temperature=run.temperature,
         top_p=run.top_p,
         tools=run.tools,

@@ -180,9 +180,15 @@ def delete_thread(thread_id: str) -> dict:
 
 
 def _active_run(thread: Thread) -> Run | None:
-    """The thread's active run; one whose time ran out is expired on the way."""
-    recovery.reap_thread(thread.pk)  # a run whose process died (no heartbeat) ends now, freeing the thread
-    for run in Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).only("id", "status", "expires_at"):
+    """The thread's active run; one whose time ran out is expired on the way, and one whose process died (no
+    heartbeat) is ended now, freeing the thread (only looked for when there is an active run: one query in the
+    common case)."""
+    active = Run.objects.filter(thread=thread, status__in=ACTIVE_RUN_STATUSES).only("id", "status", "expires_at")
+    runs = list(active)
+    if runs:
+        recovery.reap_thread(thread.pk)
+        runs = list(active.all())
+    for run in runs:
         if run.expires_at is not None and run.expires_at < now():
             Run.objects.filter(pk=run.pk, status=run.status).update(status="expired")
             continue
@@ -315,6 +321,7 @@ def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
     except IntegrityError:
         # Another process started a run between our check and our insert.
         raise invalid(f"Thread {thread.id} already has an active run.") from None
+    engine.adopt_listener(run_id)  # an in-process turn's queue (engine.listening), before the run can start
     transaction.on_commit(lambda: engine.submit(run_id, execute_run))
     return run
 
@@ -428,6 +435,7 @@ def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> tuple[dict, 
         step.save(update_fields=["step_details", "status", "completed_at"])
         run.status, run.required_action = "queued", None
         run.save(update_fields=["status", "required_action"])
+        engine.adopt_listener(run_id)
         transaction.on_commit(lambda: engine.submit(run_id, execute_run))
     run_data = serializers.run(run, thread_id)
     return run_data, [("thread.run.step.completed", serializers.run_step(step, run_id)),
