@@ -161,20 +161,20 @@ class Ours:
             sockets.append(socket)
         return sockets
 
-    def paths(self) -> dict[str, Callable[[int], list[float]]]:
-        """Each path's batch: ``count`` turns at once, on the first ``count`` workers or sessions."""
-        return {FLOOR: lambda count: self._batch(self._floor_turn, count), OURS[0]: self._ask_batch,
-                OURS[1]: lambda count: self._batch(self._astream_turn, count),
-                OURS[2]: lambda count: self._batch(self._ws_turn, count)}
+    def paths(self) -> dict[str, Callable[[list[int]], list[float]]]:
+        """Each path's batch: a turn on each of the workers (or sessions) ``indices``, at once."""
+        return {FLOOR: lambda indices: self._batch(self._floor_turn, indices), OURS[0]: self._ask_batch,
+                OURS[1]: lambda indices: self._batch(self._astream_turn, indices),
+                OURS[2]: lambda indices: self._batch(self._ws_turn, indices)}
 
-    def _batch(self, turn: Callable, count: int) -> list[float]:
+    def _batch(self, turn: Callable, indices: list[int]) -> list[float]:
         async def timed(index: int) -> float:
             start = time.perf_counter()
             await turn(index)
             return time.perf_counter() - start
 
         async def batch() -> list[float]:
-            return list(await asyncio.gather(*(timed(index) for index in range(count))))
+            return list(await asyncio.gather(*(timed(index) for index in indices)))
 
         return self._on_loop(batch())
 
@@ -186,12 +186,12 @@ class Ours:
         if not "".join(filter(None, text)):
             raise RuntimeError("the floor read an empty reply")
 
-    def _ask_batch(self, count: int) -> list[float]:
+    def _ask_batch(self, indices: list[int]) -> list[float]:
         def turn(index: int) -> None:
             if not self.sessions["ask"][index].ask("hi"):
                 raise RuntimeError("session.ask returned an empty reply")
 
-        return self.workers.batch(turn, count)
+        return self.workers.batch(turn, indices)
 
     async def _astream_turn(self, index: int) -> None:
         if not [delta async for delta in self.sessions["astream"][index].astream("hi")]:
@@ -213,13 +213,13 @@ class Ours:
             await self.floor.close()
 
         self._on_loop(close())
-        self.workers.batch(lambda _: connections.close_all())
+        self.workers.batch(lambda _: connections.close_all(), list(range(WORKERS)))
         self.workers.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.loop_thread.join(10)
 
 
-def _measure(paths: dict[str, Callable[[int], dict]], rounds: int) -> dict[str, Figures]:
+def _measure(paths: dict[str, Callable[[list[int]], dict]], rounds: int) -> dict[str, Figures]:
     """``rounds`` measured rounds after the warm-up; the paths' order rotates every round."""
     figures = {name: Figures() for name in paths}
     names = list(paths)
@@ -229,7 +229,9 @@ def _measure(paths: dict[str, Callable[[int], dict]], rounds: int) -> dict[str, 
             if figures[name].error:
                 continue
             try:
-                batches = [paths[name](count) for count in (WORKERS,) + (1,) * ALONE]
+                # the turns alone go round the workers, so each session's user stays under the turn quota
+                alone = [[(number * ALONE + turn) % WORKERS] for turn in range(ALONE)]
+                batches = [paths[name](indices) for indices in [list(range(WORKERS)), *alone]]
             except Exception as error:  # reported in the path's row, the others go on
                 figures[name].error = f"{type(error).__name__}: {error}"[:300]
                 continue
@@ -239,11 +241,11 @@ def _measure(paths: dict[str, Callable[[int], dict]], rounds: int) -> dict[str, 
     return figures
 
 
-def _local(counters: Counters, batch: Callable[[int], list[float]]) -> Callable[[int], dict]:
-    def measured(count: int) -> dict:
+def _local(counters: Counters, batch: Callable[[list[int]], list[float]]) -> Callable[[list[int]], dict]:
+    def measured(indices: list[int]) -> dict:
         sql, connections = counters.snapshot()
         cpu = time.process_time()
-        walls = batch(count)
+        walls = batch(indices)
         cpu = time.process_time() - cpu
         sql_after, connections_after = counters.snapshot()
         return {"walls": walls, "cpu": cpu, "sql": sql_after - sql, "connections": connections_after - connections}
@@ -307,7 +309,7 @@ def _run(rounds: int, like: str) -> None:
                                    "bench/peer/requirements.txt)")
             peer = Peer(peer_url, upstream)
             for kind, label in PEERS.items():
-                paths[kind] = lambda count, kind=kind: peer.ask({"turns": kind, "count": count})
+                paths[kind] = lambda indices, kind=kind: peer.ask({"turns": kind, "workers": indices})
                 labels[kind] = label.format(version=peer.version)
         except Exception as error:
             peer_error = f"{type(error).__name__}: {error}"[:300]

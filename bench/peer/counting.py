@@ -60,14 +60,13 @@ class Workers:
         for thread in self._threads:
             thread.start()
 
-    def batch(self, turn: Callable[[int], object], count: int | None = None) -> list[float]:
-        """``turn(i)`` on worker ``i`` for the first ``count`` workers (default all), all at once; the wall
-        seconds of each (an exception is raised here)."""
+    def batch(self, turn: Callable[[int], object], indices: list[int]) -> list[float]:
+        """``turn(i)`` on worker ``i`` for each of ``indices``, all at once; the wall seconds of each (an
+        exception is raised here)."""
         done: queue.Queue = queue.Queue()
-        jobs_used = self._jobs[:count]
-        for index, jobs in enumerate(jobs_used):
-            jobs.put((turn, index, done))
-        results = [done.get() for _ in jobs_used]
+        for index in indices:
+            self._jobs[index].put((turn, index, done))
+        results = [done.get() for _ in indices]
         for result in results:
             if isinstance(result, BaseException):
                 raise result

@@ -8,8 +8,8 @@ A minimal Django project: auth, contenttypes and ``django_ai_assistant``, two ``
 own use case, ``use_cases.create_message`` (permission checks, history read, the graph, the messages saved) in
 one of the worker's conversation ``Thread``.
 
-The pipe speaks JSON lines. In: ``{"setup": workers}``, then ``{"turns": "streaming" | "default", "count": n}``
-(one turn on each of the first ``n`` workers at once). Out, one line each: ``{"version": ...}``, then
+The pipe speaks JSON lines. In: ``{"setup": workers}``, then ``{"turns": "streaming" | "default", "workers": [i, ...]}``
+(one turn on each of these workers at once). Out, one line each: ``{"version": ...}``, then
 ``{"walls": [s, ...], "cpu": s, "sql": n, "connections": n}`` (process CPU, statements and new connections over
 the batch). Errors go out as ``{"error": ...}``; anything else printed goes to stderr, so the pipe carries only
 the protocol.
@@ -86,7 +86,7 @@ class Peer:
         self.workers = Workers(workers)
         self.use_cases = use_cases
 
-    def turns(self, path: str, count: int) -> dict:
+    def turns(self, path: str, indices: list[int]) -> dict:
         def turn(index: int) -> None:
             reply = self.use_cases.create_message(f"bench_{path}", self.threads[path][index], self.users[index],
                                                   "hi")
@@ -95,7 +95,7 @@ class Peer:
 
         sql, connections = self.counters.snapshot()
         cpu = time.process_time()
-        walls = self.workers.batch(turn, count)
+        walls = self.workers.batch(turn, indices)
         cpu = time.process_time() - cpu
         sql_after, connections_after = self.counters.snapshot()
         return {"walls": walls, "cpu": cpu, "sql": sql_after - sql, "connections": connections_after - connections}
@@ -120,7 +120,7 @@ def main() -> None:
                 answer = {"version": metadata.version("django-ai-assistant"),
                           "langchain_openai": metadata.version("langchain-openai")}
             else:
-                answer = peer.turns(command["turns"], command["count"])
+                answer = peer.turns(command["turns"], command["workers"])
         except Exception as error:
             traceback.print_exc()
             answer = {"error": f"{type(error).__name__}: {error}"[:500]}
