@@ -63,6 +63,8 @@ class Figures:
     sql: int = 0
     connections: int = 0
     error: str = ""
+    #: CPU per turn of each measured round, for the spread of the ratio against the floor's in the same round.
+    rounds: list[float] = field(default_factory=list)
 
     def add(self, walls: list[float], cpu: float, sql: int, connections: int) -> None:
         (self.wall if len(walls) > 1 else self.alone).samples.extend(walls)
@@ -238,6 +240,7 @@ def _measure(paths: dict[str, Callable[[list[int]], dict]], rounds: int) -> dict
             if number >= WARMUP_ROUNDS:
                 for batch in batches:
                     figures[name].add(**batch)
+                figures[name].rounds.append(sum(b["cpu"] for b in batches) / sum(len(b["walls"]) for b in batches))
     return figures
 
 
@@ -269,8 +272,10 @@ def _report(figures: dict[str, Figures], labels: dict[str, str]) -> None:
             add(NAME, label, figure)
             continue
         cpu_ratio = cpu / (floor.per_turn(floor.cpu) * 1000)
+        spread = sorted(ours / theirs for ours, theirs in zip(path.rounds, floor.rounds, strict=False) if theirs)
         at_once, alone = path.wall.p50_ms - floor.wall.p50_ms, path.alone.p50_ms - floor.alone.p50_ms
-        ratio = f"CPU {cpu_ratio:.2f}x; wall {at_once:+.1f} ms at once, {alone:+.1f} ms alone"
+        ratio = (f"CPU {cpu_ratio:.2f}x (rounds {spread[0]:.2f}-{spread[-1]:.2f}x); wall {at_once:+.1f} ms at once, "
+                 f"{alone:+.1f} ms alone")
         target = "(peer)"
         if name in OURS:  # the engine's heartbeat connection shows as a few hundredths in every row
             checks = [("CPU <= 1.5x", cpu_ratio <= 1.5), ("wall <= floor+10 ms at once", at_once <= 10),
