@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from django.db import connection
 from django.db.backends.signals import connection_created
 
 from betaassi_django.models import Session
@@ -45,9 +46,16 @@ def test_astream_sends_one_request(backend, alice):
     assert backend.requests == [("POST", f"/v1/threads/{session.thread_id}/runs")]
 
 
+def _pool_connections() -> int:
+    """Connections the PostgreSQL pool opened so far (a checkout from the pool is not a new connection, though
+    Django sends ``connection_created`` for it)."""
+    pool = connection.pool
+    return pool.get_stats().get("connections_num", 0) if pool is not None else 0
+
+
 def test_a_turn_opens_no_database_connection(settings, alice):
     """After a first turn (each thread's connection is opened once), further turns open none: the engine's
-    database threads and the callers keep theirs."""
+    database threads and the callers keep theirs (SQLite); on PostgreSQL they come from the pool."""
     settings.BETAASSI_BACKEND = "embedded"
     session = _session(alice)
     loop = asyncio.new_event_loop()
@@ -64,6 +72,8 @@ def test_a_turn_opens_no_database_connection(settings, alice):
             opened.append(connection.alias)
 
         connection_created.connect(record)
+        pooled = connection.vendor == "postgresql" and connection.pool is not None
+        before = _pool_connections() if pooled else 0
         try:
             for n in range(3):
                 # The thread grows by two messages a turn: the echo counts what the model was sent.
@@ -71,6 +81,9 @@ def test_a_turn_opens_no_database_connection(settings, alice):
                 assert loop.run_until_complete(turn(f"stream {n}")) == f"echo: stream {n} [context={4 * n + 7}]"
         finally:
             connection_created.disconnect(record)
-        assert opened == []
+        if pooled:
+            assert _pool_connections() == before
+        else:
+            assert opened == []
     finally:
         loop.close()
