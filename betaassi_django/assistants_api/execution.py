@@ -55,6 +55,7 @@ class RunEnded(Exception):
 
 
 MESSAGE_END_FIELDS = ["content", "status", "completed_at", "incomplete_at", "incomplete_details"]
+RUN_END_FIELDS = ["status", "required_action", "completed_at", "cancelled_at", "failed_at", "last_error", "usage"]
 STEP_END_FIELDS = ["status", "completed_at", "cancelled_at", "failed_at", "last_error", "usage"]
 
 #: Statuses in which an execution may still write its run.
@@ -119,7 +120,8 @@ def _new_step(run: Run, kind: str, details: dict | list, usage: dict | None = No
 def _open_message(started: Started) -> list[tuple[str, dict]]:
     """The reply message and its step, at the first text delta."""
     with transaction.atomic():
-        _check_writable(started.run.id)
+        if not Run.objects.filter(id=started.run.id, status__in=WRITABLE).exists():  # one light read
+            _check_writable(started.run.id)  # raises RunGone or RunEnded
         started.message = _new_message(started)
         started.step = _new_step(started.run, "message_creation", {"message_id": started.message.id})
     thread_id = started.run.thread.id
@@ -208,7 +210,7 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
         else:
             current.status, current.failed_at = "failed", stamp
             current.last_error = {"code": error[0] or "server_error", "message": error[1] or "The run failed."}
-        current.save()
+        current.save(update_fields=RUN_END_FIELDS)  # Run.save adds heartbeat_at where it applies
     if message is not None:
         message_event = "thread.message.completed" if message.status == "completed" else "thread.message.incomplete"
         events.append((message_event, serializers.message(message, thread_id)))
