@@ -61,16 +61,18 @@ class Figures:
     alone: Timing = field(default_factory=Timing)
     cpu: float = 0.0
     sql: int = 0
-    connections: int = 0
+    opened: int = 0
+    created: int = 0
     error: str = ""
     #: CPU per turn of each measured round, for the spread of the ratio against the floor's in the same round.
     rounds: list[float] = field(default_factory=list)
 
-    def add(self, walls: list[float], cpu: float, sql: int, connections: int) -> None:
+    def add(self, walls: list[float], cpu: float, sql: int, opened: int, created: int) -> None:
         (self.wall if len(walls) > 1 else self.alone).samples.extend(walls)
         self.cpu += cpu
         self.sql += sql
-        self.connections += connections
+        self.opened += opened
+        self.created += created
 
     def per_turn(self, total: float) -> float:
         return total / (len(self.wall.samples) + len(self.alone.samples))
@@ -246,12 +248,11 @@ def _measure(paths: dict[str, Callable[[list[int]], dict]], rounds: int) -> dict
 
 def _local(counters: Counters, batch: Callable[[list[int]], list[float]]) -> Callable[[list[int]], dict]:
     def measured(indices: list[int]) -> dict:
-        sql, connections = counters.snapshot()
+        before = counters.snapshot()
         cpu = time.process_time()
         walls = batch(indices)
         cpu = time.process_time() - cpu
-        sql_after, connections_after = counters.snapshot()
-        return {"walls": walls, "cpu": cpu, "sql": sql_after - sql, "connections": connections_after - connections}
+        return {"walls": walls, "cpu": cpu, **counters.delta(before)}
 
     return measured
 
@@ -264,10 +265,12 @@ def _report(figures: dict[str, Figures], labels: dict[str, str]) -> None:
         if path.error or not path.wall.samples or not path.alone.samples:
             add(NAME, label, f"not measured: {path.error or 'no turn'}")
             continue
-        cpu, sql, connections = path.per_turn(path.cpu) * 1000, path.per_turn(path.sql), path.per_turn(path.connections)
+        cpu, sql, connections = path.per_turn(path.cpu) * 1000, path.per_turn(path.sql), path.per_turn(path.opened)
         figure = (f"10 at once: wall p50 {path.wall.p50_ms:6.1f} ms p99 {path.wall.p99_ms:6.1f} ms; alone: wall p50 "
                   f"{path.alone.p50_ms:6.1f} ms; CPU {cpu:5.1f} ms/turn; SQL {sql:4.1f}/turn; "
                   f"new connections {connections:4.2f}/turn")
+        if path.created != path.opened:
+            figure += f" (pool checkouts {path.per_turn(path.created):4.2f}/turn)"
         if name == FLOOR or floor.error:
             add(NAME, label, figure)
             continue

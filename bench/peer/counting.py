@@ -17,12 +17,13 @@ from django.db.backends.signals import connection_created
 
 
 class Counters:
-    """Every statement on every connection of the process (an ``execute_wrapper`` on each), and every
-    connection opened (``connection_created``: on PostgreSQL with a pool, one taken from it)."""
+    """Every statement on every connection of the process (an ``execute_wrapper`` on each); every connection
+    Django opens (``connection_created``), and the connections to the server opened: the same on SQLite; on
+    PostgreSQL with a pool, the pool's own count (Django sends ``connection_created`` for a checkout too)."""
 
     def __init__(self) -> None:
         self.sql = 0
-        self.connections = 0
+        self.created = 0
         self._lock = threading.Lock()
 
     def install(self) -> None:
@@ -31,13 +32,20 @@ class Counters:
         for connection in connections.all(initialized_only=True):
             self._wrap(connection)
 
-    def snapshot(self) -> tuple[int, int]:
+    def snapshot(self) -> dict[str, int]:
+        """``sql``, ``opened`` (connections to the server) and ``created`` (``connection_created``) so far."""
+        pool = getattr(connections["default"], "pool", None)
         with self._lock:
-            return self.sql, self.connections
+            sql, created = self.sql, self.created
+        opened = pool.get_stats().get("connections_num", 0) if pool is not None else created
+        return {"sql": sql, "opened": opened, "created": created}
+
+    def delta(self, before: dict[str, int]) -> dict[str, int]:
+        return {key: value - before[key] for key, value in self.snapshot().items()}
 
     def _created(self, sender, connection, **kwargs) -> None:
         with self._lock:
-            self.connections += 1
+            self.created += 1
         self._wrap(connection)
 
     def _wrap(self, connection) -> None:

@@ -8,11 +8,12 @@ A minimal Django project: auth, contenttypes and ``django_ai_assistant``, two ``
 own use case, ``use_cases.create_message`` (permission checks, history read, the graph, the messages saved) in
 one of the worker's conversation ``Thread``.
 
-The pipe speaks JSON lines. In: ``{"setup": workers}``, then ``{"turns": "streaming" | "default", "workers": [i, ...]}``
-(one turn on each of these workers at once). Out, one line each: ``{"version": ...}``, then
-``{"walls": [s, ...], "cpu": s, "sql": n, "connections": n}`` (process CPU, statements and new connections over
-the batch). Errors go out as ``{"error": ...}``; anything else printed goes to stderr, so the pipe carries only
-the protocol.
+The pipe speaks JSON lines. In: ``{"setup": workers}``, then
+``{"turns": "streaming" | "default", "workers": [i, ...]}`` (one turn on each of these workers at once). Out, one
+line each: ``{"version": ...}``, then ``{"walls": [s, ...], "cpu": s, "sql": n, "opened": n, "created": n}``
+(process CPU, statements, connections opened to the server and ``connection_created`` over the batch:
+``counting.Counters``). Errors go out as ``{"error": ...}``; anything else printed goes to stderr, so the pipe
+carries only the protocol.
 """
 
 from __future__ import annotations
@@ -93,12 +94,11 @@ class Peer:
             if not reply["output"]:
                 raise RuntimeError(f"an empty reply: {reply}")
 
-        sql, connections = self.counters.snapshot()
+        before = self.counters.snapshot()
         cpu = time.process_time()
         walls = self.workers.batch(turn, indices)
         cpu = time.process_time() - cpu
-        sql_after, connections_after = self.counters.snapshot()
-        return {"walls": walls, "cpu": cpu, "sql": sql_after - sql, "connections": connections_after - connections}
+        return {"walls": walls, "cpu": cpu, **self.counters.delta(before)}
 
 
 def main() -> None:
