@@ -179,10 +179,11 @@ class _Event:
     SDK types it where a turn reads the object (runs, completed messages), and the engine's dict otherwise
     (the deltas, most of a stream, are read raw)."""
 
-    __slots__ = ("data", "event")
+    __slots__ = ("data", "event", "user_message")
 
-    def __init__(self, event: str, data) -> None:
-        self.event, self.data = event, data
+    def __init__(self, event: str, data, user_message=None) -> None:
+        #: On ``thread.run.created``: the turn's user message, as the store created it with the run.
+        self.event, self.data, self.user_message = event, data, user_message
 
 
 def _event(event: str, data: dict) -> _Event:
@@ -218,7 +219,8 @@ async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_wh
 
     run = await (_when_idle(api, session.thread_id, lambda: start(create)) if wait_while_busy else start(create))
     try:
-        yield _Event("thread.run.created", run)
+        added = [m for m in events.added_messages if m["role"] == "user"]
+        yield _Event("thread.run.created", run, Message.construct(**added[-1]) if added else None)
         while True:
             item = await events.get()
             if item is None:
@@ -367,7 +369,7 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> Non
             if name == "thread.run.created":
                 run_id = event.data.id
                 deltas = _Deltas(emit, run_id)
-                message = await _our_message(api, session.thread_id)
+                message = getattr(event, "user_message", None) or await _our_message(api, session.thread_id)
                 await emit({"type": "message.created", "message": message_frame(message)})
                 await emit({"type": "run.started", "run_id": run_id})
             elif name == "thread.message.delta" and deltas is not None:

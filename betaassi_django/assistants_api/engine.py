@@ -54,8 +54,10 @@ class RunEvents:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None
-        #: The run subscribed to, once the store adopted this queue (``RunEngine.adopt_listener``).
+        #: The run subscribed to, once the store adopted this queue (``RunEngine.adopt_listener``), and the
+        #: messages created with it (``additional_messages``, as the API serialises them).
         self.run_id: str | None = None
+        self.added_messages: list[dict] = []
 
     def push(self, item: tuple[str, dict] | None) -> None:
         with self._lock:
@@ -274,12 +276,12 @@ class RunEngine:
             self._subscribers.setdefault(run_id, []).append(events)
         return events
 
-    def adopt_listener(self, run_id: str) -> None:
+    def adopt_listener(self, run_id: str, added_messages: list[dict] | None = None) -> None:
         """Subscribe the caller's ``listening()`` queue, if any and still free, to ``run_id`` (the store calls
         this before the run's execution is submitted, so no event is missed)."""
         events = _listener.get()
         if events is not None and events.run_id is None:
-            events.run_id = run_id
+            events.run_id, events.added_messages = run_id, added_messages or []
             with self._lock:
                 self._subscribers.setdefault(run_id, []).append(events)
 

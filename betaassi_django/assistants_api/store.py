@@ -313,7 +313,7 @@ def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
     active = _active_run(thread)
     if active is not None:
         raise invalid(f"Thread {thread.id} already has an active run {active.id}.")
-    Message.objects.bulk_create([_new_message(thread, m) for m in body.get("additional_messages") or []])
+    added = Message.objects.bulk_create([_new_message(thread, m) for m in body.get("additional_messages") or []])
     run = _new_run(run_id, thread, assistant, body)
     try:
         with transaction.atomic():
@@ -321,7 +321,9 @@ def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
     except IntegrityError:
         # Another process started a run between our check and our insert.
         raise invalid(f"Thread {thread.id} already has an active run.") from None
-    engine.adopt_listener(run_id)  # an in-process turn's queue (engine.listening), before the run can start
+    # An in-process turn's queue (engine.listening), before the run can start; with the messages added with
+    # the run, which the turn shows its user (rather than listing the thread for them).
+    engine.adopt_listener(run_id, [serializers.message(m, thread.id) for m in added])
     transaction.on_commit(lambda: engine.submit(run_id, execute_run))
     return run
 
