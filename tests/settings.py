@@ -20,3 +20,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # tests/test_quotas.py sets the limits it tests (the product's defaults are 20 per assistant, 100 in all).
 BETAASSI_MAX_SESSIONS_PER_USER = 0
 BETAASSI_MAX_SESSIONS_PER_USER_PER_ASSISTANT = 0
+
+# Users are made by the hundred in the tests: see tests/hashers.py.
+PASSWORD_HASHERS = ["tests.hashers.QuickPBKDF2PasswordHasher"]
