@@ -28,6 +28,8 @@ def main() -> None:
         return consumers_alone(like, n)
     if sys.argv[1:] == ["turns"]:
         return turns_alone(like, n)
+    if sys.argv[1:] == ["idle"]:
+        return idle_alone(like)
     with scratch_database_url(like) as local_url, scratch_database_url(like) as server_url:
         os.environ["DATABASE_URL"] = local_url
         import django
@@ -47,6 +49,9 @@ def main() -> None:
     from . import websockets
 
     websockets.run(like, ROOT)  # its own daphne and scratch database: K concurrent sessions
+    from . import idle
+
+    idle.run(like, ROOT)  # the processors' idle CPU with 1,000 assistants: their own daphne / process, databases
     from .report import print_table
 
     print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
@@ -76,6 +81,16 @@ def consumers_alone(like: str, n: int) -> None:
     from .report import print_table
 
     print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
+    print_table()
+
+
+def idle_alone(like: str) -> None:
+    """``python -m bench idle``: the processors' idle CPU with 1,000 assistants and with 1 (bench/idle.py)."""
+    from . import idle
+
+    idle.run(like, ROOT)
+    from .report import print_table
+
     print_table()
 
 

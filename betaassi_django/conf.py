@@ -50,6 +50,7 @@ class BetaassiSettings:
     deployment: str
     queue_prune_seconds: float
     queue_keep: int
+    publish_sweep_seconds: float
 
 
 def _read(name: str, default, cast=str):
@@ -97,7 +98,8 @@ def _limits() -> dict[str, int]:
 
 
 def _queue_settings() -> dict:
-    """This deployment's name among those sharing a backend, and the publish queues' retention."""
+    """This deployment's name among those sharing a backend, the publish queues' retention, and how often a
+    processor sweeps every queue (publishing/processor.py)."""
     deployment = _read("BETAASSI_DEPLOYMENT", "default").strip()
     if not DEPLOYMENT_NAME.fullmatch(deployment):
         raise ImproperlyConfigured(f"BETAASSI_DEPLOYMENT={deployment!r} must be 1 to 40 letters, digits, '_', '-' "
@@ -107,7 +109,11 @@ def _queue_settings() -> dict:
     if prune < 0 or keep < 0:
         raise ImproperlyConfigured(f"BETAASSI_QUEUE_PRUNE_SECONDS={prune} and BETAASSI_QUEUE_KEEP={keep} must not "
                                    "be negative")
-    return {"deployment": deployment, "queue_prune_seconds": prune, "queue_keep": keep}
+    sweep = _read("BETAASSI_PUBLISH_SWEEP_SECONDS", 60.0, float)
+    if not sweep > 0:
+        raise ImproperlyConfigured(f"BETAASSI_PUBLISH_SWEEP_SECONDS={sweep} must be positive")
+    return {"deployment": deployment, "queue_prune_seconds": prune, "queue_keep": keep,
+            "publish_sweep_seconds": sweep}
 
 
 def _recheck_seconds() -> float:

@@ -46,8 +46,9 @@ FOLLOWED = re.compile(r"followed event=(\S+) assistant=(\S+) op=\S+ session=\S+ 
 @pytest.fixture(scope="module")
 def host():
     """The host deployment: daphne with the embedded API on a database of its own; no in-server processor."""
+    # Events another deployment publishes reach a processor at its sweep (no wake-up or hint crosses projects).
     env = {"DJANGO_SETTINGS_MODULE": "tests.settings", "BETAASSI_DEPLOYMENT": "host",
-           "BETAASSI_IN_SERVER_PROCESSOR": "false", "LOG_LEVEL": "INFO"}
+           "BETAASSI_IN_SERVER_PROCESSOR": "false", "LOG_LEVEL": "INFO", "BETAASSI_PUBLISH_SWEEP_SECONDS": "0.5"}
     with (scratch_database_url(_database_url()) as url,
           LiveServer(url, env=env, cwd=django_settings.BASE_DIR) as server):
         server.manage("migrate", "--run-syncdb", "--noinput", "-v", "0")  # the test app has no migrations
@@ -62,7 +63,7 @@ def shop(host, settings):
     settings.BETAASSI_DEPLOYMENT = "shop"
     return {**os.environ, "DATABASE_URL": shared_database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
             "BETAASSI_BACKEND": "remote", "OPENAI_BASE_URL": host.base_url, "OPENAI_API_KEY": host.api_key,
-            "BETAASSI_DEPLOYMENT": "shop", "LOG_LEVEL": "INFO"}
+            "BETAASSI_DEPLOYMENT": "shop", "LOG_LEVEL": "INFO", "BETAASSI_PUBLISH_SWEEP_SECONDS": "0.5"}
 
 
 def _processor(env: dict[str, str]) -> subprocess.Popen:
@@ -218,7 +219,7 @@ def test_woken_by_a_publish_the_follower_polls_until_the_owner_applied_it(host, 
     with RedisServer() as server:
         settings.CHANNEL_LAYERS = redis_channel_layers(server.url)
         channel_layers.backends.clear()
-        shop_env = {**shop, "REDIS_URL": server.url}
+        shop_env = {**shop, "REDIS_URL": server.url, "BETAASSI_PUBLISH_SWEEP_SECONDS": SLOW_POLL}
         command = [sys.executable, "manage.py", "process_publish_queue", "--interval", SLOW_POLL]
         host_processor = _processor(host.env)
         shop_processor = None

@@ -9,6 +9,7 @@ import pytest
 from django.test import override_settings
 
 from betaassi_django.publishing import notify
+from betaassi_django.publishing.models import PublishHint
 from betaassi_django.publishing.wake import Waker
 from project.settings import redis_channel_layers
 from tests.redis_server import RedisServer
@@ -64,6 +65,20 @@ def _woken_through_redis(timeout: float = 5) -> bool:
     notify.local_wake.clear()
     notify.send(notify.WAKE_GROUP, {"type": "publish.wake", "assistant": "asst_x"})
     return notify.local_wake.wait(timeout)
+
+
+def test_a_wake_up_through_redis_names_its_assistant(redis_server):
+    """The listener hands the processor the assistant the message names: it drains that queue only."""
+    with override_settings(CHANNEL_LAYERS=redis_channel_layers(redis_server.url)):
+        waker = Waker()
+        try:
+            assert waker.listening.wait(10)
+            notify.take_woken()
+            assert _woken_through_redis()
+            assert notify.take_woken() == {"asst_x"}
+            assert notify.take_woken() == set()  # taken once
+        finally:
+            waker.close()
 
 
 def _wait(predicate, timeout: float) -> bool:
@@ -125,6 +140,7 @@ def test_under_the_stock_layer_the_listener_reconnects_itself(redis_server, logg
     assert sum("wake-up listener" in r.getMessage() for r in logged.records) == 2  # no line per retry, any level
 
 
+@pytest.mark.django_db
 def test_publishers_say_once_that_wake_ups_cannot_be_sent_while_redis_is_down(redis_server, logged):
     with override_settings(CHANNEL_LAYERS=redis_channel_layers(redis_server.url)):
         notify.wake("asst_x")
@@ -134,6 +150,7 @@ def test_publishers_say_once_that_wake_ups_cannot_be_sent_while_redis_is_down(re
         redis_server.start()
         notify.wake("asst_x")
         notify.wake("asst_x")
+    assert PublishHint.objects.filter(assistant_id="asst_x").count() == 6  # each wake-up left its hint
     warnings = logged.warnings()
     assert len(warnings) == 2, warnings
     assert warnings[0].startswith("could not send publish.wake to betaassi.publish (ConnectionError: ")

@@ -8,8 +8,10 @@ and the sessions it touched are re-read from the registry into the local ``Sessi
 
 Registration does not block the processor: the follower publishes ``consumer.register`` once (its position starts
 at the root's high water mark, after a full copy of the registry into the mirror) and looks for the directory
-entry on later passes. Woken by a publish in this process, it asks the processor to poll fast (``interval``)
-while events are published but not yet applied by the owner. docs/deployment.md.
+entry on later passes. The processor follows each such assistant at its sweep, and at every cycle the assistants a
+wake-up or hint names; woken by a publish in this process, the follower asks it to poll fast (``interval``) and
+to follow at every cycle those with events published but not yet applied by the owner (``watching``).
+docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ class Follower:
     def _woken(self) -> None:
         self._eager_since = time.monotonic()
 
+    def hinted(self) -> None:
+        """A publish of this project reached the processor as a hint (another process, no wake-up across): as
+        woken."""
+        self._woken()
+
     @property
     def api(self) -> openai.OpenAI:
         return get_client()
@@ -71,6 +78,11 @@ class Follower:
     def eager(self) -> bool:
         """Within ``EAGER_SECONDS`` of a wake-up in this process (a publish here)."""
         return self._eager_since is not None and time.monotonic() - self._eager_since < EAGER_SECONDS
+
+    def watching(self) -> set[str]:
+        """The assistants to follow at every cycle, not only at the processor's sweep: those with events published
+        here that their owner has not applied yet, while ``eager``."""
+        return set(self._waiting) if self.eager else set()
 
     def interval(self, default: float) -> float:
         """How long the processor may wait before the next pass: ``FAST_POLL`` while an event published here

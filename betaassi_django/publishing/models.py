@@ -55,6 +55,24 @@ class PublishState(models.Model):
         return f"{self.assistant_id}: {self.failures} failure(s)" if self.failures else f"{self.assistant_id}: ok"
 
 
+class PublishHint(models.Model):
+    """An event was published on this assistant's queue (one row per publish, by the publishing process).
+
+    The processors' poll reads these rows, one query per cycle, instead of every assistant's queue; a processor
+    deletes an assistant's rows once it has drained that queue. A hint that is lost (the publisher died before
+    writing it, or another deployment published) is made up for by the processors' slower full sweep.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    assistant_id = models.CharField(max_length=64, db_index=True)
+
+    class Meta:
+        verbose_name = "publish-queue hint"
+
+    def __str__(self) -> str:
+        return f"{self.assistant_id} #{self.pk}"
+
+
 class PublishedEvent(models.Model):
     """What the processor did with one publish-queue event (the backend message is the event)."""
 

@@ -1,7 +1,9 @@
 """The publish queue's notices through the channel layer: wake-ups and broadcasts (within one process, directly).
 
 Publishers call ``wake(assistant_id)`` so a processor applies the event within
-milliseconds instead of at its next poll. The channel layer carries wake-ups
+milliseconds instead of at its next poll. A wake-up names its assistant (``take_woken``), so the woken
+processor drains that queue only; it also leaves a hint in the database (``PublishHint``), the one question
+a processor's poll asks per cycle (``hints``), for processes no wake-up reaches. The channel layer carries wake-ups
 across processes when it is channels-redis; within a process they reach every
 waiter: ``local_wake`` (the processor's event) and each subscribed callback
 (consumers), so a processor and any number of consumers in one process are all
@@ -35,6 +37,8 @@ _server_loop: asyncio.AbstractEventLoop | None = None
 _send_failing = False  # the last send through a cross-process layer failed
 _waiters: dict[tuple, Callable[[], Callable[[], None] | None]] = {}  # id(callback) -> a (weak) reference to it
 _waiters_lock = threading.Lock()
+_woken: set[str] = set()  # assistants named by wake-ups since the processor last took them
+_hint_failing = False  # the last hint could not be written
 
 
 def subscribe(callback: Callable[[], None]) -> None:
@@ -58,8 +62,12 @@ def _key(callback) -> tuple:
     return (id(owner), getattr(callback, "__name__", ""))
 
 
-def wake_local() -> None:
-    """Wake every waiter of this process: the processor's ``local_wake`` and each subscriber."""
+def wake_local(assistant_id: str | None = None) -> None:
+    """Wake every waiter of this process: the processor's ``local_wake`` and each subscriber (naming the
+    assistant whose queue has a new event, when known)."""
+    if assistant_id:
+        with _waiters_lock:
+            _woken.add(assistant_id)
     local_wake.set()
     with _waiters_lock:
         refs = list(_waiters.items())
@@ -118,9 +126,54 @@ def send(group: str, message: dict) -> None:
         _send_failing = False
 
 
+def take_woken() -> set[str]:
+    """The assistants named by wake-ups since the last call (the processor drains these)."""
+    with _waiters_lock:
+        woken = set(_woken)
+        _woken.clear()
+    return woken
+
+
+def hint(assistant_id: str) -> None:
+    """Leave a row saying ``assistant_id`` has a new event, for processors no wake-up reaches. Best effort: a
+    hint that cannot be written is made up for by the processors' full sweep (logged once per outage)."""
+    global _hint_failing
+    from .models import PublishHint
+
+    try:
+        PublishHint.objects.create(assistant_id=assistant_id)
+    except Exception as exc:  # a locked or unreachable database, or no database access in this context
+        if not _hint_failing:
+            logger.warning("could not leave a publish hint for %s (%s: %s); the processors' sweep will find the "
+                           "event", assistant_id, type(exc).__name__, exc)
+        _hint_failing = True
+    else:
+        _hint_failing = False
+
+
+def hints(assistant_ids: list[str] | None = None) -> dict[str, int]:
+    """The assistants with hints, each with its newest hint's id: one query."""
+    from django.db.models import Max
+
+    from .models import PublishHint
+
+    rows = PublishHint.objects.all()
+    if assistant_ids is not None:
+        rows = rows.filter(assistant_id__in=assistant_ids)
+    return dict(rows.values("assistant_id").annotate(last=Max("id")).values_list("assistant_id", "last"))
+
+
+def clear_hints(assistant_id: str, up_to: int) -> None:
+    """Drop the hints a processor has acted on (those written later stay: their events may be newer)."""
+    from .models import PublishHint
+
+    PublishHint.objects.filter(assistant_id=assistant_id, id__lte=up_to).delete()
+
+
 def wake(assistant_id: str) -> None:
     """Tell processors and consumers that ``assistant_id`` has a new event."""
-    wake_local()
+    hint(assistant_id)
+    wake_local(assistant_id)
     if shared_layer() is not None:
         send(WAKE_GROUP, {"type": "publish.wake", "assistant": assistant_id})
 

@@ -16,6 +16,13 @@ itself gets wrong is a rejection with its reason, never a failure. Every
 backend (:mod:`.registrations`, with the consumer directory). Only assistants
 this deployment owns are applied (:mod:`.ownership`); the others are handed to
 the ``follower``, when there is one.
+
+Finding the work (``serve``): a wake-up names its assistant, so the woken processor drains that queue only;
+between wake-ups a cycle asks one question, the database's publish hints (``notify.hints``: one query, no
+backend request), so an idle processor's cost does not grow with the number of assistants. What no hint
+announces (another deployment published, or a publisher died before its hint) is found by the full sweep every
+``BETAASSI_PUBLISH_SWEEP_SECONDS``: one read per queue, a lease only where the newest event is not one this
+process has applied. ``run_once`` (``--once``, the tests) drains every queue, as a sweep without that memory.
 """
 
 from __future__ import annotations
@@ -35,13 +42,13 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from betaassi_django import quotas
+from betaassi_django import conf, quotas
 from betaassi_django.client import get_client
 from betaassi_django.messages import text_of
 from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.registry import Page, Root, double, encode_run, needs_growth, overflow_metadata, page_threads
 
-from . import health, lease, notify, ownership, registrations, retention
+from . import health, lease, notify, ownership, positions, registrations, retention
 from .apply import Batch, Facts, Outcome, apply_events, wanted
 from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry, publish_thread, tagged_for
 from .mirror import existing_users, mirror_session
@@ -49,6 +56,11 @@ from .models import PublishedEvent, Session
 from .wake import Waker
 
 logger = logging.getLogger("betaassi_django.publishing")
+
+#: The most of a core a processor's sweeps may take: with many assistants, sweeps are further apart.
+SWEEP_SHARE = 0.01
+#: Queues a sweep reads between two looks at the wake-ups and hints (which are applied at once, mid-sweep).
+SWEEP_INTERLEAVE = 25
 
 
 def default_holder() -> str:
@@ -74,6 +86,10 @@ class Processor:
         self.lease_seconds = lease_seconds
         self.api = get_client()
         self.failed: dict[str, str] = {}
+        self._done: set[str] = set()
+        self._work_cpu = 0.0  # CPU seconds spent draining since the current sweep started
+        #: Assistant id -> the newest event this process saw before draining that queue to the end (``sweep``).
+        self._applied: dict[str, str] = {}
 
     # -- discovery ----------------------------------------------------------------
 
@@ -93,34 +109,128 @@ class Processor:
         return found
 
     def serve(self, interval: float, stop: threading.Event) -> None:
-        """Process until ``stop`` is set: at once when woken, else every ``interval`` seconds (or sooner when
-        the follower waits for another deployment to apply an event published here)."""
+        """Process until ``stop`` is set. Idle, a cycle costs one query (``run_pending``): woken, it drains the
+        assistants the wake-ups and hints name; every ``BETAASSI_PUBLISH_SWEEP_SECONDS`` (and at the start) it
+        sweeps every assistant (``sweep``). Cycles come every ``interval`` seconds, or sooner when woken or
+        when the follower waits for another deployment to apply an event published here."""
         waker = Waker()
+        next_sweep = 0.0  # the first cycle is a sweep: whatever was published while no processor ran
+        first = True  # its cost is not a sweep's (imports, connections, a full drain of every queue)
         while not stop.is_set():
             notify.local_wake.clear()
+            woken = notify.take_woken()
             try:
-                self.run_once()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + conf.get().publish_sweep_seconds  # if the sweep fails
+                    next_sweep = time.monotonic() + self._swept(conf.get().publish_sweep_seconds, first=first)
+                    first = False
+                else:
+                    self.run_pending(woken)
             except Exception:  # the backend is down or a database hiccup: log it, keep serving
                 logger.exception("processing failed; retrying in %ss", interval)
             waker.wait(self.follower.interval(interval) if self.follower is not None else interval)
 
+    def _swept(self, period: float, *, first: bool = False) -> float:
+        """Sweep; the seconds until the next: ``period``, or longer when the sweep's own reads (its drains and
+        follows not counted: they are work) would cost more than ``SWEEP_SHARE`` of a core, so that an idle
+        processor's cost stays bounded whatever the number of assistants."""
+        start, self._work_cpu = time.thread_time(), 0.0
+        self.sweep()
+        spent = max(0.0, time.thread_time() - start - self._work_cpu)
+        wait = period if first else max(period, spent / SWEEP_SHARE)
+        logger.log(logging.INFO if wait > period else logging.DEBUG,
+                   "swept %d queue(s) in %.2fs of CPU; next sweep in %.0fs (%.0f%% of a core at most)",
+                   len(self._applied), spent, wait, 100 * SWEEP_SHARE)
+        return wait
+
     def run_once(self, *, force: bool = False) -> int:
         """Every assistant's pending events; one that fails is recorded and backed off (``force``: tried
         even inside its back-off), the others go on."""
-        seen = 0
         self.failed: dict[str, str] = {}  # this pass's failures: assistant id -> the error
         assistants = self.assistants()
+        return self._run(assistants, health.states([a.id for a in assistants]), force=force)
+
+    def run_pending(self, woken: set[str] | frozenset[str] = frozenset()) -> int:
+        """One cycle between sweeps: only the assistants a wake-up in this process or a hint in the database
+        names (one query: ``notify.hints``), and those the follower watches. Idle, no backend request."""
+        self.failed = {}
+        hinted = notify.hints(self.assistant_ids)
+        wanted = set(hinted) | set(woken) | (self.follower.watching() if self.follower is not None else set())
+        if self.assistant_ids:
+            wanted &= set(self.assistant_ids)
+        if not wanted:
+            return 0
+        if hinted and self.follower is not None:
+            self.follower.hinted()  # one may be another deployment's assistant: watch for its owner's verdict
+        known = health.states(sorted(wanted))
+        assistants = []
+        for assistant_id in sorted(wanted):
+            if not health.due(known.get(assistant_id)):
+                continue  # inside its back-off: its hints stay for the attempt after
+            try:
+                assistants.append(self.api.beta.assistants.retrieve(assistant_id))
+            except openai.NotFoundError:  # deleted: nothing left to apply
+                if assistant_id in hinted:
+                    notify.clear_hints(assistant_id, hinted[assistant_id])
+            except openai.APIError as exc:
+                logger.error("cannot read assistant %s: %s", assistant_id, describe(exc))
+                self.failed[assistant_id] = health.failed(assistant_id, describe(exc)).last_error
+        seen = self._run([a for a in assistants if (a.metadata or {}).get(PUBLISH_KEY)], known)
+        self._clear(hinted)
+        return seen
+
+    def sweep(self) -> int:
+        """Every assistant (one list): what no wake-up or hint announced (events published by another deployment,
+        or by a process that died before its hint) is applied within a sweep. A queue whose newest event this
+        process has applied costs one read and no lease."""
+        self.failed = {}
+        hinted = notify.hints(self.assistant_ids)
+        assistants = self.assistants()
         known = health.states([a.id for a in assistants])
+        newest: dict[str, str] = {}
+        due = []
+        for index, assistant in enumerate(assistants):
+            if index % SWEEP_INTERLEAVE == SWEEP_INTERLEAVE - 1:  # a long sweep: the announced events meanwhile
+                self.run_pending(notify.take_woken())
+            if ownership.owned_here(assistant.metadata) and health.due(known.get(assistant.id)):
+                try:
+                    newest[assistant.id] = positions.newest(self.api, assistant.metadata[PUBLISH_KEY])
+                except openai.APIError:
+                    pass  # processed as before; its drain records the failure
+                else:
+                    if newest[assistant.id] == self._applied.get(assistant.id) and assistant.id not in hinted:
+                        continue
+            due.append(assistant)
+        seen = self._run(due, known, newest=newest)
+        self._clear(hinted)
+        return seen
+
+    def _clear(self, hinted: dict[str, int]) -> None:
+        for assistant_id in self._done & set(hinted):
+            notify.clear_hints(assistant_id, hinted[assistant_id])
+
+    def _run(self, assistants: list, known: dict, *, force: bool = False, newest: dict[str, str] | None = None) -> int:
+        """Drain (or follow) each of ``assistants``; one that fails is recorded and backed off, the others go on.
+        ``self._done``: those drained to the end under this process's lease (their hints may go); with
+        ``newest`` (read before the drain), what this process now knows it has applied."""
+        seen = 0
+        self._done: set[str] = set()
         for assistant in assistants:
             if not force and not health.due(known.get(assistant.id)):
                 continue
             if not ownership.owned_here(assistant.metadata):
-                self._follow(assistant, known.get(assistant.id))
+                started = time.thread_time()
+                recorded = self._follow(assistant, known.get(assistant.id))
+                if recorded is not None:
+                    self._done.add(assistant.id)
+                if recorded:  # work; a follow that found nothing is part of the sweep's idle cost
+                    self._work_cpu += time.thread_time() - started
                 continue
             if not lease.acquire(assistant.id, self.holder, self.lease_seconds):
                 continue
             logger.debug("lease acquired assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
             self.seen = 0
+            started = time.thread_time()
             try:
                 self.drain(assistant, known.get(assistant.id))
                 retention.maybe_prune(self.api, assistant)  # BETAASSI_QUEUE_PRUNE_SECONDS, under the lease
@@ -132,26 +242,33 @@ class Processor:
             else:
                 if assistant.id in known and known[assistant.id].failures:
                     health.succeeded(assistant.id)
+                if lease.holds(assistant.id, self.holder):  # not lost midway: drained to the end
+                    self._done.add(assistant.id)
+                    if newest is not None and assistant.id in newest:  # "" (an empty queue) too
+                        self._applied[assistant.id] = newest[assistant.id]
             finally:
+                self._work_cpu += time.thread_time() - started
                 seen += self.seen
                 logger.debug("lease released assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
                 lease.release(assistant.id, self.holder)
         return seen
 
-    def _follow(self, assistant, state) -> None:
-        """An assistant another deployment owns: never applied here; the follower (if any) mirrors it."""
+    def _follow(self, assistant, state) -> int | None:
+        """An assistant another deployment owns: never applied here; the follower (if any) mirrors it. The events
+        recorded; None when following it failed."""
         if self.follower is None:
-            return
+            return 0
         try:
-            self.follower.follow(assistant)
+            recorded = self.follower.follow(assistant)
         except Exception as exc:  # as a failed drain: this assistant only
             state = health.failed(assistant.id, describe(exc))
             self.failed[assistant.id] = state.last_error
             logger.exception("following assistant %s failed (%d in a row); retrying in %.0fs", assistant.id,
                              state.failures, health.backoff(state.failures))
-        else:
-            if state is not None and state.failures:
-                health.succeeded(assistant.id)
+            return None
+        if state is not None and state.failures:
+            health.succeeded(assistant.id)
+        return recorded
 
     # -- one assistant ----------------------------------------------------------
 

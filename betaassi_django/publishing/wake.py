@@ -112,8 +112,9 @@ async def listen_forever(listening: threading.Event, stop: threading.Event) -> N
 
 async def _receive(layer, channel: str) -> None:
     while True:
-        await layer.receive(channel)
-        notify.wake_local()
+        message = await layer.receive(channel)
+        assistant = message.get("assistant") if isinstance(message, dict) else None
+        notify.wake_local(assistant if isinstance(assistant, str) else None)  # the wake-up names its queue
 
 
 async def _rejoin(layer, channel: str) -> None:
