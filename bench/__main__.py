@@ -28,6 +28,8 @@ def main() -> None:
         return consumers_alone(like, n)
     if sys.argv[1:] == ["turns"]:
         return turns_alone(like, n)
+    if sys.argv[1:] == ["scale"]:
+        return scale_alone(like)
     if sys.argv[1:] == ["idle"]:
         return idle_alone(like)
     with scratch_database_url(like) as local_url, scratch_database_url(like) as server_url:
@@ -42,6 +44,10 @@ def main() -> None:
             run_all(server, n)
             from django.db import connections
 
+            from . import scale_sessions
+
+            scale_sessions.run()  # 100,000 sessions on one assistant (in-process)
+
             from betaassi_django.assistants_api.engine import engine
 
             engine.close_connections()
@@ -49,6 +55,9 @@ def main() -> None:
     from . import websockets
 
     websockets.run(like, ROOT)  # its own daphne and scratch database: K concurrent sessions
+    from . import scale
+
+    scale.connections(like, ROOT)  # 1,000 WebSocket connections on one daphne
     from . import idle
 
     idle.run(like, ROOT)  # the processors' idle CPU with 1,000 assistants: their own daphne / process, databases
@@ -81,6 +90,31 @@ def consumers_alone(like: str, n: int) -> None:
     from .report import print_table
 
     print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
+    print_table()
+
+
+def scale_alone(like: str) -> None:
+    """``python -m bench scale``: 100,000 sessions (scratch database) and 1,000 connections (its own daphne)."""
+    from betaassi_django.testing import scratch_database_url
+
+    with scratch_database_url(like) as local_url:
+        os.environ["DATABASE_URL"] = local_url
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connections
+
+        from . import scale, scale_sessions
+
+        call_command("migrate", run_syncdb=True, verbosity=0)
+        if os.environ.get("BENCH_SCALE_PART", "sessions") != "connections":
+            scale_sessions.run()
+        connections.close_all()
+    if os.environ.get("BENCH_SCALE_PART", "connections") != "sessions":
+        scale.connections(like, ROOT)
+    from .report import print_table
+
     print_table()
 
 

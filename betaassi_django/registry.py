@@ -40,7 +40,9 @@ Registries of the old layout (no ``key``: ``crc32(session_id)`` buckets) stay
 readable; the processor rehashes one under a fresh secret on its first write.
 Overflow pages are written copy-on-write (an unchanged run keeps its thread;
 a changed one gets a new thread, the head switches to it in one write), so a
-crash at any point leaves the head's layout whole.
+crash at any point leaves the head's layout whole. Runs keep their boundaries
+from one write to the next (a run past its capacity is split, runs are packed
+75% full), so a change rewrites the one run it falls in, not every run after it.
 """
 
 from __future__ import annotations
@@ -120,7 +122,12 @@ class Page:
     stored_runs: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        self._chars = sum(_entry_chars(sid, record) for sid, record in self.sessions.items())
+        #: Each session's characters in the page's JSON (kept, so laying out runs encodes nothing).
+        self._sizes = {sid: _entry_chars(sid, record) for sid, record in self.sessions.items()}
+        self._chars = sum(self._sizes.values())
+        #: Upper bounds of one entry's characters and of one quoted session id's (for ``fits`` without a layout).
+        self._widest = max(self._sizes.values(), default=0)
+        self._longest_id = max((len(json.dumps(sid)) for sid in self.sessions), default=0)
 
     @classmethod
     def from_metadata(cls, thread_id: str, metadata: dict[str, str]) -> Page:
@@ -147,12 +154,15 @@ class Page:
     def put(self, session_id: str, record: dict) -> None:
         self.remove(session_id)
         self.sessions[session_id] = record
-        self._chars += _entry_chars(session_id, record)
+        entry = self._sizes[session_id] = _entry_chars(session_id, record)
+        self._chars += entry
+        self._widest = max(self._widest, entry)
+        self._longest_id = max(self._longest_id, len(json.dumps(session_id)))
 
     def remove(self, session_id: str) -> dict | None:
         record = self.sessions.pop(session_id, None)
         if record is not None:
-            self._chars -= _entry_chars(session_id, record)
+            self._chars -= self._sizes.pop(session_id)
         return record
 
     def encoded_sessions(self) -> str:
@@ -167,25 +177,51 @@ class Page:
         return self.chars() <= PAGE_CAPACITY_CHARS
 
     def runs(self) -> list[dict[str, dict]]:
-        """The sessions cut into overflow-page runs, in session-id order (empty when the head holds them)."""
+        """The sessions cut into overflow-page runs, in session-id order (empty when the head holds them).
+
+        Where the bucket already has a directory, its runs keep their boundaries (a run past its capacity is
+        split, an emptied one dropped), so a change rewrites the one run it falls in: the others encode as they
+        were stored and keep their threads. Packed anew (each run filled to ``RUN_FILL``, leaving room to grow)
+        when there is no directory, and filled to the brim only when nothing else fits the head's directory.
+        """
         if self.fits_head():
             return []
-        runs: list[dict[str, dict]] = [{}]
-        used = 1  # a run's JSON is 1 + the sum of its entries' characters
-        for session_id in sorted(self.sessions):
-            record = self.sessions[session_id]
-            entry = _entry_chars(session_id, record)
-            if runs[-1] and used + entry > OVERFLOW_CAPACITY_CHARS:
-                runs.append({})
-                used = 1
-            runs[-1][session_id] = record
-            used += entry
+        ordered = sorted(self.sessions.items())
+        layouts = [lambda: _pack(ordered, RUN_FILL * OVERFLOW_CAPACITY_CHARS, self._sizes),
+                   lambda: _pack(ordered, OVERFLOW_CAPACITY_CHARS, self._sizes)]
+        if self.directory:
+            layouts.insert(0, lambda: self._kept_runs(ordered))
+        for layout in layouts[:-1]:
+            runs = layout()
+            if directory_chars([min(run) for run in runs]) <= PAGE_CAPACITY_CHARS:
+                return runs
+        return layouts[-1]()
+
+    def _kept_runs(self, ordered: list[tuple[str, dict]]) -> list[dict[str, dict]]:
+        """The sessions in the directory's runs (by their first ids); a run grown past capacity is packed anew."""
+        firsts = [first for first, _ in self.directory]
+        groups: list[list[tuple[str, dict]]] = [[] for _ in firsts]
+        for item in ordered:
+            groups[max(bisect.bisect_right(firsts, item[0]) - 1, 0)].append(item)
+        runs: list[dict[str, dict]] = []
+        for group in groups:
+            if 1 + sum(self._sizes[sid] for sid, _ in group) <= OVERFLOW_CAPACITY_CHARS:
+                runs += [dict(group)] if group else []
+            else:
+                runs += _pack(group, RUN_FILL * OVERFLOW_CAPACITY_CHARS, self._sizes)
         return runs
 
     def fits(self) -> bool:
         """Whether the bucket can be laid out: in its head, or through a directory that fits the head's keys."""
         if self.fits_head():
             return True
+        # Packed to the brim, every run but the last holds more than capacity - widest entry - 1 characters
+        # of entries: a bound on the number of runs, so most checks need no layout (no sort of the bucket).
+        room = OVERFLOW_CAPACITY_CHARS - self._widest - 1
+        if room > 0:
+            most_runs = (self._chars + OVERFLOW_CAPACITY_CHARS - self._widest) // room + 1
+            if 2 + most_runs * (self._longest_id + _DIRECTORY_ID_CHARS + 4) <= PAGE_CAPACITY_CHARS:
+                return True
         return directory_chars([min(run) for run in self.runs()]) <= PAGE_CAPACITY_CHARS
 
     def head_metadata(self, directory: list[tuple[str, str]] | None = None) -> dict[str, str]:
@@ -199,6 +235,24 @@ class Page:
     def to_metadata(self) -> dict[str, str]:
         """The head's metadata when it holds every session (``RegistryFull`` otherwise)."""
         return self.head_metadata()
+
+
+#: How full a newly packed overflow run is made: the rest is room for the sessions that arrive later.
+RUN_FILL = 0.75
+
+
+def _pack(ordered: list[tuple[str, dict]], limit: float, sizes: dict[str, int]) -> list[dict[str, dict]]:
+    """Sessions in order, cut into runs of at most ``limit`` characters of JSON each (at least one session)."""
+    runs: list[dict[str, dict]] = [{}]
+    used = 1  # a run's JSON is 1 + the sum of its entries' characters
+    for session_id, record in ordered:
+        entry = sizes[session_id]
+        if runs[-1] and used + entry > limit:
+            runs.append({})
+            used = 1
+        runs[-1][session_id] = record
+        used += entry
+    return runs
 
 
 def directory_chars(firsts: list[str]) -> int:
@@ -252,8 +306,11 @@ class Root:
 
     def can_double(self, id_length: int = len(THREAD_PREFIX) + 24) -> bool:
         """Whether twice as many page ids still fit in the root's keys."""
-        short = id_length - len(THREAD_PREFIX)
-        return 2 * len(self.page_ids) * (short + 1) <= ROOT_PAGE_KEYS * MAX_VALUE_LENGTH
+        return self.can_hold(2 * len(self.page_ids), id_length)
+
+    def can_hold(self, count: int, id_length: int = len(THREAD_PREFIX) + 24) -> bool:
+        """Whether ``count`` page ids fit in the root's keys."""
+        return count * (id_length - len(THREAD_PREFIX) + 1) <= ROOT_PAGE_KEYS * MAX_VALUE_LENGTH
 
 
 #: Double the buckets once the table is this full, so buckets rarely need overflow pages.
@@ -271,6 +328,16 @@ def needs_growth(root: Root, pages: list[Page], touched: Page | None = None) -> 
     return sum(p.chars() for p in pages) > TARGET_LOAD * PAGE_CAPACITY_CHARS * len(pages)
 
 
+def growth_factor(root: Root, pages: list[Page]) -> int:
+    """How many times as many buckets bring the table under its target load (a power of two, as far as the
+    root holds; 1: no growth). A backlog applied in one batch may need more than one doubling."""
+    factor, total = 1, sum(p.chars() for p in pages)
+    while (total > TARGET_LOAD * PAGE_CAPACITY_CHARS * len(pages) * factor
+           and root.can_hold(2 * factor * len(root.page_ids))):
+        factor *= 2
+    return factor
+
+
 def double(root: Root, pages: list[Page], make_page, factor: int = 2) -> list[Page]:
     """``factor`` times as many buckets, all new, with every session where its id now hashes.
 
@@ -279,8 +346,8 @@ def double(root: Root, pages: list[Page], make_page, factor: int = 2) -> list[Pa
     directory is that one write), then deletes the old threads. A crash before the root write leaves
     the old layout whole.
     """
-    if factor > 1 and not root.can_double():
-        raise RegistryFull(f"the root holds {len(root.page_ids)} pages; twice as many do not fit")
+    if factor > 1 and not root.can_hold(factor * len(root.page_ids)):
+        raise RegistryFull(f"the root holds {len(root.page_ids)} pages; {factor} times as many do not fit")
     root.key = root.key or new_key()
     fresh = [make_page() for _ in range(factor * len(pages))]
     root.page_ids = [page.thread_id for page in fresh]

@@ -136,7 +136,8 @@ def test_colliding_sessions_with_long_models_through_the_publisher(staff):
             transports[0].requests.clear()
             session = support.sessions.get(session_id)
             assert (session.owner_id, session.model) == (user.pk, FAT_MODEL)
-            assert [m for m, _ in transports[0].requests] == ["GET", "GET", "GET"]
+            reads = [m for m, _ in transports[0].requests]  # the root is kept after the first lookup
+            assert reads == (["GET", "GET", "GET"] if session_id == ids[0] else ["GET", "GET"])
 
     # Change some, delete some: still one layout, the same in the registry, the mirror and the admin.
     for session_id in ids[:5]:

@@ -100,9 +100,11 @@ class Sessions(_Published):
         return self._publish(Event("session.delete", session_id, {}), wait, timeout)
 
     def get(self, session_id: str) -> Session | None:
-        """One session from the registry in the backend (two reads), as a ``Session``; None if absent."""
+        """One session from the registry in the backend, as a ``Session``; None if absent. Two reads the first time
+        (the root, the bucket's head); then the root's directory is kept: the head, and in an overflowed bucket
+        (past about 20,000 sessions) its one overflow page."""
         _, root_id = queue_ids(self.assistant)
-        record = find_record(get_client(), root_id, session_id)
+        record = find_record(get_client(), root_id, session_id, cached=True)
         return None if record is None else self._session(session_id, record)
 
     def list(self) -> list[Session]:

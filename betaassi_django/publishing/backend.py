@@ -72,9 +72,33 @@ def load_registry(api: openai.OpenAI, root_id: str) -> tuple[Root, list[Page]]:
     return root, [load_page(api, pid) for pid in root.page_ids]
 
 
-def find_record(api: openai.OpenAI, root_id: str, session_id: str) -> dict | None:
-    """One session's record: two reads (the root, then its bucket's head), three in an overflowed bucket."""
+#: Each registry's bucket directory (its root: key and page ids) as last read here, for ``find_record(cached=True)``.
+#: A root's directory changes only when the table grows (at most 8 times: 256 buckets is the most it holds), and
+#: the processor deletes the old heads before it records the batch that grew it: a head gone means "read again".
+_directories: dict[str, Root] = {}
+MAX_DIRECTORIES = 1024
+
+
+def find_record(api: openai.OpenAI, root_id: str, session_id: str, *, cached: bool = False) -> dict | None:
+    """One session's record: two reads (the root, then its bucket's head), three in an overflowed bucket.
+
+    ``cached``: the root as read before in this process, when there is one: the bucket's head (and, overflowed,
+    its one overflow page) only, 1 or 2 reads; a head that no longer exists (the table grew since) reads the
+    root again.
+    """
+    root = _directories.get(root_id) if cached else None
+    if root is not None:
+        with contextlib.suppress(openai.NotFoundError):
+            return _record_in(api, root, session_id)
     root = Root.from_metadata(root_id, _metadata(api, root_id))
+    if cached:
+        _directories[root_id] = root
+        while len(_directories) > MAX_DIRECTORIES:
+            _directories.pop(next(iter(_directories)))
+    return _record_in(api, root, session_id)
+
+
+def _record_in(api: openai.OpenAI, root: Root, session_id: str) -> dict | None:
     head_id = root.page_ids[root.bucket(session_id)]
     page = Page.from_metadata(head_id, _metadata(api, head_id))
     overflow_id = page.overflow_for(session_id)

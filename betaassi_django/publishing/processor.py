@@ -46,11 +46,19 @@ from betaassi_django import conf, quotas
 from betaassi_django.client import get_client
 from betaassi_django.messages import text_of
 from betaassi_django.metadata import TYPE_KEY
-from betaassi_django.registry import Page, Root, double, encode_run, needs_growth, overflow_metadata, page_threads
+from betaassi_django.registry import (
+    Page,
+    Root,
+    double,
+    encode_run,
+    growth_factor,
+    overflow_metadata,
+    page_threads,
+)
 
 from . import health, lease, notify, ownership, positions, registrations, retention
 from .apply import Batch, Facts, Outcome, apply_events, wanted
-from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_registry, publish_thread, tagged_for
+from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_page, publish_thread, tagged_for
 from .mirror import existing_users, mirror_session
 from .models import PublishedEvent, Session
 from .wake import Waker
@@ -275,27 +283,48 @@ class Processor:
     def drain(self, assistant, state=None) -> int:
         metadata = assistant.metadata or {}
         self._verdicts: dict[str, dict] = {}
-        root, pages = load_registry(self.api, metadata[REGISTRY_KEY])
+        # The registry as this processor last committed it is kept (for the 16 latest assistants): when the
+        # root still says what it wrote, the pages are as it wrote them (pages change only under the lease, and
+        # every commit moves the root's hwm), so a drain reads 1 thread, not every page (1,287 at 100,000).
+        registries = self.__dict__.setdefault("_registries", {})
+        registry_id = metadata[REGISTRY_KEY]
+        kept = registries.pop(registry_id, None)
+        root = Root.from_metadata(registry_id, self.api.beta.threads.retrieve(registry_id).metadata or {})
+        if kept is not None and kept[0].to_metadata() == root.to_metadata() and not (
+                state is not None and (state.orphans or state.pending)):
+            root, pages = kept
+        else:
+            pages = [load_page(self.api, page_id) for page_id in root.page_ids]
         self._repair(assistant.id, state, root, pages)
+        registries[registry_id] = (root, pages)
+        while len(registries) > 16:
+            registries.pop(next(iter(registries)))
         self.seen = 0
         while True:
             listed = publish_thread(self.api, metadata[PUBLISH_KEY], after=root.hwm, limit=self.batch_size)
-            events = [(m.id, text_of(m)) for m in listed.data]
-            carried = {m.id for m in listed.data if registrations.carries_verdict(m)}
+            messages = list(listed.data)
+            # A backlog is applied up to 10 lists at a time: a registry page a batch changes is written once for
+            # all of its events (at 100,000 sessions most batches touch most pages).
+            while listed.has_more and len(messages) < 10 * self.batch_size:
+                listed = publish_thread(self.api, metadata[PUBLISH_KEY], after=messages[-1].id, limit=self.batch_size)
+                messages += listed.data
+            events = [(m.id, text_of(m)) for m in messages]
+            carried = {m.id for m in messages if registrations.carries_verdict(m)}
             if not events:
                 return self.seen
             if not lease.acquire(assistant.id, self.holder, self.lease_seconds):
                 logger.warning("lost the lease of %s; stopping", assistant.id)
                 return self.seen
+            registries.pop(registry_id, None)  # changed in memory from here until committed
             now = int(datetime.datetime.now(tz=datetime.UTC).timestamp())
             facts = self._facts(assistant, events)
             self._created: list[str] = []  # threads this batch creates: orphans until its commit names them
             batch = apply_events(root, pages, events, now, facts)
             old_threads: list[str] = []
-            if not root.key or needs_growth(root, pages):  # grow, or give an old-layout registry its key
+            factor = growth_factor(root, pages)
+            if not root.key or factor > 1:  # grow, or give an old-layout registry its key
                 old_threads = [thread for page in pages for thread in page_threads(page)]
-                pages = double(root, pages, lambda: self._new_page(assistant.id),
-                               factor=2 if needs_growth(root, pages) else 1)
+                pages = double(root, pages, lambda: self._new_page(assistant.id), factor=factor)
                 for page in pages:
                     page.applied = root.hwm
                 batch.changed = set(range(len(pages)))
@@ -308,9 +337,13 @@ class Processor:
             pending = self._pending(assistant.id, batch, root, pages)
             health.set_pending(assistant.id, pending)  # written by the next attempt if this one dies committed
             replaced = self._commit(assistant.id, root, pages, batch)
+            registries[registry_id] = (root, pages)
             health.drop_orphans(assistant.id, self._created)
+            if old_threads:  # a grown table's old pages go before the batch is recorded: a reader that kept the
+                delete_threads(self.api, old_threads)  # old root finds them gone once wait() returns
+                health.drop_orphans(assistant.id, old_threads)
             self._record(assistant.id, pending)
-            self._clean_up(assistant.id, [*old_threads, *replaced], batch, facts)
+            self._clean_up(assistant.id, replaced, batch, facts)
             notify.broadcast(assistant.id, [
                 {"event_id": o.event_id, "op": o.op, "session_id": o.session_id, "status": o.status}
                 for o in batch.outcomes])
@@ -358,6 +391,7 @@ class Processor:
         """The changed buckets (new overflow pages, then the head), then the root: the high water mark moves
         last. Returns the overflow threads the heads no longer name (to delete once committed)."""
         replaced: list[str] = []
+        laid_out = []  # (page, directory): every changed bucket's new runs are created first
         for index in sorted(batch.changed):
             page = pages[index]
             directory = []
@@ -366,17 +400,20 @@ class Processor:
                 thread_id = page.stored_runs.get(encoded)
                 if thread_id is None:
                     thread_id = self.api.beta.threads.create(metadata=overflow_metadata(encoded)).id
-                    health.add_orphans(assistant_id, [thread_id])
                     self._created.append(thread_id)
                     page.stored_runs[encoded] = thread_id
                 directory.append((min(run), thread_id))
             kept = {thread_id for _, thread_id in directory}
-            unlinked = [t for t in {*page.stored_runs.values(), *(t for _, t in page.directory)} if t not in kept]
-            health.add_orphans(assistant_id, unlinked)
+            replaced += [t for t in {*page.stored_runs.values(), *(t for _, t in page.directory)} if t not in kept]
+            laid_out.append((page, directory))
+        # One record of the batch's orphans (the new runs, and the runs the heads will no longer name), before
+        # any head names or drops them: at 100,000 sessions most batches change most of the 256 buckets.
+        health.add_orphans(assistant_id, [*self._created, *replaced])
+        for page, directory in laid_out:
             self.api.beta.threads.update(page.thread_id, metadata=page.head_metadata(directory))
+            kept = {thread_id for _, thread_id in directory}
             page.directory = directory
             page.stored_runs = {e: t for e, t in page.stored_runs.items() if t in kept}
-            replaced += unlinked
         self.api.beta.threads.update(root.thread_id, metadata=root.to_metadata())
         return replaced
 
