@@ -23,3 +23,7 @@ BETAASSI_MAX_SESSIONS_PER_USER_PER_ASSISTANT = 0
 
 # Users are made by the hundred in the tests: see tests/hashers.py.
 PASSWORD_HASHERS = ["tests.hashers.QuickPBKDF2PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The flush between transactional tests deletes rows rather than truncating tables: tests/postgresql/base.py.
+    DATABASES["default"]["ENGINE"] = "tests.postgresql"
