@@ -160,7 +160,7 @@ async def test_astream_yields_the_reply_in_deltas(user):
     assert deltas == ["echo: ", "hello ", "there ", "[context=1]"]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_ten_thousand_sessions_on_one_assistant(user):
     """The registry holds 10,000 sessions; finding any one costs two backend reads."""
     from betaassi_django.client import build_client, use_clients
