@@ -1,21 +1,22 @@
 """A session's turns: the user's message, a run, the function-tool rounds, the reply. One home for all three ways in.
 
-- ``ask(session, text)`` (``Session.ask``): sync, polls the run and returns the whole reply;
+- ``ask(session, text)`` (``Session.ask``): sync, returns the whole reply as the run ends;
 - ``astream(session, text)`` (``Session.astream``): async, yields the reply's text deltas;
 - ``submit(session, text)`` (the WebSocket consumer): queues a turn whose frames go to the session's
   channel-layer group, so each connection to the session, in any server process, receives the same stream
   (the contract: docs/websocket.md).
 
-All three send the message with the run (``_run_request``), count the turn against the same limits (``quotas``:
-``ask`` and ``astream`` here, a WebSocket turn in the consumer as it admits the frame, with the access check in
-one database trip) and run the assistant's function tools between rounds (``tools``); the two async ones share
-one stream of run events across tool rounds (``_run_events``). A process answers a session's WebSocket turns
-one at a time, in arrival order; another process's run on the same thread is waited out, because the API refuses
-a second active run (and new messages) on a thread. ``ask`` and ``astream`` do not wait: they get the API's 400.
+All three send the message with the run (``run_stream.run_request``), count the turn against the same limits
+(``quotas``: ``ask`` and ``astream`` here, a WebSocket turn in the consumer as it admits the frame, with the access
+check in one database trip) and run the assistant's function tools between rounds (``run_stream``); the two async
+ones share one stream of run events across tool rounds (``run_stream.turn_events``). A process answers a
+session's WebSocket turns one at a time, in arrival order; another process's run on the same thread is waited
+out, because the API refuses a second active run (and new messages) on a thread. ``ask`` and ``astream`` do not
+wait: they get the API's 400.
 
 The session is anything with the ``Session`` row's attributes (``assistant_id``, ``session_id``, ``thread_id``,
 ``owner_id``, ``run_options()``, ``touch()``): this module sits below the publish queue that owns that table,
-and imports only the clients, the tools, the quotas and the low helpers (group names, message text).
+and imports only ``run_stream``, the clients, the quotas and the low helpers (group names, message text).
 """
 
 from __future__ import annotations
@@ -31,13 +32,11 @@ from dataclasses import dataclass, field
 import openai
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from openai.types.beta.threads import Message, Run
 
-from betaassi_django import quotas
-from betaassi_django.client import get_async_client, get_client, in_process, run_events, stop_run_events
+from betaassi_django import quotas, run_stream
+from betaassi_django.client import get_async_client, get_client
 from betaassi_django.groups import session_group
 from betaassi_django.messages import text_of, text_of_all
-from betaassi_django.tools import outputs_for_run, outputs_for_run_sync
 
 logger = logging.getLogger("betaassi_django.sessions")
 
@@ -47,10 +46,7 @@ MAX_PENDING_TURNS = 16
 HISTORY_MESSAGES = 50
 #: Deltas that arrive closer together than this are sent as one frame.
 DELTA_COALESCE_SECONDS = 0.02
-#: How long a turn waits for another process's run on the same thread.
-BUSY_WAIT_SECONDS = 120.0
 
-ACTIVE_RUN_STATUSES = {"queued", "in_progress", "requires_action", "cancelling"}
 RUN_END_EVENTS = {"thread.run.failed", "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"}
 
 
@@ -115,35 +111,6 @@ class _Deltas:
         await self.flush()
 
 
-async def _latest_run_active(api: openai.AsyncOpenAI, thread_id: str) -> bool:
-    runs = await api.beta.threads.runs.list(thread_id, limit=1)
-    return bool(runs.data) and runs.data[0].status in ACTIVE_RUN_STATUSES
-
-
-def _refused_for_active_run(exc: openai.BadRequestError) -> bool:
-    """Whether the API refused because the thread has an active run (OpenAI's own wording, which the embedded
-    API keeps), rather than for the request itself."""
-    message = str(exc.message)
-    return "already has an active run" in message or ("while a run" in message and "is active" in message)
-
-
-async def _when_idle(api: openai.AsyncOpenAI, thread_id: str, call):
-    """``call()``, retried while another run on the thread (another server process's turn) is active.
-
-    A refusal for an active run is retried even when that run has ended by the time we look: it ended between
-    the refusal and now, so the thread is free for the next attempt.
-    """
-    deadline = time.monotonic() + BUSY_WAIT_SECONDS
-    while True:
-        try:
-            return await call()
-        except openai.BadRequestError as exc:
-            busy = _refused_for_active_run(exc) or await _latest_run_active(api, thread_id)
-            if time.monotonic() > deadline or not busy:
-                raise
-            await asyncio.sleep(0.05)
-
-
 async def _our_message(api: openai.AsyncOpenAI, thread_id: str):
     """The turn's user message: the thread's newest user message, as none can be added while our run is active."""
     page = await api.beta.threads.messages.list(thread_id, order="desc", limit=5)
@@ -156,125 +123,6 @@ async def _our_message(api: openai.AsyncOpenAI, thread_id: str):
 def _counted_user(session, user) -> int | None:
     """Whose turn it is for the quotas: ``user`` (a user or a pk) when given, else the session's owner."""
     return getattr(user, "pk", user) if user is not None else session.owner_id
-
-
-def _run_request(session, text: str) -> dict:
-    """A turn's run with its user message: the message goes in with the run (``additional_messages``),
-    atomically, so a turn of this or another process cannot slip its message between ours and our run."""
-    return {**session.run_options(), "additional_messages": [{"role": "user", "content": text}]}
-
-
-def _text_deltas(event) -> list[str]:
-    """The text pieces of a ``thread.message.delta`` event (as the SDK's ``text_deltas`` reads them), typed
-    by the SDK or the engine's dict (``_Event``)."""
-    if isinstance(event.data, dict):
-        return [part["text"]["value"] for part in event.data["delta"].get("content") or []
-                if part.get("type") == "text" and part.get("text") and part["text"].get("value")]
-    return [part.text.value for part in event.data.delta.content or []
-            if part.type == "text" and part.text and part.text.value]
-
-
-class _Event:
-    """A run event handed over by the run engine of this process (``_engine_events``): ``data`` is typed as the
-    SDK types it where a turn reads the object (runs, completed messages), and the engine's dict otherwise
-    (the deltas, most of a stream, are read raw)."""
-
-    __slots__ = ("data", "event", "user_message")
-
-    def __init__(self, event: str, data, user_message=None) -> None:
-        #: On ``thread.run.created``: the turn's user message, as the store created it with the run.
-        self.event, self.data, self.user_message = event, data, user_message
-
-
-def _event(event: str, data: dict) -> _Event:
-    if event.startswith("thread.run.") and not event.startswith("thread.run.step."):
-        return _Event(event, Run.construct(**data))
-    if event in ("thread.message.completed", "thread.message.incomplete"):
-        return _Event(event, Message.construct(**data))
-    return _Event(event, data)
-
-
-async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool) -> AsyncIterator:
-    """``_run_events`` for the embedded backend in this process: the run is created (and continued after its
-    function calls) through the SDK as always, but its events come from the engine's queue (``run_events``),
-    not as server-sent events encoded by the API and parsed again by the SDK in the same process."""
-    events = None
-
-    async def start(call):
-        nonlocal events
-        with run_events() as listener:
-            try:
-                run = await call()
-            except BaseException:
-                stop_run_events(listener)
-                raise
-        if listener.run_id != run.id:  # not reached through the in-process transport after all
-            stop_run_events(listener)
-            raise RuntimeError(f"run {run.id} was not created in this process")
-        events = listener
-        return run
-
-    def create():
-        return api.beta.threads.runs.create(**_run_request(session, text))
-
-    run = await (_when_idle(api, session.thread_id, lambda: start(create)) if wait_while_busy else start(create))
-    try:
-        added = [m for m in events.added_messages if m["role"] == "user"]
-        yield _Event("thread.run.created", run, Message.construct(**added[-1]) if added else None)
-        while True:
-            item = await events.get()
-            if item is None:
-                return
-            event = _event(*item)
-            if event.event != "thread.run.requires_action":
-                yield event
-                continue
-            outputs = await outputs_for_run(api, event.data)
-            stop_run_events(events)
-            await start(lambda run_id=event.data.id, outputs=outputs: api.beta.threads.runs.submit_tool_outputs(
-                run_id=run_id, thread_id=session.thread_id, tool_outputs=outputs))
-    finally:
-        stop_run_events(events)
-
-
-async def _run_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool) -> AsyncIterator:
-    """The streamed events of a turn's run, through every round of function calls.
-
-    On ``thread.run.requires_action`` the assistant's function tools run here and the run goes on in a new
-    stream (that event is not passed on). ``wait_while_busy``: retry while another run on the thread is active
-    (the WebSocket turns), rather than raise the API's 400 (``astream``). Consume it inside
-    ``contextlib.aclosing``, so the stream is closed as soon as the consumer stops.
-    """
-    if in_process(api):
-        async with contextlib.aclosing(_engine_events(api, session, text, wait_while_busy=wait_while_busy)) as events:
-            async for event in events:
-                yield event
-        return
-    manager = None
-
-    async def open_stream():
-        # Entering the SDK's stream manager sends the request, so an active-run refusal surfaces here, with
-        # nothing added.
-        nonlocal manager
-        manager = api.beta.threads.runs.stream(**_run_request(session, text))
-        return await manager.__aenter__()
-
-    stream = await (_when_idle(api, session.thread_id, open_stream) if wait_while_busy else open_stream())
-    try:
-        while stream is not None:  # the run's stream, then one more per round of function calls
-            current, stream = stream, None
-            async for event in current:
-                if event.event != "thread.run.requires_action":
-                    yield event
-                    continue
-                outputs = await outputs_for_run(api, event.data)
-                await manager.__aexit__(None, None, None)
-                manager = api.beta.threads.runs.submit_tool_outputs_stream(
-                    run_id=event.data.id, thread_id=session.thread_id, tool_outputs=outputs)
-                stream = await manager.__aenter__()
-                break
-    finally:
-        await manager.__aexit__(None, None, None)
 
 
 # -- the Python API: Session.ask and Session.astream ----------------------------------------------------------
@@ -290,7 +138,7 @@ def ask(session, text: str, *, user=None) -> str:
     """
     quotas.check_turn(session, _counted_user(session, user))
     api = get_client()
-    run, messages = (_ask_in_process if in_process(api) else _ask_streamed)(api, session, text)
+    run, messages = run_stream.run_to_end(api, session, text)
     session.touch()
     if run is None or run.status != "completed":
         status = run.status if run is not None else "without an end event"
@@ -299,61 +147,15 @@ def ask(session, text: str, *, user=None) -> str:
     return text_of_all(messages)
 
 
-def _ask_in_process(api: openai.OpenAI, session, text: str) -> tuple:
-    """``ask``'s run on the embedded backend in this process: its events from the engine's queue."""
-    messages: list = []
-    call = lambda: api.beta.threads.runs.create(**_run_request(session, text))  # noqa: E731
-    while True:
-        with run_events() as events:
-            try:
-                run = call()
-            except BaseException:
-                stop_run_events(events)
-                raise
-        try:
-            if events.run_id != run.id:
-                raise RuntimeError(f"run {run.id} was not created in this process")
-            ended = None
-            while (item := events.get_blocking()) is not None:
-                name, data = item
-                if name in ("thread.message.completed", "thread.message.incomplete"):
-                    messages.append(Message.construct(**data))
-                elif name.startswith("thread.run.") and not name.startswith("thread.run.step."):
-                    ended = Run.construct(**data)
-        finally:
-            stop_run_events(events)
-        if ended is None or ended.status != "requires_action":  # the model called the assistant's functions
-            return ended, [m for m in messages if m.status == "completed"]
-        outputs = outputs_for_run_sync(api, ended)
-        call = lambda run=ended, outputs=outputs: api.beta.threads.runs.submit_tool_outputs(  # noqa: E731
-            run_id=run.id, thread_id=session.thread_id, tool_outputs=outputs)
-
-
-def _ask_streamed(api: openai.OpenAI, session, text: str) -> tuple:
-    """``ask``'s run on a remote backend: streamed with the SDK's helper to its end (no polling)."""
-    messages: list = []
-    manager = api.beta.threads.runs.stream(**_run_request(session, text))
-    while True:
-        with manager as stream:
-            for event in stream:
-                if event.event == "thread.message.completed":
-                    messages.append(event.data)
-            run = stream.current_run
-        if run is None or run.status != "requires_action":
-            return run, messages
-        manager = api.beta.threads.runs.submit_tool_outputs_stream(
-            run_id=run.id, thread_id=session.thread_id, tool_outputs=outputs_for_run_sync(api, run))
-
-
 async def astream(session, text: str, *, user=None) -> AsyncIterator[str]:
     """Send ``text`` in ``session`` and yield the reply's text deltas as they arrive (``Session.astream``; the
     turn counts against ``user``, default the owner, as in ``ask``)."""
     await sync_to_async(quotas.check_turn)(session, _counted_user(session, user))
     api = get_async_client()
-    async with contextlib.aclosing(_run_events(api, session, text, wait_while_busy=False)) as events:
+    async with contextlib.aclosing(run_stream.turn_events(api, session, text, wait_while_busy=False)) as events:
         async for event in events:
             if event.event == "thread.message.delta":
-                for piece in _text_deltas(event):
+                for piece in run_stream.text_deltas(event):
                     yield piece
     await sync_to_async(session.touch)()
 
@@ -363,7 +165,7 @@ async def astream(session, text: str, *, user=None) -> AsyncIterator[str]:
 
 async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> None:
     run_id, deltas = None, None
-    async with contextlib.aclosing(_run_events(api, session, text, wait_while_busy=True)) as events:
+    async with contextlib.aclosing(run_stream.turn_events(api, session, text, wait_while_busy=True)) as events:
         async for event in events:
             name = event.event
             if name == "thread.run.created":
@@ -373,7 +175,7 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> Non
                 await emit({"type": "message.created", "message": message_frame(message)})
                 await emit({"type": "run.started", "run_id": run_id})
             elif name == "thread.message.delta" and deltas is not None:
-                for piece in _text_deltas(event):
+                for piece in run_stream.text_deltas(event):
                     await deltas.add(piece)
             elif name == "thread.message.completed":
                 if deltas is not None:
