@@ -3,155 +3,73 @@
 The database named by DATABASE_URL (SQLite by default) is never touched: the
 benchmarks run on a scratch database of the same kind, and the HTTP paths on a
 daphne server with a scratch database of its own. BENCH_N sets the number of
-measured operations per path (default 300). ``python -m bench consumers`` runs the consumers' rows alone (they
-need no daphne), ``python -m bench turns`` the chat-turn rows (bench/turns.py: ours, the floor and the peer).
+measured operations per path (default 300). One part alone: ``python -m bench consumers`` (the consumers' rows,
+no daphne), ``turns`` (bench/turns.py: a chat turn, ours, the floor and the peer), ``scale`` (100,000 sessions and
+1,000 connections; ``BENCH_SCALE_PART=sessions`` or ``connections`` for one of them) and ``idle`` (the processors'
+idle CPU with 1,000 assistants).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def scratch_django(like: str) -> Iterator[None]:
+    """Django set up on a migrated scratch database of the kind ``like`` names; its connections closed after."""
+    from betaassi_django.testing import scratch_database_url
+
+    with scratch_database_url(like) as local_url:
+        os.environ["DATABASE_URL"] = local_url
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connections
+
+        from betaassi_django.assistants_api.engine import engine
+
+        call_command("migrate", run_syncdb=True, verbosity=0)
+        try:
+            yield
+        finally:
+            engine.close_connections()
+            connections.close_all()
 
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # one table, not a log line per event the benchmarks apply
-    from betaassi_django.testing import LiveServer, scratch_database_url
-
     like = os.environ.get("DATABASE_URL") or f"sqlite:///{ROOT / 'db.sqlite3'}"
     n = int(os.environ.get("BENCH_N", "300"))
-    if sys.argv[1:] == ["consumers"]:
-        return consumers_alone(like, n)
-    if sys.argv[1:] == ["turns"]:
-        return turns_alone(like, n)
-    if sys.argv[1:] == ["scale"]:
-        return scale_alone(like)
-    if sys.argv[1:] == ["idle"]:
-        return idle_alone(like)
-    with scratch_database_url(like) as local_url, scratch_database_url(like) as server_url:
-        os.environ["DATABASE_URL"] = local_url
-        import django
+    part = sys.argv[1] if sys.argv[1:] else "all"
+    if part not in PARTS:
+        sys.exit(f"usage: python -m bench [{' | '.join(PARTS)}]")
+    PARTS[part](like, n)
+    from .report import print_table
 
-        django.setup()
-        from django.core.management import call_command
+    print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
+    print_table()
 
-        call_command("migrate", run_syncdb=True, verbosity=0)
-        with LiveServer(server_url, cwd=ROOT) as server:
-            run_all(server, n)
-            from django.db import connections
 
-            from . import scale_sessions
+def everything(like: str, n: int) -> None:
+    from betaassi_django.testing import LiveServer, scratch_database_url
 
-            scale_sessions.run()  # 100,000 sessions on one assistant (in-process)
+    from . import idle, scale, scale_sessions, websockets
 
-            from betaassi_django.assistants_api.engine import engine
-
-            engine.close_connections()
-            connections.close_all()
-    from . import websockets
-
+    with scratch_django(like), scratch_database_url(like) as server_url, LiveServer(server_url, cwd=ROOT) as server:
+        run_all(server, n)
+        scale_sessions.run()  # 100,000 sessions on one assistant (in-process)
     websockets.run(like, ROOT)  # its own daphne and scratch database: K concurrent sessions
-    from . import scale
-
     scale.connections(like, ROOT)  # 1,000 WebSocket connections on one daphne
-    from . import idle
-
     idle.run(like, ROOT)  # the processors' idle CPU with 1,000 assistants: their own daphne / process, databases
-    from .report import print_table
-
-    print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
-    print_table()
-
-
-def consumers_alone(like: str, n: int) -> None:
-    """``python -m bench consumers``: the consumers' benchmark on a scratch database, then its table."""
-    from betaassi_django.testing import scratch_database_url
-
-    with scratch_database_url(like) as local_url:
-        os.environ["DATABASE_URL"] = local_url
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-        from django.db import connections
-
-        from betaassi_django.assistants_api.engine import engine
-
-        from . import consumers
-
-        call_command("migrate", run_syncdb=True, verbosity=0)
-        consumers.run(samples=max(20, n // 6))
-        engine.close_connections()
-        connections.close_all()
-    from .report import print_table
-
-    print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
-    print_table()
-
-
-def scale_alone(like: str) -> None:
-    """``python -m bench scale``: 100,000 sessions (scratch database) and 1,000 connections (its own daphne)."""
-    from betaassi_django.testing import scratch_database_url
-
-    with scratch_database_url(like) as local_url:
-        os.environ["DATABASE_URL"] = local_url
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-        from django.db import connections
-
-        from . import scale, scale_sessions
-
-        call_command("migrate", run_syncdb=True, verbosity=0)
-        if os.environ.get("BENCH_SCALE_PART", "sessions") != "connections":
-            scale_sessions.run()
-        connections.close_all()
-    if os.environ.get("BENCH_SCALE_PART", "connections") != "sessions":
-        scale.connections(like, ROOT)
-    from .report import print_table
-
-    print_table()
-
-
-def idle_alone(like: str) -> None:
-    """``python -m bench idle``: the processors' idle CPU with 1,000 assistants and with 1 (bench/idle.py)."""
-    from . import idle
-
-    idle.run(like, ROOT)
-    from .report import print_table
-
-    print_table()
-
-
-def turns_alone(like: str, n: int) -> None:
-    """``python -m bench turns``: a chat turn against the floor and the peer (bench/turns.py), then its table."""
-    from betaassi_django.testing import scratch_database_url
-
-    with scratch_database_url(like) as local_url:
-        os.environ["DATABASE_URL"] = local_url
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-        from django.db import connections
-
-        from betaassi_django.assistants_api.engine import engine
-
-        from . import turns
-
-        call_command("migrate", run_syncdb=True, verbosity=0)
-        turns.run(n, like)
-        engine.close_connections()
-        connections.close_all()
-    from .report import print_table
-
-    print(f"database: {like.split(':', 1)[0]}, {n} measured operations per path")
-    print_table()
 
 
 def run_all(server, n: int) -> None:
@@ -175,6 +93,41 @@ def run_all(server, n: int) -> None:
     publishing.run(samples=max(20, n // 6))
     consumers.run(samples=max(20, n // 6))
     upstream.run(n)  # the openai responder against a fake upstream on loopback
+
+
+def consumers_alone(like: str, n: int) -> None:
+    from . import consumers
+
+    with scratch_django(like):
+        consumers.run(samples=max(20, n // 6))
+
+
+def turns_alone(like: str, n: int) -> None:
+    from . import turns
+
+    with scratch_django(like):
+        turns.run(n, like)
+
+
+def scale_alone(like: str, n: int) -> None:
+    from . import scale, scale_sessions
+
+    part = os.environ.get("BENCH_SCALE_PART", "")
+    if part != "connections":
+        with scratch_django(like):
+            scale_sessions.run()
+    if part != "sessions":
+        scale.connections(like, ROOT)
+
+
+def idle_alone(like: str, n: int) -> None:
+    from . import idle
+
+    idle.run(like, ROOT)
+
+
+PARTS = {"all": everything, "consumers": consumers_alone, "turns": turns_alone, "scale": scale_alone,
+         "idle": idle_alone}
 
 
 if __name__ == "__main__":
