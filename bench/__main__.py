@@ -62,9 +62,9 @@ def main() -> None:
 def everything(like: str, n: int) -> None:
     from betaassi_django.testing import LiveServer, scratch_database_url
 
-    from . import idle, scale, scale_sessions, websockets
-
     with scratch_django(like), scratch_database_url(like) as server_url, LiveServer(server_url, cwd=ROOT) as server:
+        from . import idle, scale, scale_sessions, websockets  # they import models: once Django is set up
+
         run_all(server, n)
         scale_sessions.run()  # 100,000 sessions on one assistant (in-process)
     websockets.run(like, ROOT)  # its own daphne and scratch database: K concurrent sessions
@@ -110,13 +110,15 @@ def turns_alone(like: str, n: int) -> None:
 
 
 def scale_alone(like: str, n: int) -> None:
-    from . import scale, scale_sessions
-
     part = os.environ.get("BENCH_SCALE_PART", "")
     if part != "connections":
         with scratch_django(like):
+            from . import scale_sessions
+
             scale_sessions.run()
     if part != "sessions":
+        from . import scale
+
         scale.connections(like, ROOT)
 
 
