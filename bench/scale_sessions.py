@@ -138,7 +138,7 @@ def drain_rate(support, processor: Processor, user, count: int, tag: str) -> tup
     for index in range(count):
         support.sessions.create(f"{tag}-{index}", owner=user)
     client, calls = counting_client(backend="embedded")
-    processor.api = client  # the same processor, its requests counted
+    processor.api = client  # the same processor (finding and draining), its requests counted
     with use_clients(client):
         start = time.perf_counter()
         seen = processor.run_once()

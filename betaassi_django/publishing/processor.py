@@ -57,13 +57,22 @@ class Processor:
         self.assistant_ids = assistant_ids
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
-        self.api = get_client()
+        self.queues = QueueDrainer(get_client(), holder=self.holder, batch_size=batch_size,
+                                   lease_seconds=lease_seconds)
         self.failed: dict[str, str] = {}
         self._done: set[str] = set()
         self._work_cpu = 0.0  # CPU seconds spent draining since the current sweep started
         #: Assistant id -> the newest event this process saw before draining that queue to the end (``sweep``).
         self._applied: dict[str, str] = {}
-        self.queues = QueueDrainer(self.api, holder=self.holder, batch_size=batch_size, lease_seconds=lease_seconds)
+
+    @property
+    def api(self) -> openai.OpenAI:
+        """The client of the backend: one for finding the work and draining it (set it to count requests)."""
+        return self.queues.api
+
+    @api.setter
+    def api(self, client: openai.OpenAI) -> None:
+        self.queues.api = client
 
     # -- discovery ----------------------------------------------------------------
 
