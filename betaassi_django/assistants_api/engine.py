@@ -131,6 +131,21 @@ def _on_kept_connection(function: Callable, *args):
             connection.close()
 
 
+def close_thread_connections(executor: ThreadPoolExecutor, workers: int) -> None:
+    """Close the database connection each of ``executor``'s ``workers`` threads holds: one task per thread, each
+    holding its thread (a barrier) until every thread has one."""
+    from django.db import connections
+
+    barrier = threading.Barrier(workers)
+
+    def close() -> None:
+        connections.close_all()
+        barrier.wait(30)
+
+    for done in [executor.submit(close) for _ in range(workers)]:
+        done.result(60)
+
+
 def _wake(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
@@ -150,6 +165,7 @@ class RunEngine:
         self._beat_failing = False
         self._stopped = False
         self._db_executor: ThreadPoolExecutor | None = None
+        self._db_workers = 0
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -166,8 +182,9 @@ class RunEngine:
                 from django.db import connection
 
                 # One writer on SQLite (its lock admits one anyway); a few on other databases.
-                workers = 1 if connection.vendor == "sqlite" else DB_THREADS
-                self._db_executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="betaassi-run-db")
+                self._db_workers = 1 if connection.vendor == "sqlite" else DB_THREADS
+                self._db_executor = ThreadPoolExecutor(max_workers=self._db_workers,
+                                                       thread_name_prefix="betaassi-run-db")
             return self._db_executor
 
     async def db(self, function: Callable, *args):
@@ -338,15 +355,7 @@ class RunEngine:
         with self._lock:
             executor, self._db_executor = self._db_executor, None
         if executor is not None:  # each thread closes its own connection, then the threads end
-            workers = executor._max_workers
-            barrier = threading.Barrier(workers)
-
-            def close_mine() -> None:
-                connections.close_all()
-                barrier.wait(30)
-
-            for done in [executor.submit(close_mine) for _ in range(workers)]:
-                done.result(30)
+            close_thread_connections(executor, self._db_workers)
             executor.shutdown(wait=True)
 
     def forget(self, run_id: str) -> None:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
-from django.db import connection, connections
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -29,6 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from betaassi_django import conf
 
 from . import scopes
+from .engine import close_thread_connections
 from .errors import ApiError, invalid, server_error
 from .limits import MAX_DEPTH, too_deep
 from .models import ApiKey, hash_key
@@ -158,14 +158,7 @@ def close_sqlite_executor_connections() -> None:
         executor = sqlite_executor(method)
         if executor is None:
             return
-        barrier = threading.Barrier(workers)  # one task per thread: each holds its thread until all have one
-
-        def close(barrier=barrier) -> None:
-            connections.close_all()
-            barrier.wait(30)
-
-        for done in [executor.submit(close) for _ in range(workers)]:
-            done.result(60)
+        close_thread_connections(executor, workers)
 
 
 def endpoint(**handlers: Handler):
