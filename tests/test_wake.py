@@ -77,6 +77,13 @@ def test_a_wake_up_through_redis_names_its_assistant(redis_server):
             assert _woken_through_redis()
             assert notify.take_woken() == {"asst_x"}
             assert notify.take_woken() == set()  # taken once
+            # A forged wake-up (anyone who can write to Redis) names no queue the processor would go and read:
+            # an id longer than any id, a number, none, an empty one. Each is still a plain wake-up.
+            for forged in ("asst_" + "x" * 5000, 7, None, ""):
+                notify.local_wake.clear()
+                notify.send(notify.WAKE_GROUP, {"type": "publish.wake", "assistant": forged})
+                assert notify.local_wake.wait(5)
+                assert notify.take_woken() == set()
         finally:
             waker.close()
 

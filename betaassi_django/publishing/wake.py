@@ -19,6 +19,8 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0
 #: Seconds between renewals of the wake group's membership: channels-redis forgets a member after a day
 #: (group_expiry), and a restarted Redis forgets every member at once.
 REJOIN_SECONDS = 60.0
+#: The longest assistant id a wake-up may name (the publish tables hold 64 characters).
+MAX_ID_CHARS = 64
 
 
 class Waker:
@@ -114,7 +116,8 @@ async def _receive(layer, channel: str) -> None:
     while True:
         message = await layer.receive(channel)
         assistant = message.get("assistant") if isinstance(message, dict) else None
-        notify.wake_local(assistant if isinstance(assistant, str) else None)  # the wake-up names its queue
+        named = isinstance(assistant, str) and 0 < len(assistant) <= MAX_ID_CHARS  # ids are at most 64 characters
+        notify.wake_local(assistant if named else None)  # the wake-up names its queue (a forged name: a plain wake)
 
 
 async def _rejoin(layer, channel: str) -> None:
