@@ -102,6 +102,30 @@ def _latency(support, user, samples: int, wake: bool) -> Timing:
     return timing
 
 
+def create_rate(support, processor: Processor, user, count: int, tag: str) -> float:
+    """Sessions per second: ``count`` ``sessions.create`` calls with a woken processor, until the last applied."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            notify.local_wake.clear()
+            processor.run_once()
+            notify.local_wake.wait(0.2)
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    start, last = time.perf_counter(), ""
+    for index in range(count):
+        last = support.sessions.create(f"{tag}-{index}", owner=user)
+    while not PublishedEvent.objects.filter(event_id=last).exists():
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    notify.local_wake.set()
+    worker.join()
+    return count / elapsed
+
+
 def latency_and_rate(user, samples: int) -> None:
     support = Support.objects.create()
     polling = _latency(support, user, samples, wake=False)
@@ -112,29 +136,9 @@ def latency_and_rate(user, samples: int) -> None:
                f"p50 <= 10 ms: {'met' if ok else 'MISSED'}")
 
     rate_support = Support.objects.create()
-    stop = threading.Event()
-
-    def loop() -> None:
-        processor = Processor(assistant_ids=[rate_support.id])
-        while not stop.is_set():
-            notify.local_wake.clear()
-            processor.run_once()
-            notify.local_wake.wait(0.2)
-
-    worker = threading.Thread(target=loop, daemon=True)
-    worker.start()
     count = 300
-    start = time.perf_counter()
-    last = ""
-    for index in range(count):
-        last = rate_support.sessions.create(f"r{index}", owner=user)
-    while not PublishedEvent.objects.filter(event_id=last).exists():
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - start
-    stop.set()
-    notify.local_wake.set()
-    worker.join()
-    add(NAME, f"sessions created through the queue ({count})", f"{count / elapsed:8.0f} sessions/s", "", "report")
+    rate = create_rate(rate_support, Processor(assistant_ids=[rate_support.id]), user, count, "r")
+    add(NAME, f"sessions created through the queue ({count})", f"{rate:8.0f} sessions/s", "", "report")
 
 
 def _drain_rate(user, count: int, poison: bool) -> tuple[float, int]:

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 
 from django.contrib.auth import get_user_model
 
 from betaassi_django.client import get_client, use_clients
 from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY
-from betaassi_django.models import PublishedEvent
-from betaassi_django.publishing import notify
 from betaassi_django.publishing.apply import apply_events
 from betaassi_django.publishing.backend import load_registry
 from betaassi_django.publishing.events import Event
@@ -39,6 +36,7 @@ from betaassi_django.registry import Page, double, encode_run, needs_growth, ove
 from betaassi_django.testing import counting_client
 from tests.testapp.models import Support
 
+from .publishing import create_rate
 from .report import add
 
 NAME = "scale"
@@ -95,30 +93,6 @@ def lookups(support, count: int, samples: int = 50) -> list[int]:
             assert support.sessions.get(f"chat-{index:08x}") is not None
             reads.append(len(calls))
     return reads
-
-
-def create_rate(support, processor: Processor, user, count: int, tag: str) -> float:
-    """Sessions per second: ``count`` ``sessions.create`` calls with a woken processor, until the last applied."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            notify.local_wake.clear()
-            processor.run_once()
-            notify.local_wake.wait(0.2)
-
-    worker = threading.Thread(target=loop, daemon=True)
-    worker.start()
-    start, last = time.perf_counter(), ""
-    for index in range(count):
-        last = support.sessions.create(f"{tag}-{index}", owner=user)
-    while not PublishedEvent.objects.filter(event_id=last).exists():
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - start
-    stop.set()
-    notify.local_wake.set()
-    worker.join()
-    return count / elapsed
 
 
 def store_floor(support, count: int) -> float:
