@@ -4,7 +4,7 @@ Every state change is one database transaction followed by the stream events
 OpenAI emits for it. The reply message and its ``message_creation`` step are
 created at the first text delta, as OpenAI's are. Function calls of the model
 end the execution in ``requires_action`` with a ``tool_calls`` step; submitting
-their outputs queues the run again (``store.submit_tool_outputs``) and the next
+their outputs queues the run again (``run_store.submit_tool_outputs``) and the next
 execution sends the model the thread, then this run's text, calls and outputs.
 
 A cancel request (from any process) is noticed at the next delta through the

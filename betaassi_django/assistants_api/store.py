@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.http import QueryDict
 
-from betaassi_django import conf
-
 from . import recovery, serializers
-from .engine import engine
 from .errors import invalid, not_found
-from .execution import execute_run
 from .ids import now
 from .limits import plausible_id
-from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
+from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, Thread
 from .pagination import page
 
 ASSISTANT_FIELDS = (
@@ -35,7 +31,6 @@ ASSISTANT_FIELDS = (
     "response_format",
     "reasoning_effort",
 )
-INCLUDE_VALUES = ("step_details.tool_calls[*].file_search.results[*].content",)
 
 
 def _tool_resources(value: dict | None, param: str) -> dict | None:
@@ -55,7 +50,7 @@ def _tool_resources(value: dict | None, param: str) -> dict | None:
 # Assistants ---------------------------------------------------------------
 
 
-def _check_id(kind: str, object_id: str) -> None:
+def check_id(kind: str, object_id: str) -> None:
     """An id that no object can have is not found without a query (it may hold anything: NUL, 100 kB...)."""
     if not plausible_id(object_id):
         raise not_found(kind, object_id)
@@ -63,7 +58,7 @@ def _check_id(kind: str, object_id: str) -> None:
 
 def _get(model: type[Assistant] | type[Thread], kind: str, object_id: str) -> Assistant | Thread:
     """An assistant or a thread by id (they stand alone), or a 404."""
-    _check_id(kind, object_id)
+    check_id(kind, object_id)
     try:
         return model.objects.get(id=object_id)
     except model.DoesNotExist:
@@ -72,7 +67,7 @@ def _get(model: type[Assistant] | type[Thread], kind: str, object_id: str) -> As
 
 def _delete(model: type[Assistant] | type[Thread], kind: str, object_id: str) -> dict:
     """Delete an assistant or a thread (with what the database cascades to), or a 404."""
-    _check_id(kind, object_id)
+    check_id(kind, object_id)
     deleted, _ = model.objects.filter(id=object_id).delete()
     if not deleted:
         raise not_found(kind, object_id)
@@ -139,7 +134,7 @@ def message_content(content: str | list) -> list:
     return parts
 
 
-def _new_message(thread: Thread, body: dict) -> Message:
+def new_message(thread: Thread, body: dict) -> Message:
     return Message(
         thread=thread,
         role=body["role"],
@@ -150,18 +145,18 @@ def _new_message(thread: Thread, body: dict) -> Message:
     )
 
 
-def _insert_thread(body: dict) -> Thread:
+def insert_thread(body: dict) -> Thread:
     thread = Thread.objects.create(
         metadata=body.get("metadata") or {},
         tool_resources=_tool_resources(body.get("tool_resources"), "tool_resources"),
     )
-    Message.objects.bulk_create([_new_message(thread, m) for m in body.get("messages") or []])
+    Message.objects.bulk_create([new_message(thread, m) for m in body.get("messages") or []])
     return thread
 
 
 def create_thread(body: dict) -> dict:
     with transaction.atomic():
-        return serializers.thread(_insert_thread(body))
+        return serializers.thread(insert_thread(body))
 
 
 def modify_thread(thread_id: str, body: dict) -> dict:
@@ -179,7 +174,7 @@ def delete_thread(thread_id: str) -> dict:
     return _delete(Thread, "thread", thread_id)
 
 
-def _active_run(thread: Thread) -> Run | None:
+def active_run(thread: Thread) -> Run | None:
     """The thread's active run; one whose time ran out is expired on the way, and one whose process died (no
     heartbeat) is ended now, freeing the thread (only looked for when there is an active run: one query in the
     common case)."""
@@ -199,17 +194,17 @@ def _active_run(thread: Thread) -> Run | None:
 def create_message(thread_id: str, body: dict) -> dict:
     with transaction.atomic():
         thread = get_thread(thread_id)
-        active = _active_run(thread)
+        active = active_run(thread)
         if active is not None:
             raise invalid(f"Can't add messages to {thread_id} while a run {active.id} is active.")
-        message = _new_message(thread, body)
+        message = new_message(thread, body)
         message.save()
     return serializers.message(message, thread_id)
 
 
 def get_message(thread_id: str, message_id: str) -> Message:
-    _check_id("thread", thread_id)
-    _check_id("message", message_id)
+    check_id("thread", thread_id)
+    check_id("message", message_id)
     try:
         return Message.objects.get(id=message_id, thread__id=thread_id)
     except Message.DoesNotExist:
@@ -221,7 +216,7 @@ def retrieve_message(thread_id: str, message_id: str) -> dict:
     return serializers.message(get_message(thread_id, message_id), thread_id)
 
 
-def _modify_metadata(get: Callable[[str, str], Message | Run], serialize: Callable[[Message | Run, str], dict],
+def modify_metadata(get: Callable[[str, str], Message | Run], serialize: Callable[[Message | Run, str], dict],
                      thread_id: str, object_id: str, body: dict) -> dict:
     """Modify a message or a run: the specification lets a client change only their metadata."""
     with transaction.atomic():
@@ -233,7 +228,7 @@ def _modify_metadata(get: Callable[[str, str], Message | Run], serialize: Callab
 
 
 def modify_message(thread_id: str, message_id: str, body: dict) -> dict:
-    return _modify_metadata(get_message, serializers.message, thread_id, message_id, body)
+    return modify_metadata(get_message, serializers.message, thread_id, message_id, body)
 
 
 def delete_message(thread_id: str, message_id: str) -> dict:
@@ -252,210 +247,3 @@ def list_messages(thread_id: str, query: QueryDict) -> dict:
 
 
 # Runs and steps -----------------------------------------------------------
-
-
-def check_include(query: QueryDict) -> None:
-    for value in query.getlist("include[]"):
-        if value not in INCLUDE_VALUES:
-            raise invalid(
-                f"Invalid value for 'include[]': '{value[:100]}'. Supported values are: '{INCLUDE_VALUES[0]}'.",
-                param="include[]",
-                code="invalid_value",
-            )
-
-
-def _new_run(run_id: str, thread: Thread, assistant: Assistant, body: dict) -> Run:
-    created = now()
-
-    def pick(field, default):
-        value = body.get(field)
-        return default if value is None else value
-
-    instructions = body.get("instructions")
-    if instructions is None:
-        instructions = assistant.instructions or ""
-    return Run(
-        id=run_id,
-        thread=thread,
-        assistant_id=assistant.id,
-        created_at=created,
-        expires_at=created + conf.get().run_expires_seconds,
-        model=pick("model", assistant.model),
-        instructions=instructions,
-        additional_instructions=body.get("additional_instructions"),
-        tools=pick("tools", assistant.tools),
-        metadata=body.get("metadata") or {},
-        temperature=pick("temperature", assistant.temperature),
-        top_p=pick("top_p", assistant.top_p),
-        max_prompt_tokens=body.get("max_prompt_tokens"),
-        max_completion_tokens=body.get("max_completion_tokens"),
-        truncation_strategy=pick("truncation_strategy", {"type": "auto", "last_messages": None}),
-        tool_choice=pick("tool_choice", "auto"),
-        parallel_tool_calls=pick("parallel_tool_calls", True),
-        response_format=pick("response_format", assistant.response_format or "auto"),
-        reasoning_effort=pick("reasoning_effort", assistant.reasoning_effort),
-    )
-
-
-def _check_truncation(body: dict) -> None:
-    strategy = body.get("truncation_strategy")
-    if strategy and strategy["type"] == "last_messages" and not strategy.get("last_messages"):
-        raise invalid(
-            "'truncation_strategy.last_messages' is required when its type is 'last_messages'.",
-            param="truncation_strategy.last_messages",
-            code="missing_required_parameter",
-        )
-
-
-def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
-    _check_truncation(body)
-    assistant = get_assistant(body["assistant_id"])
-    active = _active_run(thread)
-    if active is not None:
-        raise invalid(f"Thread {thread.id} already has an active run {active.id}.")
-    added = Message.objects.bulk_create([_new_message(thread, m) for m in body.get("additional_messages") or []])
-    run = _new_run(run_id, thread, assistant, body)
-    try:
-        with transaction.atomic():
-            run.save(force_insert=True)
-    except IntegrityError:
-        # Another process started a run between our check and our insert.
-        raise invalid(f"Thread {thread.id} already has an active run.") from None
-    # An in-process turn's queue (engine.listening), before the run can start; with the messages added with
-    # the run, which the turn shows its user (rather than listing the thread for them).
-    engine.adopt_listener(run_id, [serializers.message(m, thread.id) for m in added])
-    transaction.on_commit(lambda: engine.submit(run_id, execute_run))
-    return run
-
-
-def create_run(thread_id: str, run_id: str, body: dict) -> dict:
-    with transaction.atomic():
-        thread = get_thread(thread_id)
-        return serializers.run(_insert_run(run_id, thread, body), thread_id)
-
-
-def create_thread_and_run(run_id: str, body: dict) -> tuple[dict, dict]:
-    thread_body = body.get("thread") or {}
-    if body.get("tool_resources") is not None:
-        thread_body = {**thread_body, "tool_resources": body["tool_resources"]}
-    with transaction.atomic():
-        get_assistant(body["assistant_id"])
-        thread = _insert_thread(thread_body)
-        run = _insert_run(run_id, thread, {k: v for k, v in body.items() if k not in ("thread", "tool_resources")})
-        return serializers.thread(thread), serializers.run(run, thread.id)
-
-
-def get_run(thread_id: str, run_id: str) -> Run:
-    _check_id("thread", thread_id)
-    _check_id("run", run_id)
-    try:
-        run = Run.objects.get(id=run_id, thread__id=thread_id)
-    except Run.DoesNotExist:
-        get_thread(thread_id)
-        raise not_found("run", run_id) from None
-    if run.is_active and run.expires_at is not None and run.expires_at < now():
-        # Its process died (or it waited too long for tool outputs): it will never finish.
-        Run.objects.filter(pk=run.pk, status=run.status).update(status="expired")
-        run.status = "expired"
-    return run
-
-
-def retrieve_run(thread_id: str, run_id: str) -> dict:
-    return serializers.run(get_run(thread_id, run_id), thread_id)
-
-
-def modify_run(thread_id: str, run_id: str, body: dict) -> dict:
-    return _modify_metadata(get_run, serializers.run, thread_id, run_id, body)
-
-
-def list_runs(thread_id: str, query: QueryDict) -> dict:
-    thread = get_thread(thread_id)
-    return page(Run.objects.filter(thread=thread), query, lambda r: serializers.run(r, thread_id))
-
-
-def cancel_run(thread_id: str, run_id: str) -> dict:
-    with transaction.atomic():
-        run = get_run(thread_id, run_id)
-        if run.status not in ("queued", "in_progress", "requires_action"):
-            raise invalid(f"Cannot cancel run with status '{run.status}'.", param="run_id")
-        if run.status == "requires_action":
-            # Nothing is executing: the run stops here, with the calls it waited for.
-            run.status, run.cancelled_at, run.required_action = "cancelled", now(), None
-            RunStep.objects.filter(run=run, status="in_progress").update(status="cancelled", cancelled_at=now())
-        else:
-            run.status = "cancelling"
-        run.save(update_fields=["status", "cancelled_at", "required_action"])
-    engine.request_cancel(run_id)
-    return serializers.run(run, thread_id)
-
-
-def _pending_tool_step(run: Run) -> RunStep:
-    return RunStep.objects.filter(run=run, type="tool_calls", status="in_progress").order_by("-seq").first()
-
-
-def _check_tool_outputs(run: Run, outputs: list[dict]) -> dict[str, str]:
-    """Outputs by call id: exactly one for each call the run waits for (as OpenAI requires)."""
-    expected = [call["id"] for call in run.required_action["submit_tool_outputs"]["tool_calls"]]
-    given: dict[str, str] = {}
-    for index, item in enumerate(outputs):
-        for name in ("tool_call_id", "output"):
-            if not isinstance(item.get(name), str):
-                raise invalid(f"Missing required parameter: 'tool_outputs[{index}].{name}'.",
-                              param=f"tool_outputs[{index}].{name}", code="missing_required_parameter")
-        call_id = item["tool_call_id"]
-        if call_id not in expected:
-            raise invalid(f"Invalid 'tool_outputs[{index}].tool_call_id': no tool call '{call_id[:100]}' is "
-                          f"awaiting output in this run.", param=f"tool_outputs[{index}].tool_call_id",
-                          code="invalid_value")
-        if call_id in given:
-            raise invalid(f"Duplicate output for tool call '{call_id}'.", param=f"tool_outputs[{index}].tool_call_id",
-                          code="invalid_value")
-        given[call_id] = item["output"]
-    missing = [call_id for call_id in expected if call_id not in given]
-    if missing:
-        raise invalid(f"Expected tool outputs for call_ids {expected}, got {list(given)}.", param="tool_outputs",
-                      code="invalid_value")
-    return given
-
-
-def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> tuple[dict, list[tuple[str, dict]]]:
-    """Record the outputs on the run's tool_calls step and queue the run again; the engine continues it.
-
-    Returns the run and the events a streamed submission starts with.
-    """
-    with transaction.atomic():
-        run = get_run(thread_id, run_id)
-        run = Run.objects.select_for_update().get(pk=run.pk)
-        if run.status != "requires_action":
-            raise invalid(f"Runs in status \"{run.status}\" do not accept tool outputs.", param="run_id")
-        outputs = _check_tool_outputs(run, body["tool_outputs"])
-        step = _pending_tool_step(run)
-        details = step.step_details
-        for call in details["tool_calls"]:
-            call["function"]["output"] = outputs[call["id"]]
-        step.step_details, step.status, step.completed_at = details, "completed", now()
-        step.save(update_fields=["step_details", "status", "completed_at"])
-        run.status, run.required_action = "queued", None
-        run.save(update_fields=["status", "required_action"])
-        engine.adopt_listener(run_id)
-        transaction.on_commit(lambda: engine.submit(run_id, execute_run))
-    run_data = serializers.run(run, thread_id)
-    return run_data, [("thread.run.step.completed", serializers.run_step(step, run_id)),
-                      ("thread.run.queued", run_data)]
-
-
-def get_step(thread_id: str, run_id: str, step_id: str) -> dict:
-    _check_id("thread", thread_id)
-    _check_id("run", run_id)
-    _check_id("run step", step_id)
-    try:
-        step = RunStep.objects.get(id=step_id, run__id=run_id, thread_id=thread_id)
-    except RunStep.DoesNotExist:
-        get_run(thread_id, run_id)
-        raise not_found("run step", step_id) from None
-    return serializers.run_step(step, run_id)
-
-
-def list_steps(thread_id: str, run_id: str, query: QueryDict) -> dict:
-    run = get_run(thread_id, run_id)
-    return page(RunStep.objects.filter(run=run), query, lambda s: serializers.run_step(s, run_id))

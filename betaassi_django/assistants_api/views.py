@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest
 
-from . import scopes, serializers, store
+from . import run_store, scopes, serializers, store
 from .engine import engine
 from .http import Handler, read_body
 from .ids import new_id
@@ -142,27 +142,27 @@ def _start_run(body: dict, create: Callable[[str], tuple[dict, ...]]) -> dict | 
 
 def list_runs(request: HttpRequest, thread_id: str) -> dict:
     _thread(request, thread_id)
-    return store.list_runs(thread_id, request.GET)
+    return run_store.list_runs(thread_id, request.GET)
 
 
 def create_run(request: HttpRequest, thread_id: str) -> dict | SSEResponse:
     _thread(request, thread_id, write=True)
-    store.check_include(request.GET)
+    run_store.check_include(request.GET)
     body = read_body(request, "CreateRunRequest")
     _assistant(request, body["assistant_id"])
-    return _start_run(body, lambda run_id: (store.create_run(thread_id, run_id, body),))
+    return _start_run(body, lambda run_id: (run_store.create_run(thread_id, run_id, body),))
 
 
 def create_thread_and_run(request: HttpRequest) -> dict | SSEResponse:
     body = read_body(request, "CreateThreadAndRunRequest")
     _assistant(request, body["assistant_id"])
     scopes.check_new_thread(scopes.of_request(request), (body.get("thread") or {}).get("metadata"))
-    return _start_run(body, lambda run_id: store.create_thread_and_run(run_id, body))
+    return _start_run(body, lambda run_id: run_store.create_thread_and_run(run_id, body))
 
 
-retrieve_run = _in_thread(store.retrieve_run)
-modify_run = _in_thread(store.modify_run, write=True, schema="ModifyRunRequest")
-cancel_run = _in_thread(store.cancel_run, write=True)
+retrieve_run = _in_thread(run_store.retrieve_run)
+modify_run = _in_thread(run_store.modify_run, write=True, schema="ModifyRunRequest")
+cancel_run = _in_thread(run_store.cancel_run, write=True)
 
 
 def submit_tool_outputs(request: HttpRequest, thread_id: str, run_id: str) -> dict | SSEResponse:
@@ -170,8 +170,8 @@ def submit_tool_outputs(request: HttpRequest, thread_id: str, run_id: str) -> di
     _thread(request, thread_id, write=True)
     body = read_body(request, "SubmitToolOutputsRunRequest")
     if not body.get("stream"):
-        return store.submit_tool_outputs(thread_id, run_id, body)[0]
-    return _stream(run_id, lambda: store.submit_tool_outputs(thread_id, run_id, body)[1])
+        return run_store.submit_tool_outputs(thread_id, run_id, body)[0]
+    return _stream(run_id, lambda: run_store.submit_tool_outputs(thread_id, run_id, body)[1])
 
 
 # Run steps
@@ -179,11 +179,11 @@ def submit_tool_outputs(request: HttpRequest, thread_id: str, run_id: str) -> di
 
 def list_run_steps(request: HttpRequest, thread_id: str, run_id: str) -> dict:
     _thread(request, thread_id)
-    store.check_include(request.GET)
-    return store.list_steps(thread_id, run_id, request.GET)
+    run_store.check_include(request.GET)
+    return run_store.list_steps(thread_id, run_id, request.GET)
 
 
 def retrieve_run_step(request: HttpRequest, thread_id: str, run_id: str, step_id: str) -> dict:
     _thread(request, thread_id)
-    store.check_include(request.GET)
-    return store.get_step(thread_id, run_id, step_id)
+    run_store.check_include(request.GET)
+    return run_store.get_step(thread_id, run_id, step_id)
