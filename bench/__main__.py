@@ -5,8 +5,10 @@ benchmarks run on a scratch database of the same kind, and the HTTP paths on a
 daphne server with a scratch database of its own. BENCH_N sets the number of
 measured operations per path (default 300). One part alone: ``python -m bench consumers`` (the consumers' rows,
 no daphne), ``turns`` (bench/turns.py: a chat turn, ours, the floor and the peer), ``scale`` (100,000 sessions and
-1,000 connections; ``BENCH_SCALE_PART=sessions`` or ``connections`` for one of them) and ``idle`` (the processors'
-idle CPU with 1,000 assistants).
+1,000 connections; ``BENCH_SCALE_PART=sessions`` or ``connections`` for one of them), ``idle`` (the processors'
+idle CPU with 1,000 assistants), ``api`` (the API round trips and the models' write-through, with a daphne),
+``publishing`` (the publish queue's rows), ``upstream`` (the openai responder's rows) and ``websockets`` (K sessions
+on a daphne).
 """
 
 from __future__ import annotations
@@ -128,8 +130,47 @@ def idle_alone(like: str, n: int) -> None:
     idle.run(like, ROOT)
 
 
+def api_alone(like: str, n: int) -> None:
+    """The in-process and HTTP API rows and the model write-through rows (with their daphne)."""
+    import openai
+
+    from betaassi_django.client import use_clients
+    from betaassi_django.testing import LiveServer, counting_client, scratch_database_url
+
+    with scratch_django(like), scratch_database_url(like) as server_url, LiveServer(server_url, cwd=ROOT) as server:
+        from . import api_roundtrip, models
+
+        in_process, recorder = counting_client(backend="embedded")
+        http = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+        with use_clients(in_process):
+            api_roundtrip.run(in_process, http, n)
+            models.run(recorder, n, listed=250)
+        models.run_remote(server, n)
+
+
+def publishing_alone(like: str, n: int) -> None:
+    with scratch_django(like):
+        from . import publishing
+
+        publishing.run(samples=max(20, n // 6))
+
+
+def upstream_alone(like: str, n: int) -> None:
+    with scratch_django(like):
+        from . import upstream
+
+        upstream.run(n)
+
+
+def websockets_alone(like: str, n: int) -> None:
+    from . import websockets
+
+    websockets.run(like, ROOT)
+
+
 PARTS = {"all": everything, "consumers": consumers_alone, "turns": turns_alone, "scale": scale_alone,
-         "idle": idle_alone}
+         "idle": idle_alone, "api": api_alone, "publishing": publishing_alone, "upstream": upstream_alone,
+         "websockets": websockets_alone}
 
 
 if __name__ == "__main__":
