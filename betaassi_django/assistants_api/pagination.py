@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from django.db.models import QuerySet
 from django.http import QueryDict
 
-from .errors import invalid
+from .errors import ApiError, invalid
 from .limits import plausible_id
 
 DEFAULT_LIMIT = 20
@@ -50,42 +51,53 @@ def _order(query: QueryDict) -> str:
     return order
 
 
+def bad_cursor(name: str, object_id: str) -> ApiError:
+    return invalid(
+        f"Invalid '{name}': no object with id '{object_id[:100]}' is in this list.", param=name, code="invalid_cursor"
+    )
+
+
 def _cursor_seq(queryset: QuerySet, name: str, object_id: str) -> int:
     seq = queryset.filter(id=object_id).values_list("seq", flat=True).first() if plausible_id(object_id) else None
     if seq is None:
-        raise invalid(
-            f"Invalid '{name}': no object with id '{object_id[:100]}' is in this list.",
-            param=name,
-            code="invalid_cursor",
-        )
+        raise bad_cursor(name, object_id)
     return seq
 
 
-def page(queryset: QuerySet, query: QueryDict, serialize: Callable[[object], dict]) -> dict:
-    """One page of ``queryset`` (in creation order) as an OpenAI list object.
+class Plan(NamedTuple):
+    """What a list request asks for: ``bounds`` are ("gt" or "lt", seq) pairs from its cursors."""
 
-    ``after`` pages forward in the chosen order; ``before`` returns the objects
-    just before the cursor (still in the chosen order), and ``has_more`` then
-    says whether more lie further back.
+    limit: int
+    bounds: tuple[tuple[str, int], ...]
+    ascending: bool
+    backwards: bool
+
+
+def plan(query: QueryDict, cursor_seq: Callable[[str, str], int]) -> Plan:
+    """Read a list request's parameters; ``cursor_seq(name, id)`` is the seq of a cursor's object (or a 400).
+
+    ``after`` pages forward in the chosen order; ``before`` returns the objects just before the cursor (still
+    in the chosen order), and ``has_more`` then says whether more lie further back.
     """
     limit, order = _limit(query), _order(query)
     after, before = query.get("after"), query.get("before")
     forward = order == "asc"
-    rows = queryset
+    bounds = []
     if after:
-        seq = _cursor_seq(queryset, "after", after)
-        rows = rows.filter(seq__gt=seq) if forward else rows.filter(seq__lt=seq)
+        bounds.append(("gt" if forward else "lt", cursor_seq("after", after)))
     if before:
-        seq = _cursor_seq(queryset, "before", before)
-        rows = rows.filter(seq__lt=seq) if forward else rows.filter(seq__gt=seq)
+        bounds.append(("lt" if forward else "gt", cursor_seq("before", before)))
     backwards = bool(before) and not after
-    ascending = forward != backwards
-    items = list(rows.order_by("seq" if ascending else "-seq")[: limit + 1])
-    has_more = len(items) > limit
-    items = items[:limit]
-    if backwards:
+    return Plan(limit, tuple(bounds), forward != backwards, backwards)
+
+
+def finish(items: list, plan: Plan, serialize: Callable[[list], list[dict]]) -> dict:
+    """The list object from up to ``plan.limit + 1`` items in the order they were read."""
+    has_more = len(items) > plan.limit
+    items = items[: plan.limit]
+    if plan.backwards:
         items.reverse()
-    data = [serialize(item) for item in items]
+    data = serialize(items)
     return {
         "object": "list",
         "data": data,
@@ -94,3 +106,13 @@ def page(queryset: QuerySet, query: QueryDict, serialize: Callable[[object], dic
         "last_id": data[-1]["id"] if data else "",
         "has_more": has_more,
     }
+
+
+def page(queryset: QuerySet, query: QueryDict, serialize: Callable[[object], dict]) -> dict:
+    """One page of ``queryset`` (in creation order) as an OpenAI list object (see ``plan``)."""
+    chosen = plan(query, lambda name, object_id: _cursor_seq(queryset, name, object_id))
+    rows = queryset
+    for op, seq in chosen.bounds:
+        rows = rows.filter(**{f"seq__{op}": seq})
+    items = list(rows.order_by("seq" if chosen.ascending else "-seq")[: chosen.limit + 1])
+    return finish(items, chosen, lambda page_items: [serialize(item) for item in page_items])

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.db import transaction
+from django.db import router, transaction
 from django.http import QueryDict
 
-from . import recovery, serializers
-from .errors import invalid, not_found
+from . import recovery, serializers, statements
+from .errors import ApiError, invalid, not_found
 from .ids import now
 from .limits import plausible_id
 from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, Thread
-from .pagination import page
+from .pagination import bad_cursor, finish, page, plan
 
 ASSISTANT_FIELDS = (
     "model",
@@ -134,7 +134,7 @@ def message_content(content: str | list) -> list:
     return parts
 
 
-def new_message(thread: Thread, body: dict) -> Message:
+def new_message(thread: Thread | None, body: dict) -> Message:
     return Message(
         thread=thread,
         role=body["role"],
@@ -155,6 +155,11 @@ def insert_thread(body: dict) -> Thread:
 
 
 def create_thread(body: dict) -> dict:
+    if not body.get("messages"):  # one statement: no transaction needed
+        thread = Thread(metadata=body.get("metadata") or {},
+                        tool_resources=_tool_resources(body.get("tool_resources"), "tool_resources"))
+        statements.insert(thread)
+        return serializers.thread(thread)
     with transaction.atomic():
         return serializers.thread(insert_thread(body))
 
@@ -192,12 +197,18 @@ def active_run(thread: Thread) -> Run | None:
 
 
 def create_message(thread_id: str, body: dict) -> dict:
+    """One statement when the thread exists and is free (``statements.insert_message``); otherwise the thread and
+    its active run are looked at to say why (a 404, a 400), or to end a run whose time or process is gone."""
+    check_id("thread", thread_id)
+    message = new_message(None, body)
+    if statements.insert_message(message, thread_id):
+        return serializers.message(message, thread_id)
     with transaction.atomic():
         thread = get_thread(thread_id)
         active = active_run(thread)
         if active is not None:
             raise invalid(f"Can't add messages to {thread_id} while a run {active.id} is active.")
-        message = new_message(thread, body)
+        message.thread = thread
         message.save()
     return serializers.message(message, thread_id)
 
@@ -238,12 +249,34 @@ def delete_message(thread_id: str, message_id: str) -> dict:
 
 
 def list_messages(thread_id: str, query: QueryDict) -> dict:
-    thread = get_thread(thread_id)
-    messages = Message.objects.filter(thread=thread)
-    if query.get("run_id"):
-        run_id = query["run_id"]
-        messages = messages.filter(run_id=run_id) if plausible_id(run_id) else messages.none()
-    return page(messages, query, lambda m: serializers.message(m, thread_id))
+    """A page of messages in one statement (``statements.message_page``); the thread itself is read only when the
+    page is empty or the request is refused, so that a missing thread is a 404 before any 400 about the query."""
+    check_id("thread", thread_id)
+    run_id = query.get("run_id") or None
+    if run_id is not None and not plausible_id(run_id):
+        get_thread(thread_id)
+        return page(Message.objects.none(), query, lambda m: serializers.message(m, thread_id))
+    alias = router.db_for_read(Message)
+    by_run = run_id is not None
+    ids = {"thread": thread_id, "run": run_id} if by_run else {"thread": thread_id}
+
+    def cursor_seq(name: str, object_id: str) -> int:
+        found = statements.message_seq(alias, by_run).rows(**ids, id=object_id) if plausible_id(object_id) else []
+        if not found:
+            raise bad_cursor(name, object_id)
+        return found[0][0]
+
+    try:
+        chosen = plan(query, cursor_seq)
+    except ApiError:
+        get_thread(thread_id)
+        raise
+    statement = statements.message_page(alias, by_run, tuple(op for op, _ in chosen.bounds), chosen.ascending,
+                                        chosen.limit + 1)
+    rows = statement.rows(**ids, **{f"seq{index}": seq for index, (_, seq) in enumerate(chosen.bounds)})
+    if not rows and not chosen.bounds:
+        get_thread(thread_id)
+    return finish(rows, chosen, lambda items: statements.message_objects(items, thread_id))
 
 
 # Runs and steps -----------------------------------------------------------

@@ -1,0 +1,165 @@
+"""The store's most frequent statements, as SQL built once per database and kept.
+
+Building a query with the ORM costs more CPU than SQLite spends running it, so the requests every client
+makes all the time (add a message, read a page of messages, create a thread) send SQL made once:
+
+- a message is added by one ``INSERT ... SELECT`` that finds its thread by public id and checks that the
+  thread has no active run in the same statement: no transaction, no lookups first. When it inserts
+  nothing (no such thread, or a run is active) the store takes its ordinary path, which says why;
+- a page of messages is one ``SELECT`` joined on the thread's public id (the thread is looked up only when
+  the page is empty, to tell an empty thread from a missing one), its rows read as tuples, not models;
+- a thread without messages is one ``INSERT``.
+
+SELECTs are compiled by the ORM itself (``Compiled``: built once with stand-in values, which are then
+swapped for the real ones), so their SQL is Django's for the backend; INSERTs are written from the models'
+fields, their values prepared by the fields as ``save()`` would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cache
+
+from django.db import connections, router
+from django.db.models import Model, QuerySet
+
+from .models import ACTIVE_RUN_STATUSES, Message, Run, Thread
+
+
+class Compiled:
+    """A queryset's SQL, compiled once; ``params(**values)`` swaps the stand-ins for the values.
+
+    The stand-ins are values no caller passes (a string with NUL characters, a large negative number); each
+    must come out of the compiler as it went in, once, or the statement is refused when it is built.
+    """
+
+    def __init__(self, queryset: QuerySet, **stand_ins: str | int) -> None:
+        self.alias = queryset.db
+        self.sql, params = queryset.query.get_compiler(using=self.alias).as_sql()
+        names = {value: name for name, value in stand_ins.items()}
+        self._slots = [(names.get(p) if isinstance(p, (str, int)) else None, p) for p in params]
+        found = sorted(name for name, _ in self._slots if name)
+        if found != sorted(stand_ins):
+            raise ValueError(f"stand-ins {sorted(stand_ins)} did not come out of the compiler once each: {found}")
+
+    def rows(self, **values: object) -> list[tuple]:
+        params = [values[name] if name else constant for name, constant in self._slots]
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute(self.sql, params)
+            return cursor.fetchall()
+
+
+def stand_in(name: str) -> str:
+    return f"\x00{name}\x00"
+
+
+SEQ_STAND_IN = -(2**62) + 7
+
+# Messages ----------------------------------------------------------------------
+
+#: The columns a message's object is made of (``serializers.MESSAGE`` less what the caller gives).
+MESSAGE_COLUMNS = ("id", "created_at", "status", "incomplete_details", "completed_at", "incomplete_at", "role",
+                   "content", "assistant_id", "run_id", "attachments", "metadata")
+_MESSAGE_JSON = frozenset(f.name for f in Message._meta.concrete_fields if f.get_internal_type() == "JSONField")
+
+
+def _thread_messages(alias: str, by_run: bool) -> tuple[QuerySet, dict[str, str | int]]:
+    messages = Message.objects.using(alias).filter(thread__id=stand_in("thread"))
+    if by_run:
+        return messages.filter(run_id=stand_in("run")), {"thread": stand_in("thread"), "run": stand_in("run")}
+    return messages, {"thread": stand_in("thread")}
+
+
+@cache
+def message_seq(alias: str, by_run: bool) -> Compiled:
+    """The seq of a message of the list (a cursor): by thread id (and run id), and message id."""
+    messages, stand_ins = _thread_messages(alias, by_run)
+    return Compiled(messages.filter(id=stand_in("id")).values_list("seq"), **stand_ins, id=stand_in("id"))
+
+
+@cache
+def message_page(alias: str, by_run: bool, bounds: tuple[str, ...], ascending: bool, count: int) -> Compiled:
+    """``count`` messages of a thread (and run) in seq order, past ``bounds`` ("gt"/"lt": params seq0, seq1)."""
+    messages, stand_ins = _thread_messages(alias, by_run)
+    for index, op in enumerate(bounds):
+        messages = messages.filter(**{f"seq__{op}": SEQ_STAND_IN - index})
+        stand_ins[f"seq{index}"] = SEQ_STAND_IN - index
+    ordered = messages.order_by("seq" if ascending else "-seq").values_list(*MESSAGE_COLUMNS)[:count]
+    return Compiled(ordered, **stand_ins)
+
+
+def message_objects(rows: Sequence[tuple], thread_id: str) -> list[dict]:
+    """Rows of ``MESSAGE_COLUMNS`` -> message objects (``serializers.MESSAGE``'s order), JSON columns decoded."""
+    loads = json.loads
+    objects = []
+    for row in rows:
+        values = dict(zip(MESSAGE_COLUMNS, row, strict=True))
+        for name in _MESSAGE_JSON:
+            value = values[name]
+            if isinstance(value, str | bytes):
+                values[name] = loads(value)
+        values["object"], values["thread_id"] = "thread.message", thread_id
+        objects.append({name: values[name] for name in _MESSAGE_ORDER})
+    return objects
+
+
+_MESSAGE_ORDER = ("id", "object", "created_at", "thread_id", "status", "incomplete_details", "completed_at",
+                  "incomplete_at", "role", "content", "assistant_id", "run_id", "attachments", "metadata")
+
+# Inserts -----------------------------------------------------------------------
+
+
+def _columns(model: type[Model], skip: tuple[str, ...] = ()) -> list:
+    """The fields an INSERT writes: all but the auto primary key (and ``skip``)."""
+    return [f for f in model._meta.concrete_fields if not f.primary_key and f.name not in skip]
+
+
+@cache
+def _message_insert(alias: str) -> tuple[str, list]:
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    fields = _columns(Message, skip=("thread",))
+    thread_fk = Message._meta.get_field("thread").column
+    thread_seq, run_thread = Thread._meta.pk.column, Run._meta.get_field("thread").column
+    statuses = ", ".join(["%s"] * len(ACTIVE_RUN_STATUSES))
+    sql = (f"INSERT INTO {quote(Message._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}, "
+           f"{quote(thread_fk)}) SELECT {', '.join(['%s'] * len(fields))}, t.{quote(thread_seq)} "
+           f"FROM {quote(Thread._meta.db_table)} t WHERE t.{quote('id')} = %s AND NOT EXISTS (SELECT 1 FROM "
+           f"{quote(Run._meta.db_table)} r WHERE r.{quote(run_thread)} = t.{quote(thread_seq)} "
+           f"AND r.{quote('status')} IN ({statuses}))")
+    return sql, fields
+
+
+def _prepared(row: Model, fields: list, connection) -> list:
+    return [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
+
+
+def insert_message(message: Message, thread_id: str) -> bool:
+    """Insert ``message`` (made without its thread) into thread ``thread_id`` if that thread exists and has no
+    active run, in one statement; False when nothing was inserted (the caller finds out why)."""
+    alias = router.db_for_write(Message)
+    connection = connections[alias]
+    sql, fields = _message_insert(alias)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*_prepared(message, fields, connection), thread_id, *ACTIVE_RUN_STATUSES])
+        return cursor.rowcount == 1
+
+
+@cache
+def _insert(model: type[Model], alias: str) -> tuple[str, list]:
+    quote = connections[alias].ops.quote_name
+    fields = _columns(model)
+    return (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))})"), fields
+
+
+def insert(row: Model) -> None:
+    """One INSERT of a new row whose fields need nothing from the database (its primary key is not read back:
+    the store's objects are known by their public id)."""
+    alias = router.db_for_write(type(row))
+    connection = connections[alias]
+    sql, fields = _insert(type(row), alias)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _prepared(row, fields, connection))
+

@@ -1,0 +1,95 @@
+"""What an embedded API request costs in statements (issue 16): the requests every client makes all the time
+send one statement each (``assistants_api/statements.py``), and fall back to the ordinary path, with its
+lookups and errors, only when that one statement cannot answer."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from betaassi_django.assistants_api.models import Message, Run, Thread
+from tests.conftest import in_process_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def client() -> openai.OpenAI:
+    return in_process_client()
+
+
+def _statements(func) -> tuple[object, list[str]]:
+    with CaptureQueriesContext(connection) as queries:
+        result = func()
+    return result, [q["sql"] for q in queries if q["sql"] not in ("BEGIN",)]
+
+
+def test_creating_a_message_is_one_statement(client):
+    thread = client.beta.threads.create()
+    message, sql = _statements(lambda: client.beta.threads.messages.create(thread.id, role="user", content="hi",
+                                                                          metadata={"k": "v"}))
+    assert len(sql) == 1 and sql[0].startswith("INSERT"), sql
+    stored = Message.objects.get(id=message.id)
+    assert (stored.thread.id, stored.role, stored.metadata, stored.attachments) == (thread.id, "user", {"k": "v"}, [])
+    assert stored.content == [{"type": "text", "text": {"value": "hi", "annotations": []}}]
+    assert (message.created_at, message.status, message.thread_id) == (stored.created_at, "completed", thread.id)
+
+
+def test_creating_a_thread_without_messages_is_one_statement(client):
+    thread, sql = _statements(lambda: client.beta.threads.create(metadata={"a": "b"}))
+    assert len(sql) == 1 and sql[0].startswith("INSERT"), sql
+    stored = Thread.objects.get(id=thread.id)
+    assert (stored.metadata, stored.tool_resources, stored.created_at) == ({"a": "b"}, None, thread.created_at)
+
+
+def test_a_page_of_messages_is_one_statement_and_a_cursor_one_more(client):
+    thread = client.beta.threads.create()
+    ids = [client.beta.threads.messages.create(thread.id, role="user", content=str(i)).id for i in range(5)]
+    page, sql = _statements(lambda: client.beta.threads.messages.list(thread.id, limit=2))
+    assert [m.id for m in page.data] == ids[:-3:-1] and page.has_more is True
+    assert len(sql) == 1, sql
+    page, sql = _statements(lambda: client.beta.threads.messages.list(thread.id, order="asc", after=ids[1],
+                                                                      before=ids[4]))
+    assert [m.id for m in page.data] == ids[2:4] and page.has_more is False
+    assert len(sql) == 3, sql  # the two cursors' seqs, then the page
+
+
+def test_an_empty_page_reads_the_thread_to_tell_empty_from_missing(client):
+    thread = client.beta.threads.create()
+    page, sql = _statements(lambda: client.beta.threads.messages.list(thread.id))
+    assert (page.data, page.has_more, len(sql)) == ([], False, 2)
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.messages.list("thread_" + "x" * 24)
+
+
+def test_a_missing_thread_is_a_404_before_a_bad_query_or_cursor(client):
+    for options in ({"limit": 0}, {"after": "msg_" + "x" * 24}, {"order": "up"}):
+        with pytest.raises(openai.NotFoundError):
+            client.beta.threads.messages.list("thread_" + "x" * 24, **options)
+    thread = client.beta.threads.create()
+    other = client.beta.threads.create()
+    foreign = client.beta.threads.messages.create(other.id, role="user", content="x").id
+    with pytest.raises(openai.BadRequestError) as info:
+        client.beta.threads.messages.list(thread.id, after=foreign)
+    assert (info.value.body["param"], info.value.body["code"]) == ("after", "invalid_cursor")
+
+
+def test_a_message_on_a_missing_thread_or_beside_an_active_run_takes_the_ordinary_path(client):
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.messages.create("thread_" + "x" * 24, role="user", content="x")
+    thread = client.beta.threads.create()
+    row = Thread.objects.get(id=thread.id)
+    run = Run.objects.create(thread=row, assistant_id="asst_x", model="m", status="requires_action",
+                             expires_at=int(time.time()) + 600)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.beta.threads.messages.create(thread.id, role="user", content="x")
+    assert run.id in info.value.body["message"]
+    assert not Message.objects.filter(thread=row).exists()
+    Run.objects.filter(pk=run.pk).update(expires_at=int(time.time()) - 1)  # its time ran out: it is expired now
+    client.beta.threads.messages.create(thread.id, role="user", content="x")
+    assert Run.objects.get(pk=run.pk).status == "expired"
+    assert Message.objects.filter(thread=row).count() == 1
