@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from .interface import ContextMessage, Reply, ResponderRequest, ToolCall, ToolRound
-from .upstream import get_upstream_client, new_call_id, refusal, sampling, tool_choice, translated_errors
+from .upstream import new_call_id, open_stream, refusal, sampling, tool_choice, translated_errors
 
 
 def chat_messages(request: ResponderRequest) -> list[dict]:
@@ -39,24 +39,26 @@ class ChatCompletionsResponder:
         calls: dict[int, dict] = {}
         refused: list[str] = []
         async with translated_errors():
-            chunks = await get_upstream_client().chat.completions.create(**params(request))
+            chunks = await open_stream("/chat/completions", params(request))  # chunks as dicts
             async with chunks:
                 async for chunk in chunks:
-                    if chunk.usage is not None:
-                        reply.prompt_tokens += chunk.usage.prompt_tokens
-                        reply.completion_tokens += chunk.usage.completion_tokens
-                    for choice in chunk.choices[:1]:
-                        delta = choice.delta
-                        if delta.content:
-                            yield delta.content
-                        if delta.refusal:
-                            refused.append(delta.refusal)
-                        for part in delta.tool_calls or []:
-                            call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
-                            call["id"] = part.id or call["id"]
-                            if part.function is not None:
-                                call["name"] += part.function.name or ""
-                                call["arguments"] += part.function.arguments or ""
+                    usage = chunk.get("usage")
+                    if usage:
+                        reply.prompt_tokens += usage.get("prompt_tokens") or 0
+                        reply.completion_tokens += usage.get("completion_tokens") or 0
+                    for choice in (chunk.get("choices") or [])[:1]:
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            yield delta["content"]
+                        if delta.get("refusal"):
+                            refused.append(delta["refusal"])
+                        for part in delta.get("tool_calls") or []:
+                            call = calls.setdefault(part.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                            call["id"] = part.get("id") or call["id"]
+                            function = part.get("function")
+                            if function is not None:
+                                call["name"] += function.get("name") or ""
+                                call["arguments"] += function.get("arguments") or ""
         if refused:
             raise refusal("".join(refused))
         for index in sorted(calls):

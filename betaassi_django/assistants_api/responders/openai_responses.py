@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from .interface import ContextMessage, Reply, ResponderError, ResponderRequest, ToolCall, ToolRound
-from .upstream import get_upstream_client, new_call_id, refusal, sampling, tool_choice, translated_errors
+from .upstream import new_call_id, open_stream, refusal, sampling, tool_choice, translated_errors
 
 #: Upstream error codes a run's ``last_error`` can carry as they are; any other is a ``server_error``.
 RUN_ERROR_CODES = ("server_error", "rate_limit_exceeded", "invalid_prompt")
@@ -45,30 +45,31 @@ class ResponsesResponder:
     async def stream(self, request: ResponderRequest, reply: Reply) -> AsyncIterator[str | ToolCall]:
         refused: list[str] = []
         async with translated_errors():
-            # The raw event stream: the SDK's ``responses.stream`` helper would also build a snapshot
-            # of the whole response on every event, which the run does not need.
-            events = await get_upstream_client().responses.create(**params(request), stream=True)
+            # The raw event stream, as dicts (``open_stream``): the SDK's ``responses.stream`` helper would also
+            # build a snapshot of the whole response on every event, which the run does not need.
+            events = await open_stream("/responses", {**params(request), "stream": True})
             async with events:
                 async for event in events:
-                    kind = event.type
+                    kind = event.get("type")
                     if kind == "response.output_text.delta":
-                        yield event.delta
+                        yield event["delta"]
                     elif kind == "response.refusal.delta":
-                        refused.append(event.delta)
-                    elif kind == "response.output_item.done" and event.item.type == "function_call":
-                        item = event.item
-                        yield ToolCall(item.call_id or new_call_id(), item.name, item.arguments or "{}")
+                        refused.append(event["delta"])
+                    elif kind == "response.output_item.done" and event["item"].get("type") == "function_call":
+                        item = event["item"]
+                        yield ToolCall(item.get("call_id") or new_call_id(), item["name"],
+                                       item.get("arguments") or "{}")
                     elif kind in ("response.completed", "response.incomplete", "response.failed"):
-                        usage = event.response.usage
-                        if usage is not None:
-                            reply.prompt_tokens += usage.input_tokens
-                            reply.completion_tokens += usage.output_tokens
+                        usage = event["response"].get("usage")
+                        if usage:
+                            reply.prompt_tokens += usage.get("input_tokens") or 0
+                            reply.completion_tokens += usage.get("output_tokens") or 0
                         if kind == "response.failed":
-                            error = event.response.error
-                            code = error.code if error and error.code in RUN_ERROR_CODES else "server_error"
+                            error = event["response"].get("error") or {}
+                            code = error.get("code") if error.get("code") in RUN_ERROR_CODES else "server_error"
                             raise ResponderError(code, f"The upstream model failed: "
-                                                       f"{error.message if error else 'no reason given'}")
+                                                       f"{error.get('message') or 'no reason given'}")
                     elif kind == "error":
-                        raise ResponderError("server_error", f"The upstream model failed: {event.message}")
+                        raise ResponderError("server_error", f"The upstream model failed: {event.get('message')}")
         if refused:
             raise refusal("".join(refused))

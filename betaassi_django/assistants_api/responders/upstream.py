@@ -45,6 +45,23 @@ def _forget_clients(**kwargs) -> None:
 setting_changed.connect(_forget_clients)
 
 
+#: The request options the SDK's own ``create`` methods send (the key as a bearer token, nothing else).
+_OPTIONS = {"security": {"bearer_auth": True}}
+
+
+async def open_stream(path: str, body: dict) -> openai.AsyncStream:
+    """POST ``body`` to the upstream's ``path`` and return its events as plain dicts, through the SDK client.
+
+    Why not ``chat.completions.create`` / ``responses.create``: the body here is already in the wire format, and
+    those methods first transform it against the SDK's TypedDicts (a walk of every message: most of a request's
+    CPU once a thread has a few turns), then build an SDK model of every chunk, of which a run reads a few
+    fields. The SDK still sends the request (its retries, timeouts, auth headers, status errors) and decodes the
+    server-sent events (an ``error`` in the stream still raises ``openai.APIError``).
+    """
+    return await get_upstream_client().post(path, body=body, options=_OPTIONS, cast_to=object, stream=True,
+                                            stream_cls=openai.AsyncStream[object])
+
+
 def sampling(request) -> dict:
     """The run's temperature and top_p, for either API: only those the run sets."""
     return {name: value for name, value in (("temperature", request.temperature), ("top_p", request.top_p))
