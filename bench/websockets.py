@@ -123,7 +123,9 @@ async def _direct_round(server: LiveServer, assistant_id: str, thread_ids: list[
     return first, done, elapsed
 
 
-def run(like_url: str, root: Path, levels: tuple[int, ...] = LEVELS) -> None:
+def run(like_url: str, root: Path, levels: tuple[int, ...] | None = None) -> None:
+    """``levels``: the Ks (default ``BENCH_WS_LEVELS``, e.g. ``100,500``, else ``LEVELS``)."""
+    levels = levels or tuple(int(k) for k in os.environ.get("BENCH_WS_LEVELS", "").split(",") if k) or LEVELS
     # As deployed: DEBUG off (with it on, Django keeps every query of a connection in memory).
     env = {"BETAASSI_IN_SERVER_PROCESSOR": "true", "BETAASSI_ECHO_DELAY": "0", "DEBUG": "false",
            # One demo user holds every session and sends every turn: the per-user quotas are off for the bench.

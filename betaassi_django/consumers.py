@@ -19,7 +19,6 @@ import json
 import logging
 import time
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from betaassi_django import access, conf, quotas, turns
@@ -150,8 +149,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
     rechecking: asyncio.Task | None = None
 
     async def connect(self) -> None:
-        from betaassi_django.models import Session
-
         route = self.scope["url_route"]["kwargs"]
         self.assistant_id, self.session_id = route["assistant_id"], route["session_id"]
         await self.accept()
@@ -160,8 +157,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.close(CLOSE_NOT_LOGGED_IN)
             return
         self.user_pk, self.session_key = user.pk, getattr(self.scope.get("session"), "session_key", None)
-        session = await Session.objects.filter(assistant_id=self.assistant_id, session_id=self.session_id).afirst()
-        state = await self._state(session)
+        session, state = await turns.on_database(_session_and_state, self.session_key, self.user_pk,
+                                                 self.assistant_id, self.session_id)
         if state is access.State.NO_LOGIN:
             await self.close(CLOSE_NOT_LOGGED_IN)
             return
@@ -173,6 +170,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                               user_group(self.user_pk))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
+        turns.listen(self.groups_joined[0], self, self._deliver)
         self.rechecking = asyncio.create_task(self._recheck_every(conf.get().websocket_recheck_seconds))
         await self._send({"type": "session.ready", "session": turns.session_frame(session),
                           "history": await turns.history(session.thread_id)})
@@ -180,6 +178,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code) -> None:
         if self.rechecking is not None:
             self.rechecking.cancel()
+        if self.groups_joined:
+            turns.unlisten(self.groups_joined[0], self)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -187,7 +187,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _state(self, session=None) -> access.State:
         session = session if session is not None or not self.groups_joined else self.session
-        return await database_sync_to_async(access.connection_state)(self.session_key, self.user_pk, session)
+        return await turns.on_database(access.connection_state, self.session_key, self.user_pk, session)
 
     async def _recheck(self, state: access.State | None = None) -> access.State:
         """Close the connection if its login is gone (4401) or it may no longer read (4403)."""
@@ -197,6 +197,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         return state
 
     async def _close_for(self, code: int) -> None:
+        if self.groups_joined:
+            turns.unlisten(self.groups_joined[0], self)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.groups_joined = ()  # no more frames for this connection, in or out
@@ -243,7 +245,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         except BadFrame as bad:
             await self._error(bad.code, bad.message)
             return
-        state, refusal = await database_sync_to_async(_admission)(self.session_key, self.user_pk, self.session)
+        state, refusal = await turns.on_database(_admission, self.session_key, self.user_pk, self.session)
         state = await self._recheck(state)
         if state is access.State.READ:
             await self._error("read_only", "you may read this session but not send in it "
@@ -266,9 +268,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
     # -- from the channel layer ------------------------------------------------------------------------
 
     async def session_frame(self, event: dict) -> None:
-        """A frame of a turn, sent to every connection to the session."""
-        if self.groups_joined:  # none after the connection was refused
+        """A frame of a turn another process runs, sent to every connection to the session (this process's
+        turns reach this connection directly: ``_deliver``)."""
+        if self.groups_joined and event.get("origin") != turns.ORIGIN:  # none after the connection was refused
             await self._send(event["frame"])
+
+    async def _deliver(self, text: str) -> None:
+        """A frame of a turn this process runs (``turns.listen``), already encoded."""
+        if self.groups_joined:
+            await self.send(text_data=text)
 
     async def publish_applied(self, event: dict) -> None:
         """The processor applied events of this assistant: push the ones about this session."""
@@ -297,6 +305,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, code: str, message: str) -> None:
         await self._send({"type": "error", "code": code, "message": message})
+
+
+def _session_and_state(session_key: str | None, user_pk, assistant_id: str, session_id: str):
+    """At connect: the session (None: no such session) and what the user may do in it, in one trip."""
+    from betaassi_django.models import Session
+
+    session = Session.objects.filter(assistant_id=assistant_id, session_id=session_id).first()
+    return session, access.connection_state(session_key, user_pk, session)
 
 
 def _admission(session_key: str | None, user_pk, session) -> tuple[access.State, tuple[str, str] | None]:

@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import openai
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import connection, transaction
 
 from betaassi_django import quotas, run_stream
 from betaassi_django.client import get_async_client, get_client
@@ -48,6 +53,42 @@ HISTORY_MESSAGES = 50
 DELTA_COALESCE_SECONDS = 0.02
 
 RUN_END_EVENTS = {"thread.run.failed", "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"}
+#: Names this process in the frames it sends through a layer that crosses processes (Redis): its own
+#: connections got them directly (``listen``) and skip the copy.
+ORIGIN = uuid.uuid4().hex
+
+
+# -- the WebSocket path's own database work ------------------------------------------------------------------
+
+
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    """The threads of the WebSocket path's database work (admission, re-checks, touches). Channels'
+    ``database_sync_to_async`` closes the connection around every call (``CONN_MAX_AGE = 0``), so each turn
+    opened one or two new connections, all on the one thread every consumer of the process shares; these
+    threads keep theirs on SQLite (one thread: one writer) and give them back (to the pool) elsewhere."""
+    return ThreadPoolExecutor(max_workers=1 if connection.vendor == "sqlite" else 2,
+                              thread_name_prefix="betaassi-ws-db")
+
+
+def _on_connection(function: Callable, *args):
+    if connection.connection is not None and connection.errors_occurred:  # an error may have broken it
+        if connection.is_usable():
+            connection.errors_occurred = False
+        else:
+            connection.close()
+    try:
+        return function(*args)
+    finally:
+        if connection.in_atomic_block:  # never: every function commits or rolls back its own
+            connection.close()
+        elif connection.vendor != "sqlite":  # back to the pool (or closed), as CONN_MAX_AGE says
+            connection.close_if_unusable_or_obsolete()
+
+
+async def on_database(function: Callable, *args):
+    """``function(*args)`` on a thread of the WebSocket path's database work (``_executor``)."""
+    return await sync_to_async(_on_connection, thread_sensitive=False, executor=_executor())(function, *args)
 
 
 def message_frame(message) -> dict:
@@ -200,7 +241,46 @@ async def run_turn(session, text: str, emit) -> None:
     except Exception as exc:  # a bug must not take the session's queue down with it
         logger.exception("turn in %s/%s failed", session.assistant_id, session.session_id)
         await emit({"type": "run.failed", "run_id": None, "error": f"internal error ({type(exc).__name__})"})
-    await sync_to_async(session.touch)()  # no close_old_connections: the thread keeps its connection
+    touch_soon(session)
+
+
+@dataclass
+class _Touches:
+    pending: list = field(default_factory=list)
+    writing: asyncio.Task | None = None
+
+
+_touches: dict[asyncio.AbstractEventLoop, _Touches] = {}
+
+
+def touch_soon(session) -> None:
+    """``session.touch()`` at once, on ``on_database``'s threads, without the turn waiting for it: the touches
+    that arrive while one is written go together in one transaction (one commit for many turns' ends)."""
+    loop = asyncio.get_running_loop()
+    touches = _touches.setdefault(loop, _Touches())
+    touches.pending.append(session)
+    if touches.writing is None:
+        touches.writing = loop.create_task(_write_touches(loop, touches))
+
+
+async def _write_touches(loop: asyncio.AbstractEventLoop, touches: _Touches) -> None:
+    try:
+        while touches.pending:
+            batch, touches.pending = touches.pending, []
+            try:
+                await on_database(_touch_all, batch)
+            except Exception:  # the sessions' turns ran; only their touched_at is late
+                logger.exception("recording %d session touches failed", len(batch))
+    finally:
+        touches.writing = None
+        if _touches.get(loop) is touches and not touches.pending:
+            del _touches[loop]
+
+
+def _touch_all(sessions: list) -> None:
+    with transaction.atomic():
+        for session in sessions:
+            session.touch()
 
 
 # -- the session's turns in this process --------------------------------------------------------------------
@@ -242,11 +322,44 @@ async def _still_allowed(allowed: Callable[[], Awaitable[bool]], session) -> boo
         return False
 
 
+#: This process's connections to each session group: ``(loop, deliver)`` by the connection's key.
+_listeners: dict[str, dict[object, tuple[asyncio.AbstractEventLoop, Callable[[str], Awaitable[None]]]]] = {}
+
+
+def listen(group: str, key, deliver: Callable[[str], Awaitable[None]]) -> None:
+    """``deliver(text)`` receives every frame, JSON-encoded, of the turns this process runs in the session of
+    ``group`` (a connection's own; the channel layer brings it the turns of other processes)."""
+    _listeners.setdefault(group, {})[key] = (asyncio.get_running_loop(), deliver)
+
+
+def unlisten(group: str, key) -> None:
+    listeners = _listeners.get(group)
+    if listeners is not None:
+        listeners.pop(key, None)
+        if not listeners:
+            del _listeners[group]
+
+
+async def _fan_out(group: str, layer, frame: dict) -> None:
+    """A turn's frame to every connection to the session: this process's directly, encoded once (through the
+    in-memory layer each frame was a task, a deep copy and a sweep of every channel and group per
+    connection); other processes' through a layer that reaches them, marked so ours skip that copy."""
+    text, loop = json.dumps(frame), asyncio.get_running_loop()
+    for listener_loop, deliver in list(_listeners.get(group, {}).values()):
+        if listener_loop is loop:
+            try:
+                await deliver(text)
+            except Exception:  # one connection's fault must not cost the others their frames
+                logger.exception("sending a frame of %s failed", group)
+    if layer is not None and not isinstance(layer, InMemoryChannelLayer):
+        await layer.group_send(group, {"type": "session.frame", "frame": frame, "origin": ORIGIN})
+
+
 async def _work(group: str, turns: _Turns) -> None:
     layer = get_channel_layer()
 
     async def emit(frame: dict) -> None:
-        await layer.group_send(group, {"type": "session.frame", "frame": frame})
+        await _fan_out(group, layer, frame)
 
     try:
         while turns.pending:
