@@ -26,6 +26,8 @@ from django.db import NotSupportedError, models
 from betaassi_django.client import get_async_client, get_client
 from betaassi_django.metadata import TYPE_KEY, decode, encode
 
+from .mirror import update_row
+
 logger = logging.getLogger("betaassi_django.models")
 
 
@@ -217,8 +219,10 @@ class RemoteModel(models.Model):
     # -- write-through ----------------------------------------------------------
 
     def _write_mirror(self, created: bool = False) -> None:
-        """Insert (a new object) or upsert the mirror row: one statement, atomic by itself."""
-        super().save(force_insert=created)
+        """Insert (a new object) or upsert the mirror row: one statement, atomic by itself (an existing row's
+        UPDATE written once per model: ``mirror.update_row``)."""
+        if created or not update_row(self):
+            super().save(force_insert=created)
 
     def _compensate(self, api, created: bool) -> None:
         resource = self.resource(api)
