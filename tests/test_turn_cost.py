@@ -7,10 +7,12 @@ the remote backend's stream them with the SDK. Both send exactly one request for
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from django.db import connection
 from django.db.backends.signals import connection_created
+from django.db.backends.utils import CursorWrapper
 
 from betaassi_django.models import Session
 from betaassi_django.publishing.processor import Processor
@@ -87,3 +89,59 @@ def test_a_turn_opens_no_database_connection(settings, alice):
             assert opened == []
     finally:
         loop.close()
+
+
+class _Statements:
+    """Every statement any thread of the process sends (BEGIN and SAVEPOINT included, where the backend sends them
+    as statements: SQLite), but the run engine's heartbeat, which beats on its own clock."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+        self._lock = threading.Lock()
+
+    def install(self, monkeypatch) -> None:
+        original = CursorWrapper._execute_with_wrappers
+
+        def counted(cursor, sql, *args, **kwargs):
+            if not threading.current_thread().name.startswith("betaassi-run-heartbeat"):
+                with self._lock:
+                    self.sql.append(sql)
+            return original(cursor, sql, *args, **kwargs)
+
+        monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counted)
+
+    def take(self) -> list[str]:
+        with self._lock:
+            taken, self.sql = self.sql, []
+        return taken
+
+
+#: Statements of one turn without tools, by database: the turn quota (1: room in the window, for a user who is not
+#: exempt), creating the run with its user message (BEGIN on SQLite; the thread, the assistant and whether the
+#: thread has an active run in one SELECT; the message; the run), starting it (a conditional UPDATE, the run, the
+#: thread's messages), the reply's message and step at the first delta (BEGIN; the run still writable; 2 INSERTs),
+#: the end (BEGIN; the run locked; the message, the step, the run) and the session's ``touch``.
+TURN_STATEMENTS = {"sqlite": 18, "postgresql": 15}
+
+
+def test_a_turn_sends_a_known_number_of_statements(settings, alice, monkeypatch):
+    settings.BETAASSI_BACKEND = "embedded"
+    session = _session(alice)
+    loop = asyncio.new_event_loop()
+
+    async def turn(text: str) -> str:
+        return "".join([piece async for piece in session.astream(text)])
+
+    statements = _Statements()
+    try:
+        assert session.ask("warm") == "echo: warm [context=1]"
+        assert loop.run_until_complete(turn("warm")) == "echo: warm [context=3]"
+        statements.install(monkeypatch)
+        assert session.ask("ask") == "echo: ask [context=5]"
+        asked = statements.take()
+        assert loop.run_until_complete(turn("stream")) == "echo: stream [context=7]"
+        streamed = statements.take()
+    finally:
+        loop.close()
+    expected = TURN_STATEMENTS[connection.vendor]
+    assert (len(asked), len(streamed)) == (expected, expected), "\n".join([*asked, "--", *streamed])

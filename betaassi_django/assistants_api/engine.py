@@ -193,10 +193,11 @@ class RunEngine:
         Why not ``database_sync_to_async``: it closes the thread's connection after every call when
         ``CONN_MAX_AGE`` is 0 (the project's setting), so each of a run's three transactions opened a new
         connection. These threads are the engine's own (no request ever runs on them), so a connection kept
-        there is one per thread, not one per run; a broken one is replaced before the next call.
+        there is one per thread, not one per run; a broken one is replaced before the next call. Handed to the
+        executor directly, not through ``sync_to_async``: nothing here needs asgiref's context or thread
+        bookkeeping (Django's connections are per thread), and a run makes several of these calls.
         """
-        return await sync_to_async(_on_kept_connection, thread_sensitive=False,
-                                   executor=self._db_threads())(function, *args)
+        return await asyncio.wrap_future(self._db_threads().submit(_on_kept_connection, function, *args))
 
     def start(self) -> None:
         """Start the loop and its heartbeat and sweep (idempotent: every entry point may call it)."""

@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, transaction
+from django.db.models.functions import Now
 
 from . import recovery, serializers
 from .engine import engine
@@ -84,7 +85,25 @@ class Started:
 
 
 def _start(run_id: str) -> Started | Run | None:
-    """queued -> in_progress; or the run if it ended first."""
+    """queued -> in_progress; or the run if it ended first.
+
+    A run's first execution (never started, still queued: every new run) moves in one conditional UPDATE, then
+    is read for its event and request: no transaction, no lock. Anything else (a run queued again after tool
+    outputs, cancelled or gone meanwhile) takes ``_start_locked``.
+    """
+    if Run.objects.filter(id=run_id, status="queued", started_at=None).update(
+            status="in_progress", started_at=now(), heartbeat_at=Now()):
+        run = Run.objects.select_related("thread").filter(id=run_id).first()
+        if run is None:  # deleted since
+            return None
+        # As written: a cancel since then shows in the status the execution polls, not in this event.
+        run.status = "in_progress"
+        request = responder_request(run, first=True)
+        return Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))], first=True)
+    return _start_locked(run_id)
+
+
+def _start_locked(run_id: str) -> Started | Run | None:
     with transaction.atomic():
         run = Run.objects.select_related("thread").filter(id=run_id).first()
         if run is None:

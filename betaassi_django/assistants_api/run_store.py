@@ -8,6 +8,7 @@ execution wherever it runs. Threads, messages and assistants are in ``store``.
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, Subquery
 from django.http import QueryDict
 
 from betaassi_django import conf
@@ -17,7 +18,8 @@ from .engine import engine
 from .errors import invalid, not_found
 from .execution import execute_run
 from .ids import now
-from .models import Assistant, Message, Run, RunStep, Thread
+from .limits import plausible_id
+from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
 from .pagination import page
 from .store import active_run, check_id, get_assistant, get_thread, insert_thread, modify_metadata, new_message
 
@@ -77,17 +79,22 @@ def _check_truncation(body: dict) -> None:
         )
 
 
-def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
+def _insert_run(run_id: str, thread: Thread, body: dict, assistant: Assistant | None = None,
+                may_be_busy: bool = True) -> Run:
+    """``assistant``: already read (``_lookup``); ``may_be_busy``: False when the thread is known to have no
+    active run (a new thread, or ``_lookup`` said so): the active-run query is then skipped."""
     _check_truncation(body)
-    assistant = get_assistant(body["assistant_id"])
-    active = active_run(thread)
+    if assistant is None:
+        assistant = get_assistant(body["assistant_id"])
+    active = active_run(thread) if may_be_busy else None
     if active is not None:
         raise invalid(f"Thread {thread.id} already has an active run {active.id}.")
     added = Message.objects.bulk_create([new_message(thread, m) for m in body.get("additional_messages") or []])
     run = _new_run(run_id, thread, assistant, body)
     try:
-        with transaction.atomic():
-            run.save(force_insert=True)
+        # No savepoint of its own: every caller is inside an atomic block, which a refusal leaves with an
+        # exception (so rolls back).
+        run.save(force_insert=True)
     except IntegrityError:
         # Another process started a run between our check and our insert.
         raise invalid(f"Thread {thread.id} already has an active run.") from None
@@ -98,10 +105,30 @@ def _insert_run(run_id: str, thread: Thread, body: dict) -> Run:
     return run
 
 
+def _lookup(thread_id: str, assistant_id: str) -> tuple[Thread, Assistant, bool] | None:
+    """The thread, the assistant and whether the thread has an active run, in one query; None when either is
+    missing (the caller then looks them up one by one, for the error the API gives)."""
+    if not (plausible_id(thread_id) and isinstance(assistant_id, str) and plausible_id(assistant_id)):
+        return None
+    assistant = (Assistant.objects.filter(id=assistant_id)
+                 .annotate(thread_seq=Subquery(Thread.objects.filter(id=thread_id).values("seq")[:1]),
+                           busy=Exists(Run.objects.filter(thread__id=thread_id, status__in=ACTIVE_RUN_STATUSES)))
+                 .first())
+    if assistant is None or assistant.thread_seq is None:
+        return None
+    # Only the keys: the run and its messages refer to the thread, nothing reads its other fields.
+    return Thread(seq=assistant.thread_seq, id=thread_id), assistant, assistant.busy
+
+
 def create_run(thread_id: str, run_id: str, body: dict) -> dict:
     with transaction.atomic():
-        thread = get_thread(thread_id)
-        return serializers.run(_insert_run(run_id, thread, body), thread_id)
+        found = _lookup(thread_id, body["assistant_id"])
+        if found is None:  # one of them is missing: the ordinary order of lookups says which, as before
+            run = _insert_run(run_id, get_thread(thread_id), body)
+        else:
+            thread, assistant, busy = found
+            run = _insert_run(run_id, thread, body, assistant, may_be_busy=busy)
+        return serializers.run(run, thread_id)
 
 
 def create_thread_and_run(run_id: str, body: dict) -> tuple[dict, dict]:
@@ -109,9 +136,10 @@ def create_thread_and_run(run_id: str, body: dict) -> tuple[dict, dict]:
     if body.get("tool_resources") is not None:
         thread_body = {**thread_body, "tool_resources": body["tool_resources"]}
     with transaction.atomic():
-        get_assistant(body["assistant_id"])
+        assistant = get_assistant(body["assistant_id"])
         thread = insert_thread(thread_body)
-        run = _insert_run(run_id, thread, {k: v for k, v in body.items() if k not in ("thread", "tool_resources")})
+        run = _insert_run(run_id, thread, {k: v for k, v in body.items() if k not in ("thread", "tool_resources")},
+                          assistant, may_be_busy=False)  # a thread created here has no run yet
         return serializers.thread(thread), serializers.run(run, thread.id)
 
 
