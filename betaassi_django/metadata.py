@@ -198,7 +198,8 @@ def encode(
     if errors:
         raise ValidationError(errors)
     if keep:
-        foreign = {k: v for k, v in keep.items() if k not in owned_keys(keep, (f.name for f in fields))}
+        owned = owned_keys(keep, (f.name for f in fields))  # once, not once per key
+        foreign = {k: v for k, v in keep.items() if k not in owned}
         metadata = {**foreign, **metadata}
     metadata[TYPE_KEY] = type_label
     if len(metadata) > MAX_PAIRS:

@@ -126,3 +126,15 @@ def test_documented_encodings(name, value, stored):
     field = Kitchen._meta.get_field(name)
     assert codec.encode_field(field, value) == {name: stored}
     assert codec.decode_field(field, {name: stored}) == value
+
+
+def test_encode_works_out_the_kept_keys_once(monkeypatch):
+    """The foreign keys of ``keep`` are found with one pass over it, not one per key (issue 16: a save's cost)."""
+    calls = []
+    real = codec.owned_keys
+    monkeypatch.setattr(codec, "owned_keys", lambda *args: calls.append(1) or real(*args))
+    keep = {"other.a": "1", "other.b": "2", "text": "old", codec.TYPE_KEY: "testapp.Kitchen"}
+    fields = [Kitchen._meta.get_field("text")]
+    encoded = codec.encode(fields, Kitchen(text="new"), "testapp.Kitchen", keep=keep)
+    assert encoded == {"other.a": "1", "other.b": "2", "text": "new", codec.TYPE_KEY: "testapp.Kitchen"}
+    assert len(calls) == 1

@@ -105,9 +105,14 @@ class RemoteModel(models.Model):
 
     @classmethod
     def metadata_fields(cls) -> list[models.Field]:
-        """The subclass's own fields: each is persisted into the backend object's metadata."""
-        core = cls.core_field_names()
-        return [f for f in cls._meta.concrete_fields if f.name not in core]
+        """The subclass's own fields: each is persisted into the backend object's metadata (worked out once per
+        class: every save, read and mirror write asks)."""
+        found = cls.__dict__.get("_metadata_fields")
+        if found is None:
+            core = cls.core_field_names()
+            found = [f for f in cls._meta.concrete_fields if f.name not in core]
+            cls._metadata_fields = found
+        return list(found)
 
     @classmethod
     def reserved_keys(cls) -> tuple[str, ...]:
