@@ -100,7 +100,23 @@ def logged_in_user(session_key: str | None):
 def connection_state(session_key: str | None, user_pk, session) -> State:
     """What the connection of ``user_pk`` on Django session ``session_key`` may do in ``session`` (None: a
     session that does not exist) now."""
-    user = logged_in_user(session_key)
+    return _state_of(logged_in_user(session_key), user_pk, session)
+
+
+def connection_states(connections: list[tuple[str | None, object, object]]) -> list[State]:
+    """``connection_state`` of many ``(session_key, user_pk, session)`` at once (the periodic re-check): each
+    login is read once however many connections it holds open, and each user's permissions once (Django
+    caches them on the user object)."""
+    users: dict = {}
+    states = []
+    for session_key, user_pk, session in connections:
+        if session_key not in users:
+            users[session_key] = logged_in_user(session_key)
+        states.append(_state_of(users[session_key], user_pk, session))
+    return states
+
+
+def _state_of(user, user_pk, session) -> State:
     if user is None or user.pk != user_pk:
         return State.NO_LOGIN
     if session is None:

@@ -146,7 +146,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
     """``ws/assistants/<assistant_id>/sessions/<session_id>/``: one user talking in one session."""
 
     groups_joined: tuple[str, ...] = ()
-    rechecking: asyncio.Task | None = None
 
     async def connect(self) -> None:
         route = self.scope["url_route"]["kwargs"]
@@ -171,13 +170,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         turns.listen(self.groups_joined[0], self, self._deliver)
-        self.rechecking = asyncio.create_task(self._recheck_every(conf.get().websocket_recheck_seconds))
+        _Rechecks.join(self)
         await self._send({"type": "session.ready", "session": turns.session_frame(session),
                           "history": await turns.history(session.thread_id)})
 
     async def disconnect(self, code) -> None:
-        if self.rechecking is not None:
-            self.rechecking.cancel()
+        _Rechecks.leave(self)
         if self.groups_joined:
             turns.unlisten(self.groups_joined[0], self)
         for group in self.groups_joined:
@@ -203,17 +201,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
         self.groups_joined = ()  # no more frames for this connection, in or out
         await self.close(code)
-
-    async def _recheck_every(self, seconds: float) -> None:
-        """The safety net behind the pushes: a change no signal reported (a raw UPDATE, another database
-        writer, an expired session) still closes an idle connection within ``seconds``."""
-        while self.groups_joined:
-            await asyncio.sleep(seconds)
-            try:
-                await self._recheck()
-            except Exception:  # a database hiccup: the next round tries again
-                logger.exception("re-checking a connection to session %s of %s failed", self.session_id,
-                                 self.assistant_id)
 
     async def _may_send_now(self) -> bool:
         return await self._state() is access.State.SEND
@@ -305,6 +292,51 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, code: str, message: str) -> None:
         await self._send({"type": "error", "code": code, "message": message})
+
+
+class _Rechecks:
+    """The safety net behind the pushes, for every open connection of an event loop at once: a change no signal
+    reported (a raw UPDATE, another database writer, an expired session) still closes an idle connection within
+    ``BETAASSI_WEBSOCKET_RECHECK_SECONDS``. One task and one database trip per round, each login read once
+    (``access.connection_states``), rather than a task and a trip (with a new connection) per connection: 1,000
+    idle connections of one user cost 2 queries per round, not 2,000."""
+
+    _open: dict[asyncio.AbstractEventLoop, set[SessionConsumer]] = {}
+    _tasks: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+
+    @classmethod
+    def join(cls, consumer: SessionConsumer) -> None:
+        loop = asyncio.get_running_loop()
+        cls._open.setdefault(loop, set()).add(consumer)
+        task = cls._tasks.get(loop)
+        if task is None or task.done():
+            cls._tasks[loop] = loop.create_task(cls._every_round(loop))
+
+    @classmethod
+    def leave(cls, consumer: SessionConsumer) -> None:
+        loop = asyncio.get_running_loop()
+        consumers = cls._open.get(loop)
+        if consumers is not None:
+            consumers.discard(consumer)
+            if not consumers:
+                del cls._open[loop]
+                task = cls._tasks.pop(loop, None)
+                if task is not None:
+                    task.cancel()
+
+    @classmethod
+    async def _every_round(cls, loop: asyncio.AbstractEventLoop) -> None:
+        while cls._open.get(loop):
+            await asyncio.sleep(conf.get().websocket_recheck_seconds)
+            consumers = [c for c in cls._open.get(loop, ()) if c.groups_joined]
+            try:
+                states = await turns.on_database(access.connection_states,
+                                                 [(c.session_key, c.user_pk, c.session) for c in consumers])
+                for consumer, state in zip(consumers, states, strict=True):
+                    if consumer.groups_joined:
+                        await consumer._recheck(state)
+            except Exception:  # a database hiccup: the next round tries again
+                logger.exception("re-checking %d open connections failed", len(consumers))
 
 
 def _session_and_state(session_key: str | None, user_pk, assistant_id: str, session_id: str):

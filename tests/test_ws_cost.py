@@ -1,0 +1,193 @@
+"""What the WebSocket path costs beside a turn's own work (issue 16), counted exactly.
+
+A turn's frames reach this process's connections directly, encoded once (``turns.listen``), not through the
+in-memory channel layer; a layer that crosses processes still carries them, marked with the process's
+``turns.ORIGIN`` so each local connection gets each frame once. The consumer's database work (admission,
+re-checks, touches) runs on threads that keep their connection: after a first turn, turns open none. The
+periodic re-check reads each login once per round, however many connections it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.backends.signals import connection_created
+
+from betaassi_django import access, turns
+from betaassi_django.models import Session
+from betaassi_django.publishing.processor import Processor
+from tests.test_websocket import _cookie, _ready, _reply, _turn
+from tests.testapp.models import Support
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def alice():
+    return get_user_model().objects.create_user("alice", password="x")
+
+
+@pytest.fixture
+def support(alice):
+    support = Support.objects.create(name="support")
+    support.sessions.create("chat-1", owner=alice)
+    support.sessions.create("short", owner=alice)
+    Processor().run_once()
+    return support
+
+FRAME_TYPES = ["message.created", "run.started", "message.delta", "message.completed"]
+
+
+def _kinds(frames: list[dict]) -> list[str]:
+    """Frame types in order, a run of deltas as one (their number depends on the coalescing)."""
+    kinds: list[str] = []
+    for frame in frames:
+        if not kinds or kinds[-1] != frame["type"] or frame["type"] != "message.delta":
+            kinds.append(frame["type"])
+    return kinds
+
+
+class CrossProcessLayer(BaseChannelLayer):
+    """A layer that is not the in-memory one (as Redis is not): it delivers through an in-memory layer, and
+    records every group_send."""
+
+    extensions = ["groups", "flush"]
+    sent: list[tuple[str, dict]] = []
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.inner = InMemoryChannelLayer()
+
+    async def send(self, channel, message):
+        await self.inner.send(channel, message)
+
+    async def receive(self, channel):
+        return await self.inner.receive(channel)
+
+    async def new_channel(self, prefix="specific."):
+        return await self.inner.new_channel(prefix)
+
+    async def group_add(self, group, channel):
+        await self.inner.group_add(group, channel)
+
+    async def group_discard(self, group, channel):
+        await self.inner.group_discard(group, channel)
+
+    async def group_send(self, group, message):
+        type(self).sent.append((group, message))
+        await self.inner.group_send(group, message)
+
+    async def flush(self):
+        await self.inner.flush()
+
+
+async def test_in_process_frames_reach_every_connection_without_the_in_memory_layer(support, alice, monkeypatch):
+    sends: list[str] = []
+    real = InMemoryChannelLayer.group_send
+
+    async def counted(self, group, message):
+        sends.append(group)
+        await real(self, group, message)
+
+    monkeypatch.setattr(InMemoryChannelLayer, "group_send", counted)
+    first, _ = await _ready(support, alice)
+    second, _ = await _ready(support, alice)
+    await first.send_json_to({"type": "user.message", "content": "hello"})
+    mine, theirs = await _turn(first), await _turn(second)
+    assert mine == theirs
+    assert _kinds(mine) == FRAME_TYPES and _reply(mine) == "echo: hello [context=1]"
+    # No frame of the turn went through the layer (a login's save pushes ``account.changed`` to the user's group).
+    assert [group for group in sends if group.startswith("betaassi.session.")] == []
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_through_a_layer_across_processes_each_frame_arrives_once(support, alice, settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_ws_cost.CrossProcessLayer"}}
+    CrossProcessLayer.sent = []
+    first, _ = await _ready(support, alice)
+    second, _ = await _ready(support, alice)
+    await first.send_json_to({"type": "user.message", "content": "hello"})
+    mine, theirs = await _turn(first), await _turn(second)
+    assert mine == theirs and _kinds(mine) == FRAME_TYPES
+    frames = [m for _, m in CrossProcessLayer.sent if m["type"] == "session.frame"]
+    assert [m["frame"] for m in frames] == mine  # every frame still goes to the group, for other processes
+    assert {m["origin"] for m in frames} == {turns.ORIGIN}
+    # A frame of another process's turn reaches both connections, once.
+    other = {"type": "run.failed", "run_id": None, "error": "elsewhere"}
+    group = next(g for g, m in CrossProcessLayer.sent if m["type"] == "session.frame")
+    await get_channel_layer().group_send(group, {"type": "session.frame", "frame": other, "origin": "another"})
+    assert await first.receive_json_from(timeout=5) == other
+    assert await second.receive_json_from(timeout=5) == other
+    assert await first.receive_nothing(timeout=0.2) and await second.receive_nothing(timeout=0.2)
+    await first.disconnect()
+    await second.disconnect()
+
+
+def _pool_connections() -> int:
+    pool = connection.pool
+    return pool.get_stats().get("connections_num", 0) if pool is not None else 0
+
+
+async def test_websocket_turns_open_no_database_connection_after_the_first(support, alice):
+    socket, _ = await _ready(support, alice)
+    await socket.send_json_to({"type": "user.message", "content": "warm"})
+    assert _reply(await _turn(socket)) == "echo: warm [context=1]"
+    opened: list[str] = []
+
+    def record(sender, connection, **kwargs) -> None:
+        opened.append(connection.alias)
+
+    pooled = connection.vendor == "postgresql" and connection.pool is not None
+    before = _pool_connections() if pooled else 0
+    connection_created.connect(record)
+    try:
+        for n in range(3):
+            await socket.send_json_to({"type": "user.message", "content": f"turn {n}"})
+            assert _reply(await _turn(socket)) == f"echo: turn {n} [context={2 * n + 3}]"
+    finally:
+        connection_created.disconnect(record)
+    await socket.disconnect()
+    if pooled:
+        assert _pool_connections() == before
+    else:
+        assert opened == []
+
+
+def test_the_periodic_recheck_reads_each_login_once(support, alice, django_assert_num_queries):
+    session = Session.objects.get(session_id="chat-1")
+    key = _cookie(alice).decode().split("=", 1)[1]
+    with django_assert_num_queries(2):  # the Django session and the user, for five connections of one login
+        states = access.connection_states([(key, alice.pk, session)] * 5)
+    assert states == [access.State.SEND] * 5
+    with django_assert_num_queries(3):  # a gone login costs its one lookup (a malformed key: none)
+        states = access.connection_states([(key, alice.pk, session), ("0" * 32, alice.pk, session),
+                                           (key, alice.pk, session)])
+    assert states == [access.State.SEND, access.State.NO_LOGIN, access.State.SEND]
+
+
+async def test_touches_that_arrive_together_are_written_in_one_transaction(support, monkeypatch):
+    batches: list[list[str]] = []
+    real = turns._touch_all
+
+    def recorded(sessions: list) -> None:
+        batches.append([s.session_id for s in sessions])
+        real(sessions)
+
+    monkeypatch.setattr(turns, "_touch_all", recorded)
+    sessions = await sync_to_async(list)(Session.objects.filter(session_id__in=["chat-1", "short"]).order_by("id"))
+    for session in sessions:
+        turns.touch_soon(session)
+    for _ in range(100):
+        if not turns._touches:
+            break
+        await asyncio.sleep(0.02)
+    assert batches == [["chat-1", "short"]]
+    stored = await sync_to_async(list)(Session.objects.filter(session_id__in=["chat-1", "short"])
+                                       .values_list("touched_at", flat=True))
+    assert None not in stored
