@@ -74,8 +74,9 @@ def drop_orphans(assistant_id: str, thread_ids: list[str]) -> None:
 
 def set_pending(assistant_id: str, pending: dict | None) -> None:
     """The local records of the batch about to be committed (None: none)."""
-    if pending is not None:
-        PublishState.objects.update_or_create(assistant_id=assistant_id, defaults={"pending": pending})
+    if pending is not None:  # one UPDATE once the row exists (update_or_create: a transaction of 4 statements)
+        if not PublishState.objects.filter(assistant_id=assistant_id).update(pending=pending):
+            PublishState.objects.update_or_create(assistant_id=assistant_id, defaults={"pending": pending})
     else:
         PublishState.objects.filter(assistant_id=assistant_id, pending__isnull=False).update(pending=None)
 

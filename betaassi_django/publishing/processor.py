@@ -211,6 +211,7 @@ class Processor:
                 continue
             if not lease.acquire(assistant.id, self.holder, self.lease_seconds):
                 continue
+            self.queues.leased_at = time.monotonic()  # its first batch needs no renewal
             logger.debug("lease acquired assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
             self.queues.seen = 0
             started = time.thread_time()
