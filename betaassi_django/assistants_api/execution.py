@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, transaction
@@ -259,11 +261,31 @@ def _tool_calls_delta(step_id: str, calls: list[ToolCall]) -> dict:
             "delta": {"step_details": {"type": "tool_calls", "tool_calls": tool_calls}}}
 
 
-async def execute_run(run_id: str) -> None:
-    """Move one run from queued to its end (or to requires_action), publishing OpenAI's stream events."""
+#: ``execute_run``'s ``started`` when the run is still to be started on the engine's database threads.
+_NOT_STARTED = object()
+
+
+def started_here(run_id: str) -> Callable[[str], Awaitable[None]]:
+    """Start a new run on this thread, now (``run_store`` calls it as the run's creation commits), and return
+    what the engine executes: the run goes on from there.
+
+    Why: started on the engine, a run waits for two thread hops (to the engine's loop, then to its database
+    thread) before its start, and a hop back, all before the model is asked; the creating thread has its
+    connection open and nothing else to do. A failure here is the execution's (it ends the run failed).
+    """
+    try:
+        started: object = _start(run_id)
+    except Exception as exc:  # raised again in the execution, which ends the run failed
+        started = exc
+    return functools.partial(execute_run, started=started)
+
+
+async def execute_run(run_id: str, started: object = _NOT_STARTED) -> None:
+    """Move one run from queued to its end (or to requires_action), publishing OpenAI's stream events;
+    ``started``: what ``_start`` returned (or raised) already, if it ran elsewhere."""
     ended = False
     try:
-        ended = await _execute(run_id)
+        ended = await _execute(run_id, started)
     except RunGone:
         logger.info("run %s was deleted while executing", run_id)
         engine.publish(run_id, "error", _error(f"Run {run_id} was deleted while executing."))
@@ -304,9 +326,12 @@ async def _fail(run_id: str) -> bool:
     return True
 
 
-async def _execute(run_id: str) -> bool:
+async def _execute(run_id: str, started: object = _NOT_STARTED) -> bool:
     """Execute; True when an event that ends the run's stream was published."""
-    started = await engine.db(_start, run_id)
+    if started is _NOT_STARTED:
+        started = await engine.db(_start, run_id)
+    elif isinstance(started, Exception):
+        raise started
     if started is None:
         return False
     if isinstance(started, Run):

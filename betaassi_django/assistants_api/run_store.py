@@ -16,7 +16,7 @@ from betaassi_django import conf
 from . import serializers
 from .engine import engine
 from .errors import invalid, not_found
-from .execution import execute_run
+from .execution import execute_run, started_here
 from .ids import now
 from .limits import plausible_id
 from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
@@ -101,7 +101,8 @@ def _insert_run(run_id: str, thread: Thread, body: dict, assistant: Assistant | 
     # An in-process turn's queue (engine.listening), before the run can start; with the messages added with
     # the run, which the turn shows its user (rather than listing the thread for them).
     engine.adopt_listener(run_id, [serializers.message(m, thread.id) for m in added])
-    transaction.on_commit(lambda: engine.submit(run_id, execute_run))
+    # Started on this thread as the creation commits (execution.started_here), then executed by the engine.
+    transaction.on_commit(lambda: engine.submit(run_id, started_here(run_id)))
     return run
 
 
