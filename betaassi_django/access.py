@@ -9,27 +9,35 @@ is told exactly what it is told for an id that does not exist.
 Open WebSockets follow the account: ``connection_state`` re-reads the user,
 their Django session and their permissions, and signals (logout, a saved or
 deleted user, changed permissions or groups) tell the user's open connections
-at once, through the channel-layer group ``user_group(pk)``.
+at once, through the channel-layer group ``user_group(pk)``; ``Rechecks`` re-reads
+every open connection of the process in rounds, as the safety net behind them.
 
 Only the pages, the consumers and the app's ``ready`` use this module; it sits above the publish queue, whose
-``Session`` table it reads and whose channel-layer sender it uses.
+``Session`` table it reads and whose channel-layer sender it uses, and above the turns, whose database
+threads (``turns.on_database``) its rounds use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
+import logging
+from typing import Any
 
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils.module_loading import import_string
 
+from betaassi_django import conf, turns
 from betaassi_django.groups import user_group
 from betaassi_django.publishing.models import Session
 from betaassi_django.publishing.notify import send  # the channel layer's one sender: logs an outage once
 
 VIEW_PERMISSION = "betaassi_django.view_session"
 CHANGE_PERMISSION = "betaassi_django.change_session"
+
+logger = logging.getLogger("betaassi_django.sessions")
 
 
 def may_read(user, session) -> bool:
@@ -124,6 +132,53 @@ def _state_of(user, user_pk, session) -> State:
     if may_send(user, session):
         return State.SEND
     return State.READ if may_read(user, session) else State.NO_ACCESS
+
+
+class Rechecks:
+    """The safety net behind the pushes, for every open connection (a consumer: ``session_key``, ``user_pk``,
+    ``session``, ``groups_joined`` and ``recheck(state)``, which closes it if ``state`` says so) of an event
+    loop at once: a change no signal
+    reported (a raw UPDATE, another database writer, an expired session) still closes an idle connection within
+    ``BETAASSI_WEBSOCKET_RECHECK_SECONDS``. One task and one database trip per round, each login read once
+    (``connection_states``), rather than a task and a trip (with a new connection) per connection: 1,000
+    idle connections of one user cost 2 queries per round, not 2,000."""
+
+    _open: dict[asyncio.AbstractEventLoop, set[Any]] = {}
+    _tasks: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+
+    @classmethod
+    def join(cls, consumer: Any) -> None:
+        loop = asyncio.get_running_loop()
+        cls._open.setdefault(loop, set()).add(consumer)
+        task = cls._tasks.get(loop)
+        if task is None or task.done():
+            cls._tasks[loop] = loop.create_task(cls._every_round(loop))
+
+    @classmethod
+    def leave(cls, consumer: Any) -> None:
+        loop = asyncio.get_running_loop()
+        consumers = cls._open.get(loop)
+        if consumers is not None:
+            consumers.discard(consumer)
+            if not consumers:
+                del cls._open[loop]
+                task = cls._tasks.pop(loop, None)
+                if task is not None:
+                    task.cancel()
+
+    @classmethod
+    async def _every_round(cls, loop: asyncio.AbstractEventLoop) -> None:
+        while cls._open.get(loop):
+            await asyncio.sleep(conf.get().websocket_recheck_seconds)
+            consumers = [c for c in cls._open.get(loop, ()) if c.groups_joined]
+            try:
+                states = await turns.on_database(connection_states,
+                                                 [(c.session_key, c.user_pk, c.session) for c in consumers])
+                for consumer, state in zip(consumers, states, strict=True):
+                    if consumer.groups_joined:
+                        await consumer.recheck(state)
+            except Exception:  # a database hiccup: the next round tries again
+                logger.exception("re-checking %d open connections failed", len(consumers))
 
 
 # -- telling open connections at once -----------------------------------------------------------------------

@@ -14,15 +14,14 @@ can raise out of ``receive`` (which Channels would turn into a 1011 close).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from betaassi_django import access, conf, quotas, turns
-from betaassi_django.groups import assistant_group, session_group, user_group
+from betaassi_django import access, quotas, turns
+from betaassi_django.groups import assistant_group, listen, origin, session_group, unlisten, user_group
 
 #: Largest frame accepted, in bytes of UTF-8.
 MAX_FRAME_BYTES = 64 * 1024
@@ -169,15 +168,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
                               user_group(self.user_pk))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
-        turns.listen(self.groups_joined[0], self, self._deliver)
-        _Rechecks.join(self)
+        listen(self.groups_joined[0], self, self._deliver)
+        access.Rechecks.join(self)
         await self._send({"type": "session.ready", "session": turns.session_frame(session),
                           "history": await turns.history(session.thread_id)})
 
     async def disconnect(self, code) -> None:
-        _Rechecks.leave(self)
+        access.Rechecks.leave(self)
         if self.groups_joined:
-            turns.unlisten(self.groups_joined[0], self)
+            unlisten(self.groups_joined[0], self)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -187,7 +186,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         session = session if session is not None or not self.groups_joined else self.session
         return await turns.on_database(access.connection_state, self.session_key, self.user_pk, session)
 
-    async def _recheck(self, state: access.State | None = None) -> access.State:
+    async def recheck(self, state: access.State | None = None) -> access.State:
         """Close the connection if its login is gone (4401) or it may no longer read (4403)."""
         state = state if state is not None else await self._state()
         if state in (access.State.NO_LOGIN, access.State.NO_ACCESS) and self.groups_joined:
@@ -196,7 +195,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _close_for(self, code: int) -> None:
         if self.groups_joined:
-            turns.unlisten(self.groups_joined[0], self)
+            unlisten(self.groups_joined[0], self)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.groups_joined = ()  # no more frames for this connection, in or out
@@ -212,7 +211,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if event.get("logged_out") == access.session_key_digest(self.session_key):
             await self._close_for(CLOSE_NOT_LOGGED_IN)
             return
-        await self._recheck()
+        await self.recheck()
 
     # -- from the client -------------------------------------------------------------------------------
 
@@ -233,7 +232,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._error(bad.code, bad.message)
             return
         state, refusal = await turns.on_database(_admission, self.session_key, self.user_pk, self.session)
-        state = await self._recheck(state)
+        state = await self.recheck(state)
         if state is access.State.READ:
             await self._error("read_only", "you may read this session but not send in it "
                                            "(sending in another user's session needs the change_session permission)")
@@ -257,11 +256,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def session_frame(self, event: dict) -> None:
         """A frame of a turn another process runs, sent to every connection to the session (this process's
         turns reach this connection directly: ``_deliver``)."""
-        if self.groups_joined and event.get("origin") != turns.ORIGIN:  # none after the connection was refused
+        if self.groups_joined and event.get("origin") != origin():  # none after the connection was refused
             await self._send(event["frame"])
 
     async def _deliver(self, text: str) -> None:
-        """A frame of a turn this process runs (``turns.listen``), already encoded."""
+        """A frame of a turn this process runs (``groups.listen``), already encoded."""
         if self.groups_joined:
             await self.send(text_data=text)
 
@@ -281,7 +280,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.close(1000)
         else:
             self.session = session  # this connection's next turns use the new kind and model
-            if await self._recheck() not in (access.State.SEND, access.State.READ):
+            if await self.recheck() not in (access.State.SEND, access.State.READ):
                 return  # the session as it is now is not this user's to read: closed, nothing sent
             await self._send({"type": "session.updated", "session": turns.session_frame(session)})
 
@@ -292,51 +291,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, code: str, message: str) -> None:
         await self._send({"type": "error", "code": code, "message": message})
-
-
-class _Rechecks:
-    """The safety net behind the pushes, for every open connection of an event loop at once: a change no signal
-    reported (a raw UPDATE, another database writer, an expired session) still closes an idle connection within
-    ``BETAASSI_WEBSOCKET_RECHECK_SECONDS``. One task and one database trip per round, each login read once
-    (``access.connection_states``), rather than a task and a trip (with a new connection) per connection: 1,000
-    idle connections of one user cost 2 queries per round, not 2,000."""
-
-    _open: dict[asyncio.AbstractEventLoop, set[SessionConsumer]] = {}
-    _tasks: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
-
-    @classmethod
-    def join(cls, consumer: SessionConsumer) -> None:
-        loop = asyncio.get_running_loop()
-        cls._open.setdefault(loop, set()).add(consumer)
-        task = cls._tasks.get(loop)
-        if task is None or task.done():
-            cls._tasks[loop] = loop.create_task(cls._every_round(loop))
-
-    @classmethod
-    def leave(cls, consumer: SessionConsumer) -> None:
-        loop = asyncio.get_running_loop()
-        consumers = cls._open.get(loop)
-        if consumers is not None:
-            consumers.discard(consumer)
-            if not consumers:
-                del cls._open[loop]
-                task = cls._tasks.pop(loop, None)
-                if task is not None:
-                    task.cancel()
-
-    @classmethod
-    async def _every_round(cls, loop: asyncio.AbstractEventLoop) -> None:
-        while cls._open.get(loop):
-            await asyncio.sleep(conf.get().websocket_recheck_seconds)
-            consumers = [c for c in cls._open.get(loop, ()) if c.groups_joined]
-            try:
-                states = await turns.on_database(access.connection_states,
-                                                 [(c.session_key, c.user_pk, c.session) for c in consumers])
-                for consumer, state in zip(consumers, states, strict=True):
-                    if consumer.groups_joined:
-                        await consumer._recheck(state)
-            except Exception:  # a database hiccup: the next round tries again
-                logger.exception("re-checking %d open connections failed", len(consumers))
 
 
 def _session_and_state(session_key: str | None, user_pk, assistant_id: str, session_id: str):

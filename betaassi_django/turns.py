@@ -2,9 +2,9 @@
 
 - ``ask(session, text)`` (``Session.ask``): sync, returns the whole reply as the run ends;
 - ``astream(session, text)`` (``Session.astream``): async, yields the reply's text deltas;
-- ``submit(session, text)`` (the WebSocket consumer): queues a turn whose frames go to the session's
-  channel-layer group, so each connection to the session, in any server process, receives the same stream
-  (the contract: docs/websocket.md).
+- ``submit(session, text)`` (the WebSocket consumer): queues a turn whose frames go to every connection to the
+  session (``groups.fan_out``: this process's directly, other processes' through the channel layer), so each
+  receives the same stream (the contract: docs/websocket.md).
 
 All three send the message with the run (``run_stream.run_request``), count the turn against the same limits
 (``quotas``: ``ask`` and ``astream`` here, a WebSocket turn in the consumer as it admits the frame, with the access
@@ -24,10 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,12 +33,12 @@ from dataclasses import dataclass, field
 
 import openai
 from asgiref.sync import sync_to_async
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import get_channel_layer
 from django.db import connection, transaction
 
 from betaassi_django import quotas, run_stream
 from betaassi_django.client import get_async_client, get_client
-from betaassi_django.groups import session_group
+from betaassi_django.groups import fan_out, session_group
 from betaassi_django.messages import text_of, text_of_all
 
 logger = logging.getLogger("betaassi_django.sessions")
@@ -53,11 +51,6 @@ HISTORY_MESSAGES = 50
 DELTA_COALESCE_SECONDS = 0.02
 
 RUN_END_EVENTS = {"thread.run.failed", "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"}
-#: Names this process in the frames it sends through a layer that crosses processes (Redis): its own
-#: connections got them directly (``listen``) and skip the copy.
-ORIGIN = uuid.uuid4().hex
-
-
 # -- the WebSocket path's own database work ------------------------------------------------------------------
 
 
@@ -322,44 +315,11 @@ async def _still_allowed(allowed: Callable[[], Awaitable[bool]], session) -> boo
         return False
 
 
-#: This process's connections to each session group: ``(loop, deliver)`` by the connection's key.
-_listeners: dict[str, dict[object, tuple[asyncio.AbstractEventLoop, Callable[[str], Awaitable[None]]]]] = {}
-
-
-def listen(group: str, key, deliver: Callable[[str], Awaitable[None]]) -> None:
-    """``deliver(text)`` receives every frame, JSON-encoded, of the turns this process runs in the session of
-    ``group`` (a connection's own; the channel layer brings it the turns of other processes)."""
-    _listeners.setdefault(group, {})[key] = (asyncio.get_running_loop(), deliver)
-
-
-def unlisten(group: str, key) -> None:
-    listeners = _listeners.get(group)
-    if listeners is not None:
-        listeners.pop(key, None)
-        if not listeners:
-            del _listeners[group]
-
-
-async def _fan_out(group: str, layer, frame: dict) -> None:
-    """A turn's frame to every connection to the session: this process's directly, encoded once (through the
-    in-memory layer each frame was a task, a deep copy and a sweep of every channel and group per
-    connection); other processes' through a layer that reaches them, marked so ours skip that copy."""
-    text, loop = json.dumps(frame), asyncio.get_running_loop()
-    for listener_loop, deliver in list(_listeners.get(group, {}).values()):
-        if listener_loop is loop:
-            try:
-                await deliver(text)
-            except Exception:  # one connection's fault must not cost the others their frames
-                logger.exception("sending a frame of %s failed", group)
-    if layer is not None and not isinstance(layer, InMemoryChannelLayer):
-        await layer.group_send(group, {"type": "session.frame", "frame": frame, "origin": ORIGIN})
-
-
 async def _work(group: str, turns: _Turns) -> None:
     layer = get_channel_layer()
 
     async def emit(frame: dict) -> None:
-        await _fan_out(group, layer, frame)
+        await fan_out(group, layer, frame)
 
     try:
         while turns.pending:

@@ -1,8 +1,8 @@
 """What the WebSocket path costs beside a turn's own work (issue 16), counted exactly.
 
-A turn's frames reach this process's connections directly, encoded once (``turns.listen``), not through the
+A turn's frames reach this process's connections directly, encoded once (``groups.listen``), not through the
 in-memory channel layer; a layer that crosses processes still carries them, marked with the process's
-``turns.ORIGIN`` so each local connection gets each frame once. The consumer's database work (admission,
+``groups.origin()`` so each local connection gets each frame once. The consumer's database work (admission,
 re-checks, touches) runs on threads that keep their connection: after a first turn, turns open none. The
 periodic re-check reads each login once per round, however many connections it holds.
 """
@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.backends.signals import connection_created
 
-from betaassi_django import access, turns
+from betaassi_django import access, groups, turns
 from betaassi_django.models import Session
 from betaassi_django.publishing.processor import Processor
 from tests.test_websocket import _cookie, _ready, _reply, _turn
@@ -117,7 +117,7 @@ async def test_through_a_layer_across_processes_each_frame_arrives_once(support,
     assert mine == theirs and _kinds(mine) == FRAME_TYPES
     frames = [m for _, m in CrossProcessLayer.sent if m["type"] == "session.frame"]
     assert [m["frame"] for m in frames] == mine  # every frame still goes to the group, for other processes
-    assert {m["origin"] for m in frames} == {turns.ORIGIN}
+    assert {m["origin"] for m in frames} == {groups.origin()}
     # A frame of another process's turn reaches both connections, once.
     other = {"type": "run.failed", "run_id": None, "error": "elsewhere"}
     group = next(g for g, m in CrossProcessLayer.sent if m["type"] == "session.frame")
