@@ -93,3 +93,20 @@ def test_a_message_on_a_missing_thread_or_beside_an_active_run_takes_the_ordinar
     client.beta.threads.messages.create(thread.id, role="user", content="x")
     assert Run.objects.get(pk=run.pk).status == "expired"
     assert Message.objects.filter(thread=row).count() == 1
+
+
+def test_a_page_copies_the_stored_json_and_equals_each_message_read_alone(client):
+    """The page is built from the JSON text the database stores (not decoded and encoded again): every message
+    in it is the message ``retrieve`` returns, whatever its text holds."""
+    thread = client.beta.threads.create()
+    texts = ['quote " backslash \\ newline \n tab \t', "é 日本 🙂", "\u2028 \x01", ""]
+    for index, text in enumerate(texts):
+        client.beta.threads.messages.create(thread.id, role="user", content=text or "x",
+                                            metadata={"n": str(index), "ü": "ß \" \\"},
+                                            attachments=[] if index % 2 else None)
+    page = client.beta.threads.messages.list(thread.id, order="asc")
+    assert [m.content[0].text.value for m in page.data] == [t or "x" for t in texts]
+    for message in page.data:
+        assert message.model_dump() == client.beta.threads.messages.retrieve(message.id,
+                                                                             thread_id=thread.id).model_dump()
+    assert (page.first_id, page.last_id, page.has_more) == (page.data[0].id, page.data[-1].id, False)

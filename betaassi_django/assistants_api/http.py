@@ -32,12 +32,13 @@ from .engine import close_thread_connections
 from .errors import ApiError, invalid, server_error
 from .limits import MAX_DEPTH, too_deep
 from .models import ApiKey, hash_key
+from .serializers import Encoded
 from .validation import validate_body
 
 logger = logging.getLogger("betaassi_django.api")
 
 IN_PROCESS_SCOPE_KEY = "betaassi.in_process"
-Handler = Callable[..., dict | HttpResponseBase]
+Handler = Callable[..., dict | Encoded | HttpResponseBase]
 
 
 def is_in_process(request: HttpRequest) -> bool:
@@ -56,9 +57,11 @@ def _check_key(raw_key: str) -> ApiKey | None:
     return key
 
 
-def json_response(data: dict, status: int = 200) -> HttpResponse:
-    """Compact JSON, as the API's bodies are plain JSON values (no Django encoder needed)."""
-    return HttpResponse(json.dumps(data, separators=(",", ":")), status=status, content_type="application/json")
+def json_response(data: dict | Encoded, status: int = 200) -> HttpResponse:
+    """Compact JSON, as the API's bodies are plain JSON values (no Django encoder needed); ``Encoded`` is sent as
+    it is."""
+    body = data if isinstance(data, Encoded) else json.dumps(data, separators=(",", ":"))
+    return HttpResponse(body, status=status, content_type="application/json")
 
 
 def authenticate(request: HttpRequest) -> None:

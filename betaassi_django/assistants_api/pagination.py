@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -10,6 +11,7 @@ from django.http import QueryDict
 
 from .errors import ApiError, invalid
 from .limits import plausible_id
+from .serializers import Encoded
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -91,12 +93,18 @@ def plan(query: QueryDict, cursor_seq: Callable[[str, str], int]) -> Plan:
     return Plan(limit, tuple(bounds), forward != backwards, backwards)
 
 
-def finish(items: list, plan: Plan, serialize: Callable[[list], list[dict]]) -> dict:
-    """The list object from up to ``plan.limit + 1`` items in the order they were read."""
+def _trim(items: list, plan: Plan) -> tuple[list, bool]:
+    """Up to ``plan.limit + 1`` items in the order they were read -> the page's items, and whether more lie on."""
     has_more = len(items) > plan.limit
     items = items[: plan.limit]
     if plan.backwards:
         items.reverse()
+    return items, has_more
+
+
+def finish(items: list, plan: Plan, serialize: Callable[[list], list[dict]]) -> dict:
+    """The list object from up to ``plan.limit + 1`` items in the order they were read."""
+    items, has_more = _trim(items, plan)
     data = serialize(items)
     return {
         "object": "list",
@@ -106,6 +114,16 @@ def finish(items: list, plan: Plan, serialize: Callable[[list], list[dict]]) -> 
         "last_id": data[-1]["id"] if data else "",
         "has_more": has_more,
     }
+
+
+def finish_encoded(items: list, plan: Plan, encode: Callable[[object], str], id_of: Callable[[object], str]
+                   ) -> Encoded:
+    """``finish`` for items encoded one by one (``encode`` returns an object's JSON text): the same list object,
+    as JSON text."""
+    items, has_more = _trim(items, plan)
+    first, last = (id_of(items[0]), id_of(items[-1])) if items else ("", "")
+    return Encoded(f'{{"object":"list","data":[{",".join(map(encode, items))}],"first_id":{json.dumps(first)},'
+                   f'"last_id":{json.dumps(last)},"has_more":{"true" if has_more else "false"}}}')
 
 
 def page(queryset: QuerySet, query: QueryDict, serialize: Callable[[object], dict]) -> dict:

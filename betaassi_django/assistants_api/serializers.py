@@ -21,6 +21,11 @@ RUN_STEP = ("id", "object", "created_at", "assistant_id", "thread_id", "run_id",
             "last_error", "expired_at", "cancelled_at", "failed_at", "completed_at", "metadata", "usage")
 
 
+class Encoded(str):
+    """A response body already encoded as JSON (a page built from the JSON text the database stores): the views
+    send it as it is instead of encoding a dict."""
+
+
 def _fields(row: Assistant | Thread | Message | Run | RunStep, names: tuple[str, ...], **given: object) -> dict:
     return {name: given[name] if name in given else getattr(row, name) for name in names}
 

@@ -16,7 +16,7 @@ from .errors import ApiError, invalid, not_found
 from .ids import now
 from .limits import plausible_id
 from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, Thread
-from .pagination import bad_cursor, finish, page, plan
+from .pagination import bad_cursor, finish_encoded, page, plan
 
 ASSISTANT_FIELDS = (
     "model",
@@ -276,7 +276,7 @@ def list_messages(thread_id: str, query: QueryDict) -> dict:
     rows = statement.rows(**ids, **{f"seq{index}": seq for index, (_, seq) in enumerate(chosen.bounds)})
     if not rows and not chosen.bounds:
         get_thread(thread_id)
-    return finish(rows, chosen, lambda items: statements.message_objects(items, thread_id))
+    return finish_encoded(rows, chosen, statements.message_encoder(thread_id), lambda row: row[0])
 
 
 # Runs and steps -----------------------------------------------------------
