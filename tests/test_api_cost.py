@@ -110,3 +110,15 @@ def test_a_page_copies_the_stored_json_and_equals_each_message_read_alone(client
         assert message.model_dump() == client.beta.threads.messages.retrieve(message.id,
                                                                              thread_id=thread.id).model_dump()
     assert (page.first_id, page.last_id, page.has_more) == (page.data[0].id, page.data[-1].id, False)
+
+
+def test_ids_are_24_characters_of_the_62_from_one_random_read():
+    import re
+    import string
+
+    from betaassi_django.assistants_api.ids import new_id
+
+    made = [new_id("msg") for _ in range(2000)]
+    assert all(re.fullmatch(r"msg_[A-Za-z0-9]{24}", made_id) for made_id in made)
+    assert len(set(made)) == len(made)
+    assert set("".join(m[4:] for m in made)) == set(string.ascii_letters + string.digits)
