@@ -1,5 +1,5 @@
-"""What the processor spends per batch locally: the batch's records in a few statements whatever its size, and
-no lease renewal right after the lease was taken."""
+"""What the processor spends per batch: the batch's records in a few statements whatever its size, no lease renewal
+right after the lease was taken, and no empty list to end a woken drain."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from betaassi_django.client import use_clients
 from betaassi_django.models import PublishedEvent, Session
-from betaassi_django.publishing import drain, lease
+from betaassi_django.publishing import drain, lease, notify
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.publishing.publisher import publish
+from betaassi_django.testing import counting_client
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,3 +88,36 @@ def test_the_first_batch_of_a_drain_is_covered_by_the_lease_just_taken(monkeypat
     assert processor.run_once() == 25
     assert taken == [support.id, support.id]  # taken (the first batch's), renewed before the second
     assert PublishedEvent.objects.filter(assistant_id=support.id, status="applied").count() == 25
+
+
+def _lists(calls) -> int:
+    return len([url for method, url in calls if method == "GET" and url.endswith("/messages")])
+
+
+def test_a_woken_drain_ends_on_a_short_list_unless_a_wake_up_announced_more(monkeypatch):
+    user = get_user_model().objects.create_user("alice")
+    support = Support.objects.create()
+    processor = Processor(assistant_ids=[support.id])
+    processor.run_once()
+    publish(support, Event("session.create", "s1", {"owner": user.pk}))
+    client, calls = counting_client()
+    processor.api = client
+    with use_clients(client):
+        assert processor.run_pending(notify.take_woken()) == 1
+    assert _lists(calls) == 1  # the short list held everything: no empty list to end the drain
+
+    publish(support, Event("session.create", "s2", {"owner": user.pk}))
+    record = drain.QueueDrainer._record
+
+    def publishing_meanwhile(self, assistant_id, pending):  # another event, announced, while the batch commits
+        record(self, assistant_id, pending)
+        if not PublishedEvent.objects.filter(session_id="s3").exists() and "s3" not in published:
+            published.append(publish(support, Event("session.create", "s3", {"owner": user.pk})))
+
+    published: list[str] = []
+    monkeypatch.setattr(drain.QueueDrainer, "_record", publishing_meanwhile)
+    calls.clear()
+    with use_clients(client):
+        assert processor.run_pending(notify.take_woken()) == 2  # s2, then s3 found by listing again
+    assert _lists(calls) == 2
+    assert PublishedEvent.objects.get(event_id=published[0]).status == "applied"

@@ -137,6 +137,10 @@ class QueueDrainer:
                 {"event_id": o.event_id, "op": o.op, "session_id": o.session_id, "status": o.status}
                 for o in batch.outcomes])
             self.seen += len(events)
+            if not listed.has_more and not notify.announced(assistant.id):
+                # The list reached the end, and no wake-up announced an event since the serving processor took
+                # its wake-ups: one published meanwhile is announced by its hint or wake-up, for the next cycle.
+                return self.seen
 
     def _renewed(self, assistant_id: str) -> bool:
         """Renew the lease before a batch; False when it is lost. The drain's first batch needs none when the

@@ -134,6 +134,15 @@ def take_woken() -> set[str]:
     return woken
 
 
+def announced(assistant_id: str) -> bool:
+    """Whether a wake-up named ``assistant_id`` since the processor last took them (``take_woken``); taken with
+    this answer: a drain lists that queue once more before it ends, and that list is the wake-up's answer."""
+    with _waiters_lock:
+        found = assistant_id in _woken
+        _woken.discard(assistant_id)
+    return found
+
+
 def hint(assistant_id: str) -> None:
     """Leave a row saying ``assistant_id`` has a new event, for processors no wake-up reaches. Best effort: a
     hint that cannot be written is made up for by the processors' full sweep (logged once per outage)."""
