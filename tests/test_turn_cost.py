@@ -118,10 +118,10 @@ class _Statements:
 
 #: Statements of one turn without tools, by database: the turn quota (1: room in the window, for a user who is not
 #: exempt), creating the run with its user message (BEGIN on SQLite; the thread, the assistant and whether the
-#: thread has an active run in one SELECT; the message; the run), starting it (a conditional UPDATE, the run, the
-#: thread's messages), the reply's message and step at the first delta (BEGIN; the run still writable; 2 INSERTs),
-#: the end (BEGIN; the run locked; the message, the step, the run) and the session's ``touch``.
-TURN_STATEMENTS = {"sqlite": 18, "postgresql": 15}
+#: thread has an active run in one SELECT; the message; the run), starting it with its reply message and step
+#: (BEGIN; a conditional UPDATE; the run; the thread's messages; 2 INSERTs), nothing at the first delta, the end
+#: (BEGIN; the run locked; the message, the step, the run) and the session's ``touch``.
+TURN_STATEMENTS = {"sqlite": 17, "postgresql": 14}
 
 
 def test_a_turn_sends_a_known_number_of_statements(settings, alice, monkeypatch):

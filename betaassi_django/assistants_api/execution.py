@@ -57,9 +57,10 @@ class RunEnded(Exception):
         self.data = serializers.run(run, run.thread.id)
 
 
-MESSAGE_END_FIELDS = ["content", "status", "completed_at", "incomplete_at", "incomplete_details"]
+#: ``created_at``: a reply written with the start takes the time its events announce it (``_announce``).
+MESSAGE_END_FIELDS = ["content", "status", "completed_at", "incomplete_at", "incomplete_details", "created_at"]
 RUN_END_FIELDS = ["status", "required_action", "completed_at", "cancelled_at", "failed_at", "last_error", "usage"]
-STEP_END_FIELDS = ["status", "completed_at", "cancelled_at", "failed_at", "last_error", "usage"]
+STEP_END_FIELDS = ["status", "completed_at", "cancelled_at", "failed_at", "last_error", "usage", "created_at"]
 
 #: Statuses in which an execution may still write its run.
 WRITABLE = ("in_progress", "cancelling")
@@ -84,24 +85,29 @@ class Started:
     calls: list[ToolCall] = field(default_factory=list)
     #: The run's first execution (``_start``).
     first: bool = False
+    #: The reply message and its step were announced (their created events published).
+    opened: bool = False
 
 
 def _start(run_id: str) -> Started | Run | None:
     """queued -> in_progress; or the run if it ended first.
 
-    A run's first execution (never started, still queued: every new run) moves in one conditional UPDATE, then
-    is read for its event and request: no transaction, no lock. Anything else (a run queued again after tool
-    outputs, cancelled or gone meanwhile) takes ``_start_locked``.
+    A run's first execution (never started, still queued: every new run) moves in one conditional UPDATE and
+    writes its reply message and step in the same transaction, so the first delta needs no database work: they
+    are announced then (``_announce``), or deleted at the end if the run stops for its function calls without
+    text. Anything else (a run queued again after tool outputs, cancelled or gone meanwhile) takes
+    ``_start_locked`` and opens its reply at the first delta (``_open_message``).
     """
-    if Run.objects.filter(id=run_id, status="queued", started_at=None).update(
-            status="in_progress", started_at=now(), heartbeat_at=Now()):
-        run = Run.objects.select_related("thread").filter(id=run_id).first()
-        if run is None:  # deleted since
-            return None
-        # As written: a cancel since then shows in the status the execution polls, not in this event.
-        run.status = "in_progress"
-        request = responder_request(run, first=True)
-        return Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))], first=True)
+    with transaction.atomic():
+        if Run.objects.filter(id=run_id, status="queued", started_at=None).update(
+                status="in_progress", started_at=now(), heartbeat_at=Now()):
+            run = Run.objects.select_related("thread").get(id=run_id)
+            request = responder_request(run, first=True)
+            started = Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))],
+                              first=True)
+            started.message = _new_message(started)
+            started.step = _new_step(run, "message_creation", {"message_id": started.message.id})
+            return started
     return _start_locked(run_id)
 
 
@@ -139,12 +145,25 @@ def _new_step(run: Run, kind: str, details: dict | list, usage: dict | None = No
 
 
 def _open_message(started: Started) -> list[tuple[str, dict]]:
-    """The reply message and its step, at the first text delta."""
+    """The reply message and its step, at the first text delta (of a run not started by ``_start``'s first
+    execution)."""
     with transaction.atomic():
         if not Run.objects.filter(id=started.run.id, status__in=WRITABLE).exists():  # one light read
             _check_writable(started.run.id)  # raises RunGone or RunEnded
         started.message = _new_message(started)
         started.step = _new_step(started.run, "message_creation", {"message_id": started.message.id})
+    return _opened(started)
+
+
+def _announce(started: Started) -> list[tuple[str, dict]]:
+    """The events of a reply written with the start, created now (as ``_open_message`` would have created it;
+    the end stores that time)."""
+    started.message.created_at = started.step.created_at = now()
+    return _opened(started)
+
+
+def _opened(started: Started) -> list[tuple[str, dict]]:
+    started.opened = True
     thread_id = started.run.thread.id
     step_data = serializers.run_step(started.step, started.run.id)
     message_data = serializers.message(started.message, thread_id)
@@ -187,10 +206,15 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
             outcome = "cancelled"
         if outcome == "requires_action" and any(not c.name for c in started.calls):
             outcome, error = "failed", ("server_error", "The upstream model called a function without a name.")
-        if outcome != "requires_action" and message is None:
+        if outcome != "requires_action" and not started.opened:
             # A run that ends here has its reply message (empty, or incomplete) and step, even without text.
-            events += _open_message(started)
+            events += _announce(started) if message is not None else _open_message(started)
             message, step = started.message, started.step
+        elif message is not None and not started.opened:
+            # Written with the start, never announced: a run that stops for its calls without text has none.
+            RunStep.objects.filter(pk=step.pk).delete()
+            Message.objects.filter(pk=message.pk).delete()
+            message = step = None
         usage = _usage(reply.prompt_tokens, reply.completion_tokens)
         if message is not None:
             keep = text or outcome == "completed"
@@ -392,8 +416,9 @@ async def _consume(run_id: str, started: Started, parts: list[str], reply: Reply
             if isinstance(piece, ToolCall):
                 started.calls.append(piece)
                 continue
-            if started.message is None:
-                for event, data in await engine.db(_open_message, started):
+            if not started.opened:
+                opened = _announce(started) if started.message is not None else await engine.db(_open_message, started)
+                for event, data in opened:
                     engine.publish(run_id, event, data)
             parts.append(piece)
             engine.publish(run_id, "thread.message.delta", _delta(started.message.id, 0, piece))
