@@ -122,3 +122,41 @@ def test_ids_are_24_characters_of_the_62_from_one_random_read():
     assert all(re.fullmatch(r"msg_[A-Za-z0-9]{24}", made_id) for made_id in made)
     assert len(set(made)) == len(made)
     assert set("".join(m[4:] for m in made)) == set(string.ascii_letters + string.digits)
+
+
+BAD_BODIES = [
+    ("CreateMessageRequest", {"role": "robot", "content": "x"}),
+    ("CreateMessageRequest", {"role": "user", "content": [{"type": "text"}]}),
+    ("CreateMessageRequest", {"role": "user", "content": 5, "metadata": {"k": 1}}),
+    ("CreateMessageRequest", {"role": "user", "content": "x", "attachments": [{"file_id": 3}]}),
+    ("CreateThreadRequest", {"messages": [{"role": "user"}], "metadata": []}),
+    ("CreateThreadRequest", {"tool_resources": {"code_interpreter": {"file_ids": "x"}}, "extra": 1}),
+    ("CreateAssistantRequest", {"model": "m", "tools": [{"type": "function", "function": {"name": 5}}]}),
+    ("CreateAssistantRequest", {"model": "m", "temperature": 9, "response_format": {"type": "nope"}}),
+    ("CreateRunRequest", {"assistant_id": "a", "tool_choice": {"type": "function"}, "truncation_strategy": 1}),
+    ("CreateThreadAndRunRequest", {"assistant_id": "a", "thread": {"messages": [{"role": "user", "content": []}]}}),
+    ("SubmitToolOutputsRunRequest", {"tool_outputs": [{"output": 1}]}),
+    ("ModifyAssistantRequest", {"tools": [{"type": "file_search", "file_search": {"max_num_results": 500}}]}),
+]
+
+
+@pytest.mark.parametrize(("schema", "body"), BAD_BODIES)
+def test_the_inlined_request_schemas_refuse_as_the_referenced_ones_do(schema, body):
+    """The validators hold the request schemas with their references inlined (none is looked up per request):
+    a bad body gets the very error the schema with its references gave."""
+    import json
+
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    from betaassi_django.assistants_api import validation
+
+    inlined = validation.validator(schema)
+    assert '"$ref"' not in json.dumps(inlined.schema)
+    referenced = Draft202012Validator({"$ref": f"{validation.SCHEMAS_URI}#/components/schemas/{schema}"},
+                                      registry=validation._registry())
+    expected, got = best_match(referenced.iter_errors(body)), best_match(inlined.iter_errors(body))
+    assert expected is not None and got is not None
+    assert (list(got.absolute_path), got.validator, got.message) == (
+        list(expected.absolute_path), expected.validator, expected.message)
+    assert validation._error_for(got).response().content == validation._error_for(expected).response().content

@@ -49,15 +49,46 @@ _BOUND_OF = {"maxLength": "maximum", "minLength": "minimum", "maxItems": "maximu
 
 
 @cache
-def _registry() -> Registry:
+def _contents() -> dict:
     contents = json.loads((Path(__file__).parent / "schemas" / "requests.json").read_text())
     apply_schema_limits(contents["components"]["schemas"])
-    return Registry().with_resource(SCHEMAS_URI, Resource.from_contents(contents, DRAFT202012))
+    return contents
+
+
+@cache
+def _registry() -> Registry:
+    return Registry().with_resource(SCHEMAS_URI, Resource.from_contents(_contents(), DRAFT202012))
+
+
+_LOCAL_REF = "#/components/schemas/"
+
+
+def _inlined(schema: Any, schemas: dict, seen: tuple[str, ...] = ()) -> Any:
+    """``schema`` with each ``$ref`` to a component replaced by the component itself (so no reference is looked
+    up at each validation: that was half of a body's validation); one that refers to itself stays a reference,
+    made absolute so the registry resolves it."""
+    if isinstance(schema, list):
+        return [_inlined(item, schemas, seen) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_LOCAL_REF):
+        name = ref[len(_LOCAL_REF):]
+        if name in seen or name not in schemas:
+            return {**schema, "$ref": f"{SCHEMAS_URI}{ref}"}
+        target = _inlined(schemas[name], schemas, (*seen, name))
+        rest = _inlined({key: value for key, value in schema.items() if key != "$ref"}, schemas, seen)
+        if not rest:
+            return target
+        return {**rest, "allOf": [target, *rest.get("allOf", [])]}  # a $ref beside other keywords: both apply
+    return {key: _inlined(value, schemas, seen) if key not in ("const", "enum", "default", "example") else value
+            for key, value in schema.items()}
 
 
 @cache
 def validator(schema_name: str) -> Draft202012Validator:
-    return Draft202012Validator({"$ref": f"{SCHEMAS_URI}#/components/schemas/{schema_name}"}, registry=_registry())
+    schemas = _contents()["components"]["schemas"]
+    return Draft202012Validator(_inlined(schemas[schema_name], schemas, (schema_name,)), registry=_registry())
 
 
 def _describe(value: Any) -> str:
