@@ -59,7 +59,8 @@ def _executor() -> ThreadPoolExecutor:
     """The threads of the WebSocket path's database work (admission, re-checks, touches). Channels'
     ``database_sync_to_async`` closes the connection around every call (``CONN_MAX_AGE = 0``), so each turn
     opened one or two new connections, all on the one thread every consumer of the process shares; these
-    threads keep theirs on SQLite (one thread: one writer) and give them back (to the pool) elsewhere."""
+    threads keep theirs on SQLite (one thread: one writer) and give them back to the pool elsewhere (a
+    connection kept there would also hold the test database open at its drop)."""
     return ThreadPoolExecutor(max_workers=1 if connection.vendor == "sqlite" else 2,
                               thread_name_prefix="betaassi-ws-db")
 
