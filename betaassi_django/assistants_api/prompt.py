@@ -7,17 +7,22 @@ from .responders.interface import ContextMessage, ResponderRequest, ToolCall, To
 
 
 def _text_of(message: Message) -> str:
-    return "\n".join(p["text"]["value"] for p in message.content if p.get("type") == "text")
+    return _text(message.content)
+
+
+def _text(content: list) -> str:
+    return "\n".join(p["text"]["value"] for p in content if p.get("type") == "text")
 
 
 def _context(run: Run) -> list[ContextMessage]:
-    """The thread's messages the responder sees, after the truncation strategy (this run's own excluded)."""
+    """The thread's messages the responder sees, after the truncation strategy (this run's own excluded); only
+    their role and content are read (a thread's whole history is read at every run's start)."""
     messages = Message.objects.filter(thread_id=run.thread_id).exclude(run_id=run.id, role="assistant")
-    messages = messages.order_by("-seq")
+    messages = messages.order_by("-seq").values_list("role", "content")
     strategy = run.truncation_strategy or {}
     if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
         messages = messages[: strategy["last_messages"]]
-    return [ContextMessage(m.role, _text_of(m)) for m in reversed(list(messages))]
+    return [ContextMessage(role, _text(content)) for role, content in reversed(list(messages))]
 
 
 def _transcript(run: Run) -> list[ContextMessage | ToolRound]:
