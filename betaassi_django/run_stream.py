@@ -18,7 +18,14 @@ from collections.abc import AsyncIterator
 import openai
 from openai.types.beta.threads import Message, Run
 
-from betaassi_django.client import in_process, run_events, stop_run_events
+from betaassi_django.client import (
+    acreate_run_here,
+    create_run_here,
+    creates_runs_here,
+    in_process,
+    run_events,
+    stop_run_events,
+)
 from betaassi_django.tools import outputs_for_run, outputs_for_run_sync
 
 #: How long a turn waits for another process's run on the same thread.
@@ -112,8 +119,13 @@ async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_wh
         events = listener
         return run
 
-    def create():
-        return api.beta.threads.runs.create(**run_request(session, text))
+    async def create():
+        if creates_runs_here(api):
+            params = run_request(session, text)
+            created = await acreate_run_here(params.pop("thread_id"), params)
+            if created is not None:
+                return Run.construct(**created)
+        return await api.beta.threads.runs.create(**run_request(session, text))
 
     run = await (when_idle(api, session.thread_id, lambda: start(create)) if wait_while_busy else start(create))
     try:
@@ -178,7 +190,15 @@ async def turn_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while
 def _to_end_in_process(api: openai.OpenAI, session, text: str) -> tuple:
     """``run_to_end`` on the embedded backend in this process: its events from the engine's queue."""
     messages: list = []
-    call = lambda: api.beta.threads.runs.create(**run_request(session, text))  # noqa: E731
+
+    def call():
+        if creates_runs_here(api):
+            params = run_request(session, text)
+            created = create_run_here(params.pop("thread_id"), params)
+            if created is not None:
+                return Run.construct(**created)
+        return api.beta.threads.runs.create(**run_request(session, text))
+
     while True:
         with run_events() as events:
             try:
