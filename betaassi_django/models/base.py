@@ -105,14 +105,11 @@ class RemoteModel(models.Model):
 
     @classmethod
     def metadata_fields(cls) -> list[models.Field]:
-        """The subclass's own fields: each is persisted into the backend object's metadata (worked out once per
-        class: every save, read and mirror write asks)."""
-        found = cls.__dict__.get("_metadata_fields")
-        if found is None:
+        """The subclass's own fields, each persisted into the backend object's metadata (found once per class)."""
+        if "_metadata_fields" not in cls.__dict__:
             core = cls.core_field_names()
-            found = [f for f in cls._meta.concrete_fields if f.name not in core]
-            cls._metadata_fields = found
-        return list(found)
+            cls._metadata_fields = [f for f in cls._meta.concrete_fields if f.name not in core]
+        return list(cls._metadata_fields)
 
     @classmethod
     def reserved_keys(cls) -> tuple[str, ...]:
@@ -224,8 +221,7 @@ class RemoteModel(models.Model):
     # -- write-through ----------------------------------------------------------
 
     def _write_mirror(self, created: bool = False) -> None:
-        """Insert (a new object) or upsert the mirror row: one statement, atomic by itself (an existing row's
-        UPDATE written once per model: ``mirror.update_row``)."""
+        """Insert (a new object) or upsert the mirror row: one statement (``mirror.update_row`` for a row)."""
         if created or not update_row(self):
             super().save(force_insert=created)
 
