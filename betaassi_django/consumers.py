@@ -145,6 +145,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     """``ws/assistants/<assistant_id>/sessions/<session_id>/``: one user talking in one session."""
 
     groups_joined: tuple[str, ...] = ()
+    early: list[str] | None = None
 
     async def connect(self) -> None:
         route = self.scope["url_route"]["kwargs"]
@@ -168,10 +169,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
                               user_group(self.user_pk))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
+        self.early: list[str] | None = []  # frames of a running turn that arrive before session.ready
         listen(self.groups_joined[0], self, self._deliver)
         access.Rechecks.join(self)
         await self._send({"type": "session.ready", "session": turns.session_frame(session),
                           "history": await turns.history(session.thread_id)})
+        while self.early:  # then those, in order (one more may arrive while one is sent)
+            await self.send(text_data=self.early.pop(0))
+        self.early = None
 
     async def disconnect(self, code) -> None:
         access.Rechecks.leave(self)
@@ -260,8 +265,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._send(event["frame"])
 
     async def _deliver(self, text: str) -> None:
-        """A frame of a turn this process runs (``groups.listen``), already encoded."""
-        if self.groups_joined:
+        """A frame of a turn this process runs (``groups.listen``), already encoded; held until ``session.ready``
+        is sent (through the layer, the consumer's one-at-a-time dispatch held it)."""
+        if self.early is not None:
+            self.early.append(text)
+        elif self.groups_joined:
             await self.send(text_data=text)
 
     async def publish_applied(self, event: dict) -> None:

@@ -272,7 +272,7 @@ async def _write_touches(loop: asyncio.AbstractEventLoop, touches: _Touches) -> 
 
 
 def _touch_all(sessions: list) -> None:
-    with transaction.atomic():
+    with transaction.atomic() if len(sessions) > 1 else contextlib.nullcontext():  # one UPDATE needs no BEGIN
         for session in sessions:
             session.touch()
 

@@ -184,3 +184,28 @@ async def test_touches_that_arrive_together_are_written_in_one_transaction(suppo
     stored = await sync_to_async(list)(Session.objects.filter(session_id__in=["chat-1", "short"])
                                        .values_list("touched_at", flat=True))
     assert None not in stored
+
+
+async def test_a_connection_joining_mid_turn_gets_session_ready_first_then_the_rest(support, alice, settings,
+                                                                                  monkeypatch):
+    """Frames delivered directly while the joining connection reads its history wait until ``session.ready``."""
+    settings.BETAASSI_ECHO_DELAY = 0.05
+    first, _ = await _ready(support, alice)
+    await first.send_json_to({"type": "user.message", "content": "one two three four five six"})
+    seen = [await first.receive_json_from(timeout=5)]
+    while seen[-1]["type"] != "message.delta":
+        seen.append(await first.receive_json_from(timeout=5))
+    real_history = turns.history
+
+    async def slow_history(thread_id: str, limit: int = turns.HISTORY_MESSAGES):
+        await asyncio.sleep(0.3)  # frames of the running turn arrive meanwhile
+        return await real_history(thread_id, limit)
+
+    monkeypatch.setattr(turns, "history", slow_history)
+    second, _ = await _ready(support, alice)  # asserts its first frame is session.ready
+    theirs = await _turn(second)
+    mine = seen + await _turn(first)
+    assert len(theirs) >= 2 and theirs[0]["type"] == "message.delta"  # some arrived during the history read
+    assert mine[-len(theirs):] == theirs  # nothing lost or reordered after it joined
+    await first.disconnect()
+    await second.disconnect()
