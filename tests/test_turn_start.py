@@ -1,6 +1,6 @@
-"""A new run starts as its creation commits and writes its reply message and step then (``execution._start``), so
+"""A new run starts as its creation commits and writes its reply message and step then (``run_start.start``), so
 its first delta needs no database work: what a client streams and what is stored stay as when the reply was written
-at the first delta (``_open_message``, still the path of a run queued again after tool outputs)."""
+at the first delta (``run_start.open_message``, still the path of a run queued again after tool outputs)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Executing one run: queued -> in_progress -> completed | failed | cancelled | requires_action.
 
 Every state change is one database transaction followed by the stream events
-OpenAI emits for it. The reply message and its ``message_creation`` step are
-created at the first text delta, as OpenAI's are. Function calls of the model
+OpenAI emits for it. The start and the reply message with its ``message_creation``
+step are ``run_start``'s: the events announce the reply at the first text delta, as
+OpenAI's do. Function calls of the model
 end the execution in ``requires_action`` with a ``tool_calls`` step; submitting
 their outputs queues the run again (``run_store.submit_tool_outputs``) and the next
 execution sends the model the thread, then this run's text, calls and outputs.
@@ -27,148 +28,31 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from django.db import DatabaseError, transaction
-from django.db.models.functions import Now
 
 from . import recovery, serializers
 from .engine import engine
 from .ids import now
 from .models import Message, Run, RunStep
-from .prompt import responder_request
 from .responders import get_responder
-from .responders.interface import Reply, ResponderError, ResponderRequest, ToolCall
+from .responders.interface import Reply, ResponderError, ToolCall
+from .run_start import WRITABLE, RunEnded, RunGone, Started, announce, check_writable, new_step, open_message, start
+
+__all__ = ["RunEnded", "RunGone", "execute_run", "started_here"]
 
 logger = logging.getLogger("betaassi_django.engine")
 CANCEL_POLL_SECONDS = 0.25
 
 
-class RunGone(Exception):
-    """The run (or its thread) was deleted while executing."""
-
-
-class RunEnded(Exception):
-    """The run was ended by someone else while executing (reaped, expired): write nothing more."""
-
-    def __init__(self, run: Run) -> None:
-        super().__init__(run.id)
-        self.event = f"thread.run.{run.status}"
-        self.data = serializers.run(run, run.thread.id)
-
-
-#: ``created_at``: a reply written with the start takes the time its events announce it (``_announce``).
+#: ``created_at``: a reply written with the start takes the time its events announce it (``announce``).
 MESSAGE_END_FIELDS = ["content", "status", "completed_at", "incomplete_at", "incomplete_details", "created_at"]
 RUN_END_FIELDS = ["status", "required_action", "completed_at", "cancelled_at", "failed_at", "last_error", "usage"]
 STEP_END_FIELDS = ["status", "completed_at", "cancelled_at", "failed_at", "last_error", "usage", "created_at"]
 
-#: Statuses in which an execution may still write its run.
-WRITABLE = ("in_progress", "cancelling")
-
-
-def _check_writable(run_id: str) -> None:
-    """Raise unless this execution still owns the run."""
-    run = Run.objects.select_related("thread").filter(id=run_id).first()
-    if run is None:
-        raise RunGone(run_id)
-    if run.status not in WRITABLE:
-        raise RunEnded(run)
-
-
-@dataclass
-class Started:
-    run: Run
-    request: ResponderRequest
-    events: list[tuple[str, dict]]
-    message: Message | None = None
-    step: RunStep | None = None
-    calls: list[ToolCall] = field(default_factory=list)
-    #: The run's first execution (``_start``).
-    first: bool = False
-    #: The reply message and its step were announced (their created events published).
-    opened: bool = False
-
-
-def _start(run_id: str) -> Started | Run | None:
-    """queued -> in_progress; or the run if it ended first.
-
-    A run's first execution (never started, still queued: every new run) moves in one conditional UPDATE and
-    writes its reply message and step in the same transaction, so the first delta needs no database work: they
-    are announced then (``_announce``), or deleted at the end if the run stops for its function calls without
-    text. Anything else (a run queued again after tool outputs, cancelled or gone meanwhile) takes
-    ``_start_locked`` and opens its reply at the first delta (``_open_message``).
-    """
-    with transaction.atomic():
-        if Run.objects.filter(id=run_id, status="queued", started_at=None).update(
-                status="in_progress", started_at=now(), heartbeat_at=Now()):
-            run = Run.objects.select_related("thread").get(id=run_id)
-            request = responder_request(run, first=True)
-            started = Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))],
-                              first=True)
-            started.message = _new_message(started)
-            started.step = _new_step(run, "message_creation", {"message_id": started.message.id})
-            return started
-    return _start_locked(run_id)
-
-
-def _start_locked(run_id: str) -> Started | Run | None:
-    with transaction.atomic():
-        run = Run.objects.select_related("thread").filter(id=run_id).first()
-        if run is None:
-            return None
-        if run.status == "cancelling":
-            run.status, run.cancelled_at = "cancelled", now()
-            run.save(update_fields=["status", "cancelled_at"])
-            return run
-        if run.status != "queued":
-            return run
-        first = run.started_at is None  # no steps yet: nothing of its own to send, no earlier usage to sum
-        run.status, run.started_at = "in_progress", run.started_at or now()
-        run.save(update_fields=["status", "started_at"])
-        request = responder_request(run, first=first)
-    return Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))], first=first)
-
 
 def _status(run_id: str) -> str | None:
     return Run.objects.filter(id=run_id).values_list("status", flat=True).first()
-
-
-def _new_message(started: Started) -> Message:
-    run = started.run
-    return Message.objects.create(thread_id=run.thread_id, role="assistant", status="in_progress", content=[],
-                                  assistant_id=run.assistant_id, run_id=run.id, attachments=[])
-
-
-def _new_step(run: Run, kind: str, details: dict | list, usage: dict | None = None) -> RunStep:
-    return RunStep.objects.create(run=run, thread_id=run.thread.id, assistant_id=run.assistant_id, type=kind,
-                                  status="in_progress", step_details={"type": kind, kind: details}, usage=usage)
-
-
-def _open_message(started: Started) -> list[tuple[str, dict]]:
-    """The reply message and its step, at the first text delta (of a run not started by ``_start``'s first
-    execution)."""
-    with transaction.atomic():
-        if not Run.objects.filter(id=started.run.id, status__in=WRITABLE).exists():  # one light read
-            _check_writable(started.run.id)  # raises RunGone or RunEnded
-        started.message = _new_message(started)
-        started.step = _new_step(started.run, "message_creation", {"message_id": started.message.id})
-    return _opened(started)
-
-
-def _announce(started: Started) -> list[tuple[str, dict]]:
-    """The events of a reply written with the start, created now (as ``_open_message`` would have created it;
-    the end stores that time)."""
-    started.message.created_at = started.step.created_at = now()
-    return _opened(started)
-
-
-def _opened(started: Started) -> list[tuple[str, dict]]:
-    started.opened = True
-    thread_id = started.run.thread.id
-    step_data = serializers.run_step(started.step, started.run.id)
-    message_data = serializers.message(started.message, thread_id)
-    return [("thread.run.step.created", step_data), ("thread.run.step.in_progress", step_data),
-            ("thread.message.created", message_data), ("thread.message.in_progress", message_data)]
 
 
 def _usage(prompt: int, completion: int) -> dict:
@@ -208,7 +92,7 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
             outcome, error = "failed", ("server_error", "The upstream model called a function without a name.")
         if outcome != "requires_action" and not started.opened:
             # A run that ends here has its reply message (empty, or incomplete) and step, even without text.
-            events += _announce(started) if message is not None else _open_message(started)
+            events += announce(started) if message is not None else open_message(started)
             message, step = started.message, started.step
         elif message is not None and not started.opened:
             # Written with the start, never announced: a run that stops for its calls without text has none.
@@ -241,7 +125,7 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
                     raise RunGone(run.id) from None
                 raise
         if outcome == "requires_action":
-            tool_step = _new_step(run, "tool_calls", [_function_call(c) for c in started.calls], usage)
+            tool_step = new_step(run, "tool_calls", [_function_call(c) for c in started.calls], usage)
             current.status = "requires_action"
             current.required_action = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -298,7 +182,7 @@ def started_here(run_id: str) -> Callable[[str], Awaitable[None]]:
     connection open and nothing else to do. A failure here is the execution's (it ends the run failed).
     """
     try:
-        started: object = _start(run_id)
+        started: object = start(run_id)
     except Exception as exc:  # raised again in the execution, which ends the run failed
         started = exc
     return functools.partial(execute_run, started=started)
@@ -306,7 +190,7 @@ def started_here(run_id: str) -> Callable[[str], Awaitable[None]]:
 
 async def execute_run(run_id: str, started: object = _NOT_STARTED) -> None:
     """Move one run from queued to its end (or to requires_action), publishing OpenAI's stream events;
-    ``started``: what ``_start`` returned (or raised) already, if it ran elsewhere."""
+    ``started``: what ``start`` returned (or raised) already, if it ran elsewhere."""
     ended = False
     try:
         ended = await _execute(run_id, started)
@@ -353,7 +237,7 @@ async def _fail(run_id: str) -> bool:
 async def _execute(run_id: str, started: object = _NOT_STARTED) -> bool:
     """Execute; True when an event that ends the run's stream was published."""
     if started is _NOT_STARTED:
-        started = await engine.db(_start, run_id)
+        started = await engine.db(start, run_id)
     elif isinstance(started, Exception):
         raise started
     if started is None:
@@ -381,7 +265,7 @@ async def _execute(run_id: str, started: object = _NOT_STARTED) -> bool:
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, RunGone, RunEnded):
                     await consumer
-                await engine.db(_check_writable, run_id)
+                await engine.db(check_writable, run_id)
             if engine.cancel_requested(run_id) or status == "cancelling":
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -417,7 +301,7 @@ async def _consume(run_id: str, started: Started, parts: list[str], reply: Reply
                 started.calls.append(piece)
                 continue
             if not started.opened:
-                opened = _announce(started) if started.message is not None else await engine.db(_open_message, started)
+                opened = announce(started) if started.message is not None else await engine.db(open_message, started)
                 for event, data in opened:
                     engine.publish(run_id, event, data)
             parts.append(piece)
