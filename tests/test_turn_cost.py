@@ -120,8 +120,9 @@ class _Statements:
 #: exempt), creating the run with its user message (BEGIN on SQLite; the thread, the assistant and whether the
 #: thread has an active run in one SELECT; the message; the run), starting it with its reply message and step
 #: (BEGIN; a conditional UPDATE; the run; the thread's messages; 2 INSERTs), nothing at the first delta, the end
-#: (BEGIN; the run locked; the message, the step, the run) and the session's ``touch``.
-TURN_STATEMENTS = {"sqlite": 17, "postgresql": 14}
+#: (BEGIN; the run in a conditional UPDATE, still in_progress with its metadata; the message; the step) and the
+#: session's ``touch``.
+TURN_STATEMENTS = {"sqlite": 16, "postgresql": 13}
 
 
 def test_a_turn_sends_a_known_number_of_statements(settings, alice, monkeypatch):

@@ -63,3 +63,24 @@ def test_a_run_that_stops_for_its_calls_without_text_keeps_no_reply(client):
     run = events[-1].data
     assert [m.role for m in client.beta.threads.messages.list(thread.id).data] == ["user"]
     assert [s.type for s in client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data] == ["tool_calls"]
+
+
+def test_a_run_whose_metadata_changes_while_it_streams_ends_as_stored(client):
+    """The end's one-statement UPDATE holds only while the run is as its start read it: metadata modified meanwhile
+    makes the end read the run under a lock, and its end event carries the new metadata."""
+    client, fake = client
+    fake.script(Text(["Hel", "lo"], delay=0.2))
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        events = []
+        for event in stream:
+            events.append(event)
+            if event.event == "thread.message.delta" and len([e for e in events if e.event == event.event]) == 1:
+                client.beta.threads.runs.update(stream.current_run.id, thread_id=thread.id,
+                                                metadata={"topic": "weather"})
+    ended = events[-1]
+    assert (ended.event, ended.data.metadata) == ("thread.run.completed", {"topic": "weather"})
+    stored = client.beta.threads.runs.retrieve(ended.data.id, thread_id=thread.id)
+    assert stored.model_dump() == ended.data.model_dump()
+    assert stored.usage.total_tokens == 18

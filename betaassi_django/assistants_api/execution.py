@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -80,16 +81,20 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
     stamp = now()
     thread_id = run.thread.id
     events: list[tuple[str, dict]] = []
+    usage = _usage(reply.prompt_tokens, reply.completion_tokens)
+    if outcome == "requires_action" and any(not c.name for c in started.calls):
+        outcome, error = "failed", ("server_error", "The upstream model called a function without a name.")
     with transaction.atomic():
-        current = Run.objects.select_for_update().select_related("thread").filter(id=run.id).first()
-        if current is None:
-            raise RunGone(run.id)
-        if current.status not in WRITABLE:
-            raise RunEnded(current)
-        if outcome in ("completed", "requires_action") and current.status == "cancelling":
-            outcome = "cancelled"
-        if outcome == "requires_action" and any(not c.name for c in started.calls):
-            outcome, error = "failed", ("server_error", "The upstream model called a function without a name.")
+        current = _end_if_unchanged(started, outcome, error, stamp, usage) if message is not None else None
+        claimed = current is not None
+        if not claimed:
+            current = Run.objects.select_for_update().select_related("thread").filter(id=run.id).first()
+            if current is None:
+                raise RunGone(run.id)
+            if current.status not in WRITABLE:
+                raise RunEnded(current)
+            if outcome in ("completed", "requires_action") and current.status == "cancelling":
+                outcome = "cancelled"
         if outcome != "requires_action" and not started.opened:
             # A run that ends here has its reply message (empty, or incomplete) and step, even without text.
             events += announce(started) if message is not None else open_message(started)
@@ -99,7 +104,6 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
             RunStep.objects.filter(pk=step.pk).delete()
             Message.objects.filter(pk=message.pk).delete()
             message = step = None
-        usage = _usage(reply.prompt_tokens, reply.completion_tokens)
         if message is not None:
             keep = text or outcome == "completed"
             message.content = [{"type": "text", "text": {"value": text, "annotations": []}}] if keep else []
@@ -126,20 +130,11 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
                 raise
         if outcome == "requires_action":
             tool_step = new_step(run, "tool_calls", [_function_call(c) for c in started.calls], usage)
-            current.status = "requires_action"
-            current.required_action = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in started.calls]}}
-        elif outcome == "completed":
-            current.status, current.completed_at = "completed", stamp
+        if not claimed:
             # The first execution's usage is its own step's (no earlier step has any).
-            current.usage = usage if started.first and message is not None else _run_usage(current)
-        elif outcome == "cancelled":
-            current.status, current.cancelled_at = "cancelled", stamp
-        else:
-            current.status, current.failed_at = "failed", stamp
-            current.last_error = {"code": error[0] or "server_error", "message": error[1] or "The run failed."}
-        current.save(update_fields=RUN_END_FIELDS)  # Run.save adds heartbeat_at where it applies
+            run_usage = usage if started.first and message is not None else None
+            _end_state(current, started, outcome, error, stamp, run_usage)
+            current.save(update_fields=RUN_END_FIELDS)  # Run.save adds heartbeat_at where it applies
     if message is not None:
         message_event = "thread.message.completed" if message.status == "completed" else "thread.message.incomplete"
         events.append((message_event, serializers.message(message, thread_id)))
@@ -152,6 +147,42 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
                    ("thread.run.step.delta", _tool_calls_delta(tool_step.id, started.calls))]
     events.append((f"thread.run.{current.status}", serializers.run(current, thread_id)))
     return events
+
+
+def _end_state(run: Run, started: Started, outcome: str, error: tuple[str, str], stamp: int,
+               usage: dict | None) -> None:
+    """Set the run's end fields (``RUN_END_FIELDS``) for ``outcome``; ``usage``: the run's when known, else the
+    sum over its steps."""
+    if outcome == "requires_action":
+        run.status = "requires_action"
+        run.required_action = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in started.calls]}}
+    elif outcome == "completed":
+        run.status, run.completed_at = "completed", stamp
+        run.usage = usage if usage is not None else _run_usage(run)
+    elif outcome == "cancelled":
+        run.status, run.cancelled_at = "cancelled", stamp
+    else:
+        run.status, run.failed_at = "failed", stamp
+        run.last_error = {"code": error[0] or "server_error", "message": error[1] or "The run failed."}
+
+
+def _end_if_unchanged(started: Started, outcome: str, error: tuple[str, str], stamp: int, usage: dict) -> Run | None:
+    """A first execution whose reply exists ends its run in one conditional UPDATE (no locked read first): the run
+    as it ends, when it is still ``in_progress`` with the metadata read at its start (then the run read at the
+    start, with the end's fields, is the run as stored); None otherwise (cancelling, ended elsewhere, gone, its
+    metadata modified: the caller reads it under a lock)."""
+    run = started.run
+    if not started.first:
+        return None
+    ended = copy.copy(run)
+    kept = not (outcome == "requires_action" and not started.opened)  # else the reply is deleted: no usage of its own
+    _end_state(ended, started, outcome, error, stamp, usage if kept else None)
+    values = {name: getattr(ended, name) for name in RUN_END_FIELDS}
+    if not Run.objects.filter(id=run.id, status="in_progress", metadata=run.metadata).update(**values):
+        return None
+    return ended
 
 
 def _delta(message_id: str, index: int, text: str) -> dict:
