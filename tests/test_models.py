@@ -54,6 +54,23 @@ def test_save_sends_only_what_changed_and_keeps_another_writers_change(backend):
     assert backend.requests == [("POST", f"/v1/assistants/{support.id}")]
 
 
+def test_objects_read_with_deferred_fields_load_and_save(backend):
+    support = Support.objects.create(name="Desk", model="gpt-4o-mini", tier=1)
+    # only() and defer() leave fields out of the read: reading one later loads it, without recursion.
+    partial = Support.objects.only("id", "name").get(pk=support.id)
+    assert (partial.name, partial.model, partial.tier) == ("Desk", "gpt-4o-mini", 1)
+    deferred = Support.objects.defer("metadata").get(pk=support.id)
+    assert deferred.tier == 1
+    # Nothing is known of what the backend held, so its save sends every field: the backend gets them all.
+    partial.tier = 3
+    backend.reset()
+    partial.save()
+    assert backend.requests == [("POST", f"/v1/assistants/{support.id}")]
+    remote = get_client().beta.assistants.retrieve(support.id)
+    assert (remote.name, remote.model, remote.metadata["tier"]) == ("Desk", "gpt-4o-mini", "3")
+    assert Support.objects.get(pk=support.id).tier == 3
+
+
 def test_assistant_docstring_is_default_instructions(backend):
     support = Support.objects.create(name="Help desk", model="gpt-4o-mini", tier=2)
     remote = get_client().beta.assistants.retrieve(support.id)

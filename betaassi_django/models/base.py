@@ -195,6 +195,10 @@ class RemoteModel(models.Model):
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
+        loaded = instance.__dict__  # a deferred field (only(), defer()) is not read here: reading it reloads
+        if "metadata" not in loaded or any(n not in loaded for n in cls.writable_fields):
+            instance._snapshot = None  # nothing known of what the backend held: a save sends every field
+            return instance
         if TYPE_KEY in (instance.metadata or {}):
             # Values come from the backend's own strings, exactly (a database column can round off:
             # jsonb reads a large float back as an int, SQLite keeps 15 significant digits).
@@ -230,6 +234,8 @@ class RemoteModel(models.Model):
         try:
             if created:
                 resource.delete(self.id, **self.scope())
+            elif self._snapshot is None:
+                raise ValueError("read with deferred fields: what the backend held is not known")
             else:
                 resource.update(self.id, **self.scope(), **self._snapshot)
         except Exception:
