@@ -140,3 +140,35 @@ def test_unknown_ids_are_404(client):
             call()
         assert info.value.body["type"] == "invalid_request_error"
         assert info.value.body["message"].startswith("No ")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("client", ["in_process"], indirect=True)  # the statements of this process
+def test_thread_delete_is_four_statements_and_deletes_exactly_its_own(client):
+    """A thread's delete removes its messages, runs and their steps, and nothing of another thread's, with one
+    DELETE per table (the cascade collector's SELECTs and per-model work not needed)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from betaassi_django.assistants_api.models import Message, Run, RunStep, Thread
+
+    def filled() -> Thread:
+        thread = Thread.objects.create()
+        Message.objects.create(thread=thread, role="user", content=[])
+        Message.objects.create(thread=thread, role="user", content=[])
+        for _ in range(2):
+            run = Run.objects.create(thread=thread, assistant_id="asst_x", model="m", status="completed")
+            RunStep.objects.create(run=run, thread_id=thread.id, assistant_id="asst_x", type="message_creation")
+        return thread
+
+    doomed, kept = filled(), filled()
+    with CaptureQueriesContext(connection) as queries:
+        deleted = client.beta.threads.delete(doomed.id)
+    assert (deleted.id, deleted.deleted) == (doomed.id, True)
+    verbs = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert [verb for verb in verbs if verb not in ("BEGIN", "COMMIT")] == ["DELETE"] * 4  # no SELECT first
+    assert not Thread.objects.filter(id=doomed.id).exists()
+    assert (Message.objects.count(), Run.objects.count(), RunStep.objects.count()) == (2, 2, 2)
+    assert (Message.objects.filter(thread=kept).count(), RunStep.objects.filter(run__thread=kept).count()) == (2, 2)
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.delete(doomed.id)

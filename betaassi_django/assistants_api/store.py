@@ -7,15 +7,16 @@ Views validate bodies against the specification, then call these through
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.http import QueryDict
 
 from . import recovery, serializers, statements
 from .errors import ApiError, invalid, not_found
 from .ids import now
 from .limits import plausible_id
-from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, Thread
+from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
 from .pagination import bad_cursor, finish_encoded, page, plan
 
 ASSISTANT_FIELDS = (
@@ -175,8 +176,42 @@ def modify_thread(thread_id: str, body: dict) -> dict:
     return serializers.thread(thread)
 
 
+@cache
+def _thread_deletes(alias: str) -> tuple[str, ...] | None:
+    """A thread's delete as four DELETEs (its runs' steps, its messages, its runs, the thread), each finding the
+    thread by its public id: what the cascade collector deletes, without its SELECTs and per-model Python
+    (~3x a retrieve). None when anything else refers to these models: the collector then does it."""
+    owned = {(Thread, Message), (Thread, Run), (Run, RunStep)}
+    for model in (Thread, Message, Run, RunStep):
+        if {(model, r.related_model) for r in model._meta.related_objects} - owned:
+            return None
+    quote = connections[alias].ops.quote_name
+
+    def column(model, field: str) -> str:
+        return quote(model._meta.get_field(field).column)
+
+    table = {m: quote(m._meta.db_table) for m in (Thread, Message, Run, RunStep)}
+    thread = f"SELECT {column(Thread, 'seq')} FROM {table[Thread]} WHERE {column(Thread, 'id')} = %s"
+    runs = f"SELECT {column(Run, 'seq')} FROM {table[Run]} WHERE {column(Run, 'thread')} IN ({thread})"
+    return (f"DELETE FROM {table[RunStep]} WHERE {column(RunStep, 'run')} IN ({runs})",
+            f"DELETE FROM {table[Message]} WHERE {column(Message, 'thread')} IN ({thread})",
+            f"DELETE FROM {table[Run]} WHERE {column(Run, 'thread')} IN ({thread})",
+            f"DELETE FROM {table[Thread]} WHERE {column(Thread, 'id')} = %s")
+
+
 def delete_thread(thread_id: str) -> dict:
-    return _delete(Thread, "thread", thread_id)
+    """The thread and everything in it (what its foreign keys cascade to), in one transaction; or a 404."""
+    alias = router.db_for_write(Thread)
+    deletes = _thread_deletes(alias)
+    if deletes is None:
+        return _delete(Thread, "thread", thread_id)
+    check_id("thread", thread_id)
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        for sql in deletes:
+            cursor.execute(sql, [thread_id])
+        if not cursor.rowcount:
+            raise not_found("thread", thread_id)
+    return serializers.deleted("thread", thread_id)
 
 
 def active_run(thread: Thread) -> Run | None:
