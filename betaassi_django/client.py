@@ -145,22 +145,29 @@ def create_run_here(thread_id: str, params: dict) -> dict | None:
         return None
 
 
-async def acreate_run_here(thread_id: str, params: dict) -> dict | None:
+async def acreate_run_here(thread_id: str, params: dict, before=None) -> dict | None:
     """``create_run_here`` from async code, on the thread the API's view would use (SQLite's writer thread, or a
-    thread of its own that then releases its connection, as the view does)."""
+    thread of its own that then releases its connection, as the view does). ``before()``, when given, runs there
+    first and what it raises propagates (a turn's quota check: one thread hop for both, not two)."""
     from betaassi_django.assistants_api.http import sqlite_executor
 
     executor = sqlite_executor("POST")
     if executor is not None:
-        return await sync_to_async(create_run_here, thread_sensitive=False, executor=executor)(thread_id, params)
-    return await sync_to_async(_create_and_release, thread_sensitive=False)(thread_id, params)
+        return await sync_to_async(_create_after, thread_sensitive=False, executor=executor)(thread_id, params, before)
+    return await sync_to_async(_create_and_release, thread_sensitive=False)(thread_id, params, before)
 
 
-def _create_and_release(thread_id: str, params: dict) -> dict | None:
+def _create_after(thread_id: str, params: dict, before) -> dict | None:
+    if before is not None:
+        before()
+    return create_run_here(thread_id, params)
+
+
+def _create_and_release(thread_id: str, params: dict, before) -> dict | None:
     from django.db import connection
 
     try:
-        return create_run_here(thread_id, params)
+        return _create_after(thread_id, params, before)
     finally:
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()

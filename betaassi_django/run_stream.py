@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 
 import openai
+from asgiref.sync import sync_to_async
 from openai.types.beta.threads import Message, Run
 
 from betaassi_django.client import (
@@ -79,27 +80,47 @@ def text_deltas(event) -> list[str]:
             if part.type == "text" and part.text and part.text.value]
 
 
+_UNSET = object()
+
+
+def _typed(event: str, data: dict):
+    """The SDK's model of an event's object where a turn reads it as one (runs, completed messages), else the
+    engine's dict."""
+    if event.startswith("thread.run.") and not event.startswith("thread.run.step."):
+        return Run.construct(**data)
+    if event in ("thread.message.completed", "thread.message.incomplete"):
+        return Message.construct(**data)
+    return data
+
+
 class Event:
     """A run event handed over by the run engine of this process (``_engine_events``): ``data`` is typed as the
     SDK types it where a turn reads the object (runs, completed messages), and the engine's dict otherwise
-    (the deltas, most of a stream, are read raw)."""
+    (the deltas, most of a stream, are read raw). The model is built when ``data`` is first read: ``astream``
+    reads none of a run's objects, so building them (a recursive ``construct`` each) was CPU for nothing."""
 
-    __slots__ = ("data", "event", "user_message")
+    __slots__ = ("_data", "_raw", "event", "user_message")
 
     def __init__(self, event: str, data, user_message=None) -> None:
         #: On ``thread.run.created``: the turn's user message, as the store created it with the run.
-        self.event, self.data, self.user_message = event, data, user_message
+        self.event, self._data, self._raw, self.user_message = event, data, None, user_message
+
+    @classmethod
+    def raw(cls, event: str, data: dict) -> Event:
+        """The engine's ``(event, data)`` pair, its object typed on first read."""
+        made = cls(event, _UNSET)
+        made._raw = data
+        return made
+
+    @property
+    def data(self):
+        if self._data is _UNSET:
+            self._data = _typed(self.event, self._raw)
+        return self._data
 
 
-def _event(event: str, data: dict) -> Event:
-    if event.startswith("thread.run.") and not event.startswith("thread.run.step."):
-        return Event(event, Run.construct(**data))
-    if event in ("thread.message.completed", "thread.message.incomplete"):
-        return Event(event, Message.construct(**data))
-    return Event(event, data)
-
-
-async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool) -> AsyncIterator:
+async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool,
+                         check=None) -> AsyncIterator:
     """``turn_events`` for the embedded backend in this process: the run is created (and continued after its
     function calls) through the SDK as always, but its events come from the engine's queue (``run_events``),
     not as server-sent events encoded by the API and parsed again by the SDK in the same process."""
@@ -120,11 +141,16 @@ async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_wh
         return run
 
     async def create():
+        nonlocal check
         if creates_runs_here(api):
             params = run_request(session, text)
-            created = await acreate_run_here(params.pop("thread_id"), params)
+            created = await acreate_run_here(params.pop("thread_id"), params, check)
+            check = None  # checked (once, even when the request below follows)
             if created is not None:
                 return Run.construct(**created)
+        if check is not None:
+            await sync_to_async(check)()
+            check = None
         return await api.beta.threads.runs.create(**run_request(session, text))
 
     run = await (when_idle(api, session.thread_id, lambda: start(create)) if wait_while_busy else start(create))
@@ -135,7 +161,7 @@ async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_wh
             item = await events.get()
             if item is None:
                 return
-            event = _event(*item)
+            event = Event.raw(*item)
             if event.event != "thread.run.requires_action":
                 yield event
                 continue
@@ -147,19 +173,24 @@ async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_wh
         stop_run_events(events)
 
 
-async def turn_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool) -> AsyncIterator:
+async def turn_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool,
+                      check=None) -> AsyncIterator:
     """The streamed events of a turn's run, through every round of function calls.
 
     On ``thread.run.requires_action`` the assistant's function tools run here and the run goes on in a new
     stream (that event is not passed on). ``wait_while_busy``: retry while another run on the thread is active
-    (the WebSocket turns), rather than raise the API's 400 (``astream``). Consume it inside
-    ``contextlib.aclosing``, so the stream is closed as soon as the consumer stops.
+    (the WebSocket turns), rather than raise the API's 400 (``astream``). ``check()`` (sync: the turn's quota)
+    runs before anything is sent, on the thread that creates the run where that is this process's. Consume it
+    inside ``contextlib.aclosing``, so the stream is closed as soon as the consumer stops.
     """
     if in_process(api):
-        async with contextlib.aclosing(_engine_events(api, session, text, wait_while_busy=wait_while_busy)) as events:
+        async with contextlib.aclosing(_engine_events(api, session, text, wait_while_busy=wait_while_busy,
+                                                      check=check)) as events:
             async for event in events:
                 yield event
         return
+    if check is not None:
+        await sync_to_async(check)()
     manager = None
 
     async def open_stream():
@@ -209,13 +240,14 @@ def _to_end_in_process(api: openai.OpenAI, session, text: str) -> tuple:
         try:
             if events.run_id != run.id:
                 raise RuntimeError(f"run {run.id} was not created in this process")
-            ended = None
+            ended = None  # the last run event's object: only that one is built as the SDK's Run
             while (item := events.get_blocking()) is not None:
                 name, data = item
                 if name in ("thread.message.completed", "thread.message.incomplete"):
                     messages.append(Message.construct(**data))
                 elif name.startswith("thread.run.") and not name.startswith("thread.run.step."):
-                    ended = Run.construct(**data)
+                    ended = data
+            ended = Run.construct(**ended) if ended is not None else None
         finally:
             stop_run_events(events)
         if ended is None or ended.status != "requires_action":  # the model called the assistant's functions

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.db.backends.signals import connection_created
 from django.db.backends.utils import CursorWrapper
 
+from betaassi_django import turns
 from betaassi_django.models import Session
 from betaassi_django.publishing.processor import Processor
 from tests.testapp.models import Support
@@ -120,12 +122,13 @@ class _Statements:
 #: exempt), creating the run with its user message (BEGIN on SQLite; the thread, the assistant and whether the
 #: thread has an active run in one SELECT; the message; the run), starting it with its reply message and step
 #: (BEGIN; a conditional UPDATE; the run; the thread's messages; 2 INSERTs), nothing at the first delta, the end
-#: (BEGIN; the run in a conditional UPDATE, still in_progress with its metadata; the message; the step) and the
-#: session's ``touch``.
-TURN_STATEMENTS = {"sqlite": 16, "postgresql": 13}
+#: (BEGIN; the run in a conditional UPDATE, still in_progress with its metadata; the message; the step). The
+#: session's ``touch`` (one UPDATE) only in a minute the session was not touched in yet (``turns.touch_due``).
+TURN_STATEMENTS = {"sqlite": 15, "postgresql": 12}
 
 
-def test_a_turn_sends_a_known_number_of_statements(settings, alice, monkeypatch):
+@pytest.mark.parametrize("minutes_later", [0, 1])
+def test_a_turn_sends_a_known_number_of_statements(settings, alice, monkeypatch, minutes_later):
     settings.BETAASSI_BACKEND = "embedded"
     session = _session(alice)
     loop = asyncio.new_event_loop()
@@ -137,12 +140,20 @@ def test_a_turn_sends_a_known_number_of_statements(settings, alice, monkeypatch)
     try:
         assert session.ask("warm") == "echo: warm [context=1]"
         assert loop.run_until_complete(turn("warm")) == "echo: warm [context=3]"
+        touched = Session.objects.get(pk=session.pk).touched_at
+        assert touched is not None and session.touched_at is not None
+        clock = [session.touched_at.replace(second=59) + timedelta(minutes=minutes_later)]
+        monkeypatch.setattr(turns, "_now", lambda: clock[0])
         statements.install(monkeypatch)
         assert session.ask("ask") == "echo: ask [context=5]"
         asked = statements.take()
+        clock[0] += timedelta(minutes=minutes_later)
         assert loop.run_until_complete(turn("stream")) == "echo: stream [context=7]"
         streamed = statements.take()
     finally:
         loop.close()
-    expected = TURN_STATEMENTS[connection.vendor]
+    expected = TURN_STATEMENTS[connection.vendor] + (1 if minutes_later else 0)
     assert (len(asked), len(streamed)) == (expected, expected), "\n".join([*asked, "--", *streamed])
+    # written again in a new minute; in the same minute, the stored time is the minute's first turn's
+    stored = Session.objects.get(pk=session.pk).touched_at
+    assert (stored > touched) if minutes_later else (stored == touched)
