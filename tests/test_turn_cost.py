@@ -121,10 +121,11 @@ class _Statements:
 #: Statements of one turn without tools, by database: the turn quota (1: room in the window, for a user who is not
 #: exempt), creating the run with its user message (BEGIN on SQLite; the thread, the assistant and whether the
 #: thread has an active run in one SELECT; the message; the run), starting it with its reply message and step
-#: (BEGIN; a conditional UPDATE; the run; the thread's messages; 2 INSERTs), nothing at the first delta, the end
+#: (BEGIN; a conditional UPDATE, still queued with the metadata it was created with, so the run as created is not
+#: read again; the thread's messages; 2 INSERTs), nothing at the first delta, the end
 #: (BEGIN; the run in a conditional UPDATE, still in_progress with its metadata; the message; the step). The
 #: session's ``touch`` (one UPDATE) only in a minute the session was not touched in yet (``turns.touch_due``).
-TURN_STATEMENTS = {"sqlite": 15, "postgresql": 12}
+TURN_STATEMENTS = {"sqlite": 14, "postgresql": 11}
 
 
 @pytest.mark.parametrize("minutes_later", [0, 1])

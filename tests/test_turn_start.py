@@ -84,3 +84,47 @@ def test_a_run_whose_metadata_changes_while_it_streams_ends_as_stored(client):
     stored = client.beta.threads.runs.retrieve(ended.data.id, thread_id=thread.id)
     assert stored.model_dump() == ended.data.model_dump()
     assert stored.usage.total_tokens == 18
+
+
+def test_a_new_run_starts_as_created_and_its_events_match_the_store(client):
+    """The start does not read the run it was created with: its in_progress event is the run as stored then (the
+    integers given for float fields come back as floats, as a read gives them)."""
+    client, fake = client
+    fake.script(Text(["Hel", "lo"], delay=0.2))
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, temperature=1, top_p=1,
+                                         metadata={"topic": "tea"}) as stream:
+        for event in stream:
+            if event.event == "thread.run.in_progress":
+                started = event.data
+                stored = client.beta.threads.runs.retrieve(started.id, thread_id=thread.id)
+    assert stored.model_dump() == started.model_dump()
+    assert (started.status, started.temperature, started.top_p, started.metadata) == ("in_progress", 1.0, 1.0,
+                                                                                      {"topic": "tea"})
+    assert started.started_at is not None
+
+
+def test_a_run_modified_between_its_creation_and_its_start_starts_as_stored(client, monkeypatch):
+    """The start's UPDATE holds only while the run has the metadata it was created with: metadata modified in
+    between makes the start read it (``start_locked``), so its events carry the new metadata."""
+    from betaassi_django.assistants_api import execution
+    from betaassi_django.assistants_api.models import Run
+
+    original = execution.start
+
+    def modified_first(run_id, created=None):
+        Run.objects.filter(id=run_id).update(metadata={"topic": "weather"})
+        return original(run_id, created)
+
+    monkeypatch.setattr(execution, "start", modified_first)
+    client, fake = client
+    fake.script(Text(["Hel", "lo"]))
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    events = {e.event: e.data for e in _streamed(client, thread.id, assistant.id)}
+    assert events["thread.run.created"].metadata == {}
+    assert events["thread.run.in_progress"].metadata == {"topic": "weather"}
+    assert events["thread.run.completed"].metadata == {"topic": "weather"}
+    stored = client.beta.threads.runs.retrieve(events["thread.run.completed"].id, thread_id=thread.id)
+    assert stored.model_dump() == events["thread.run.completed"].model_dump()

@@ -204,16 +204,17 @@ def _tool_calls_delta(step_id: str, calls: list[ToolCall]) -> dict:
 _NOT_STARTED = object()
 
 
-def started_here(run_id: str) -> Callable[[str], Awaitable[None]]:
+def started_here(run_id: str, created: Run | None = None) -> Callable[[str], Awaitable[None]]:
     """Start a new run on this thread, now (``run_store`` calls it as the run's creation commits), and return
     what the engine executes: the run goes on from there.
 
     Why: started on the engine, a run waits for two thread hops (to the engine's loop, then to its database
     thread) before its start, and a hop back, all before the model is asked; the creating thread has its
     connection open and nothing else to do. A failure here is the execution's (it ends the run failed).
+    ``created``: the run as its creation stored it (``run_start.start`` does not read it again).
     """
     try:
-        started: object = start(run_id)
+        started: object = start(run_id, created)
     except Exception as exc:  # raised again in the execution, which ends the run failed
         started = exc
     return functools.partial(execute_run, started=started)

@@ -61,14 +61,21 @@ class Started:
     opened: bool = False
 
 
-def start(run_id: str) -> Started | Run | None:
+def start(run_id: str, created: Run | None = None) -> Started | Run | None:
     """queued -> in_progress; or the run if it ended first. A new run with its reply written in one transaction
     (no lock, no read before the conditional UPDATE); anything else (queued again after tool outputs, cancelled
-    or gone meanwhile) takes ``start_locked``."""
+    or gone meanwhile) takes ``start_locked``.
+
+    ``created``: the run as its creation just stored it, on this thread (``execution.started_here``). It is not
+    read again: the UPDATE's condition includes its metadata (the one field the API lets anyone change), so
+    a run modified (or cancelled) since takes ``start_locked``, which reads it."""
+    stamp = now()
+    kept = {"metadata": created.metadata} if created is not None else {}
     with transaction.atomic():
-        if Run.objects.filter(id=run_id, status="queued", started_at=None).update(
-                status="in_progress", started_at=now(), heartbeat_at=Now()):
-            run = Run.objects.select_related("thread").get(id=run_id)
+        if Run.objects.filter(id=run_id, status="queued", started_at=None, **kept).update(
+                status="in_progress", started_at=stamp, heartbeat_at=Now()):
+            run = _as_started(created, stamp) if created is not None else Run.objects.select_related("thread").get(
+                id=run_id)
             request = responder_request(run, first=True)
             started = Started(run, request, [("thread.run.in_progress", serializers.run(run, run.thread.id))],
                               first=True)
@@ -76,6 +83,17 @@ def start(run_id: str) -> Started | Run | None:
             started.step = new_step(run, "message_creation", {"message_id": started.message.id})
             return started
     return start_locked(run_id)
+
+
+def _as_started(run: Run, stamp: int) -> Run:
+    """The created run as the start's UPDATE left it, its values as a read would give them (floats stored from
+    JSON integers read back as floats)."""
+    run.status, run.started_at = "in_progress", stamp
+    for name in ("temperature", "top_p"):
+        value = getattr(run, name)
+        if value is not None:
+            setattr(run, name, float(value))
+    return run
 
 
 def start_locked(run_id: str) -> Started | Run | None:

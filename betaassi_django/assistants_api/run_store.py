@@ -102,7 +102,7 @@ def _insert_run(run_id: str, thread: Thread, body: dict, assistant: Assistant | 
     # the run, which the turn shows its user (rather than listing the thread for them).
     engine.adopt_listener(run_id, [serializers.message(m, thread.id) for m in added])
     # Started on this thread as the creation commits (execution.started_here), then executed by the engine.
-    transaction.on_commit(lambda: engine.submit(run_id, started_here(run_id)))
+    transaction.on_commit(lambda: engine.submit(run_id, started_here(run_id, run)))
     return run
 
 
