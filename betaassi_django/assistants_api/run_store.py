@@ -8,18 +8,17 @@ execution wherever it runs. Threads, messages and assistants are in ``store``.
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, Subquery
 from django.http import QueryDict
 
 from betaassi_django import conf
 
-from . import serializers
+from . import serializers, statements
 from .engine import engine
 from .errors import invalid, not_found
 from .execution import execute_run, started_here
 from .ids import now
 from .limits import plausible_id
-from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
+from .models import Assistant, Message, Run, RunStep, Thread
 from .pagination import page
 from .store import active_run, check_id, get_assistant, get_thread, insert_thread, modify_metadata, new_message
 
@@ -107,18 +106,17 @@ def _insert_run(run_id: str, thread: Thread, body: dict, assistant: Assistant | 
 
 
 def _lookup(thread_id: str, assistant_id: str) -> tuple[Thread, Assistant, bool] | None:
-    """The thread, the assistant and whether the thread has an active run, in one query; None when either is
-    missing (the caller then looks them up one by one, for the error the API gives)."""
+    """The thread, the assistant and whether the thread has an active run, in one query (SQL compiled once:
+    ``statements.run_lookup``); None when either is missing (the caller then looks them up one by one, for the
+    error the API gives)."""
     if not (plausible_id(thread_id) and isinstance(assistant_id, str) and plausible_id(assistant_id)):
         return None
-    assistant = (Assistant.objects.filter(id=assistant_id)
-                 .annotate(thread_seq=Subquery(Thread.objects.filter(id=thread_id).values("seq")[:1]),
-                           busy=Exists(Run.objects.filter(thread__id=thread_id, status__in=ACTIVE_RUN_STATUSES)))
-                 .first())
-    if assistant is None or assistant.thread_seq is None:
+    found = statements.run_lookup(thread_id, assistant_id)
+    if found is None:
         return None
+    assistant, thread_seq, busy = found
     # Only the keys: the run and its messages refer to the thread, nothing reads its other fields.
-    return Thread(seq=assistant.thread_seq, id=thread_id), assistant, assistant.busy
+    return Thread(seq=thread_seq, id=thread_id), assistant, busy
 
 
 def create_run(thread_id: str, run_id: str, body: dict) -> dict:

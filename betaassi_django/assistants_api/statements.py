@@ -8,7 +8,8 @@ makes all the time (add a message, read a page of messages, create a thread) sen
   nothing (no such thread, or a run is active) the store takes its ordinary path, which says why;
 - a page of messages is one ``SELECT`` joined on the thread's public id (the thread is looked up only when
   the page is empty, to tell an empty thread from a missing one), its rows read as tuples, not models;
-- a thread without messages is one ``INSERT``.
+- a thread without messages is one ``INSERT``;
+- a run's creation finds its assistant, its thread and whether that has an active run in one ``SELECT``.
 
 SELECTs are compiled by the ORM itself (``Compiled``: built once with stand-in values, which are then
 swapped for the real ones), so their SQL is Django's for the backend; INSERTs are written from the models'
@@ -22,10 +23,10 @@ from collections.abc import Callable
 from functools import cache
 
 from django.db import connections, router
-from django.db.models import Model, QuerySet
+from django.db.models import Exists, Model, QuerySet, Subquery
 
 from . import serializers
-from .models import ACTIVE_RUN_STATUSES, Message, Run, Thread
+from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, Thread
 
 
 class Compiled:
@@ -198,3 +199,42 @@ def insert(row: Model) -> None:
     with connection.cursor() as cursor:
         cursor.execute(sql, _prepared(row, fields, connection))
 
+
+
+# A run's creation ------------------------------------------------------------------
+
+#: The assistant's fields a new run takes (``run_store._new_run``), in the model's order (``Model.from_db``'s).
+RUN_ASSISTANT_FIELDS = tuple(f.attname for f in Assistant._meta.concrete_fields if f.attname in (
+    "seq", "id", "model", "instructions", "tools", "temperature", "top_p", "response_format", "reasoning_effort"))
+_RUN_ASSISTANT_JSON = frozenset(f.attname for f in Assistant._meta.concrete_fields
+                                if f.get_internal_type() == "JSONField")
+
+
+@cache
+def _run_lookup(alias: str) -> Compiled:
+    thread = Thread.objects.using(alias).filter(id=stand_in("thread")).values("seq")[:1]
+    busy = Run.objects.using(alias).filter(thread__id=stand_in("busy"), status__in=ACTIVE_RUN_STATUSES)
+    assistants = (Assistant.objects.using(alias).filter(id=stand_in("assistant"))
+                  .annotate(thread_seq=Subquery(thread), busy=Exists(busy))
+                  .values_list(*RUN_ASSISTANT_FIELDS, "thread_seq", "busy")[:1])
+    return Compiled(assistants, thread=stand_in("thread"), busy=stand_in("busy"), assistant=stand_in("assistant"))
+
+
+def _decoded(value: object) -> object:
+    """A JSON column's value as ``JSONField.from_db_value`` gives it (text or bytes decoded; a driver's value as is)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        value = bytes(value).decode()
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def run_lookup(thread_id: str, assistant_id: str) -> tuple[Assistant, int, bool] | None:
+    """The assistant (only the fields a new run takes; the others deferred), the thread's seq and whether the
+    thread has an active run, in one SELECT; None when the assistant or the thread is missing."""
+    alias = router.db_for_read(Assistant)
+    rows = _run_lookup(alias).rows(thread=thread_id, busy=thread_id, assistant=assistant_id)
+    if not rows or rows[0][-2] is None:
+        return None
+    *values, thread_seq, busy = rows[0]
+    values = [_decoded(v) if name in _RUN_ASSISTANT_JSON else v
+              for name, v in zip(RUN_ASSISTANT_FIELDS, values, strict=True)]
+    return Assistant.from_db(alias, RUN_ASSISTANT_FIELDS, values), thread_seq, bool(busy)
