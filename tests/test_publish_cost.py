@@ -121,3 +121,42 @@ def test_a_woken_drain_ends_on_a_short_list_unless_a_wake_up_announced_more(monk
         assert processor.run_pending(notify.take_woken()) == 2  # s2, then s3 found by listing again
     assert _lists(calls) == 2
     assert PublishedEvent.objects.get(event_id=published[0]).status == "applied"
+
+
+def test_the_bare_in_process_client_reaches_the_registry_and_the_queue_without_requests(monkeypatch):
+    """With this process's bare in-process client, a session's thread, its event, and the registry's reads and
+    writes are store calls (as the views make them), not requests: a woken drain sends 2 requests (the assistant,
+    one list). The same events through a counting client still send every request."""
+    from betaassi_django.assistants_api.transport import InProcessTransport
+    from betaassi_django.publishing.backend import REGISTRY_KEY, find_record
+
+    sent: list[tuple[str, str]] = []
+    handle = InProcessTransport.handle_request
+
+    def counted(self, request):
+        sent.append((request.method, request.url.path.rsplit("/", 1)[-1]))
+        return handle(self, request)
+
+    monkeypatch.setattr(InProcessTransport, "handle_request", counted)
+    user = get_user_model().objects.create_user("owner")
+    support = Support.objects.create()
+    processor = Processor(assistant_ids=[support.id])
+    processor.run_once()
+    sent.clear()
+    event_id = support.sessions.create("s1", owner=user)
+    assert sent == []  # the session's thread and its event: two store calls
+    assert processor.run_pending(notify.take_woken()) == 1
+    assert sent == [("GET", support.id), ("GET", "messages")]
+    assert PublishedEvent.objects.get(event_id=event_id).status == "applied"
+    record = find_record(processor.api, support.metadata[REGISTRY_KEY], "s1")
+    assert record is not None and record["o"] == user.pk
+
+    client, calls = counting_client()  # a wrapped client: every request is sent, as before
+    with use_clients(client):
+        support.sessions.create("s2", owner=user)
+        counted_processor = Processor(assistant_ids=[support.id])
+        calls.clear()
+        assert counted_processor.run_pending(notify.take_woken()) == 1
+    # The assistant, the root, its one page, the list, the session's thread (its tags), the page, the root.
+    assert [c[0] for c in calls] == ["GET"] * 5 + ["POST"] * 2
+    assert calls[3][1].endswith("/messages") and calls[5][1] == calls[2][1] and calls[6][1] == calls[1][1]

@@ -20,7 +20,7 @@ from betaassi_django.messages import text_of
 
 from . import publisher
 from .apply import session_from_record
-from .backend import find_record, load_registry, publish_thread, queue_ids, session_thread_tags
+from .backend import create_thread, find_record, load_registry, publish_thread, queue_ids, session_thread_tags
 from .events import (
     MAX_BODY_LENGTH,
     Event,
@@ -77,8 +77,8 @@ class Sessions(_Published):
         quotas.check_create(self.assistant, owner_id, args.get("model"), Session.objects)
         queue_ids(self.assistant)
         # Tagged for this session of this assistant: the processor accepts (and ever deletes) only such a thread.
-        thread = get_client().beta.threads.create(metadata=session_thread_tags(self.assistant.id, session_id))
-        return self._publish(Event("session.create", session_id, {**args, "thread_id": thread.id}), wait, timeout)
+        thread_id = create_thread(get_client(), session_thread_tags(self.assistant.id, session_id))
+        return self._publish(Event("session.create", session_id, {**args, "thread_id": thread_id}), wait, timeout)
 
     def update(self, session_id: str, *, wait: bool = False, timeout: float = 10.0, **changes) -> str:
         """Publish ``session.update`` of ``kind``, ``context_messages`` or ``model``."""

@@ -35,7 +35,17 @@ from betaassi_django.registry import (
 
 from . import health, lease, notify, registrations
 from .apply import Batch, Facts, Outcome, apply_events, wanted
-from .backend import PUBLISH_KEY, REGISTRY_KEY, delete_threads, load_page, publish_thread, tagged_for
+from .backend import (
+    PUBLISH_KEY,
+    REGISTRY_KEY,
+    create_thread,
+    delete_threads,
+    load_page,
+    publish_thread,
+    read_metadata,
+    tagged_for,
+    write_metadata,
+)
 from .mirror import existing_users, mirror_sessions
 from .models import PublishedEvent, Session
 
@@ -78,7 +88,7 @@ class QueueDrainer:
         registries = self._registries
         registry_id = metadata[REGISTRY_KEY]
         kept = registries.pop(registry_id, None)
-        root = Root.from_metadata(registry_id, self.api.beta.threads.retrieve(registry_id).metadata or {})
+        root = Root.from_metadata(registry_id, read_metadata(self.api, registry_id))
         if kept is not None and kept[0].to_metadata() == root.to_metadata() and not (
                 state is not None and (state.orphans or state.pending)):
             root, pages = kept
@@ -176,14 +186,14 @@ class QueueDrainer:
         threads: dict[str, dict] = {}
         for thread_id in sorted(thread_ids):
             with contextlib.suppress(openai.NotFoundError, openai.BadRequestError):  # absent: tagged for no one
-                threads[thread_id] = dict(self.api.beta.threads.retrieve(thread_id).metadata or {})
+                threads[thread_id] = dict(read_metadata(self.api, thread_id))
         users = existing_users(owners)
         limits = quotas.event_limits(_assistant_class(assistant), assistant.id, assistant.model, users,
                                      Session.objects)
         return Facts(assistant.id, users, threads, **limits)
 
     def _new_page(self, assistant_id: str) -> Page:
-        page = Page(self.api.beta.threads.create(metadata=Page("").to_metadata()).id)
+        page = Page(create_thread(self.api, Page("").to_metadata()))
         health.add_orphans(assistant_id, [page.thread_id])  # unreferenced until the root names it
         self._created.append(page.thread_id)
         return page
@@ -200,7 +210,7 @@ class QueueDrainer:
                 encoded = encode_run(run)
                 thread_id = page.stored_runs.get(encoded)
                 if thread_id is None:
-                    thread_id = self.api.beta.threads.create(metadata=overflow_metadata(encoded)).id
+                    thread_id = create_thread(self.api, overflow_metadata(encoded))
                     self._created.append(thread_id)
                     page.stored_runs[encoded] = thread_id
                 directory.append((min(run), thread_id))
@@ -211,11 +221,11 @@ class QueueDrainer:
         # any head names or drops them: at 100,000 sessions most batches change most of the 256 buckets.
         health.add_orphans(assistant_id, [*self._created, *replaced])
         for page, directory in laid_out:
-            self.api.beta.threads.update(page.thread_id, metadata=page.head_metadata(directory))
+            write_metadata(self.api, page.thread_id, page.head_metadata(directory))
             kept = {thread_id for _, thread_id in directory}
             page.directory = directory
             page.stored_runs = {e: t for e, t in page.stored_runs.items() if t in kept}
-        self.api.beta.threads.update(root.thread_id, metadata=root.to_metadata())
+        write_metadata(self.api, root.thread_id, root.to_metadata())
         return replaced
 
     def _clean_up(self, assistant_id: str, unreferenced: list[str], batch: Batch, facts: Facts) -> None:
@@ -226,7 +236,7 @@ class QueueDrainer:
             metadata = facts.threads.get(thread_id) if facts.threads and thread_id in facts.threads else None
             if metadata is None:
                 try:
-                    metadata = self.api.beta.threads.retrieve(thread_id).metadata or {}
+                    metadata = read_metadata(self.api, thread_id)
                 except openai.NotFoundError:
                     continue
             if tagged_for(metadata, assistant_id, session_id, legacy=True):

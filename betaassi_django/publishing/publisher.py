@@ -12,7 +12,7 @@ from django.db import transaction
 from betaassi_django.client import get_client
 
 from . import notify
-from .backend import queue_ids
+from .backend import add_message, queue_ids
 from .events import Event, Rejected
 from .models import PublishedEvent
 
@@ -32,11 +32,10 @@ def invalid(exc: Rejected) -> ValidationError:
 def publish(assistant, event: Event) -> str:
     """Append one event to the assistant's publish thread; its message id is the event id."""
     publish_id, _ = queue_ids(assistant)
-    message = get_client().beta.threads.messages.create(
-        publish_id, role="user", content=event.to_json(), metadata={"betaassi_event": event.op})
+    event_id = add_message(get_client(), publish_id, event.to_json(), {"betaassi_event": event.op})
     # Inside a transaction (an admin form, ATOMIC_REQUESTS) the in-process event is visible once it commits.
     transaction.on_commit(lambda: notify.wake(assistant.id))
-    return message.id
+    return event_id
 
 
 # -- waiting for an event's outcome: one loop, sync and async ----------------------------------------------
