@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import fnmatch
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -30,8 +31,9 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Count, Exists, F, Manager, QuerySet
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from betaassi_django import conf
@@ -194,6 +196,45 @@ def check_create(assistant, owner_id: int, model: str | None, sessions: Sessions
 # -- turns per user per minute ----------------------------------------------------------------------------
 
 
+#: Stand-ins of ``_room_update``'s values: values no caller passes, each of which must come out of the compiler once.
+_USER, _ADMIN, _LIMIT = 2**31 - 11, 2**31 - 13, 2**31 - 17  # in the columns' range (else no SQL is made)
+_SINCE = datetime.datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=datetime.UTC)
+
+
+@functools.cache
+def _room_update(alias: str) -> tuple[str, list]:
+    """``take_turn``'s common statement (room in the window, not exempt) as SQL compiled once: building that
+    queryset each turn cost more CPU than the database spends running it. ``(sql, slots)``: a slot names the
+    value that replaces a stand-in, or is ``(None, constant)``."""
+    connection = connections[alias]
+    rows = TurnWindow.objects.using(alias).filter(user_id=_USER)
+    superuser = get_user_model().objects.using(alias).filter(pk=_ADMIN, is_superuser=True)
+    query = rows.filter(~Exists(superuser), started_at__gt=_SINCE, turns__lt=_LIMIT).query.chain(UpdateQuery)
+    query.add_update_values({"turns": F("turns") + 1})
+    sql, params = query.get_compiler(alias).as_sql()
+    since = TurnWindow._meta.get_field("started_at").get_db_prep_value(_SINCE, connection)
+    names = [(_USER, "user"), (_ADMIN, "user"), (_LIMIT, "limit"), (since, "since")]
+    slots = [(next((name for stand_in, name in names if isinstance(p, type(stand_in)) and p == stand_in), None), p)
+             for p in params]
+    if sorted(name for name, _ in slots if name) != ["limit", "since", "user", "user"]:
+        raise ValueError(f"the turn window's UPDATE did not compile as expected: {sql} {params}")
+    return sql, slots
+
+
+def _take_room(user_id: int, now: datetime.datetime, limit: int) -> bool:
+    """One turn counted in the user's current window, if it has room and the user is not exempt."""
+    alias = router.db_for_write(TurnWindow)
+    connection = connections[alias]
+    sql, slots = _room_update(alias)
+    values = {"user": user_id, "limit": limit,
+              "since": TurnWindow._meta.get_field("started_at").get_db_prep_value(now - WINDOW, connection)}
+    with transaction.mark_for_rollback_on_error(using=alias), connection.cursor() as cursor:
+        # a driver's typed integer (psycopg's Int4) keeps its type
+        cursor.execute(sql, [constant if not name else values[name] if name == "since" else type(constant)(values[name])
+                             for name, constant in slots])
+        return cursor.rowcount > 0
+
+
 def take_turn(user_id: int | None) -> int | None:
     """Count one turn of this user; None when it may run, else the seconds until the window has room.
 
@@ -206,10 +247,9 @@ def take_turn(user_id: int | None) -> int | None:
     if not limit or user_id is None:
         return None
     now = timezone.now()
-    rows = TurnWindow.objects.filter(user_id=user_id)
-    superuser = get_user_model().objects.filter(pk=user_id, is_superuser=True)
-    if rows.filter(~Exists(superuser), started_at__gt=now - WINDOW, turns__lt=limit).update(turns=F("turns") + 1):
+    if _take_room(user_id, now, limit):
         return None
+    rows = TurnWindow.objects.filter(user_id=user_id)
     if exempt(user_id):
         return None
     if rows.filter(started_at__lte=now - WINDOW).update(started_at=now, turns=1):

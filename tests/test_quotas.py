@@ -345,3 +345,28 @@ async def test_the_websocket_refuses_a_model_the_allow_list_no_longer_has(alice)
     await communicator.send_json_to({"type": "user.message", "content": "three"})
     assert _reply(await _turn(communicator)).startswith("echo: three")
     await communicator.disconnect()
+
+
+def test_the_turn_count_statement_is_the_querysets_sql_compiled_once(limits, alice):
+    """``take_turn``'s common UPDATE is sent as SQL compiled once (``quotas._room_update``): the SQL the queryset
+    makes, one statement per counted turn, and the same counts and refusals."""
+    from django.db.models import Exists
+    from django.db.models.sql import UpdateQuery
+    from django.test.utils import CaptureQueriesContext
+
+    rows = TurnWindow.objects.filter(user_id=alice.pk)
+    superuser = get_user_model().objects.filter(pk=alice.pk, is_superuser=True)
+    query = rows.filter(~Exists(superuser), started_at__gt=datetime.datetime(2001, 1, 1, tzinfo=datetime.UTC),
+                        turns__lt=2).query.chain(UpdateQuery)
+    query.add_update_values({"turns": F("turns") + 1})
+    assert quotas._room_update(connection.alias)[0] == query.get_compiler(connection.alias).as_sql()[0]
+    assert quotas.take_turn(alice.pk) is None  # the user's first row
+    with CaptureQueriesContext(connection) as sent:
+        assert quotas.take_turn(alice.pk) is None
+    assert [q["sql"].split(" ")[0] for q in sent.captured_queries] == ["UPDATE"]
+    assert TurnWindow.objects.get(user_id=alice.pk).turns == 2
+    assert 1 <= quotas.take_turn(alice.pk) <= 60  # no room: the seconds to wait
+    assert TurnWindow.objects.get(user_id=alice.pk).turns == 2
+    get_user_model().objects.filter(pk=alice.pk).update(is_superuser=True)
+    assert quotas.take_turn(alice.pk) is None  # exempt: counted nowhere
+    assert TurnWindow.objects.get(user_id=alice.pk).turns == 2
