@@ -168,11 +168,15 @@ def create_thread(body: dict) -> dict:
 def modify_thread(thread_id: str, body: dict) -> dict:
     with transaction.atomic():
         thread = get_thread(thread_id)
+        changed = []  # only what the body changes is written (a registry write is metadata only)
         if "metadata" in body:
             thread.metadata = body["metadata"] or {}
+            changed.append("metadata")
         if "tool_resources" in body:
             thread.tool_resources = _tool_resources(body["tool_resources"], "tool_resources")
-        thread.save()
+            changed.append("tool_resources")
+        if changed:
+            thread.save(update_fields=changed)
     return serializers.thread(thread)
 
 

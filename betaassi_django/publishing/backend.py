@@ -6,7 +6,7 @@ import contextlib
 
 import openai
 
-from betaassi_django.assistants_api import store
+from betaassi_django.assistants_api import serializers, store
 from betaassi_django.assistants_api.validation import validate_body
 from betaassi_django.client import creates_runs_here
 from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY, SESSION_THREAD_KEY, TYPE_KEY
@@ -71,6 +71,14 @@ def _metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:
         with contextlib.suppress(Exception):  # not found, or a failure: the request says so
             return dict(store.get_thread(thread_id).metadata or {})
     return api.beta.threads.retrieve(thread_id).metadata or {}
+
+
+def read_assistant(api: openai.OpenAI, assistant_id: str) -> openai.types.beta.Assistant:
+    """An assistant (``assistants.retrieve``), as the SDK's model (validated from what the view would send)."""
+    if creates_runs_here(api):
+        with contextlib.suppress(Exception):
+            return openai.types.beta.Assistant.model_validate(serializers.assistant(store.get_assistant(assistant_id)))
+    return api.beta.assistants.retrieve(assistant_id)
 
 
 def read_metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:

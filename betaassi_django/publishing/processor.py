@@ -30,7 +30,7 @@ from betaassi_django import conf
 from betaassi_django.client import get_client
 
 from . import health, lease, notify, ownership, positions, retention
-from .backend import PUBLISH_KEY, REGISTRY_KEY
+from .backend import PUBLISH_KEY, REGISTRY_KEY, read_assistant
 from .drain import QueueDrainer, describe
 from .wake import Waker
 
@@ -85,7 +85,7 @@ class Processor:
         found = []
         for assistant_id in self.assistant_ids:
             try:
-                found.append(self.api.beta.assistants.retrieve(assistant_id))
+                found.append(read_assistant(self.api, assistant_id))
             except openai.APIError as exc:
                 logger.error("cannot read assistant %s: %s", assistant_id, describe(exc))
                 self.failed[assistant_id] = health.failed(assistant_id, describe(exc)).last_error
@@ -151,7 +151,7 @@ class Processor:
             if not health.due(known.get(assistant_id)):
                 continue  # inside its back-off: its hints stay for the attempt after
             try:
-                assistants.append(self.api.beta.assistants.retrieve(assistant_id))
+                assistants.append(read_assistant(self.api, assistant_id))
             except openai.NotFoundError:  # deleted: nothing left to apply
                 if assistant_id in hinted:
                     notify.clear_hints(assistant_id, hinted[assistant_id])
