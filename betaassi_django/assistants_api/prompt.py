@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import statements
 from .models import Message, Run, RunStep
 from .responders.interface import ContextMessage, ResponderRequest, ToolCall, ToolRound
 
@@ -17,12 +18,10 @@ def _text(content: list) -> str:
 def _context(run: Run) -> list[ContextMessage]:
     """The thread's messages the responder sees, after the truncation strategy (this run's own excluded); only
     their role and content are read (a thread's whole history is read at every run's start)."""
-    messages = Message.objects.filter(thread_id=run.thread_id).exclude(run_id=run.id, role="assistant")
-    messages = messages.order_by("-seq").values_list("role", "content")
     strategy = run.truncation_strategy or {}
-    if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
-        messages = messages[: strategy["last_messages"]]
-    return [ContextMessage(role, _text(content)) for role, content in reversed(list(messages))]
+    limit = strategy.get("last_messages") if strategy.get("type") == "last_messages" else None
+    messages = statements.history(run.thread_id, run.id, limit or None)  # SQL compiled once
+    return [ContextMessage(role, _text(content)) for role, content in reversed(messages)]
 
 
 def _transcript(run: Run) -> list[ContextMessage | ToolRound]:

@@ -9,7 +9,8 @@ makes all the time (add a message, read a page of messages, create a thread) sen
 - a page of messages is one ``SELECT`` joined on the thread's public id (the thread is looked up only when
   the page is empty, to tell an empty thread from a missing one), its rows read as tuples, not models;
 - a thread without messages is one ``INSERT``;
-- a run's creation finds its assistant, its thread and whether that has an active run in one ``SELECT``.
+- a run's creation finds its assistant, its thread and whether that has an active run in one ``SELECT``;
+  its start reads the thread's history as ``(role, content)`` rows.
 
 SELECTs are compiled by the ORM itself (``Compiled``: built once with stand-in values, which are then
 swapped for the real ones), so their SQL is Django's for the backend; INSERTs are written from the models'
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 
 from django.db import connections, router
 from django.db.models import Exists, Model, QuerySet, Subquery
@@ -238,3 +239,22 @@ def run_lookup(thread_id: str, assistant_id: str) -> tuple[Assistant, int, bool]
     values = [_decoded(v) if name in _RUN_ASSISTANT_JSON else v
               for name, v in zip(RUN_ASSISTANT_FIELDS, values, strict=True)]
     return Assistant.from_db(alias, RUN_ASSISTANT_FIELDS, values), thread_seq, bool(busy)
+
+
+# A run's start -------------------------------------------------------------------
+
+_THREAD_SEQ_STAND_IN = 2**31 - 23  # in the key's range (else no SQL is made)
+
+
+@lru_cache(maxsize=64)
+def _history(alias: str, limit: int | None) -> Compiled:
+    messages = (Message.objects.using(alias).filter(thread_id=_THREAD_SEQ_STAND_IN)
+                .exclude(run_id=stand_in("run"), role="assistant").order_by("-seq").values_list("role", "content"))
+    return Compiled(messages[:limit] if limit else messages, thread=_THREAD_SEQ_STAND_IN, run=stand_in("run"))
+
+
+def history(thread_seq: int, run_id: str, limit: int | None) -> list[tuple[str, list]]:
+    """What a run's responder sees of its thread (``prompt._context``): ``(role, content)`` of the thread's
+    messages, newest first, but this run's own replies; the newest ``limit`` only when given."""
+    rows = _history(router.db_for_read(Message), limit).rows(thread=thread_seq, run=run_id)
+    return [(role, _decoded(content)) for role, content in rows]
