@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from typing import NamedTuple
 
 import openai
+from django.http import QueryDict
+from openai.types.beta.threads import Message
 
 from betaassi_django.assistants_api import serializers, store
 from betaassi_django.assistants_api.validation import validate_body
@@ -47,6 +51,25 @@ def publish_thread(api: openai.OpenAI, publish_id: str, *, after: str | None = N
     """The publish thread's events after ``after`` (from the start if None): one home for reading it. A cursor
     page: ``.data`` is this page, iterating it reads on to the end; each message's text is an event body."""
     return api.beta.threads.messages.list(publish_id, order=order, limit=limit, after=after or openai.omit)
+
+
+class Listed(NamedTuple):
+    """One page of a publish thread's events: the messages, and whether more follow."""
+
+    data: list[Message]
+    has_more: bool
+
+
+def list_events(api: openai.OpenAI, publish_id: str, *, after: str | None, limit: int) -> Listed:
+    """One page of the events after ``after`` (``messages.list``, ascending), for the processor's drain."""
+    if creates_runs_here(api):
+        with contextlib.suppress(Exception):
+            query = QueryDict(mutable=True)
+            query.update({"order": "asc", "limit": str(limit), **({"after": after} if after else {})})
+            listed = json.loads(store.list_messages(publish_id, query))
+            return Listed([Message.model_validate(m) for m in listed["data"]], listed["has_more"])
+    page = publish_thread(api, publish_id, after=after, limit=limit)
+    return Listed(page.data, page.has_more)
 
 
 def create_queue(api: openai.OpenAI) -> dict[str, str]:

@@ -40,8 +40,8 @@ from .backend import (
     REGISTRY_KEY,
     create_thread,
     delete_threads,
+    list_events,
     load_page,
-    publish_thread,
     read_metadata,
     tagged_for,
     write_metadata,
@@ -100,12 +100,12 @@ class QueueDrainer:
             registries.pop(next(iter(registries)))
         self.seen = 0
         while True:
-            listed = publish_thread(self.api, metadata[PUBLISH_KEY], after=root.hwm, limit=self.batch_size)
+            listed = list_events(self.api, metadata[PUBLISH_KEY], after=root.hwm, limit=self.batch_size)
             messages = list(listed.data)
             # A backlog is applied up to 10 lists at a time: a registry page a batch changes is written once for
             # all of its events (at 100,000 sessions most batches touch most pages).
             while listed.has_more and len(messages) < 10 * self.batch_size:
-                listed = publish_thread(self.api, metadata[PUBLISH_KEY], after=messages[-1].id, limit=self.batch_size)
+                listed = list_events(self.api, metadata[PUBLISH_KEY], after=messages[-1].id, limit=self.batch_size)
                 messages += listed.data
             events = [(m.id, text_of(m)) for m in messages]
             carried = {m.id for m in messages if registrations.carries_verdict(m)}
