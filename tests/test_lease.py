@@ -60,3 +60,25 @@ def test_contending_processors_never_overlap():
         assert len(spans) > 10
         for (_, end, name), (start, _, other) in itertools.pairwise(spans):
             assert start >= end or name == other, f"{name} and {other} overlapped on {assistant}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_release_says_whether_the_lease_was_held_in_one_statement():
+    """The processor's check that it held the lease to the end of a drain is its release: one DELETE (the check
+    was a SELECT before it)."""
+    from django.test.utils import CaptureQueriesContext
+
+    from betaassi_django.publishing.models import PublishLease
+
+    assert lease.acquire("asst_1", "p1", ttl=30)
+    with CaptureQueriesContext(connection) as queries:
+        assert lease.release("asst_1", "p1") is True
+    verbs = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert [verb for verb in verbs if verb not in ("BEGIN", "COMMIT")] == ["DELETE"]  # no SELECT before it
+    assert not PublishLease.objects.exists()
+    assert lease.acquire("asst_1", "p1", ttl=0.05)
+    time.sleep(0.1)
+    assert lease.release("asst_1", "p1") is False  # expired: not held to the end, and the row is gone
+    assert not PublishLease.objects.exists()
+    assert lease.acquire("asst_1", "p2", ttl=30)
+    assert lease.release("asst_1", "p1") is False and PublishLease.objects.get().holder == "p2"

@@ -44,6 +44,12 @@ def holds(assistant_id: str, holder: str, *, consumer: str | None = None) -> boo
     return _rows(assistant_id, consumer).filter(holder=holder, expires_at__gte=timezone.now()).exists()
 
 
-def release(assistant_id: str, holder: str, *, consumer: str | None = None) -> None:
-    """Give the lease up at once (on shutdown), so another process need not wait for expiry."""
-    _rows(assistant_id, consumer).filter(holder=holder).delete()
+def release(assistant_id: str, holder: str, *, consumer: str | None = None) -> bool:
+    """Give the lease up at once (on shutdown), so another process need not wait for expiry. Whether ``holder``
+    held it unexpired until now (``holds`` and the release in one statement; an expired row of its own is
+    deleted by a second)."""
+    rows = _rows(assistant_id, consumer).filter(holder=holder)
+    if rows.filter(expires_at__gte=timezone.now()).delete()[0]:
+        return True
+    rows.delete()
+    return False

@@ -214,7 +214,7 @@ class Processor:
             self.queues.leased_at = time.monotonic()  # its first batch needs no renewal
             logger.debug("lease acquired assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
             self.queues.seen = 0
-            started = time.thread_time()
+            started, drained = time.thread_time(), False
             try:
                 self.queues.drain(assistant, known.get(assistant.id))
                 retention.maybe_prune(self.api, assistant)  # BETAASSI_QUEUE_PRUNE_SECONDS, under the lease
@@ -224,17 +224,18 @@ class Processor:
                 logger.exception("assistant %s failed (%d in a row); retrying in %.0fs", assistant.id,
                                  state.failures, health.backoff(state.failures))
             else:
+                drained = True
                 if assistant.id in known and known[assistant.id].failures:
                     health.succeeded(assistant.id)
-                if lease.holds(assistant.id, self.holder):  # not lost midway: drained to the end
-                    self._done.add(assistant.id)
-                    if newest is not None and assistant.id in newest:  # "" (an empty queue) too
-                        self._applied[assistant.id] = newest[assistant.id]
             finally:
                 self._work_cpu += time.thread_time() - started
                 seen += self.queues.seen
                 logger.debug("lease released assistant=%s holder=%s t=%.6f", assistant.id, self.holder, time.time())
-                lease.release(assistant.id, self.holder)
+                held = lease.release(assistant.id, self.holder)  # whether it was held until now
+            if drained and held:  # not lost midway: drained to the end
+                self._done.add(assistant.id)
+                if newest is not None and assistant.id in newest:  # "" (an empty queue) too
+                    self._applied[assistant.id] = newest[assistant.id]
         return seen
 
     def _follow(self, assistant, state) -> int | None:
