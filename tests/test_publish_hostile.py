@@ -9,6 +9,7 @@ import json
 
 import openai
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
@@ -95,15 +96,16 @@ def test_poison_is_rejected_and_valid_events_of_every_assistant_are_applied(alic
     assert Support.retrieve(first.id).tier == 3
 
     web = client_of(staff)  # the admin reads the poisoned queue without a 500
-    for url in (reverse("admin:testapp_support_changelist"), reverse("admin:testapp_support_queue", args=[first.pk]),
-                reverse("admin:testapp_support_change", args=[first.pk])):
+    queue_url = reverse("admin:testapp_support_queue", args=[quote(first.pk)])
+    for url in (reverse("admin:testapp_support_changelist"), queue_url,
+                reverse("admin:testapp_support_change", args=[quote(first.pk)])):
         assert web.get(url).status_code == 200, url
-    page = web.get(reverse("admin:testapp_support_queue", args=[first.pk])).content.decode()
+    page = web.get(queue_url).content.decode()
     assert "not valid JSON: nested too deep" in page
     statuses = [e.op if not isinstance(e, Rejected) else "rejected" for _, e in first.queue.events()]
     assert statuses.count("rejected") == len(POISON)  # the readers get each as a Rejected too
     raw(first, "[" * 5000)  # pending poison: the pages still answer
-    for url in (reverse("admin:testapp_support_changelist"), reverse("admin:testapp_support_queue", args=[first.pk])):
+    for url in (reverse("admin:testapp_support_changelist"), queue_url):
         assert web.get(url).status_code == 200, url
 
 

@@ -6,6 +6,7 @@ import datetime
 
 import httpx2
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
@@ -70,10 +71,10 @@ def test_a_broken_registry_is_recorded_backed_off_and_shown_while_others_go_on(u
     assert changelist.status_code == 200
     assert "Processing the publish queue of broken failed 2 time(s) in a row: JSONDecodeError" in (
         changelist.content.decode())
-    for url in (reverse("admin:testapp_support_change", args=[broken.pk]),
+    for url in (reverse("admin:testapp_support_change", args=[quote(broken.pk)]),
                 reverse("admin:betaassi_django_session_changelist")):
         assert web.get(url).status_code == 200, url
-    queue_url = reverse("admin:testapp_support_queue", args=[broken.pk])
+    queue_url = reverse("admin:testapp_support_queue", args=[quote(broken.pk)])
     page = web.get(queue_url)
     assert page.status_code == 200 and "failing: 2 attempt(s) in a row" in page.content.decode()
     applied = web.post(queue_url, {"apply": "1"}, follow=True)
