@@ -38,6 +38,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from betaassi_django import quotas, run_stream
+from betaassi_django.assistants_api.engine import on_kept_connection
 from betaassi_django.client import get_async_client, get_client
 from betaassi_django.groups import fan_out, session_group
 from betaassi_django.messages import text_of, text_of_all
@@ -66,24 +67,11 @@ def _executor() -> ThreadPoolExecutor:
                               thread_name_prefix="betaassi-ws-db")
 
 
-def _on_connection(function: Callable, *args):
-    if connection.connection is not None and connection.errors_occurred:  # an error may have broken it
-        if connection.is_usable():
-            connection.errors_occurred = False
-        else:
-            connection.close()
-    try:
-        return function(*args)
-    finally:
-        if connection.in_atomic_block:  # never: every function commits or rolls back its own
-            connection.close()
-        elif connection.vendor != "sqlite":  # back to the pool (or closed), as CONN_MAX_AGE says
-            connection.close_if_unusable_or_obsolete()
-
-
 async def on_database(function: Callable, *args):
-    """``function(*args)`` on a thread of the WebSocket path's database work (``_executor``)."""
-    return await sync_to_async(_on_connection, thread_sensitive=False, executor=_executor())(function, *args)
+    """``function(*args)`` on a thread of the WebSocket path's database work (``_executor``), on its kept
+    connection (SQLite) or one handed back to the pool after the call (elsewhere)."""
+    call = functools.partial(on_kept_connection, function, *args, give_back=connection.vendor != "sqlite")
+    return await sync_to_async(call, thread_sensitive=False, executor=_executor())()
 
 
 def message_frame(message) -> dict:

@@ -114,8 +114,12 @@ def listening() -> Iterator[RunEvents]:
 DB_THREADS = 4
 
 
-def _on_kept_connection(function: Callable, *args):
-    """Run ``function`` on this thread's kept connection, first dropping it if an error left it unusable."""
+def on_kept_connection(function: Callable, *args, give_back: bool = False):
+    """Run ``function`` on this thread's kept connection, first dropping it if an error left it unusable.
+
+    ``give_back``: afterwards hand the connection back to the pool (or close it) as ``CONN_MAX_AGE`` says,
+    rather than keep it (threads that must not hold a pooled connection between calls).
+    """
     from django.db import connection
 
     if connection.connection is not None and connection.errors_occurred:
@@ -126,9 +130,11 @@ def _on_kept_connection(function: Callable, *args):
     try:
         return function(*args)
     finally:
-        if connection.in_atomic_block:  # never: every function of a run commits or rolls back its own
-            logger.error("a run's database work left a transaction open; closing its connection")
+        if connection.in_atomic_block:  # never: every function commits or rolls back its own
+            logger.error("database work left a transaction open; closing its connection")
             connection.close()
+        elif give_back:
+            connection.close_if_unusable_or_obsolete()
 
 
 def close_thread_connections(executor: ThreadPoolExecutor, workers: int) -> None:
@@ -197,7 +203,7 @@ class RunEngine:
         executor directly, not through ``sync_to_async``: nothing here needs asgiref's context or thread
         bookkeeping (Django's connections are per thread), and a run makes several of these calls.
         """
-        return await asyncio.wrap_future(self._db_threads().submit(_on_kept_connection, function, *args))
+        return await asyncio.wrap_future(self._db_threads().submit(on_kept_connection, function, *args))
 
     def start(self) -> None:
         """Start the loop and its heartbeat and sweep (idempotent: every entry point may call it)."""
