@@ -118,10 +118,12 @@ def run_events():
     return listening()
 
 
-def creates_runs_here(api: openai.OpenAI | openai.AsyncOpenAI) -> bool:
-    """Whether a turn may create its run with ``create_run_here`` rather than a request: ``api`` reaches the
-    embedded API in this process through a bare in-process transport (a wrapped or subclassed one, recording or
-    counting requests, gets its requests)."""
+def calls_store_directly(api: openai.OpenAI | openai.AsyncOpenAI) -> bool:
+    """Whether code of this process may call the embedded API's store as the view would (``create_run_here``,
+    the publish queue's registry and events) rather than send ``api`` a request: ``api`` reaches the embedded
+    API in this process through a bare in-process transport (a wrapped or subclassed one, recording or counting
+    requests, gets its requests). The in-process transport is trusted as such (no API key), so nothing is
+    skipped but the request's building, routing, encoding and parsing."""
     from betaassi_django.assistants_api.transport import AsyncInProcessTransport, InProcessTransport
 
     return type(getattr(api._client, "_transport", None)) in (InProcessTransport, AsyncInProcessTransport)

@@ -21,8 +21,8 @@ from openai.types.beta.threads import Message, Run
 
 from betaassi_django.client import (
     acreate_run_here,
+    calls_store_directly,
     create_run_here,
-    creates_runs_here,
     in_process,
     run_events,
     stop_run_events,
@@ -142,7 +142,7 @@ async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_wh
 
     async def create():
         nonlocal check
-        if creates_runs_here(api):
+        if calls_store_directly(api):
             params = run_request(session, text)
             created = await acreate_run_here(params.pop("thread_id"), params, check)
             check = None  # checked (once, even when the request below follows)
@@ -223,7 +223,7 @@ def _to_end_in_process(api: openai.OpenAI, session, text: str) -> tuple:
     messages: list = []
 
     def call():
-        if creates_runs_here(api):
+        if calls_store_directly(api):
             params = run_request(session, text)
             created = create_run_here(params.pop("thread_id"), params)
             if created is not None:

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from betaassi_django.assistants_api.transport import AsyncInProcessTransport, InProcessTransport
-from betaassi_django.client import build_client, create_run_here, creates_runs_here, get_client
+from betaassi_django.client import build_client, calls_store_directly, create_run_here, get_client
 from betaassi_django.models import Session
 from betaassi_django.publishing.processor import Processor
 from tests.testapp.models import Support
@@ -47,8 +47,8 @@ def _session(alice) -> Session:
 
 def test_a_turn_creates_its_run_without_a_request(requests, alice):
     session = _session(alice)
-    assert creates_runs_here(get_client())
-    assert not creates_runs_here(build_client(wrap_transport=lambda inner: type("Wrapped", (InProcessTransport,),
+    assert calls_store_directly(get_client())
+    assert not calls_store_directly(build_client(wrap_transport=lambda inner: type("Wrapped", (InProcessTransport,),
                                                                                  {})()))
     requests.clear()
     assert session.ask("one") == "echo: one [context=1]"

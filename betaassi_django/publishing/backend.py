@@ -12,7 +12,7 @@ from openai.types.beta.threads import Message
 
 from betaassi_django.assistants_api import serializers, store
 from betaassi_django.assistants_api.validation import validate_body
-from betaassi_django.client import creates_runs_here
+from betaassi_django.client import calls_store_directly
 from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY, SESSION_THREAD_KEY, TYPE_KEY
 from betaassi_django.registry import Page, Root, new_key, page_threads
 
@@ -62,7 +62,7 @@ class Listed(NamedTuple):
 
 def list_events(api: openai.OpenAI, publish_id: str, *, after: str | None, limit: int) -> Listed:
     """One page of the events after ``after`` (``messages.list``, ascending), for the processor's drain."""
-    if creates_runs_here(api):
+    if calls_store_directly(api):
         with contextlib.suppress(Exception):
             query = QueryDict(mutable=True)
             query.update({"order": "asc", "limit": str(limit), **({"after": after} if after else {})})
@@ -81,7 +81,7 @@ def create_queue(api: openai.OpenAI) -> dict[str, str]:
 
 
 # The registry's threads are read and written all the time by the processor (its root at every drain, a head
-# and the root at every batch). With this process's bare in-process client (``client.creates_runs_here``: not a
+# and the root at every batch). With this process's bare in-process client (``client.calls_store_directly``: not a
 # wrapped one, which counts or records its requests) the store is called as the request's view would call it
 # (the body validated against the same schema), without building, routing, encoding and parsing a request:
 # about two thirds of such a request's CPU. Anything the store refuses or fails on is sent as the request after
@@ -90,7 +90,7 @@ def create_queue(api: openai.OpenAI) -> dict[str, str]:
 
 def _metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:
     """A thread's metadata (``threads.retrieve``)."""
-    if creates_runs_here(api):
+    if calls_store_directly(api):
         with contextlib.suppress(Exception):  # not found, or a failure: the request says so
             return dict(store.get_thread(thread_id).metadata or {})
     return api.beta.threads.retrieve(thread_id).metadata or {}
@@ -98,7 +98,7 @@ def _metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:
 
 def read_assistant(api: openai.OpenAI, assistant_id: str) -> openai.types.beta.Assistant:
     """An assistant (``assistants.retrieve``), as the SDK's model (validated from what the view would send)."""
-    if creates_runs_here(api):
+    if calls_store_directly(api):
         with contextlib.suppress(Exception):
             return openai.types.beta.Assistant.model_validate(serializers.assistant(store.get_assistant(assistant_id)))
     return api.beta.assistants.retrieve(assistant_id)
@@ -111,7 +111,7 @@ def read_metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:
 
 def write_metadata(api: openai.OpenAI, thread_id: str, metadata: dict[str, str]) -> None:
     """Replace a registry thread's metadata (``threads.update``)."""
-    if creates_runs_here(api):
+    if calls_store_directly(api):
         with contextlib.suppress(Exception):
             store.modify_thread(thread_id, validate_body("ModifyThreadRequest", {"metadata": dict(metadata)}))
             return
@@ -120,7 +120,7 @@ def write_metadata(api: openai.OpenAI, thread_id: str, metadata: dict[str, str])
 
 def create_thread(api: openai.OpenAI, metadata: dict[str, str]) -> str:
     """A new thread with ``metadata`` (``threads.create``: a registry page, a session's thread); its id."""
-    if creates_runs_here(api):
+    if calls_store_directly(api):
         with contextlib.suppress(Exception):
             return store.create_thread(validate_body("CreateThreadRequest", {"metadata": dict(metadata)}))["id"]
     return api.beta.threads.create(metadata=metadata).id
@@ -196,7 +196,7 @@ def queue_threads(api: openai.OpenAI, metadata: dict[str, str]) -> list[str]:
 def add_message(api: openai.OpenAI, thread_id: str, content: str, metadata: dict[str, str]) -> str:
     """A user message on ``thread_id`` (``messages.create``: an event on a publish thread); its id."""
     body = {"role": "user", "content": content, "metadata": metadata}
-    if creates_runs_here(api):
+    if calls_store_directly(api):
         with contextlib.suppress(Exception):
             return store.create_message(thread_id, validate_body("CreateMessageRequest", dict(body)))["id"]
     return api.beta.threads.messages.create(thread_id, **body).id
@@ -204,7 +204,7 @@ def add_message(api: openai.OpenAI, thread_id: str, content: str, metadata: dict
 
 def delete_threads(api: openai.OpenAI, thread_ids: list[str]) -> None:
     """Delete threads; one already gone is fine."""
-    here = creates_runs_here(api)
+    here = calls_store_directly(api)
     for thread_id in thread_ids:
         if here:
             with contextlib.suppress(Exception):  # gone, or a failure: the request says which
