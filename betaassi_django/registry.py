@@ -40,7 +40,11 @@ Registries of the old layout (no ``key``: ``crc32(session_id)`` buckets) stay
 readable; the processor rehashes one under a fresh secret on its first write.
 Overflow pages are written copy-on-write (an unchanged run keeps its thread;
 a changed one gets a new thread, the head switches to it in one write), so a
-crash at any point leaves the head's layout whole. Runs keep their boundaries
+crash at any point leaves the head's layout whole. A change that keeps the
+directory as it is (one run changed, its first id the same) rewrites that run
+in place instead, with ``applied`` (one write, atomic: no thread created,
+no head written, none deleted); a replay skips what the head's or a run's
+``applied`` holds. Runs keep their boundaries
 from one write to the next (a run past its capacity is split, runs are packed
 75% full), so a change rewrites the one run it falls in, not every run after it.
 """
@@ -64,6 +68,8 @@ OVERFLOW_VALUE_KEYS = 15  # sessions (+ betaassi_type)
 ROOT_PAGE_KEYS = 13  # pages, pages.1 ... pages.12 (+ hwm, key and betaassi_type)
 PAGE_CAPACITY_CHARS = PAGE_VALUE_KEYS * MAX_VALUE_LENGTH
 OVERFLOW_CAPACITY_CHARS = OVERFLOW_VALUE_KEYS * MAX_VALUE_LENGTH
+#: A run rewritten in place carries ``applied`` too, so it holds one key of sessions less.
+IN_PLACE_CAPACITY_CHARS = (OVERFLOW_VALUE_KEYS - 1) * MAX_VALUE_LENGTH
 #: Characters a directory entry's thread id may take (a 64-character id, quoted): the check is conservative.
 _DIRECTORY_ID_CHARS = 2 + 64
 
@@ -120,6 +126,8 @@ class Page:
     directory: list[tuple[str, str]] = field(default_factory=list, compare=False)
     #: Each overflow page's encoded sessions as read -> its thread (an unchanged run keeps its thread).
     stored_runs: dict[str, str] = field(default_factory=dict, compare=False)
+    #: The ``applied`` of overflow pages rewritten in place (a replay skips what they already hold).
+    marks: set[str] = field(default_factory=set, compare=False)
 
     def __post_init__(self) -> None:
         #: Each session's characters in the page's JSON (kept, so laying out runs encodes nothing).
@@ -143,6 +151,8 @@ class Page:
         for session_id, record in (json.loads(raw) if raw else {}).items():
             self.put(session_id, record)
         self.stored_runs[raw] = thread_id
+        if metadata.get("applied"):
+            self.marks.add(metadata["applied"])
 
     def overflow_for(self, session_id: str) -> str | None:
         """The overflow thread whose run would hold ``session_id`` (None without overflow pages)."""
@@ -260,8 +270,24 @@ def directory_chars(firsts: list[str]) -> int:
     return 2 + sum(len(json.dumps(first)) + _DIRECTORY_ID_CHARS + 4 for first in firsts)
 
 
-def overflow_metadata(encoded_run: str) -> dict[str, str]:
+def overflow_metadata(encoded_run: str, applied: str = "") -> dict[str, str]:
+    """A new overflow page; ``applied``: a run rewritten in place, which carries the bucket's last event."""
+    if applied:
+        return {TYPE_KEY: OVERFLOW_TYPE, "applied": applied,
+                **_split("sessions", encoded_run, OVERFLOW_VALUE_KEYS - 1)}
     return {TYPE_KEY: OVERFLOW_TYPE, **_split("sessions", encoded_run, OVERFLOW_VALUE_KEYS)}
+
+
+def in_place_run(page: Page, encoded_runs: list[str], firsts: list[str]) -> int | None:
+    """The one run a change fell in, when it can be rewritten in its own thread: the directory stays as it is
+    (same runs, same first ids, every other run unchanged) and the run fits beside ``applied``. None otherwise
+    (copy-on-write: a new thread, then the head)."""
+    if len(firsts) != len(page.directory) or firsts != [first for first, _ in page.directory]:
+        return None
+    changed = [i for i, encoded in enumerate(encoded_runs) if page.stored_runs.get(encoded) != page.directory[i][1]]
+    if len(changed) != 1 or len(encoded_runs[changed[0]]) > IN_PLACE_CAPACITY_CHARS:
+        return None
+    return changed[0]
 
 
 def encode_run(run: dict[str, dict]) -> str:

@@ -13,7 +13,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from betaassi_django.client import get_client, use_clients
-from betaassi_django.models import PublishedEvent, Session
+from betaassi_django.models import PublishedEvent, PublishState, Session
 from betaassi_django.publishing.apply import record_for
 from betaassi_django.publishing.backend import REGISTRY_KEY, load_registry
 from betaassi_django.publishing.events import Event
@@ -144,3 +144,72 @@ def test_a_lookup_keeps_the_root_and_reads_it_again_once_the_table_grew():
         calls.clear()
         assert support.sessions.get("k-000").owner_id == user.pk
         assert len(calls) == 1
+
+
+def _one_bucket(monkeypatch) -> None:
+    """A table that never grows: its one bucket spills into overflow runs after about 80 sessions."""
+    from betaassi_django.registry import Root
+
+    monkeypatch.setattr(Root, "can_hold", lambda self, count, id_length=0: count <= 1)
+
+
+@pytestmark_db
+def test_a_create_in_an_overflowed_bucket_rewrites_its_run_in_place(monkeypatch):
+    _one_bucket(monkeypatch)
+    user = get_user_model().objects.create_user("inplace", password="x")
+    support = Support.objects.create()
+    for index in range(0, 400, 2):
+        publish(support, Event("session.create", f"p-{index:04d}", {"owner": user.pk}))
+    processor = Processor(assistant_ids=[support.id])
+    processor.run_once()
+    root, pages = load_registry(get_client(), support.metadata[REGISTRY_KEY])
+    before = [thread for _, thread in pages[0].directory]
+    assert len(pages) == 1 and len(before) > 1
+    last = publish(support, Event("session.create", "p-0101", {"owner": user.pk}))
+    from betaassi_django.publishing import drain
+
+    done: list[tuple[str, str]] = []
+    for name in ("write_metadata", "create_thread", "delete_threads"):
+        real = getattr(drain, name)
+        monkeypatch.setattr(drain, name, lambda api, arg, *rest, _n=name, _r=real: (
+            done.append((_n, arg if isinstance(arg, str) else len(arg))), _r(api, arg, *rest))[1])
+    assert processor.run_once() == 1
+    run = pages[0].overflow_for("p-0101")
+    # No new thread, no head, nothing deleted: the run it falls in, then the root.
+    assert done == [("write_metadata", run), ("write_metadata", root.thread_id), ("delete_threads", 0)]
+    root, pages = load_registry(get_client(), support.metadata[REGISTRY_KEY])
+    assert [thread for _, thread in pages[0].directory] == before and root.hwm == last
+    assert pages[0].marks == {last} and pages[0].sessions["p-0101"]["o"] == user.pk and len(pages[0].sessions) == 201
+    assert PublishedEvent.objects.get(event_id=last).status == "applied"
+
+
+@pytestmark_db
+def test_a_run_rewritten_in_place_before_a_crash_is_replayed_not_applied_twice(monkeypatch):
+    from betaassi_django.publishing import drain
+
+    _one_bucket(monkeypatch)
+    user = get_user_model().objects.create_user("replay", password="x")
+    support = Support.objects.create()
+    for index in range(200):
+        publish(support, Event("session.create", f"q-{index:04d}", {"owner": user.pk}))
+    Processor(assistant_ids=[support.id]).run_once()
+    last = publish(support, Event("session.update", "q-0050", {"model": "gpt-4o"}))
+    root_id = support.metadata[REGISTRY_KEY]
+    real = drain.write_metadata
+
+    def dies_at_the_root(api, thread_id, metadata):
+        if thread_id == root_id:
+            raise RuntimeError("killed before the root write")
+        real(api, thread_id, metadata)
+
+    monkeypatch.setattr(drain, "write_metadata", dies_at_the_root)
+    Processor(assistant_ids=[support.id]).run_once()  # the failure is logged, the event left pending
+    assert not PublishedEvent.objects.filter(event_id=last).exists()
+    _, pages = load_registry(get_client(), root_id)
+    assert pages[0].marks == {last} and pages[0].sessions["q-0050"]["r"] == 1  # the run holds it, the root not
+    monkeypatch.setattr(drain, "write_metadata", real)
+    PublishState.objects.filter(assistant_id=support.id).update(retry_at=None)  # due again now
+    Processor(assistant_ids=[support.id]).run_once()
+    root, pages = load_registry(get_client(), root_id)
+    assert root.hwm == last and pages[0].sessions["q-0050"]["r"] == 1 and pages[0].sessions["q-0050"]["m"] == "gpt-4o"
+    assert PublishedEvent.objects.get(event_id=last).status == "applied"

@@ -160,7 +160,7 @@ def _update(record: dict, args: dict) -> tuple[dict | None, str]:
 
 def _already_applied(page: Page, position: int, order: dict[str, int]) -> bool:
     """Whether the page was written after this event in an earlier, interrupted commit."""
-    return page.applied in order and order[page.applied] >= position
+    return any(mark in order and order[mark] >= position for mark in (page.applied, *page.marks))
 
 
 def _create(pages: list[Page], page: Page, event: Event, now: int, batch: Batch, facts: Facts) -> tuple[str, str]:

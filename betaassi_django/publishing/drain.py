@@ -29,6 +29,7 @@ from betaassi_django.registry import (
     double,
     encode_run,
     growth_factor,
+    in_place_run,
     overflow_metadata,
     page_threads,
 )
@@ -205,9 +206,17 @@ class QueueDrainer:
         laid_out = []  # (page, directory): every changed bucket's new runs are created first
         for index in sorted(batch.changed):
             page = pages[index]
+            runs = page.runs()
+            encoded_runs = [encode_run(run) for run in runs]
+            at = in_place_run(page, encoded_runs, [min(run) for run in runs]) if page.directory else None
+            if at is not None:  # one run changed, the directory stays: rewrite that run's thread, not the head
+                thread_id = page.directory[at][1]
+                write_metadata(self.api, thread_id, overflow_metadata(encoded_runs[at], applied=page.applied))
+                page.stored_runs = {e: t for e, t in page.stored_runs.items() if t != thread_id}
+                page.stored_runs[encoded_runs[at]] = thread_id
+                continue
             directory = []
-            for run in page.runs():
-                encoded = encode_run(run)
+            for run, encoded in zip(runs, encoded_runs, strict=True):
                 thread_id = page.stored_runs.get(encoded)
                 if thread_id is None:
                     thread_id = create_thread(self.api, overflow_metadata(encoded))
