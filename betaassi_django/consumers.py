@@ -14,7 +14,6 @@ can raise out of ``receive`` (which Channels would turn into a 1011 close).
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -237,22 +236,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
         except BadFrame as bad:
             await self._error(bad.code, bad.message)
             return
-        # A turn that starts at once is admitted on the thread that creates its run, just before (one thread hop,
-        # not two); one that waits behind others is admitted now, and its sender re-checked as it starts.
-        try:
-            admitted = turns.submit_admitted(self.session, content, functools.partial(
-                _admit_turn, self.session_key, self.user_pk, self.session))
-        except Exception:  # a bug must not close the connection with 1011: say so, log it, stay open
-            logger.exception("A user.message of session %s of %s failed", self.session_id, self.assistant_id)
-            await self._error("server_error", "the message could not be taken; try again")
-            return
-        if admitted is not None:
-            result = await admitted
-            if result is not None:  # None: the turn failed before its check (its run.failed was sent)
-                await self._answer(*result)
-            return
         state, refusal = await turns.on_database(_admission, self.session_key, self.user_pk, self.session)
-        if not await self._answer(state, refusal):
+        state = await self.recheck(state)
+        if state is access.State.READ:
+            await self._error("read_only", "you may read this session but not send in it "
+                                           "(sending in another user's session needs the change_session permission)")
+            return
+        if state is not access.State.SEND:
+            return
+        if refusal:  # over the user's turns per minute, or a model no longer allowed: say so, stay open
+            await self._error(*refusal)
             return
         try:
             accepted = turns.submit(self.session, content, allowed=self._may_send_now)
@@ -262,21 +255,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         if not accepted:
             await self._error("busy", f"{turns.MAX_PENDING_TURNS} messages are already waiting for a reply")
-
-    async def _answer(self, state: access.State, refusal: tuple[str, str] | None) -> bool:
-        """Whether a turn admitted as ``(state, refusal)`` may run; if not, the sender is told (an ``error``
-        frame) or the connection closed (``recheck``)."""
-        state = await self.recheck(state)
-        if state is access.State.READ:
-            await self._error("read_only", "you may read this session but not send in it "
-                                           "(sending in another user's session needs the change_session permission)")
-            return False
-        if state is not access.State.SEND:
-            return False
-        if refusal:  # over the user's turns per minute, or a model no longer allowed: say so, stay open
-            await self._error(*refusal)
-            return False
-        return True
 
     # -- from the channel layer ------------------------------------------------------------------------
 
@@ -336,12 +314,3 @@ def _admission(session_key: str | None, user_pk, session) -> tuple[access.State,
     to the database per message."""
     state = access.connection_state(session_key, user_pk, session)
     return state, quotas.turn_refusal(session, user_pk) if state is access.State.SEND else None
-
-
-def _admit_turn(session_key: str | None, user_pk, session) -> tuple[access.State, tuple[str, str] | None]:
-    """``_admission`` of a turn that starts at once (``turns.submit_admitted``): a turn that may not run is
-    ``Refused`` before its run is created."""
-    state, refusal = _admission(session_key, user_pk, session)
-    if state is not access.State.SEND or refusal:
-        raise turns.Refused((state, refusal))
-    return state, refusal

@@ -201,44 +201,9 @@ async def astream(session, text: str, *, user=None) -> AsyncIterator[str]:
 # -- a WebSocket turn -----------------------------------------------------------------------------------------
 
 
-class Refused(Exception):
-    """Raised by a turn's ``admit()`` (``submit``) when the turn may not run: nothing is created, no frame sent;
-    ``result`` goes to the submitter, who answers its sender."""
-
-    def __init__(self, result) -> None:
-        super().__init__("turn refused")
-        self.result = result
-
-
-def _admitting(admit: Callable, told: asyncio.Future) -> Callable:
-    """``admit()`` as the check run on the thread that creates the turn's run, telling ``told`` (on its loop) what
-    it returned or raised as soon as it has run (a refusal then stops the turn before anything is created)."""
-    loop = told.get_loop()
-
-    def check():
-        try:
-            result = admit()
-        except Refused as no:
-            loop.call_soon_threadsafe(_settle, told, no.result, None)
-            raise
-        except BaseException as exc:
-            loop.call_soon_threadsafe(_settle, told, None, exc)
-            raise
-        loop.call_soon_threadsafe(_settle, told, result, None)
-        return result
-
-    return check
-
-
-def _settle(told: asyncio.Future, result, exc: BaseException | None) -> None:
-    if not told.done():
-        told.set_exception(exc) if exc is not None else told.set_result(result)
-
-
-async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit, check=None) -> None:
+async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> None:
     run_id, deltas = None, None
-    async with contextlib.aclosing(run_stream.turn_events(api, session, text, wait_while_busy=True,
-                                                          check=check)) as events:
+    async with contextlib.aclosing(run_stream.turn_events(api, session, text, wait_while_busy=True)) as events:
         async for event in events:
             name = event.event
             if name == "thread.run.created":
@@ -261,15 +226,12 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit, check=
                 await emit({"type": "run.failed", "run_id": run_id, "error": error})
 
 
-async def run_turn(session, text: str, emit, check=None) -> None:
+async def run_turn(session, text: str, emit) -> None:
     """One turn in ``session`` (as the sender's connection knows it: ``session.updated`` keeps it current),
-    reported through ``emit(frame)``; never raises (a failure is a ``run.failed`` frame). ``check()`` (sync)
-    runs before the run is created, on the thread that creates it; its ``Refused`` ends the turn silently."""
+    reported through ``emit(frame)``; never raises (a failure is a ``run.failed`` frame)."""
     api = get_async_client()
     try:
-        await _stream_turn(api, session, text, emit, check)
-    except Refused:
-        return
+        await _stream_turn(api, session, text, emit)
     except openai.APIError as exc:
         logger.warning("turn in %s/%s failed: %s", session.assistant_id, session.session_id, exc)
         await emit({"type": "run.failed", "run_id": None, "error": getattr(exc, "message", str(exc))})
@@ -333,49 +295,22 @@ class _Turns:
 _sessions: dict[str, _Turns] = {}
 
 
-def _queue(session) -> tuple[str, _Turns]:
+def submit(session, text: str, allowed: Callable[[], Awaitable[bool]] | None = None) -> bool:
+    """Queue a turn; False when the session already has ``MAX_PENDING_TURNS`` waiting here. ``allowed()`` is
+    asked again just before a turn that waited behind others runs: a sender logged out or refused meanwhile has
+    no turn run (a turn that starts at once was checked as it arrived)."""
     group = session_group(session.assistant_id, session.session_id)
     loop = asyncio.get_running_loop()
     turns = _sessions.get(group)
     if turns is None or turns.loop is not loop:
         turns = _sessions[group] = _Turns(loop)
-    return group, turns
-
-
-def _idle(turns: _Turns) -> bool:
-    return not turns.pending and (turns.task is None or turns.task.done())
-
-
-def _enqueue(group: str, turns: _Turns, item: tuple) -> None:
-    turns.pending.append(item)
-    if turns.task is None or turns.task.done():
-        turns.task = turns.loop.create_task(_work(group, turns))
-
-
-def submit(session, text: str, allowed: Callable[[], Awaitable[bool]] | None = None) -> bool:
-    """Queue a turn; False when the session already has ``MAX_PENDING_TURNS`` waiting here. ``allowed()`` is
-    asked again just before a turn that waited behind others runs: a sender logged out or refused meanwhile has
-    no turn run (a turn that starts at once was checked as it arrived)."""
-    group, turns = _queue(session)
     if len(turns.pending) >= MAX_PENDING_TURNS:
         return False
-    _enqueue(group, turns, (session, text, None if _idle(turns) else allowed, None))
+    starts_now = not turns.pending and (turns.task is None or turns.task.done())
+    turns.pending.append((session, text, None if starts_now else allowed))
+    if turns.task is None or turns.task.done():
+        turns.task = loop.create_task(_work(group, turns))
     return True
-
-
-def submit_admitted(session, text: str, admit: Callable) -> asyncio.Future | None:
-    """Start a turn at once, admitted by ``admit()`` (sync, a database trip: the sender's access and quota) on
-    the thread that creates its run, just before (one thread hop for both, as ``astream``'s quota check).
-    ``admit()`` raises ``Refused(result)`` when the turn may not run. The future gives ``admit``'s result (or
-    its ``Refused.result``, or what else it raised) as soon as it ran, or None when the turn failed before it
-    (its ``run.failed`` is sent, nothing was created). None instead of a future when the session has turns
-    running or waiting here: admit the turn first, then ``submit`` it."""
-    group, turns = _queue(session)
-    if not _idle(turns):
-        return None
-    told = turns.loop.create_future()
-    _enqueue(group, turns, (session, text, None, (admit, told)))
-    return told
 
 
 async def _still_allowed(allowed: Callable[[], Awaitable[bool]], session) -> bool:
@@ -394,17 +329,10 @@ async def _work(group: str, turns: _Turns) -> None:
 
     try:
         while turns.pending:
-            session, text, allowed, admission = turns.pending.popleft()
+            session, text, allowed = turns.pending.popleft()
             if allowed is not None and not await _still_allowed(allowed, session):
                 continue
-            if admission is None:
-                await run_turn(session, text, emit)
-                continue
-            admit, told = admission
-            try:
-                await run_turn(session, text, emit, _admitting(admit, told))
-            finally:
-                _settle(told, None, None)  # the turn failed before its check: nothing was created
+            await run_turn(session, text, emit)
     finally:
         if _sessions.get(group) is turns and not turns.pending:
             del _sessions[group]

@@ -209,29 +209,3 @@ async def test_a_connection_joining_mid_turn_gets_session_ready_first_then_the_r
     assert mine[-len(theirs):] == theirs  # nothing lost or reordered after it joined
     await first.disconnect()
     await second.disconnect()
-
-
-async def test_a_turn_that_starts_at_once_is_admitted_on_the_thread_that_creates_its_run(support, alice, monkeypatch):
-    from betaassi_django import consumers
-
-    trips: list[str] = []
-    real_on_database, real_admit = turns.on_database, consumers._admit_turn
-
-    async def counted(function, *args):
-        trips.append(getattr(function, "__name__", repr(function)))
-        return await real_on_database(function, *args)
-
-    def admit(*args):
-        trips.append("admitted with the run")
-        return real_admit(*args)
-
-    monkeypatch.setattr(turns, "on_database", counted)
-    monkeypatch.setattr(consumers, "_admit_turn", admit)
-    socket, _ = await _ready(support, alice)
-    trips.clear()
-    await socket.send_json_to({"type": "user.message", "content": "hello"})
-    frames = await _turn(socket)
-    assert _kinds(frames) == FRAME_TYPES and _reply(frames) == "echo: hello [context=1]"
-    # The access check and the quota rode on the run's creation: no trip of their own (the touch may follow).
-    assert [t for t in trips if t != "_touch_all"] == ["admitted with the run"]
-    await socket.disconnect()
