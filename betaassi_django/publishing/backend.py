@@ -10,8 +10,6 @@ import openai
 from django.http import QueryDict
 from openai.types.beta.threads import Message
 
-from betaassi_django.assistants_api import serializers, store
-from betaassi_django.assistants_api.validation import validate_body
 from betaassi_django.client import calls_store_directly
 from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY, SESSION_THREAD_KEY, TYPE_KEY
 from betaassi_django.registry import Page, Root, new_key, page_threads
@@ -53,6 +51,22 @@ def publish_thread(api: openai.OpenAI, publish_id: str, *, after: str | None = N
     return api.beta.threads.messages.list(publish_id, order=order, limit=limit, after=after or openai.omit)
 
 
+def _api():
+    """The embedded API's store, serializers and request validation, for the direct calls below: imported when
+    first used, as only a process with the embedded API installed makes them (a project on a remote backend
+    does not install its app, and its models must not load)."""
+    from betaassi_django.assistants_api import serializers, store
+    from betaassi_django.assistants_api.validation import validate_body
+
+    return _Embedded(store, serializers, validate_body)
+
+
+class _Embedded(NamedTuple):
+    store: object
+    serializers: object
+    validate_body: object
+
+
 class Listed(NamedTuple):
     """One page of a publish thread's events: the messages, and whether more follow."""
 
@@ -66,7 +80,7 @@ def list_events(api: openai.OpenAI, publish_id: str, *, after: str | None, limit
         with contextlib.suppress(Exception):
             query = QueryDict(mutable=True)
             query.update({"order": "asc", "limit": str(limit), **({"after": after} if after else {})})
-            listed = json.loads(store.list_messages(publish_id, query))
+            listed = json.loads(_api().store.list_messages(publish_id, query))
             return Listed([Message.model_validate(m) for m in listed["data"]], listed["has_more"])
     page = publish_thread(api, publish_id, after=after, limit=limit)
     return Listed(page.data, page.has_more)
@@ -92,7 +106,7 @@ def _metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:
     """A thread's metadata (``threads.retrieve``)."""
     if calls_store_directly(api):
         with contextlib.suppress(Exception):  # not found, or a failure: the request says so
-            return dict(store.get_thread(thread_id).metadata or {})
+            return dict(_api().store.get_thread(thread_id).metadata or {})
     return api.beta.threads.retrieve(thread_id).metadata or {}
 
 
@@ -100,7 +114,9 @@ def read_assistant(api: openai.OpenAI, assistant_id: str) -> openai.types.beta.A
     """An assistant (``assistants.retrieve``), as the SDK's model (validated from what the view would send)."""
     if calls_store_directly(api):
         with contextlib.suppress(Exception):
-            return openai.types.beta.Assistant.model_validate(serializers.assistant(store.get_assistant(assistant_id)))
+            embedded = _api()
+            return openai.types.beta.Assistant.model_validate(
+                embedded.serializers.assistant(embedded.store.get_assistant(assistant_id)))
     return api.beta.assistants.retrieve(assistant_id)
 
 
@@ -113,7 +129,9 @@ def write_metadata(api: openai.OpenAI, thread_id: str, metadata: dict[str, str])
     """Replace a registry thread's metadata (``threads.update``)."""
     if calls_store_directly(api):
         with contextlib.suppress(Exception):
-            store.modify_thread(thread_id, validate_body("ModifyThreadRequest", {"metadata": dict(metadata)}))
+            embedded = _api()
+            body = embedded.validate_body("ModifyThreadRequest", {"metadata": dict(metadata)})
+            embedded.store.modify_thread(thread_id, body)
             return
     api.beta.threads.update(thread_id, metadata=metadata)
 
@@ -122,7 +140,9 @@ def create_thread(api: openai.OpenAI, metadata: dict[str, str]) -> str:
     """A new thread with ``metadata`` (``threads.create``: a registry page, a session's thread); its id."""
     if calls_store_directly(api):
         with contextlib.suppress(Exception):
-            return store.create_thread(validate_body("CreateThreadRequest", {"metadata": dict(metadata)}))["id"]
+            embedded = _api()
+            body = embedded.validate_body("CreateThreadRequest", {"metadata": dict(metadata)})
+            return embedded.store.create_thread(body)["id"]
     return api.beta.threads.create(metadata=metadata).id
 
 
@@ -198,7 +218,9 @@ def add_message(api: openai.OpenAI, thread_id: str, content: str, metadata: dict
     body = {"role": "user", "content": content, "metadata": metadata}
     if calls_store_directly(api):
         with contextlib.suppress(Exception):
-            return store.create_message(thread_id, validate_body("CreateMessageRequest", dict(body)))["id"]
+            embedded = _api()
+            valid = embedded.validate_body("CreateMessageRequest", dict(body))
+            return embedded.store.create_message(thread_id, valid)["id"]
     return api.beta.threads.messages.create(thread_id, **body).id
 
 
@@ -208,7 +230,7 @@ def delete_threads(api: openai.OpenAI, thread_ids: list[str]) -> None:
     for thread_id in thread_ids:
         if here:
             with contextlib.suppress(Exception):  # gone, or a failure: the request says which
-                store.delete_thread(thread_id)
+                _api().store.delete_thread(thread_id)
                 continue
         with contextlib.suppress(openai.NotFoundError):
             api.beta.threads.delete(thread_id)
