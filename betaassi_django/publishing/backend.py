@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 import openai
 from django.http import QueryDict
@@ -13,6 +14,8 @@ from openai.types.beta.threads import Message
 from betaassi_django.client import calls_store_directly
 from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY, SESSION_THREAD_KEY, TYPE_KEY
 from betaassi_django.registry import Page, Root, new_key, page_threads
+
+T = TypeVar("T")
 
 PUBLISH_TYPE = "betaassi.publish"
 
@@ -51,20 +54,30 @@ def publish_thread(api: openai.OpenAI, publish_id: str, *, after: str | None = N
     return api.beta.threads.messages.list(publish_id, order=order, limit=limit, after=after or openai.omit)
 
 
-def _api():
-    """The embedded API's store, serializers and request validation, for the direct calls below: imported when
-    first used, as only a process with the embedded API installed makes them (a project on a remote backend
-    does not install its app, and its models must not load)."""
-    from betaassi_django.assistants_api import serializers, store
-    from betaassi_django.assistants_api.validation import validate_body
-
-    return _Embedded(store, serializers, validate_body)
-
-
 class _Embedded(NamedTuple):
-    store: object
-    serializers: object
-    validate_body: object
+    store: Any
+    serializers: Any
+    validate_body: Callable[[str, dict], dict]
+
+
+def _here_or_request(api: openai.OpenAI, direct: Callable[[_Embedded], T], request: Callable[[], T]) -> T:
+    """``direct`` on the embedded API's store, serializers and request validation when ``api`` is this process's
+    bare in-process client (``client.calls_store_directly``: not a wrapped one, which counts or records its
+    requests), as the request's view would call them (the body validated against the same schema), without
+    building, routing, encoding and parsing a request: about two thirds of such a request's CPU. Otherwise, and
+    when the store refuses or fails, ``request()``: the caller gets the SDK's own error, as ever.
+
+    The registry's threads are read and written all the time by the processor (its root at every drain, a head
+    and the root at every batch). The embedded API is imported only here: a project on a remote backend does not
+    install its app, and its models must not load.
+    """
+    if calls_store_directly(api):
+        from betaassi_django.assistants_api import serializers, store
+        from betaassi_django.assistants_api.validation import validate_body
+
+        with contextlib.suppress(Exception):  # not found, refused, a failure: the request says which
+            return direct(_Embedded(store, serializers, validate_body))
+    return request()
 
 
 class Listed(NamedTuple):
@@ -76,14 +89,18 @@ class Listed(NamedTuple):
 
 def list_events(api: openai.OpenAI, publish_id: str, *, after: str | None, limit: int) -> Listed:
     """One page of the events after ``after`` (``messages.list``, ascending), for the processor's drain."""
-    if calls_store_directly(api):
-        with contextlib.suppress(Exception):
-            query = QueryDict(mutable=True)
-            query.update({"order": "asc", "limit": str(limit), **({"after": after} if after else {})})
-            listed = json.loads(_api().store.list_messages(publish_id, query))
-            return Listed([Message.model_validate(m) for m in listed["data"]], listed["has_more"])
-    page = publish_thread(api, publish_id, after=after, limit=limit)
-    return Listed(page.data, page.has_more)
+
+    def direct(embedded: _Embedded) -> Listed:
+        query = QueryDict(mutable=True)
+        query.update({"order": "asc", "limit": str(limit), **({"after": after} if after else {})})
+        listed = json.loads(embedded.store.list_messages(publish_id, query))
+        return Listed([Message.model_validate(m) for m in listed["data"]], listed["has_more"])
+
+    def request() -> Listed:
+        page = publish_thread(api, publish_id, after=after, limit=limit)
+        return Listed(page.data, page.has_more)
+
+    return _here_or_request(api, direct, request)
 
 
 def create_queue(api: openai.OpenAI) -> dict[str, str]:
@@ -94,30 +111,17 @@ def create_queue(api: openai.OpenAI) -> dict[str, str]:
     return {PUBLISH_KEY: publish.id, REGISTRY_KEY: root.id}
 
 
-# The registry's threads are read and written all the time by the processor (its root at every drain, a head
-# and the root at every batch). With this process's bare in-process client (``client.calls_store_directly``: not a
-# wrapped one, which counts or records its requests) the store is called as the request's view would call it
-# (the body validated against the same schema), without building, routing, encoding and parsing a request:
-# about two thirds of such a request's CPU. Anything the store refuses or fails on is sent as the request after
-# all, so the caller gets the SDK's own error, as ever.
-
-
 def _metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:
     """A thread's metadata (``threads.retrieve``)."""
-    if calls_store_directly(api):
-        with contextlib.suppress(Exception):  # not found, or a failure: the request says so
-            return dict(_api().store.get_thread(thread_id).metadata or {})
-    return api.beta.threads.retrieve(thread_id).metadata or {}
+    return _here_or_request(api, lambda embedded: dict(embedded.store.get_thread(thread_id).metadata or {}),
+                            lambda: api.beta.threads.retrieve(thread_id).metadata or {})
 
 
 def read_assistant(api: openai.OpenAI, assistant_id: str) -> openai.types.beta.Assistant:
     """An assistant (``assistants.retrieve``), as the SDK's model (validated from what the view would send)."""
-    if calls_store_directly(api):
-        with contextlib.suppress(Exception):
-            embedded = _api()
-            return openai.types.beta.Assistant.model_validate(
-                embedded.serializers.assistant(embedded.store.get_assistant(assistant_id)))
-    return api.beta.assistants.retrieve(assistant_id)
+    return _here_or_request(api, lambda embedded: openai.types.beta.Assistant.model_validate(
+        embedded.serializers.assistant(embedded.store.get_assistant(assistant_id))),
+        lambda: api.beta.assistants.retrieve(assistant_id))
 
 
 def read_metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:
@@ -127,23 +131,16 @@ def read_metadata(api: openai.OpenAI, thread_id: str) -> dict[str, str]:
 
 def write_metadata(api: openai.OpenAI, thread_id: str, metadata: dict[str, str]) -> None:
     """Replace a registry thread's metadata (``threads.update``)."""
-    if calls_store_directly(api):
-        with contextlib.suppress(Exception):
-            embedded = _api()
-            body = embedded.validate_body("ModifyThreadRequest", {"metadata": dict(metadata)})
-            embedded.store.modify_thread(thread_id, body)
-            return
-    api.beta.threads.update(thread_id, metadata=metadata)
+    _here_or_request(api, lambda embedded: embedded.store.modify_thread(
+        thread_id, embedded.validate_body("ModifyThreadRequest", {"metadata": dict(metadata)})),
+        lambda: api.beta.threads.update(thread_id, metadata=metadata))
 
 
 def create_thread(api: openai.OpenAI, metadata: dict[str, str]) -> str:
     """A new thread with ``metadata`` (``threads.create``: a registry page, a session's thread); its id."""
-    if calls_store_directly(api):
-        with contextlib.suppress(Exception):
-            embedded = _api()
-            body = embedded.validate_body("CreateThreadRequest", {"metadata": dict(metadata)})
-            return embedded.store.create_thread(body)["id"]
-    return api.beta.threads.create(metadata=metadata).id
+    return _here_or_request(api, lambda embedded: embedded.store.create_thread(
+        embedded.validate_body("CreateThreadRequest", {"metadata": dict(metadata)}))["id"],
+        lambda: api.beta.threads.create(metadata=metadata).id)
 
 
 def load_page(api: openai.OpenAI, thread_id: str) -> Page:
@@ -216,21 +213,14 @@ def queue_threads(api: openai.OpenAI, metadata: dict[str, str]) -> list[str]:
 def add_message(api: openai.OpenAI, thread_id: str, content: str, metadata: dict[str, str]) -> str:
     """A user message on ``thread_id`` (``messages.create``: an event on a publish thread); its id."""
     body = {"role": "user", "content": content, "metadata": metadata}
-    if calls_store_directly(api):
-        with contextlib.suppress(Exception):
-            embedded = _api()
-            valid = embedded.validate_body("CreateMessageRequest", dict(body))
-            return embedded.store.create_message(thread_id, valid)["id"]
-    return api.beta.threads.messages.create(thread_id, **body).id
+    return _here_or_request(api, lambda embedded: embedded.store.create_message(
+        thread_id, embedded.validate_body("CreateMessageRequest", dict(body)))["id"],
+        lambda: api.beta.threads.messages.create(thread_id, **body).id)
 
 
 def delete_threads(api: openai.OpenAI, thread_ids: list[str]) -> None:
     """Delete threads; one already gone is fine."""
-    here = calls_store_directly(api)
     for thread_id in thread_ids:
-        if here:
-            with contextlib.suppress(Exception):  # gone, or a failure: the request says which
-                _api().store.delete_thread(thread_id)
-                continue
         with contextlib.suppress(openai.NotFoundError):
-            api.beta.threads.delete(thread_id)
+            _here_or_request(api, lambda embedded, thread_id=thread_id: embedded.store.delete_thread(thread_id),
+                             lambda thread_id=thread_id: api.beta.threads.delete(thread_id))
