@@ -75,23 +75,12 @@ def everything(like: str, n: int) -> None:
 
 
 def run_all(server, n: int) -> None:
-    import openai
-
-    from betaassi_django.client import use_clients
-    from betaassi_django.testing import counting_client
-
-    from . import admin, api_roundtrip, consumers, models, publishing, turns, upstream
+    from . import admin, consumers, publishing, turns, upstream
 
     # First, while no other benchmark's processor or consumer threads are about: every statement of the process
     # counts in a turn's SQL.
     turns.run(n)  # a chat turn: CPU, wall, SQL and connections against the streamed-SDK floor and the peer
-    in_process, recorder = counting_client(backend="embedded")
-    http = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
-    with use_clients(in_process):
-        api_roundtrip.run(in_process, http, n)
-        models.run(recorder, n, listed=250)
-        admin.run(recorder, n)
-    models.run_remote(server, n)
+    api_rows(server, n, also=admin.run)
     publishing.run(samples=max(20, n // 6))
     consumers.run(samples=max(20, n // 6))
     upstream.run(n)  # the openai responder against a fake upstream on loopback
@@ -132,20 +121,30 @@ def idle_alone(like: str, n: int) -> None:
 
 def api_alone(like: str, n: int) -> None:
     """The in-process and HTTP API rows and the model write-through rows (with their daphne)."""
+    from betaassi_django.testing import LiveServer, scratch_database_url
+
+    with scratch_django(like), scratch_database_url(like) as server_url, LiveServer(server_url, cwd=ROOT) as server:
+        api_rows(server, n)
+
+
+def api_rows(server, n: int, also=None) -> None:
+    """The API round trips and the models' write-through, in process and against ``server``; ``also(recorder, n)``
+    runs with the same counting in-process client (the admin rows)."""
     import openai
 
     from betaassi_django.client import use_clients
-    from betaassi_django.testing import LiveServer, counting_client, scratch_database_url
+    from betaassi_django.testing import counting_client
 
-    with scratch_django(like), scratch_database_url(like) as server_url, LiveServer(server_url, cwd=ROOT) as server:
-        from . import api_roundtrip, models
+    from . import api_roundtrip, models
 
-        in_process, recorder = counting_client(backend="embedded")
-        http = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
-        with use_clients(in_process):
-            api_roundtrip.run(in_process, http, n)
-            models.run(recorder, n, listed=250)
-        models.run_remote(server, n)
+    in_process, recorder = counting_client(backend="embedded")
+    http = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+    with use_clients(in_process):
+        api_roundtrip.run(in_process, http, n)
+        models.run(recorder, n, listed=250)
+        if also is not None:
+            also(recorder, n)
+    models.run_remote(server, n)
 
 
 def publishing_alone(like: str, n: int) -> None:
