@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -31,6 +32,10 @@ MAX_CONTENT_BYTES = 32 * 1024
 MAX_DEPTH = 16
 #: The fields of a ``user.message``; any other is refused (``unknown_field``).
 USER_MESSAGE_FIELDS = frozenset({"type", "content"})
+#: The fields of a ``run.cancel``.
+RUN_CANCEL_FIELDS = frozenset({"type", "run_id"})
+#: A run id as the API makes them (``run_`` and 24 letters and digits; up to 64 for another backend's).
+RUN_ID = re.compile(r"run_[A-Za-z0-9]{1,64}")
 #: Frames a connection may send in a burst, and the sustained rate per second after it.
 RATE_BURST, RATE_PER_SECOND = 20, 5.0
 #: Rate-limited frames in a row after which the connection is closed (code 4429).
@@ -82,8 +87,9 @@ def _lone_surrogate(text: str) -> int | None:
     return None
 
 
-def parse_frame(text: str | None) -> str:
-    """The content of a valid ``user.message`` frame; raises ``BadFrame`` (and nothing else) for any other."""
+def parse_frame(text: str | None) -> tuple[str, str | None]:
+    """A valid frame as ``(type, value)``: ``("user.message", content)`` or ``("run.cancel", run_id or None)``;
+    raises ``BadFrame`` (and nothing else) for any other."""
     if text is None:
         raise BadFrame("bad_frame", "frames are JSON text, not binary")
     if _lone_surrogate(text) is not None:  # only an in-process sender can do this: the wire is UTF-8
@@ -103,12 +109,22 @@ def parse_frame(text: str | None) -> str:
     if not isinstance(frame, dict):
         raise BadFrame("invalid_json", f"a frame is a JSON object, not {_json_type(frame)}")
     kind = frame.get("type")
-    if kind != "user.message":
-        raise BadFrame("unknown_type", f"unknown frame type {_shown(kind)}; expected 'user.message'")
-    unknown = sorted(frame.keys() - USER_MESSAGE_FIELDS)
+    if kind not in ("user.message", "run.cancel"):
+        raise BadFrame("unknown_type", f"unknown frame type {_shown(kind)}; expected 'user.message' or 'run.cancel'")
+    unknown = sorted(frame.keys() - (USER_MESSAGE_FIELDS if kind == "user.message" else RUN_CANCEL_FIELDS))
     if unknown:
-        raise BadFrame("unknown_field", f"unknown field {_shown(unknown[0])}; a user.message has type and content")
-    return _content(frame.get("content"))
+        fields = "type and content" if kind == "user.message" else "type and an optional run_id"
+        raise BadFrame("unknown_field", f"unknown field {_shown(unknown[0])}; a {kind} has {fields}")
+    if kind == "run.cancel":
+        return kind, _run_id(frame["run_id"]) if "run_id" in frame else None
+    return kind, _content(frame.get("content"))
+
+
+def _run_id(run_id) -> str:
+    if not (isinstance(run_id, str) and RUN_ID.fullmatch(run_id)):
+        raise BadFrame("invalid_run_id", f"run_id must be a run id ('run_' and letters and digits), "
+                                         f"not {_shown(run_id)}")
+    return run_id
 
 
 def _content(content) -> str:
@@ -232,11 +248,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         self.flooding = 0
         try:
-            content = parse_frame(text_data)
+            kind, value = parse_frame(text_data)
         except BadFrame as bad:
             await self._error(bad.code, bad.message)
             return
-        state, refusal = await turns.on_database(_admission, self.session_key, self.user_pk, self.session)
+        state, refusal = await turns.on_database(_admission, self.session_key, self.user_pk, self.session,
+                                                 kind == "user.message")
         state = await self.recheck(state)
         if state is access.State.READ:
             await self._error("read_only", "you may read this session but not send in it "
@@ -244,17 +261,32 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         if state is not access.State.SEND:
             return
+        if kind == "run.cancel":
+            await self._cancel(value)
+            return
         if refusal:  # over the user's turns per minute, or a model no longer allowed: say so, stay open
             await self._error(*refusal)
             return
         try:
-            accepted = turns.submit(self.session, content, allowed=self._may_send_now)
+            accepted = turns.submit(self.session, value, allowed=self._may_send_now)
         except Exception:  # a bug must not close the connection with 1011: say so, log it, stay open
             logger.exception("A user.message of session %s of %s failed", self.session_id, self.assistant_id)
             await self._error("server_error", "the message could not be taken; try again")
             return
         if not accepted:
             await self._error("busy", f"{turns.MAX_PENDING_TURNS} messages are already waiting for a reply")
+
+    async def _cancel(self, run_id: str | None) -> None:
+        """Stop the session's active run, whoever started it (its end reaches every connection as run.failed)."""
+        try:
+            cancelled = await turns.cancel(self.session, run_id)
+        except Exception:  # as for a message: say so, log it, stay open
+            logger.exception("A run.cancel of session %s of %s failed", self.session_id, self.assistant_id)
+            await self._error("server_error", "the run could not be cancelled; try again")
+            return
+        if not cancelled:
+            await self._error("no_active_run", "no reply is running in this session" if run_id is None
+                              else f"{run_id} is not the run answering in this session")
 
     # -- from the channel layer ------------------------------------------------------------------------
 
@@ -309,8 +341,9 @@ def _session_and_state(session_key: str | None, user_pk, assistant_id: str, sess
     return session, access.connection_state(session_key, user_pk, session)
 
 
-def _admission(session_key: str | None, user_pk, session) -> tuple[access.State, tuple[str, str] | None]:
-    """What the sender may do now and, when they may send, why this turn may not run (quota, model): one trip
-    to the database per message."""
+def _admission(session_key: str | None, user_pk, session, turn: bool = True
+               ) -> tuple[access.State, tuple[str, str] | None]:
+    """What the sender may do now and, when they may send a ``turn``, why it may not run (quota, model): one
+    trip to the database per frame."""
     state = access.connection_state(session_key, user_pk, session)
-    return state, quotas.turn_refusal(session, user_pk) if state is access.State.SEND else None
+    return state, quotas.turn_refusal(session, user_pk) if turn and state is access.State.SEND else None

@@ -27,17 +27,40 @@ from betaassi_django.client import (
     run_events,
     stop_run_events,
 )
-from betaassi_django.tools import outputs_for_run, outputs_for_run_sync
+from betaassi_django.tools import ToolReport, outputs_for_run, outputs_for_run_sync
 
 #: How long a turn waits for another process's run on the same thread.
 BUSY_WAIT_SECONDS = 120.0
 
 ACTIVE_RUN_STATUSES = {"queued", "in_progress", "requires_action", "cancelling"}
+#: How a run ends when it does not complete.
+FAILED_RUN_STATUSES = ("failed", "cancelled", "expired", "incomplete")
 
 
 async def latest_run_active(api: openai.AsyncOpenAI, thread_id: str) -> bool:
     runs = await api.beta.threads.runs.list(thread_id, limit=1)
     return bool(runs.data) and runs.data[0].status in ACTIVE_RUN_STATUSES
+
+
+async def cancel_active_run(api: openai.AsyncOpenAI, thread_id: str, run_id: str | None = None) -> bool:
+    """Cancel the thread's active run (when ``run_id`` is given, only if it is that run): False when none is.
+
+    The active run is the thread's newest (the API refuses a second), so it is found from the thread whichever
+    connection or process started it, and a run id of another thread is never cancelled. A run already
+    ``cancelling`` is left as it is; one that ended between the look and the cancel (the API's 400) counts as
+    none.
+    """
+    runs = await api.beta.threads.runs.list(thread_id, limit=1)
+    run = runs.data[0] if runs.data else None
+    if run is None or run.status not in ACTIVE_RUN_STATUSES or run_id not in (None, run.id):
+        return False
+    if run.status == "cancelling":
+        return True
+    try:
+        await api.beta.threads.runs.cancel(run.id, thread_id=thread_id)
+    except openai.BadRequestError:
+        return (await api.beta.threads.runs.retrieve(run.id, thread_id=thread_id)).status == "cancelling"
+    return True
 
 
 def refused_for_active_run(exc: openai.BadRequestError) -> bool:
@@ -120,7 +143,7 @@ class Event:
 
 
 async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool,
-                         check=None) -> AsyncIterator:
+                         check=None, report: ToolReport | None = None) -> AsyncIterator:
     """``turn_events`` for the embedded backend in this process: the run is created (and continued after its
     function calls) through the SDK as always, but its events come from the engine's queue (``run_events``),
     not as server-sent events encoded by the API and parsed again by the SDK in the same process."""
@@ -165,7 +188,7 @@ async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_wh
             if event.event != "thread.run.requires_action":
                 yield event
                 continue
-            outputs = await outputs_for_run(api, event.data)
+            outputs = await outputs_for_run(api, event.data, report)
             stop_run_events(events)
             await start(lambda run_id=event.data.id, outputs=outputs: api.beta.threads.runs.submit_tool_outputs(
                 run_id=run_id, thread_id=session.thread_id, tool_outputs=outputs))
@@ -174,18 +197,19 @@ async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_wh
 
 
 async def turn_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool,
-                      check=None) -> AsyncIterator:
+                      check=None, report: ToolReport | None = None) -> AsyncIterator:
     """The streamed events of a turn's run, through every round of function calls.
 
     On ``thread.run.requires_action`` the assistant's function tools run here and the run goes on in a new
     stream (that event is not passed on). ``wait_while_busy``: retry while another run on the thread is active
     (the WebSocket turns), rather than raise the API's 400 (``astream``). ``check()`` (sync: the turn's quota)
     runs before anything is sent, on the thread that creates the run where that is this process's. Consume it
-    inside ``contextlib.aclosing``, so the stream is closed as soon as the consumer stops.
+    inside ``contextlib.aclosing``, so the stream is closed as soon as the consumer stops. ``report`` hears of
+    each function call before and after it runs (``tools.run_tool_calls``).
     """
     if in_process(api):
         async with contextlib.aclosing(_engine_events(api, session, text, wait_while_busy=wait_while_busy,
-                                                      check=check)) as events:
+                                                      check=check, report=report)) as events:
             async for event in events:
                 yield event
         return
@@ -208,7 +232,7 @@ async def turn_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while
                 if event.event != "thread.run.requires_action":
                     yield event
                     continue
-                outputs = await outputs_for_run(api, event.data)
+                outputs = await outputs_for_run(api, event.data, report)
                 await manager.__aexit__(None, None, None)
                 manager = api.beta.threads.runs.submit_tool_outputs_stream(
                     run_id=event.data.id, thread_id=session.thread_id, tool_outputs=outputs)

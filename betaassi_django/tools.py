@@ -31,7 +31,7 @@ import json
 import logging
 import re
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,29 +187,48 @@ def _as_output(result: Any) -> str:
 
 async def call_tool(tools: dict[str, FunctionTool], name: str, arguments: str, timeout: float) -> str:
     """One call's output: the function's result, or an error the model can read."""
+    return (await _called(tools, name, arguments, timeout))[0]
+
+
+async def _called(tools: dict[str, FunctionTool], name: str, arguments: str, timeout: float) -> tuple[str, bool]:
+    """One call's output and whether the function returned (False: unknown, refused, raised or timed out)."""
     tool = tools.get(name)
     if tool is None:
-        return _error(f"unknown function {name!r}")
+        return _error(f"unknown function {name!r}"), False
     try:
-        return _as_output(await asyncio.wait_for(tool.call(arguments), timeout))
+        return _as_output(await asyncio.wait_for(tool.call(arguments), timeout)), True
     except TimeoutError:
         logger.warning("function tool %s timed out after %ss", name, timeout)
-        return _error(f"function {name!r} timed out after {timeout:g} s")
+        return _error(f"function {name!r} timed out after {timeout:g} s"), False
     except InvalidArguments as exc:
-        return _error(f"invalid arguments for {name!r}: {exc}")
+        return _error(f"invalid arguments for {name!r}: {exc}"), False
     except Exception as exc:  # the model is told, the run goes on
         logger.warning("function tool %s raised %s", name, exc, exc_info=True)
-        return _error(f"{type(exc).__name__}: {exc}")
+        return _error(f"{type(exc).__name__}: {exc}"), False
+
+
+#: ``report(call, ok)``: told before each call runs (``ok`` None) and after it (True: the function returned).
+ToolReport = Callable[[Any, bool | None], Awaitable[None]]
+
+
+async def _reported(tools: dict[str, FunctionTool], call: Any, timeout: float, report: ToolReport | None) -> str:
+    if report is not None:
+        await report(call, None)
+    output, ok = await _called(tools, call.function.name, call.function.arguments, timeout)
+    if report is not None:
+        await report(call, ok)
+    return output
 
 
 async def run_tool_calls(tools: dict[str, FunctionTool], tool_calls: Iterable[Any],
-                         timeout: float | None = None) -> list[dict]:
-    """Tool outputs for a run's ``required_action.submit_tool_outputs.tool_calls`` (SDK objects), concurrently."""
+                         timeout: float | None = None, report: ToolReport | None = None) -> list[dict]:
+    """Tool outputs for a run's ``required_action.submit_tool_outputs.tool_calls`` (SDK objects), concurrently;
+    ``report`` (the WebSocket turns' ``tool.started`` / ``tool.completed``) hears of each call."""
     from betaassi_django import conf
 
     limit = conf.get().tool_timeout if timeout is None else timeout
     calls = list(tool_calls)
-    outputs = await asyncio.gather(*(call_tool(tools, c.function.name, c.function.arguments, limit) for c in calls))
+    outputs = await asyncio.gather(*(_reported(tools, c, limit, report) for c in calls))
     return [{"tool_call_id": c.id, "output": output} for c, output in zip(calls, outputs, strict=True)]
 
 
@@ -244,10 +263,10 @@ async def aassistant_functions(api, assistant_id: str) -> dict[str, FunctionTool
     return _functions_of(_labels[assistant_id])
 
 
-async def outputs_for_run(api, run) -> list[dict]:
+async def outputs_for_run(api, run, report: ToolReport | None = None) -> list[dict]:
     """Execute the function calls a run in ``requires_action`` waits for; ``api`` is an async client."""
     functions = await aassistant_functions(api, run.assistant_id)
-    return await run_tool_calls(functions, run.required_action.submit_tool_outputs.tool_calls)
+    return await run_tool_calls(functions, run.required_action.submit_tool_outputs.tool_calls, report=report)
 
 
 def outputs_for_run_sync(api, run) -> list[dict]:

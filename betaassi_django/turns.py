@@ -52,7 +52,7 @@ HISTORY_MESSAGES = 50
 #: Deltas that arrive closer together than this are sent as one frame.
 DELTA_COALESCE_SECONDS = 0.02
 
-RUN_END_EVENTS = {"thread.run.failed", "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"}
+RUN_END_EVENTS = {f"thread.run.{status}" for status in run_stream.FAILED_RUN_STATUSES}
 # -- the WebSocket path's own database work ------------------------------------------------------------------
 
 
@@ -201,13 +201,28 @@ async def astream(session, text: str, *, user=None) -> AsyncIterator[str]:
 # -- a WebSocket turn -----------------------------------------------------------------------------------------
 
 
-async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> None:
-    run_id, deltas = None, None
-    async with contextlib.aclosing(run_stream.turn_events(api, session, text, wait_while_busy=True)) as events:
+def _run_failed(run) -> dict:
+    """The ``run.failed`` frame of a run that ended without completing (``status``: how it ended)."""
+    error = run.last_error.message if run.last_error else run.status
+    return {"type": "run.failed", "run_id": run.id, "error": error, "status": run.status}
+
+
+async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit, turn: dict) -> None:
+    deltas = None
+
+    async def report(call, ok: bool | None) -> None:  # a function tool starts (ok None) or ends
+        if deltas is not None:
+            await deltas.flush()  # the text before the call is shown before it
+        frame = {"type": "tool.started" if ok is None else "tool.completed", "run_id": turn["run_id"],
+                 "call_id": call.id, "name": call.function.name}
+        await emit(frame if ok is None else {**frame, "ok": ok})
+
+    async with contextlib.aclosing(run_stream.turn_events(api, session, text, wait_while_busy=True,
+                                                          report=report)) as events:
         async for event in events:
             name = event.event
             if name == "thread.run.created":
-                run_id = event.data.id
+                run_id = turn["run_id"] = event.data.id
                 deltas = _Deltas(emit, run_id)
                 message = getattr(event, "user_message", None) or await _our_message(api, session.thread_id)
                 await emit({"type": "message.created", "message": message_frame(message)})
@@ -218,27 +233,55 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit) -> Non
             elif name == "thread.message.completed":
                 if deltas is not None:
                     await deltas.close()
-                await emit({"type": "message.completed", "run_id": run_id, "message": message_frame(event.data)})
+                await emit({"type": "message.completed", "run_id": turn["run_id"],
+                            "message": message_frame(event.data)})
             elif name in RUN_END_EVENTS:
                 if deltas is not None:
                     await deltas.close()
-                error = event.data.last_error.message if event.data.last_error else name.rsplit(".", 1)[-1]
-                await emit({"type": "run.failed", "run_id": run_id, "error": error})
+                await emit(_run_failed(event.data))
+
+
+async def _ended(api: openai.AsyncOpenAI, session, run_id: str | None):
+    """The turn's run when the API refused a step of it because it had ended (cancelled while its function
+    tools ran: the tool outputs are refused), else None."""
+    if run_id is None:
+        return None
+    with contextlib.suppress(openai.APIError):
+        run = await api.beta.threads.runs.retrieve(run_id, thread_id=session.thread_id)
+        if run.status in run_stream.FAILED_RUN_STATUSES:
+            return run
+    return None
 
 
 async def run_turn(session, text: str, emit) -> None:
     """One turn in ``session`` (as the sender's connection knows it: ``session.updated`` keeps it current),
     reported through ``emit(frame)``; never raises (a failure is a ``run.failed`` frame)."""
     api = get_async_client()
+    turn: dict = {"run_id": None}
     try:
-        await _stream_turn(api, session, text, emit)
+        await _stream_turn(api, session, text, emit, turn)
     except openai.APIError as exc:
-        logger.warning("turn in %s/%s failed: %s", session.assistant_id, session.session_id, exc)
-        await emit({"type": "run.failed", "run_id": None, "error": getattr(exc, "message", str(exc))})
+        ended = await _ended(api, session, turn["run_id"])
+        if ended is not None:
+            await emit(_run_failed(ended))
+        else:
+            logger.warning("turn in %s/%s failed: %s", session.assistant_id, session.session_id, exc)
+            await emit({"type": "run.failed", "run_id": None, "error": getattr(exc, "message", str(exc)),
+                        "status": None})
     except Exception as exc:  # a bug must not take the session's queue down with it
         logger.exception("turn in %s/%s failed", session.assistant_id, session.session_id)
-        await emit({"type": "run.failed", "run_id": None, "error": f"internal error ({type(exc).__name__})"})
+        await emit({"type": "run.failed", "run_id": None, "error": f"internal error ({type(exc).__name__})",
+                    "status": None})
     touch_soon(session)
+
+
+async def cancel(session, run_id: str | None = None) -> bool:
+    """Cancel the session's active run (a ``run.cancel``), whichever connection or process started it: False
+    when none is active, or ``run_id`` is not that run. The run's own stream then ends it ``cancelled``."""
+    try:
+        return await run_stream.cancel_active_run(get_async_client(), session.thread_id, run_id)
+    except openai.NotFoundError:  # the thread is gone: nothing can be running in it
+        return False
 
 
 @dataclass

@@ -56,7 +56,7 @@ HOSTILE = [
      "content must be valid Unicode: a lone surrogate at index 0"),
     ('{"type": "user.message", "content": "ok \\udfff then"}', "invalid_content",
      "content must be valid Unicode: a lone surrogate at index 3"),
-    ('{"type": "\\ud800"}', "unknown_type", "unknown frame type '\\ud800'; expected 'user.message'"),
+    ('{"type": "\\ud800"}', "unknown_type", "unknown frame type '\\ud800'; expected 'user.message' or 'run.cancel'"),
     ('{"type": "user.message", "content": "hi", "\\udc00": 1}', "unknown_field",
      "unknown field '\\udc00'; a user.message has type and content"),
     # Deep nesting: past the parser's recursion limit, and past MAX_DEPTH.
@@ -85,7 +85,7 @@ HOSTILE = [
     ('{"type": "user.message", "content": "a\\u0000b"}', "invalid_content",
      "content must not contain null characters"),
     ('{"type": ["user.message"], "content": "hi"}', "unknown_type",
-     "unknown frame type ['user.message']; expected 'user.message'"),
+     "unknown frame type ['user.message']; expected 'user.message' or 'run.cancel'"),
     # Unknown fields (a forged thread or owner is refused, not ignored).
     ('{"type": "user.message", "content": "hi", "thread_id": "thread_abc"}', "unknown_field",
      "unknown field 'thread_id'; a user.message has type and content"),
