@@ -1,0 +1,303 @@
+/* The chat page (templates/betaassi_django/chat.html, docs/pages.md): one WebSocket to the session
+   (docs/websocket.md), assistant replies rendered as Markdown while they stream, user messages as plain text.
+
+   A reply's Markdown is turned into HTML by marked and cleaned by DOMPurify before it reaches the page: raw HTML
+   in a reply is shown as text, images as links, and whatever is left goes through DOMPurify (no script, no event
+   handler, no javascript: link). A streaming reply is rendered again at most once per animation frame. */
+(() => {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const path = JSON.parse($("socket-path").textContent);
+  const readOnly = JSON.parse($("read-only-flag").textContent);
+  const log = $("log"), notice = $("notice"), statusEl = $("status"), announcer = $("announce");
+  const sendButton = $("send"), stopButton = $("stop"), reconnectButton = $("reconnect");
+  const input = $("content"), form = $("composer");
+  const FINAL_CODES = {4401: "Your login ended (logged out, password changed or account deactivated); reload the page.",
+                       4403: "You may no longer read this session.",
+                       4404: "This session does not exist.", 4429: "Too many messages; reload the page."};
+  let socket = null, retry = 0, finished = false, retryTimer = 0, activeRun = null;
+
+  // --- Markdown, sanitised -------------------------------------------------------------------------------
+  const escapeHtml = (text) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const markdown = new marked.Marked({
+    gfm: true,
+    renderer: {
+      html: (token) => escapeHtml(token.text),  // a reply's own HTML is shown, never interpreted
+      image: (token) => `<a href="${escapeHtml(token.href)}">${escapeHtml(token.text || token.href)}</a>`,
+    },
+  });
+  const PURIFY = {FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "img", "svg", "math"],
+                  FORBID_ATTR: ["style", "id", "name"]};
+  DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.tagName === "A" && node.hasAttribute("href")) {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer nofollow");
+    }
+  });
+
+  function decorateCode(pre) {
+    const code = pre.querySelector("code");
+    const block = document.createElement("div"), bar = document.createElement("div");
+    const language = document.createElement("span"), copy = document.createElement("button");
+    block.className = "code-block";
+    bar.className = "code-bar";
+    const match = code && /language-([\w+#.-]+)/.exec(code.className);
+    language.textContent = match ? match[1] : "code";
+    copy.type = "button";
+    copy.className = "copy";
+    copy.textContent = "Copy";
+    bar.append(language, copy);
+    pre.tabIndex = 0;  // a long line scrolls sideways: the keyboard must reach it
+    pre.replaceWith(block);
+    block.append(bar, pre);
+  }
+
+  function renderMarkdown(target, text) {
+    target.innerHTML = DOMPurify.sanitize(markdown.parse(text), PURIFY);
+    target.querySelectorAll("pre").forEach(decorateCode);
+    for (const table of target.querySelectorAll("table")) {
+      const wrap = document.createElement("div");
+      wrap.className = "table-wrap";
+      wrap.tabIndex = 0;
+      table.replaceWith(wrap);
+      wrap.append(table);
+    }
+  }
+
+  // --- Messages --------------------------------------------------------------------------------------------
+  const entries = new Map();  // message id or run id -> {el, body, tools, text, role}
+  const pending = new Set();
+  let frameRequested = false;
+
+  function entry(key, role) {
+    let found = entries.get(key);
+    if (!found) {
+      const el = document.createElement("article");
+      el.className = "msg " + role;
+      const body = document.createElement("div");
+      body.className = "body";
+      el.append(body);
+      log.append(el);
+      found = {el, body, tools: null, text: "", role};
+      entries.set(key, found);
+    }
+    return found;
+  }
+  const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+  function show(found, text, now = false) {
+    found.text = text;
+    if (found.role !== "assistant") {
+      const stick = nearBottom();
+      found.body.textContent = text;
+      if (stick) log.scrollTop = log.scrollHeight;
+    } else if (now) {
+      renderMarkdown(found.body, text);
+    } else {
+      pending.add(found);
+      if (!frameRequested) { frameRequested = true; requestAnimationFrame(flush); }
+    }
+  }
+  function flush() {  // at most once per frame, however many deltas arrived since the last
+    frameRequested = false;
+    const stick = nearBottom();
+    for (const found of pending) renderMarkdown(found.body, found.text);
+    pending.clear();
+    if (stick) log.scrollTop = log.scrollHeight;
+  }
+  function endNote(found, text) {
+    const note = document.createElement("p");
+    note.className = "end-note";
+    note.textContent = text;
+    found.el.append(note);
+  }
+  function toolLine(runId, callId, name) {
+    const found = entry(runId, "assistant");
+    if (!found.tools) {
+      found.tools = document.createElement("ul");
+      found.tools.className = "tools";
+      found.el.prepend(found.tools);
+    }
+    let line = found.tools.querySelector(`li[data-call="${CSS.escape(callId)}"]`);
+    if (!line) {
+      line = document.createElement("li");
+      line.dataset.call = callId;
+      found.tools.append(line);
+    }
+    return line;
+  }
+
+  // --- Page state ------------------------------------------------------------------------------------------
+  function announce(text) {
+    announcer.textContent = "";
+    setTimeout(() => { announcer.textContent = text; }, 50);
+  }
+  function keepFocus(button) {  // a control about to hide hands the keyboard focus to the composer
+    if (document.activeElement === button && !input.disabled) input.focus();
+  }
+  function setRun(runId) {
+    activeRun = runId;
+    if (!runId) keepFocus(stopButton);
+    stopButton.hidden = !runId || readOnly;
+    stopButton.disabled = false;
+    stopButton.textContent = "Stop";
+  }
+  function setStatus(text, connected, canReconnect = false) {
+    statusEl.textContent = text;
+    statusEl.className = connected ? "connected" : "";
+    sendButton.disabled = !connected || readOnly;
+    if (!canReconnect) keepFocus(reconnectButton);
+    reconnectButton.hidden = !canReconnect;
+  }
+  function showNotice(text, isError) {
+    notice.textContent = text;
+    notice.className = isError ? "error" : "";
+  }
+  function describe(session) {
+    $("session-kind").textContent =
+      session.kind === "manyshots" ? `last ${session.context_messages} messages` :
+      session.kind === "oneshot" ? "one-shot" : "full history";
+    if (session.model) $("session-model").textContent = session.model;
+  }
+  function endRun(runId) {
+    const found = runId && entries.get(runId);
+    if (found) found.el.classList.remove("streaming");
+    if (!runId || runId === activeRun) setRun(null);
+    return found;
+  }
+
+  const handlers = {
+    "session.ready"(frame) {
+      log.replaceChildren();
+      entries.clear();
+      pending.clear();
+      for (const m of frame.history) show(entry(m.id, m.role === "user" ? "user" : "assistant"), m.content, true);
+      log.scrollTop = log.scrollHeight;
+      describe(frame.session);
+      retry = 0;
+      setRun(null);
+      setStatus("connected", true);
+    },
+    "message.created"(frame) {
+      const m = frame.message;
+      show(entry(m.id, m.role === "user" ? "user" : "assistant"), m.content);
+    },
+    "run.started"(frame) {
+      entry(frame.run_id, "assistant").el.classList.add("streaming");
+      setRun(frame.run_id);
+    },
+    "message.delta"(frame) {
+      const found = entry(frame.run_id, "assistant");
+      found.el.classList.add("streaming");
+      show(found, found.text + frame.delta);
+      if (activeRun !== frame.run_id) setRun(frame.run_id);
+    },
+    "message.completed"(frame) {
+      const found = entry(frame.run_id, "assistant");
+      show(found, frame.message.content);
+      entries.set(frame.message.id, found);
+      endRun(frame.run_id);
+      announce("Reply finished.");
+    },
+    "run.failed"(frame) {
+      const found = endRun(frame.run_id) || entry("failed-" + Date.now(), "assistant");
+      if (frame.status === "cancelled") {  // stopped: the partial reply stays as it was
+        found.el.classList.add("stopped");
+        endNote(found, "Stopped");
+        announce("Reply stopped.");
+      } else {
+        found.el.classList.add("failed");
+        endNote(found, "The reply failed: " + frame.error);
+        announce("The reply failed.");
+      }
+    },
+    "tool.started"(frame) {
+      const line = toolLine(frame.run_id, frame.call_id, frame.name);
+      line.className = "running";
+      line.textContent = `Calling ${frame.name}…`;
+    },
+    "tool.completed"(frame) {
+      const line = toolLine(frame.run_id, frame.call_id, frame.name);
+      line.className = frame.ok ? "done" : "failed";
+      line.textContent = `${frame.name} ${frame.ok ? "done" : "failed"}`;
+    },
+    "session.updated"(frame) { describe(frame.session); showNotice("The session's settings changed.", false); },
+    "session.deleted"() { finished = true; showNotice("This session was deleted.", true); },
+    "error"(frame) {
+      showNotice(`${frame.message} (${frame.code})`, true);
+      if (frame.code === "no_active_run") setRun(null);
+    },
+  };
+
+  // --- The socket -----------------------------------------------------------------------------------------
+  function connect() {
+    clearTimeout(retryTimer);
+    if (socket && socket.readyState <= WebSocket.OPEN) return;  // connecting or open already
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + path);
+    socket.onmessage = (event) => {
+      const frame = JSON.parse(event.data);
+      (handlers[frame.type] || (() => {}))(frame);
+    };
+    socket.onclose = (event) => {
+      setRun(null);
+      if (FINAL_CODES[event.code]) { finished = true; showNotice(FINAL_CODES[event.code], true); }
+      if (finished) { setStatus("closed", false); return; }
+      const wait = Math.min(10000, 500 * 2 ** retry++);
+      setStatus(`disconnected; reconnecting in ${Math.round(wait / 1000)} s…`, false, true);
+      retryTimer = setTimeout(connect, wait);
+    };
+  }
+  const sendFrame = (frame) => {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  };
+  function stop() {
+    if (!activeRun || readOnly || stopButton.disabled) return;
+    if (sendFrame({type: "run.cancel", run_id: activeRun})) {
+      stopButton.disabled = true;
+      stopButton.textContent = "Stopping…";
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const content = input.value.trim();
+    if (readOnly || !content || !sendFrame({type: "user.message", content})) return;
+    input.value = "";
+    showNotice("", false);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); form.requestSubmit(); }
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && activeRun) { event.preventDefault(); stop(); }
+  });
+  stopButton.addEventListener("click", stop);
+  reconnectButton.addEventListener("click", () => {
+    retry = 0;
+    statusEl.textContent = "reconnecting…";
+    connect();
+  });
+  log.addEventListener("click", (event) => {
+    const button = event.target.closest("button.copy");
+    if (!button) return;
+    const code = button.closest(".code-block").querySelector("pre").textContent;
+    copyText(code).then(() => { button.textContent = "Copied"; announce("Code copied."); },
+                        () => { button.textContent = "Copy failed"; });
+    setTimeout(() => { button.textContent = "Copy"; }, 2000);
+  });
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    const area = document.createElement("textarea");  // plain http on another host: the old way
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+  connect();
+})();

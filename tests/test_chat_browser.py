@@ -1,0 +1,209 @@
+"""The chat page, the login page and the shared page base as people see them: Chromium (Playwright) against a live
+daphne with the in-server processor, the echo responder (``echo: <text> [context=N]``) slowed to 0.05 s a word.
+
+Markdown sent to the echo responder comes back as a Markdown reply, so the rendering, the sanitising, the stop
+button and the keyboard are driven through the real page, socket and run engine.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from betaassi_django.testing import LiveServer, scratch_database_url
+from tests.browser_checks import VIEWPORTS, check_page, new_page
+from tests.conftest import _database_url
+
+MARKDOWN = ("Here:\n\n- first\n- second\n\n```python\nprint('hi')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+            "See [the docs](https://example.com/docs).")
+XSS = ('<img src=x onerror="window.__xss=1"> [click](javascript:window.__xss=2) '
+       "<script>window.__xss=3</script>")
+LONG = " ".join(f"word{i}" for i in range(200))  # 200 words at 0.05 s: a reply streaming for 10 s
+
+
+@pytest.fixture(scope="module")
+def server():
+    env = {"BETAASSI_IN_SERVER_PROCESSOR": "true", "BETAASSI_ECHO_DELAY": "0.05"}
+    with scratch_database_url(_database_url()) as url, LiveServer(url, env=env, cwd=settings.BASE_DIR) as live:
+        live.demo = live.demo_login()
+        yield live
+
+
+def log_in(page, server) -> None:
+    page.goto(server.url + "/accounts/login/")
+    page.fill("#id_username", server.demo[0])
+    page.fill("#id_password", server.demo[1])
+    page.click("#login")
+    page.wait_for_url(server.url + "/")
+
+
+def start_chat(page, server) -> None:
+    page.goto(server.url + "/")
+    page.click("#start")
+    page.wait_for_url("**/chat/*/chat-*/")
+    page.wait_for_selector("#status.connected")
+
+
+def send(page, text: str):
+    """Send ``text`` from the composer; the locator of the reply bubble, once its run has ended."""
+    replies = page.locator(".msg.assistant").count()
+    page.fill("#content", text)
+    page.press("#content", "Enter")
+    page.wait_for_function("n => { const r = document.querySelectorAll('.msg.assistant')[n];"
+                           " return r && !r.classList.contains('streaming'); }", arg=replies)
+    return page.locator(".msg.assistant").nth(replies)
+
+
+def assert_markdown_rendered(page, reply) -> None:
+    assert reply.locator(".body li").all_inner_texts() == ["first", "second"]
+    assert reply.locator(".body pre code").text_content() == "print('hi')\n"
+    assert reply.locator(".code-bar span").inner_text() == "python"
+    assert reply.locator("table th").all_inner_texts() == ["a", "b"]
+    assert reply.locator("table td").all_inner_texts() == ["1", "2"]
+    link = reply.locator("a", has_text="the docs")
+    assert [link.get_attribute(name) for name in ("href", "target", "rel")] == [
+        "https://example.com/docs", "_blank", "noopener noreferrer nofollow"]
+    assert reply.locator(".body > p").last.inner_text() == "See the docs. [context=1]"
+    user = page.locator(".msg.user").last  # the user's own text stays plain
+    assert user.inner_text() == MARKDOWN
+    assert user.locator("li, pre, table, a").count() == 0
+
+
+@pytest.mark.parametrize("size", list(VIEWPORTS))
+def test_the_pages_fit_pass_axe_and_ask_for_no_favicon_ico(chromium, server, size):
+    page = new_page(chromium, size)
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(server.url + "/accounts/login/")
+    check_page(page, "login")
+    log_in(page, server)
+    check_page(page, "sessions")
+    start_chat(page, server)
+    check_page(page, "chat-empty")
+    send(page, MARKDOWN)
+    check_page(page, "chat-markdown")
+
+    # The composer is inside the viewport, below the log, whatever the log holds.
+    box, height = page.locator("#composer").bounding_box(), page.viewport_size["height"]
+    assert box["y"] + box["height"] <= height
+    assert page.evaluate("document.scrollingElement.scrollHeight") <= height
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    assert icon == "/static/betaassi_django/favicon.svg"
+    answer = page.request.get(server.url + icon)
+    assert (answer.status, answer.headers["content-type"]) == (200, "image/svg+xml")
+    assert [url for url in requests if url.endswith("/favicon.ico")] == []
+    page.context.close()
+
+
+def test_a_markdown_reply_renders_as_it_streams_and_in_the_history(chromium, server):
+    page = new_page(chromium, "desktop", permissions=["clipboard-read", "clipboard-write"])
+    log_in(page, server)
+    start_chat(page, server)
+    reply = send(page, MARKDOWN)
+    assert_markdown_rendered(page, reply)
+
+    copy = reply.locator(".code-bar button")
+    assert copy.inner_text() == "Copy"
+    copy.click()
+    page.wait_for_function("document.querySelector('.code-bar button').textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
+
+    page.reload()
+    page.wait_for_selector("#status.connected")
+    assert page.locator(".msg").count() == 2
+    assert_markdown_rendered(page, page.locator(".msg.assistant").last)
+    page.context.close()
+
+
+def test_a_reply_with_html_or_javascript_links_runs_no_script(chromium, server):
+    page = new_page(chromium, "desktop")
+    log_in(page, server)
+    start_chat(page, server)
+    send(page, XSS)
+    for when in ("streamed", "history"):
+        reply = page.locator(".msg.assistant").last
+        assert page.evaluate("typeof window.__xss") == "undefined", when
+        assert reply.locator("script, img, [onerror]").count() == 0, when
+        # The reply's own HTML is shown as text; the javascript: link keeps its text and loses its href.
+        assert reply.inner_text() == ('echo: <img src=x onerror="window.__xss=1"> click '
+                                      "<script>window.__xss=3</script> [context=1]"), when
+        link = reply.locator("a")
+        assert (link.inner_text(), link.get_attribute("href")) == ("click", None), when
+        link.click()
+        assert page.evaluate("typeof window.__xss") == "undefined", when
+        assert page.locator(".msg.user").last.inner_text() == XSS
+        page.reload()
+        page.wait_for_selector("#status.connected")
+    page.context.close()
+
+
+def wait_streaming(page):
+    """The reply bubble that is streaming, once it shows a few words and the Stop button."""
+    page.wait_for_function("(document.querySelector('.msg.assistant.streaming .body')?.textContent || '')"
+                           ".split(' ').length > 3")
+    assert page.locator("#stop").is_visible()
+    return page.locator(".msg.assistant.streaming")
+
+
+def assert_stopped(page, reply, text_sent: str) -> str:
+    """The stopped bubble keeps its partial text and says so; the partial text."""
+    page.locator(".msg.assistant.stopped .end-note").wait_for()
+    assert reply.locator(".end-note").inner_text() == "Stopped"
+    assert page.locator(".msg.failed").count() == 0
+    partial = reply.locator(".body").inner_text()
+    full = f"echo: {text_sent} [context=1]"
+    assert partial.startswith("echo: word0") and full.startswith(partial) and len(partial) < len(full)
+    assert page.locator("#stop").is_hidden()
+    return partial
+
+
+def test_keyboard_only_send_stop_with_tab_and_escape(chromium, server):
+    page = new_page(chromium, "desktop")
+    log_in(page, server)
+    start_chat(page, server)
+    page.locator("body").focus()
+    for _ in range(12):  # the composer is reached with Tab alone, through the controls before it
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "content":
+            break
+    assert page.evaluate("document.activeElement.id") == "content"
+    # Keyboard focus is visible: the 3 px ring of base.css.
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    page.keyboard.type(LONG)
+    page.keyboard.press("Enter")
+    page.locator(".msg.user", has_text="word199").wait_for()
+    reply = wait_streaming(page)
+    page.keyboard.press("Escape")
+    partial = assert_stopped(page, reply, LONG)
+    assert page.evaluate("document.activeElement.id") == "content"
+
+    # Stop is reached by Tab from the composer (Send, then Stop) and pressed with Enter.
+    page.keyboard.type(LONG)
+    page.keyboard.press("Enter")
+    second = page.locator(".msg.assistant").nth(1)
+    wait_streaming(page)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "stop"
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    page.keyboard.press("Enter")
+    assert_stopped(page, second, LONG)
+
+    page.reload()  # the partial replies stay as the runs left them
+    page.wait_for_selector("#status.connected")
+    assert page.locator(".msg.assistant").first.inner_text() == partial
+    page.context.close()
+
+
+def test_the_stop_button_on_a_phone(chromium, server):
+    page = new_page(chromium, "phone")
+    log_in(page, server)
+    start_chat(page, server)
+    page.fill("#content", LONG)
+    page.click("#send")
+    reply = wait_streaming(page)
+    check_page(page, "chat-streaming")
+    page.click("#stop")
+    assert_stopped(page, reply, LONG)
+    check_page(page, "chat-stopped")
+    page.context.close()
