@@ -1,7 +1,14 @@
-"""Pages: the user's sessions per assistant, and the chat page of one session."""
+"""Pages: the user's sessions per assistant (start, change, delete their own), and the chat page of one session.
+
+Every change goes through the assistant's publish queue, as the admin's and the Python API's do: the page
+publishes, waits a moment (without holding a worker thread) for the processor's verdict, and says what it was.
+"""
 
 from __future__ import annotations
 
+import datetime
+
+import openai
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,14 +16,22 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from betaassi_django import access
-from betaassi_django.forms import CHOOSE_ID_PERMISSION, StartSessionForm
+from betaassi_django.client import get_client
+from betaassi_django.forms import CHOOSE_ID_PERMISSION, EditSessionForm, StartSessionForm
 from betaassi_django.models import Session, all_assistants, find_assistant
 from betaassi_django.publishing.events import SESSION_ID
+from betaassi_django.publishing.kinds import CHOICES as KIND_WORDS
+from betaassi_django.publishing.status import queue_status
 
-#: How long starting a session waits for the processor to apply it.
+#: How long starting, changing or deleting a session waits for the processor to apply it.
 APPLY_WAIT_SECONDS = 10.0
+#: Reading the pending events only informs the list: no retries, a short timeout.
+PENDING_READ = {"max_retries": 0, "timeout": 10.0}
+NOT_YET = "is published but not applied yet; is process_publish_queue running?"
 
 
 @login_required
@@ -33,7 +48,64 @@ def _list_context(request: HttpRequest, assistants, form) -> dict:
         if not SESSION_ID.fullmatch(session.session_id):  # recorded before ids were fully matched: no chat URL
             continue
         by_assistant.setdefault(session.assistant_id, []).append(session)
+    pending = _pending_ops(request, [a for a in assistants if by_assistant[a.id]])
+    now = timezone.now()
+    for assistant in assistants:
+        for session in by_assistant[assistant.id]:
+            ops = pending.get(assistant.id, {}).get(session.session_id, [])
+            session.deleting, session.changing = "session.delete" in ops, "session.update" in ops
+            session.last_used = last_used(session.touched_at, now)
+            session.context_text = context_text(session.kind, session.context_messages)
     return {"assistants": [(a, by_assistant[a.id]) for a in assistants], "form": form}
+
+
+def _pending_ops(request: HttpRequest, assistants) -> dict[str, dict[str, list[str]]]:
+    """assistant id -> session id -> the ops still in its publish queue (``QueueStatus.pending_by_session``,
+    as the admin shows them); a backend failure leaves them unknown with one warning."""
+    api = get_client().with_options(**PENDING_READ)
+    found = {}
+    for assistant in assistants:
+        try:
+            found[assistant.id] = queue_status(assistant, api=api).pending_by_session()
+        except ValueError:  # no publish queue: nothing can be pending
+            continue
+        except openai.APIError:
+            messages.warning(request, "Pending changes are unknown for now: the backend did not answer.")
+            break
+    return found
+
+
+def last_used(touched_at: datetime.datetime | None, now: datetime.datetime) -> str:
+    """"just now" under a minute (never "0 minutes ago"), else the largest unit: "3 hours ago"."""
+    if touched_at is None:
+        return "not used yet"
+    if now - touched_at < datetime.timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(touched_at, now, depth=1)} ago"
+
+
+def context_text(kind: str, count: int | None) -> str:
+    """What a session shows its model, in the forms' words."""
+    return f"last {count} messages" if kind == "manyshots" else dict(KIND_WORDS).get(kind, kind)
+
+
+def _own_session(user, assistant_id: str, session_id: str) -> tuple[Session, object]:
+    """The user's own session and its assistant; anyone else's (whatever their permissions) or a missing one is
+    answered alike: 404, so these pages confirm no one's session id."""
+    session = Session.objects.filter(assistant_id=assistant_id, session_id=session_id, owner=user).first()
+    assistant = find_assistant(assistant_id) if session is not None else None
+    if session is None or assistant is None or not SESSION_ID.fullmatch(session_id):
+        raise Http404("No such session.")
+    return session, assistant
+
+
+async def _verdict(assistant, event_id: str) -> tuple[str | None, str]:
+    """The processor's (status, reason) for the event, or (None, "") when it did not come in time."""
+    try:
+        recorded = await assistant.sessions.await_(event_id, APPLY_WAIT_SECONDS)
+    except TimeoutError:
+        return None, ""
+    return recorded.status, recorded.reason
 
 
 @login_required
@@ -59,23 +131,79 @@ async def start_session(request: HttpRequest) -> HttpResponse:
     if refused:
         context = await sync_to_async(_list_context)(request, assistants, form)
         return await sync_to_async(render)(request, "betaassi_django/sessions.html", context, status=400)
-    try:
-        recorded = await assistant.sessions.await_(event_id, APPLY_WAIT_SECONDS)
-    except TimeoutError:
-        status, reason = None, ""
-    else:
-        status, reason = recorded.status, recorded.reason
+    status, reason = await _verdict(assistant, event_id)
     if status == "applied":
         return redirect("betaassi:chat", assistant_id=assistant.id, session_id=data["session_id"])
     if status is None:
-        messages.warning(request, f"Session {data['session_id']} is published but not applied yet; "
-                                  "is process_publish_queue running?")
+        messages.warning(request, f"Session {data['session_id']} {NOT_YET}")
     elif status == "rejected":  # the processor's limits (a burst past the quota): about the user's own sessions
         messages.error(request, f"The session was not created: {reason}.")
     elif may_choose_id:  # they may list every session id in the admin: "taken" tells them nothing new
         messages.error(request, f"Session {data['session_id']} was not created ({status}): the id is taken.")
     else:  # a random id: the same answer whatever the reason, so the page confirms no one's session id
         messages.error(request, "The session was not created; please try again.")
+    return redirect("betaassi:sessions")
+
+
+@login_required
+async def edit_session(request: HttpRequest, assistant_id: str, session_id: str) -> HttpResponse:
+    """The owner changes kind, N and model: ``session.update`` through the queue, then the list says how it went."""
+    user = await request.auser()
+    session, assistant = await sync_to_async(_own_session)(user, assistant_id, session_id)
+    if request.method != "POST":
+        form = EditSessionForm(session=session, assistant=assistant)
+        return await sync_to_async(_render_edit)(request, form)
+    form = EditSessionForm(request.POST, session=session, assistant=assistant)
+    refused = not await sync_to_async(form.is_valid)()
+    if not refused:
+        changes = form.changes()
+        if (changes["kind"], changes["context_messages"], changes["model"]) == (
+                session.kind, session.context_messages, session.model or None):
+            messages.info(request, f"Session {session_id} already has these settings; nothing changed.")
+            return redirect("betaassi:sessions")
+        try:
+            event_id = await sync_to_async(assistant.sessions.update)(session_id, **changes)
+        except ValidationError as exc:
+            form.add_refusal(exc)
+            refused = True
+    if refused:
+        return await sync_to_async(_render_edit)(request, form, status=400)
+    status, reason = await _verdict(assistant, event_id)
+    if status == "applied":
+        kept, model = context_text(changes["kind"], changes["context_messages"]), changes["model"] or "the assistant's"
+        messages.success(request, f"Session {session_id} changed: {kept}, model {model}.")
+    elif status is None:
+        messages.warning(request, f"The change of session {session_id} {NOT_YET}")
+    else:  # rejected (an allow-list changed meanwhile), or noop (deleted meanwhile)
+        messages.error(request, f"Session {session_id} was not changed: {reason or status}.")
+    return redirect("betaassi:sessions")
+
+
+def _render_edit(request: HttpRequest, form: EditSessionForm, status: int = 200) -> HttpResponse:
+    return render(request, "betaassi_django/session_edit.html", {
+        "form": form, "session": form.session, "assistant": form.assistant}, status=status)
+
+
+@login_required
+async def delete_session(request: HttpRequest, assistant_id: str, session_id: str) -> HttpResponse:
+    """GET: the confirmation (works without JavaScript); POST: ``session.delete`` through the queue. Until the
+    processor applies it, the list shows the session as "Deleting…"."""
+    user = await request.auser()
+    session, assistant = await sync_to_async(_own_session)(user, assistant_id, session_id)
+    if request.method != "POST":
+        return await sync_to_async(render)(request, "betaassi_django/session_delete.html", {
+            "session": session, "assistant": assistant, "last_used": last_used(session.touched_at, timezone.now()),
+            "context_text": context_text(session.kind, session.context_messages)})
+    event_id = await sync_to_async(assistant.sessions.delete)(session_id)
+    status, reason = await _verdict(assistant, event_id)
+    if status == "applied":
+        messages.success(request, f"Session {session_id} was deleted.")
+    elif status is None:
+        messages.warning(request, f"The deletion of session {session_id} {NOT_YET}")
+    elif status == "noop":
+        messages.info(request, f"Session {session_id} was already deleted.")
+    else:
+        messages.error(request, f"Session {session_id} was not deleted: {reason}.")
     return redirect("betaassi:sessions")
 
 
