@@ -85,8 +85,10 @@ def last_used(touched_at: datetime.datetime | None, now: datetime.datetime) -> s
 
 
 def context_text(kind: str, count: int | None) -> str:
-    """What a session shows its model, in the forms' words."""
-    return f"last {count} messages" if kind == "manyshots" else dict(KIND_WORDS).get(kind, kind)
+    """What a session shows its model, in the forms' words (without their explanation)."""
+    if kind == "manyshots":
+        return f"last {count} messages"
+    return dict(KIND_WORDS).get(kind, kind).split(" (")[0]  # "one-shot (last message only)": "one-shot"
 
 
 def _own_session(user, assistant_id: str, session_id: str) -> tuple[Session, object]:

@@ -134,7 +134,7 @@ def test_csrf_is_enforced_and_the_pages_forms_carry_it(alice, support, no_wait):
 @pytest.mark.parametrize(("data", "kept", "shown"), [
     ({"kind": "default"}, ("default", None, None), "full history, model the assistant's"),
     ({"kind": "oneshot", "model": "gpt-4o-mini"}, ("oneshot", None, "gpt-4o-mini"),
-     "one-shot (last message only), model gpt-4o-mini"),
+     "one-shot, model gpt-4o-mini"),
     ({"kind": "manyshots", "context_messages": "7", "model": "gpt-4o"}, ("manyshots", 7, "gpt-4o"),
      "last 7 messages, model gpt-4o"),
     # As on the start form and in the admin: N belongs to 'last N messages' only, and is dropped for the others.
