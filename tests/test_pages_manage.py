@@ -215,3 +215,50 @@ def test_a_model_the_allow_list_no_longer_has_is_refused(web, alice, support, mo
     response = web.post(url(support, "mine", "edit"), {"kind": "oneshot", "model": "gpt-4o-mini"})
     assert response.status_code == 400 and list(response.context["form"].errors) == ["model"]
     assert Processor().run_once() == 0
+
+
+def test_a_change_the_processor_refuses_says_why(web, alice, support, processor):
+    """The processor judges the model against the assistant in the backend: changed there by another deployment
+    (this one's mirror not synced yet), the page's allowed choice is refused when applied, and the page says so."""
+    from betaassi_django.client import get_client
+
+    sessions_of(support, alice, mine="default")
+    get_client().beta.assistants.update(support.id, model="gpt-4o-mini")
+    done = web.post(url(support, "mine", "edit"), {"kind": "oneshot", "model": "gpt-4o"}, follow=True)
+    assert done.redirect_chain == [("/", 302)]
+    assert escape("Session mine was not changed: model 'gpt-4o' is not allowed for this assistant; allowed: "
+                  "gpt-4o-mini, m*.") in done.text
+    session = Session.objects.get(session_id="mine")
+    assert (session.kind, session.model) == ("default", None)
+
+
+def test_a_session_someone_else_deleted_meanwhile_is_already_deleted(web, alice, support, request):
+    """The admin's deletion is pending when the owner's is published: the processor applies the first, and the
+    owner's page says the session was already deleted."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from betaassi_django.publishing.status import queue_status
+
+    sessions_of(support, alice, mine="default")
+    support.sessions.delete("mine")  # the admin's, not applied yet
+    answers = []
+
+    def delete_from_the_page() -> None:
+        try:
+            answers.append(web.post(url(support, "mine", "delete"), follow=True))
+        finally:
+            connection.close()  # this thread's own (PostgreSQL drops the test database only once none is left)
+
+    owner = threading.Thread(target=delete_from_the_page)
+    owner.start()
+    deadline = time.monotonic() + 5
+    while len(queue_status(support).pending) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert queue_status(support).pending_by_session() == {"mine": ["session.delete", "session.delete"]}
+    request.getfixturevalue("processor")  # now the processor runs, while the page waits for its verdict
+    owner.join(15)
+    assert "Session mine was already deleted." in answers[0].text
+    assert not Session.objects.filter(session_id="mine").exists()
