@@ -208,3 +208,20 @@ async def test_a_bad_cancel_gets_its_error_and_the_running_reply_goes_on(support
     assert [f for f in frames if f["type"] == "error"] == [{"type": "error", "code": code, "message": message}]
     assert frames[-1]["type"] == "message.completed" and _reply(frames) == "echo: m0 word word [context=1]"
     await communicator.disconnect()
+
+
+async def test_turns_queued_behind_a_cancelled_one_run_in_order(support, alice):
+    communicator, _ = await _ready(support, alice)
+    await communicator.send_json_to({"type": "user.message", "content": LONG})
+    for text in ("q1", "q2"):  # queued in this process behind the long reply
+        await communicator.send_json_to({"type": "user.message", "content": text})
+    run_id = (await _until(communicator, "message.delta"))[1]["run_id"]
+    await communicator.send_json_to({"type": "run.cancel"})
+    stopped = await _turn(communicator)
+    assert stopped[-1] == {"type": "run.failed", "run_id": run_id, "error": "cancelled", "status": "cancelled"}
+    first, second = await _turn(communicator), await _turn(communicator)
+    assert [(f[0]["message"]["content"], f[-1]["type"], _reply(f)) for f in (first, second)] == [
+        ("q1", "message.completed", "echo: q1 [context=3]"), ("q2", "message.completed", "echo: q2 [context=5]")]
+    assert len({run_id, first[1]["run_id"], second[1]["run_id"]}) == 3
+    await _quiet(communicator)
+    await communicator.disconnect()
