@@ -101,6 +101,16 @@ def _own_session(user, assistant_id: str, session_id: str) -> tuple[Session, obj
     return session, assistant
 
 
+async def _publish(request: HttpRequest, call, *args, **kwargs) -> str | None:
+    """``call`` (a publisher of ``assistant.sessions``) without blocking the loop: its event id, or None once the
+    user is told the backend did not take it (nothing was published). Its ``ValidationError`` is the caller's."""
+    try:
+        return await sync_to_async(call)(*args, **kwargs)
+    except openai.APIError:
+        messages.error(request, "The backend did not answer, so nothing was changed; please try again.")
+        return None
+
+
 async def _verdict(assistant, event_id: str) -> tuple[str | None, str]:
     """The processor's (status, reason) for the event, or (None, "") when it did not come in time."""
     try:
@@ -124,15 +134,17 @@ async def start_session(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         assistant = next(a for a in assistants if a.id == data["assistant"])
         try:  # the quotas and the model allow-list (betaassi_django.quotas), before any backend call
-            event_id = await sync_to_async(assistant.sessions.create)(
-                data["session_id"], owner=user, kind=data["kind"], context_messages=data["context_messages"],
-                model=data["model"])
+            event_id = await _publish(request, assistant.sessions.create, data["session_id"], owner=user,
+                                      kind=data["kind"], context_messages=data["context_messages"],
+                                      model=data["model"])
         except ValidationError as exc:
             form.add_refusal(exc)
             refused = True
     if refused:
         context = await sync_to_async(_list_context)(request, assistants, form)
         return await sync_to_async(render)(request, "betaassi_django/sessions.html", context, status=400)
+    if event_id is None:
+        return redirect("betaassi:sessions")
     status, reason = await _verdict(assistant, event_id)
     if status == "applied":
         return redirect("betaassi:chat", assistant_id=assistant.id, session_id=data["session_id"])
@@ -164,12 +176,14 @@ async def edit_session(request: HttpRequest, assistant_id: str, session_id: str)
             messages.info(request, f"Session {session_id} already has these settings; nothing changed.")
             return redirect("betaassi:sessions")
         try:
-            event_id = await sync_to_async(assistant.sessions.update)(session_id, **changes)
+            event_id = await _publish(request, assistant.sessions.update, session_id, **changes)
         except ValidationError as exc:
             form.add_refusal(exc)
             refused = True
     if refused:
         return await sync_to_async(_render_edit)(request, form, status=400)
+    if event_id is None:
+        return redirect("betaassi:sessions")
     status, reason = await _verdict(assistant, event_id)
     if status == "applied":
         kept, model = context_text(changes["kind"], changes["context_messages"]), changes["model"] or "the assistant's"
@@ -196,7 +210,9 @@ async def delete_session(request: HttpRequest, assistant_id: str, session_id: st
         return await sync_to_async(render)(request, "betaassi_django/session_delete.html", {
             "session": session, "assistant": assistant, "last_used": last_used(session.touched_at, timezone.now()),
             "context_text": context_text(session.kind, session.context_messages)})
-    event_id = await sync_to_async(assistant.sessions.delete)(session_id)
+    event_id = await _publish(request, assistant.sessions.delete, session_id)
+    if event_id is None:
+        return redirect("betaassi:sessions")
     status, reason = await _verdict(assistant, event_id)
     if status == "applied":
         messages.success(request, f"Session {session_id} was deleted.")

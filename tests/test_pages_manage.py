@@ -262,3 +262,24 @@ def test_a_session_someone_else_deleted_meanwhile_is_already_deleted(web, alice,
     owner.join(15)
     assert "Session mine was already deleted." in answers[0].text
     assert not Session.objects.filter(session_id="mine").exists()
+
+
+def test_a_backend_that_does_not_answer_is_a_message_never_a_500(web, alice, support):
+    """The backend unreachable (a closed port): each page says nothing was changed, and the list still shows."""
+    from betaassi_django.client import build_client, use_clients
+    from betaassi_django.testing import free_port
+
+    sessions_of(support, alice, mine="default")
+    gone = build_client(backend="remote", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="sk-x",
+                        max_retries=0, timeout=2.0)
+    with use_clients(gone):
+        for action, data in (("edit", {"kind": "oneshot"}), ("delete", {})):
+            done = web.post(url(support, "mine", action), data, follow=True)
+            assert done.redirect_chain == [("/", 302)] and done.status_code == 200
+            assert "The backend did not answer, so nothing was changed; please try again." in done.text
+            assert "Pending changes are unknown for now: the backend did not answer." in done.text
+            assert f'href="/chat/{support.id}/mine/"' in row(done, "mine")
+        started = web.post("/sessions/start/", {"assistant": support.id, "kind": "default"}, follow=True)
+        assert "The backend did not answer, so nothing was changed; please try again." in started.text
+    assert Processor().run_once() == 0
+    assert Session.objects.get(session_id="mine").kind == "default"
