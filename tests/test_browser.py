@@ -77,8 +77,18 @@ def test_the_chat_page_reconnects_after_the_server_restarts(chromium):
             first.stop()
         page.wait_for_selector("#status:not(.connected)")
         assert page.inner_text("#status").startswith("disconnected; reconnecting in")
+        # The retries back off (0.5, 1, 2, 4 s...); "Reconnect now" tries at once, from the keyboard too.
+        page.wait_for_function("/reconnecting in [4-9] s/.test(document.getElementById('status').textContent)")
+        assert page.locator("#reconnect").is_visible()
+        page.focus("#reconnect")
+        with page.expect_websocket(timeout=1500):
+            page.keyboard.press("Enter")
+        # That try failed too (no server): the back-off starts again from 0.5 s.
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('disconnected;"
+                               " reconnecting in 1 s')")
         with LiveServer(url, env=env, cwd=settings.BASE_DIR, port=first.port):
             page.wait_for_selector("#status.connected")
+            assert page.locator("#reconnect").is_hidden()
             page.fill("#content", "back again")
             page.press("#content", "Enter")
             page.locator(".msg.assistant", has_text="echo: back again [context=1]").wait_for()

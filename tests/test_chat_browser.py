@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from playwright.sync_api import expect
 
 from betaassi_django.testing import LiveServer, scratch_database_url
 from tests.browser_checks import VIEWPORTS, check_page, new_page
 from tests.conftest import _database_url
+from tests.fake_upstream import Calls, FakeUpstream, Text
 
 MARKDOWN = ("Here:\n\n- first\n- second\n\n```python\nprint('hi')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
             "See [the docs](https://example.com/docs).")
@@ -37,8 +39,9 @@ def log_in(page, server) -> None:
     page.wait_for_url(server.url + "/")
 
 
-def start_chat(page, server) -> None:
+def start_chat(page, server, assistant: str = "Demo assistant") -> None:
     page.goto(server.url + "/")
+    page.select_option("#id_assistant", label=assistant)
     page.click("#start")
     page.wait_for_url("**/chat/*/chat-*/")
     page.wait_for_selector("#status.connected")
@@ -142,13 +145,14 @@ def wait_streaming(page):
     page.wait_for_function("(document.querySelector('.msg.assistant.streaming .body')?.textContent || '')"
                            ".split(' ').length > 3")
     assert page.locator("#stop").is_visible()
-    return page.locator(".msg.assistant.streaming")
+    return page.locator(".msg.assistant").nth(page.locator(".msg.assistant").count() - 1)
 
 
 def assert_stopped(page, reply, text_sent: str) -> str:
     """The stopped bubble keeps its partial text and says so; the partial text."""
     page.locator(".msg.assistant.stopped .end-note").wait_for()
     assert reply.locator(".end-note").inner_text() == "Stopped"
+    expect(reply.locator(".end-note")).to_be_in_viewport()  # the log followed the reply to its end
     assert page.locator(".msg.failed").count() == 0
     partial = reply.locator(".body").inner_text()
     full = f"echo: {text_sent} [context=1]"
@@ -206,4 +210,80 @@ def test_the_stop_button_on_a_phone(chromium, server):
     page.click("#stop")
     assert_stopped(page, reply, LONG)
     check_page(page, "chat-stopped")
+    page.context.close()
+
+
+DESK_APP = '''
+import asyncio
+
+from betaassi_django.models import BaseAssistant
+from betaassi_django.tools import openai_function
+
+
+@openai_function
+async def get_weather(city: str) -> dict:
+    """The current weather in a city."""
+    await asyncio.sleep(1.5)
+    return {"city": city, "temperature": 21}
+
+
+@openai_function
+def open_ticket(summary: str) -> str:
+    """Open a support ticket."""
+    raise RuntimeError("the ticket system is down")
+
+
+class WeatherDesk(BaseAssistant):
+    """You answer weather questions with your tools."""
+
+    function_tools = [get_weather, open_ticket]
+'''
+
+
+@pytest.fixture(scope="module")
+def desk_server(tmp_path_factory):
+    """A server whose project has an assistant class with function tools, its model the fake upstream."""
+    root = tmp_path_factory.mktemp("deskproject")
+    (root / "chatdesk").mkdir()
+    (root / "chatdesk" / "__init__.py").write_text("")
+    (root / "chatdesk" / "models.py").write_text(DESK_APP)
+    (root / "desk_settings.py").write_text("from project.settings import *\n"
+                                           "INSTALLED_APPS = [*INSTALLED_APPS, 'chatdesk']\n")
+    with FakeUpstream() as fake, scratch_database_url(_database_url()) as url:
+        env = {"PYTHONPATH": f"{root}:{settings.BASE_DIR}", "DJANGO_SETTINGS_MODULE": "desk_settings",
+               "BETAASSI_IN_SERVER_PROCESSOR": "true", "BETAASSI_RESPONDER": "openai",
+               "BETAASSI_UPSTREAM_API": "responses", "BETAASSI_UPSTREAM_BASE_URL": fake.base_url,
+               "BETAASSI_UPSTREAM_API_KEY": "sk-test", "BETAASSI_UPSTREAM_MAX_RETRIES": "0"}
+        live = LiveServer(url, env=env, cwd=settings.BASE_DIR)
+        live.manage("migrate", "--run-syncdb", "--noinput", "-v", "0")  # the app has no migrations
+        with live:
+            live.manage("shell", "-c", "from chatdesk.models import WeatherDesk; "
+                                       "WeatherDesk.objects.create(name='Weather desk', model='gpt-test')")
+            live.demo = live.demo_login()
+            live.fake = fake
+            yield live
+        assert fake.violations == []
+
+
+def test_the_page_shows_which_function_runs_and_how_it_ended(chromium, desk_server):
+    desk_server.fake.script(Calls([("get_weather", '{"city": "Paris"}'), ("open_ticket", '{"summary": "cold"}')]),
+                            Text(["It is **21 °C** ", "in Paris."]))
+    page = new_page(chromium, "desktop")
+    log_in(page, desk_server)
+    start_chat(page, desk_server, "Weather desk")
+    page.fill("#content", "Is it warm in Paris?")
+    page.press("#content", "Enter")
+    lines = page.locator(".msg.assistant .tools li")
+    assert page.inner_text("#session-info").startswith("Weather desk ·")
+    # get_weather takes 1.5 s: it is shown running while open_ticket has already failed.
+    page.locator(".tools li.running", has_text="Calling get_weather…").wait_for()
+    page.locator(".tools li.failed", has_text="open_ticket failed").wait_for()
+    page.locator(".tools li.done", has_text="get_weather done").wait_for()
+    assert sorted(lines.all_inner_texts()) == ["get_weather done", "open_ticket failed"]
+    reply = page.locator(".msg.assistant:not(.streaming)").last
+    reply.locator(".body strong", has_text="21 °C").wait_for()
+    assert reply.locator(".body").inner_text() == "It is 21 °C in Paris."
+    check_page(page, "chat-tools")
+    page.set_viewport_size(VIEWPORTS["phone"])
+    check_page(page, "chat-tools")
     page.context.close()

@@ -78,18 +78,21 @@
       body.className = "body";
       el.append(body);
       log.append(el);
+      followLog();
       found = {el, body, tools: null, text: "", role};
       entries.set(key, found);
     }
     return found;
   }
-  const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+  // The log follows new text while the reader is at its bottom; scrolled up, they keep their place.
+  let follow = true;
+  log.addEventListener("scroll", () => { follow = log.scrollHeight - log.scrollTop - log.clientHeight < 48; });
+  const followLog = () => { if (follow) log.scrollTop = log.scrollHeight; };
   function show(found, text, now = false) {
     found.text = text;
     if (found.role !== "assistant") {
-      const stick = nearBottom();
       found.body.textContent = text;
-      if (stick) log.scrollTop = log.scrollHeight;
+      followLog();
     } else if (now) {
       renderMarkdown(found.body, text);
     } else {
@@ -99,16 +102,16 @@
   }
   function flush() {  // at most once per frame, however many deltas arrived since the last
     frameRequested = false;
-    const stick = nearBottom();
     for (const found of pending) renderMarkdown(found.body, found.text);
     pending.clear();
-    if (stick) log.scrollTop = log.scrollHeight;
+    followLog();
   }
   function endNote(found, text) {
     const note = document.createElement("p");
     note.className = "end-note";
     note.textContent = text;
     found.el.append(note);
+    followLog();
   }
   function toolLine(runId, callId, name) {
     const found = entry(runId, "assistant");
@@ -122,6 +125,7 @@
       line = document.createElement("li");
       line.dataset.call = callId;
       found.tools.append(line);
+      followLog();
     }
     return line;
   }
@@ -171,7 +175,8 @@
       entries.clear();
       pending.clear();
       for (const m of frame.history) show(entry(m.id, m.role === "user" ? "user" : "assistant"), m.content, true);
-      log.scrollTop = log.scrollHeight;
+      follow = true;
+      followLog();
       describe(frame.session);
       retry = 0;
       setRun(null);
@@ -265,6 +270,7 @@
     const content = input.value.trim();
     if (readOnly || !content || !sendFrame({type: "user.message", content})) return;
     input.value = "";
+    follow = true;  // what one sends, and its reply, are shown
     showNotice("", false);
   });
   input.addEventListener("keydown", (event) => {
