@@ -7,12 +7,15 @@ across two daphne processes.
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx2
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
-from betaassi_django.client import get_client
+from betaassi_django.client import build_async_client, get_client, use_clients
 from betaassi_django.publishing.processor import Processor
 from tests.test_websocket import _ready, _reply, _turn
 from tests.testapp.models import Support
@@ -224,4 +227,46 @@ async def test_turns_queued_behind_a_cancelled_one_run_in_order(support, alice):
         ("q1", "message.completed", "echo: q1 [context=3]"), ("q2", "message.completed", "echo: q2 [context=5]")]
     assert len({run_id, first[1]["run_id"], second[1]["run_id"]}) == 3
     await _quiet(communicator)
+    await communicator.disconnect()
+
+
+class _EndsAfterTheLook(httpx2.AsyncBaseTransport):
+    """The run ends between the cancel's look at the thread (its runs list) and its cancel request: after the
+    list is answered, the request waits until the run has completed, as on a busy server."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, thread_id: str) -> None:
+        self.inner, self.thread_id, self.seen = inner, thread_id, []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
+        self.seen.append((request.method, request.url.path.split("/")[-1]))
+        if request.method == "GET" and request.url.path.endswith(f"/threads/{self.thread_id}/runs"):
+            await response.aread()
+            run = (await sync_to_async(get_client().beta.threads.runs.list)(self.thread_id, limit=1)).data[0]
+            while run.status != "completed":
+                await asyncio.sleep(0.02)
+                run = await sync_to_async(get_client().beta.threads.runs.retrieve)(run.id, thread_id=self.thread_id)
+        return response
+
+
+async def test_a_run_that_ends_before_the_cancel_reaches_it_is_no_active_run(support, alice):
+    """The API refuses to cancel a run that has ended (400): that is no_active_run, not a server error."""
+    communicator, ready = await _ready(support, alice)
+    await communicator.send_json_to({"type": "user.message", "content": "m0 word word"})
+    run_id = (await _until(communicator, "message.delta"))[1]["run_id"]
+    racing = _EndsAfterTheLook(None, ready["session"]["thread_id"])
+    api = build_async_client(max_retries=0, wrap_transport=lambda inner: setattr(racing, "inner", inner) or racing)
+    with use_clients(async_=api):
+        await communicator.send_json_to({"type": "run.cancel", "run_id": run_id})
+        frames = await _until(communicator, "error")
+    while "message.completed" not in [f["type"] for f in frames]:  # the turn's end, before or after the error
+        frames.append(await communicator.receive_json_from(timeout=10))
+    assert [f for f in frames if f["type"] == "error"] == [{
+        "type": "error", "code": "no_active_run", "message": f"{run_id} is not the run answering in this session"}]
+    assert racing.seen == [("GET", "runs"), ("POST", "cancel"), ("GET", run_id)]  # looked, refused, read again
+    completed = [f for f in frames if f["type"] == "message.completed"]
+    assert [(f["run_id"], f["message"]["content"]) for f in completed] == [(run_id, "echo: m0 word word [context=1]")]
+    assert not [f for f in frames if f["type"] == "run.failed"]
+    await communicator.send_json_to({"type": "user.message", "content": "still here"})
+    assert _reply(await _turn(communicator)) == "echo: still here [context=3]"
     await communicator.disconnect()
