@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from betaassi_django.assistants_api.models import ApiKey, Assistant, hash_key
 from tests.admin_paths import admin_path
@@ -60,8 +61,24 @@ def test_revoking_refuses_the_key(web):
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     again = web.post("/admin/assistants_api/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     assert shown(again) == ["The selected keys were already revoked."]
-    revoked = web.get("/admin/assistants_api/apikey/", {"revoked__isempty": "0"})
+    revoked = web.get("/admin/assistants_api/apikey/", {"status": "revoked"})
     assert [k.name for k in revoked.context["cl"].result_list] == ["laptop"]
+
+
+def test_the_status_filter_reads_active_and_revoked(web):
+    ApiKey.issue("in use")
+    old, _ = ApiKey.issue("old laptop")
+    ApiKey.objects.filter(pk=old.pk).update(revoked=timezone.now())
+    listing = web.get("/admin/assistants_api/apikey/")
+    status = next(f for f in listing.context["cl"].filter_specs if f.title == "status")
+    assert [c["display"] for c in status.choices(listing.context["cl"])] == ["All", "Active", "Revoked"]
+    assert '<a href="?status=active">Active</a>' in listing.text
+    assert '<a href="?status=revoked">Revoked</a>' in listing.text
+    assert "Empty" not in listing.text
+    for value, names in (("active", ["in use"]), ("revoked", ["old laptop"]), (None, ["in use", "old laptop"])):
+        page = web.get("/admin/assistants_api/apikey/", {"status": value} if value else {})
+        assert page.status_code == 200
+        assert sorted(k.name for k in page.context["cl"].result_list) == names
 
 
 def test_renaming_a_key_keeps_its_hash(web):

@@ -37,6 +37,7 @@ from .common import (
     admin_url,
     confirm_then,
     describe,
+    id_cell,
     informative_reads_failed,
     log_deleted,
 )
@@ -102,7 +103,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
     """The admin of any ``BaseAssistant`` subclass. Register it for each of yours."""
 
     form = RemoteModelForm
-    list_display = ("display_name", "type_label", "model", "session_count", "queue_lag", "id")
+    list_display = ("display_name", "type_label", "model", "session_count", "queue_lag", "backend_id")
     list_display_links = ("display_name",)
     search_fields = ("name", "id")
     list_filter = (AssistantTypeFilter, "model")
@@ -161,6 +162,10 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
     def session_count(self, obj) -> int:
         return getattr(obj, "sessions_count", 0)
 
+    @admin.display(description="id", ordering="id")
+    def backend_id(self, obj) -> str:
+        return id_cell(obj.id)
+
     @admin.display(description="queue lag")
     def queue_lag(self, obj) -> str:
         url = admin_url(type(obj), "queue", obj.pk)
@@ -191,6 +196,12 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
     @admin.display(description="publish queue")
     def queue_summary(self, obj) -> str:
         return format_html('<a href="{}">events, high water mark and lag</a>', admin_url(type(obj), "queue", obj.pk))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        """The page's title names the assistant (its id when it has no name), as its breadcrumb does."""
+        if obj is not None:
+            context["subtitle"] = obj.name or obj.id
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def save_model(self, request, obj, form, change) -> None:
         try:

@@ -17,8 +17,9 @@ from django.utils.html import format_html
 
 from betaassi_django.models import Session
 from betaassi_django.models.lookup import all_assistants, find_assistant
+from betaassi_django.templatetags.betaassi import shorten
 
-from .common import BackendAdminMixin, BackendFailed, admin_url, confirm_then, log_deleted
+from .common import BackendAdminMixin, BackendFailed, admin_url, confirm_then, id_cell, log_deleted, when_cell
 from .session_forms import (
     SESSION_FIELDS,
     SessionForm,
@@ -36,7 +37,7 @@ class AssistantFilter(admin.SimpleListFilter):
     parameter_name = "assistant"
 
     def lookups(self, request, model_admin):
-        return [(a.id, a.name or a.id) for a in all_assistants()]
+        return [(a.id, a.name or shorten(a.id)) for a in all_assistants()]
 
     def queryset(self, request, queryset):
         return queryset.filter(assistant_id=self.value()) if self.value() else queryset
@@ -67,8 +68,8 @@ class SessionAdmin(BackendAdminMixin, admin.ModelAdmin):
     """Every session of every assistant, as mirrored; changes publish events."""
 
     form = SessionAdminForm
-    list_display = ("session_id", "assistant_link", "owner", "kind", "n", "model", "touched_at", "status",
-                    "chat_link")
+    # Kind, N and model share a column so that status and chat stay on screen at 1280 px beside the filters.
+    list_display = ("session_id", "assistant_link", "owner", "settings", "last_used", "status", "chat_link")
     list_filter = ("kind", AssistantFilter)
     search_fields = ("session_id", "assistant_id", "owner__username")
     list_select_related = ("owner",)
@@ -111,23 +112,30 @@ class SessionAdmin(BackendAdminMixin, admin.ModelAdmin):
     def assistant_link(self, obj) -> str:
         assistant = getattr(obj, "assistant_obj", None)
         if assistant is None:
-            return f"{obj.assistant_id} (not mirrored)"
+            return format_html("{} (not mirrored)", id_cell(obj.assistant_id))
         url = admin_url(type(assistant), "change", assistant.pk)
-        shown = assistant.name or assistant.id
+        shown = assistant.name or id_cell(assistant.id)
         return format_html('<a href="{}">{}</a>', url, shown) if url else shown
 
-    @admin.display(description="N", ordering="context_messages")
-    def n(self, obj):
-        return obj.context_messages
+    @admin.display(description="last used", ordering="touched_at")
+    def last_used(self, obj) -> str:
+        return when_cell(obj.touched_at)
+
+    @admin.display(description="kind, N, model", ordering="kind")
+    def settings(self, obj) -> str:
+        """``manyshots, N=2`` and the model below it when the session has its own."""
+        kind = f"{obj.kind}, N={obj.context_messages}" if obj.context_messages is not None else obj.kind
+        return format_html('<span class="kind">{}</span><br><code class="model">{}</code>', kind, obj.model) \
+            if obj.model else kind
 
     @admin.display(description="status")
     def status(self, obj) -> str:
         return getattr(obj, "status_text", "")
 
-    @admin.display(description="chat page")
+    @admin.display(description="chat")
     def chat_link(self, obj) -> str:
         url = chat_url(obj)
-        return format_html('<a class="chat-link" href="{}">open chat</a>', url) if url else "-"
+        return format_html('<a class="chat-link" href="{}">open</a>', url) if url else "-"
 
     # -- publishing instead of saving -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import openai
 from django import forms
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
@@ -59,7 +60,7 @@ def status_text(session: Session, states: dict[str, QueueStatus]) -> str:
 
 
 def pending_creations(states: dict[str, QueueStatus], names: dict[str, str]) -> list[dict]:
-    """Sessions published for creation and not applied yet (they have no mirror row)."""
+    """Sessions published for creation and not applied yet (they have no mirror row); owners by username."""
     rows = []
     for assistant_id, state in states.items():
         for event_id, event in state.pending:
@@ -68,6 +69,10 @@ def pending_creations(states: dict[str, QueueStatus], names: dict[str, str]) -> 
                              "session_id": event.session_id, "kind": event.args.get("kind"),
                              "context_messages": event.args.get("context_messages"),
                              "model": event.args.get("model") or "", "owner": event.args.get("owner")})
+    users = get_user_model().objects.filter(pk__in={row["owner"] for row in rows if row["owner"] is not None})
+    usernames = {str(pk): name for pk, name in users.values_list("pk", get_user_model().USERNAME_FIELD)}
+    for row in rows:
+        row["owner"] = usernames.get(str(row["owner"]), row["owner"])
     return rows
 
 

@@ -18,7 +18,7 @@ from betaassi_django.models import Session
 from betaassi_django.publishing.status import QueueStatus
 
 from . import session_forms
-from .common import BackendFailed, admin_url
+from .common import BackendFailed, admin_url, when_cell
 
 
 class SessionFormSet(BaseModelFormSet):
@@ -46,6 +46,11 @@ class SessionFormSet(BaseModelFormSet):
         for session in rows:  # evaluated once and cached: the forms get these very instances
             session.status_text = session_forms.status_text(session, self.states)
         return rows
+
+    def add_fields(self, form, index) -> None:
+        super().add_fields(form, index)
+        if "DELETE" in form.fields:  # a checkbox in a table cell: named for screen readers (its heading is apart)
+            form.fields["DELETE"].widget.attrs["aria-label"] = "Delete"
 
     def pending_creations(self) -> list[dict]:
         return session_forms.pending_creations(self.states, {})
@@ -104,6 +109,12 @@ def guarded_form(form: type[session_forms.SessionForm], *, can_add: bool,
     """The form as Django's inlines guard it: a row the user may not add or change never "has changed"."""
 
     class PermissionGuardedForm(form):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            # A table's cells have their column's heading, not a <label>: name each control for screen readers.
+            for field in self.fields.values():
+                field.widget.attrs.setdefault("aria-label", str(field.label))
+
         def has_changed(self) -> bool:
             if self.instance._state.adding and not can_add:
                 return False
@@ -132,8 +143,8 @@ class SessionInline(admin.TabularInline):
     checks_class = SessionInlineChecks
     form = session_forms.SessionForm
     template = "admin/betaassi_django/assistant/sessions_inline.html"
-    fields = (*session_forms.SESSION_FIELDS, "status", "touched_at", "chat")
-    readonly_fields = ("status", "touched_at", "chat")
+    fields = (*session_forms.SESSION_FIELDS, "status", "last_used", "chat")
+    readonly_fields = ("status", "last_used", "chat")
     extra = 1
     verbose_name_plural = "sessions (changes are published to the queue)"
 
@@ -156,6 +167,17 @@ class SessionInline(admin.TabularInline):
     @admin.display(description="status")
     def status(self, obj) -> str:
         return getattr(obj, "status_text", "") if obj.pk else ""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        """The owner as a plain select: the add/change/view icons of each row would widen the table."""
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "owner" and field is not None and hasattr(field.widget, "widget"):
+            field.widget = field.widget.widget
+        return field
+
+    @admin.display(description="last used")
+    def last_used(self, obj) -> str:
+        return when_cell(obj.touched_at) if obj.pk else ""
 
     @admin.display(description="chat")
     def chat(self, obj) -> str:

@@ -1,0 +1,52 @@
+"""Template filters the app's pages and its admin share: times as people say them, long ids shortened.
+
+``{% load betaassi %}`` then ``{{ session.touched_at|ago }}`` ("just now", "5 minutes ago") and
+``{{ assistant.id|short_id }}`` (``asst_LyTJ…FQ9WW``, the whole id on hover). It imports nothing of the app,
+so every floor may use it (the admin's columns call the same functions).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from django import template
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.timesince import timesince
+
+register = template.Library()
+
+#: Characters kept at each end of a shortened id (after its ``asst_``-like prefix).
+HEAD, TAIL = 4, 5
+
+
+@register.filter
+def ago(when: datetime.datetime | None, now: datetime.datetime | None = None) -> str:
+    """``when`` relative to now, as one unit: "just now" under a minute (never "0 minutes ago"), else
+    "5 minutes ago", "2 hours ago"; "" for no time."""
+    if when is None or when == "":
+        return ""
+    now = now or timezone.now()
+    if (now - when).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(when, now, depth=1)} ago"
+
+
+def shorten(value: str) -> str:
+    """``asst_LyTJeBnJa5OLaHtGTx0FQ9WW`` -> ``asst_LyTJ…FQ9WW``; short values are kept whole."""
+    head, _, rest = value.partition("_") if "_" in value[:8] else ("", "", value)
+    prefix = f"{head}_" if head else ""
+    if len(rest) <= HEAD + TAIL + 1:
+        return value
+    return f"{prefix}{rest[:HEAD]}…{rest[-TAIL:]}"
+
+
+@register.filter
+def short_id(value: object) -> SafeString | str:
+    """An id shortened for a narrow column, the whole id in its ``title`` (shown on hover)."""
+    text = "" if value is None else str(value)
+    shown = shorten(text)
+    if shown == text:
+        return text
+    return format_html('<span class="short-id" title="{}">{}</span>', text, shown)
