@@ -1,11 +1,9 @@
 /* The chat page (templates/betaassi_django/chat.html, docs/pages.md): one WebSocket to the session
-   (docs/websocket.md), assistant replies rendered as Markdown while they stream, user messages as plain text.
-
-   A reply's Markdown is turned into HTML by marked and cleaned by DOMPurify before it reaches the page: raw HTML
-   in a reply is shown as text, images as links, and whatever is left goes through DOMPurify (no script, no event
-   handler, no javascript: link). A streaming reply is rendered again at most once per animation frame. */
+   (docs/websocket.md), assistant replies rendered as Markdown (markdown.js) while they stream, at most once per
+   animation frame, user messages as plain text. */
 (() => {
   "use strict";
+  const renderMarkdown = window.betaassiMarkdown.render;
   const $ = (id) => document.getElementById(id);
   const path = JSON.parse($("socket-path").textContent);
   const readOnly = JSON.parse($("read-only-flag").textContent);
@@ -16,53 +14,6 @@
                        4403: "You may no longer read this session.",
                        4404: "This session does not exist.", 4429: "Too many messages; reload the page."};
   let socket = null, retry = 0, finished = false, retryTimer = 0, activeRun = null;
-
-  // --- Markdown, sanitised -------------------------------------------------------------------------------
-  const escapeHtml = (text) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-  const markdown = new marked.Marked({
-    gfm: true,
-    renderer: {
-      html: (token) => escapeHtml(token.text),  // a reply's own HTML is shown, never interpreted
-      image: (token) => `<a href="${escapeHtml(token.href)}">${escapeHtml(token.text || token.href)}</a>`,
-    },
-  });
-  const PURIFY = {FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "img", "svg", "math"],
-                  FORBID_ATTR: ["style", "id", "name"]};
-  DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-    if (node.tagName === "A" && node.hasAttribute("href")) {
-      node.setAttribute("target", "_blank");
-      node.setAttribute("rel", "noopener noreferrer nofollow");
-    }
-  });
-
-  function decorateCode(pre) {
-    const code = pre.querySelector("code");
-    const block = document.createElement("div"), bar = document.createElement("div");
-    const language = document.createElement("span"), copy = document.createElement("button");
-    block.className = "code-block";
-    bar.className = "code-bar";
-    const match = code && /language-([\w+#.-]+)/.exec(code.className);
-    language.textContent = match ? match[1] : "code";
-    copy.type = "button";
-    copy.className = "copy";
-    copy.textContent = "Copy";
-    bar.append(language, copy);
-    pre.tabIndex = 0;  // a long line scrolls sideways: the keyboard must reach it
-    pre.replaceWith(block);
-    block.append(bar, pre);
-  }
-
-  function renderMarkdown(target, text) {
-    target.innerHTML = DOMPurify.sanitize(markdown.parse(text), PURIFY);
-    target.querySelectorAll("pre").forEach(decorateCode);
-    for (const table of target.querySelectorAll("table")) {
-      const wrap = document.createElement("div");
-      wrap.className = "table-wrap";
-      wrap.tabIndex = 0;
-      table.replaceWith(wrap);
-      wrap.append(table);
-    }
-  }
 
   // --- Messages --------------------------------------------------------------------------------------------
   const entries = new Map();  // message id or run id -> {el, body, tools, text, role}
