@@ -35,6 +35,8 @@ BUSY_WAIT_SECONDS = 120.0
 ACTIVE_RUN_STATUSES = {"queued", "in_progress", "requires_action", "cancelling"}
 #: How a run ends when it does not complete.
 FAILED_RUN_STATUSES = ("failed", "cancelled", "expired", "incomplete")
+#: How often a turn whose function tools run looks whether its run ended meanwhile (a ``run.cancel``).
+TOOL_WATCH_SECONDS = 0.25
 
 
 async def latest_run_active(api: openai.AsyncOpenAI, thread_id: str) -> bool:
@@ -142,6 +144,26 @@ class Event:
         return self._data
 
 
+async def _outputs_unless_ended(api: openai.AsyncOpenAI, thread_id: str, run: Run,
+                                report: ToolReport | None) -> tuple[list[dict] | None, Run | None]:
+    """``(outputs, None)`` for the run's function calls, or ``(None, run)`` when the run ends while they run
+    (cancelled: nothing waits for their outputs any more). The functions still running are then cancelled (an
+    async one at its next ``await``; a sync one's thread runs on, its result dropped). The run is looked at every
+    ``TOOL_WATCH_SECONDS`` only while functions run, so a turn without function calls pays nothing."""
+    calls = asyncio.ensure_future(outputs_for_run(api, run, report))
+    try:
+        while not (await asyncio.wait({calls}, timeout=TOOL_WATCH_SECONDS))[0]:
+            now = await api.beta.threads.runs.retrieve(run.id, thread_id=thread_id)
+            if now.status in FAILED_RUN_STATUSES:
+                return None, now
+        return calls.result(), None
+    finally:
+        if not calls.done():
+            calls.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await calls  # their tool.completed frames go out before the run's end
+
+
 async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while_busy: bool,
                          check=None, report: ToolReport | None = None) -> AsyncIterator:
     """``turn_events`` for the embedded backend in this process: the run is created (and continued after its
@@ -188,7 +210,10 @@ async def _engine_events(api: openai.AsyncOpenAI, session, text: str, *, wait_wh
             if event.event != "thread.run.requires_action":
                 yield event
                 continue
-            outputs = await outputs_for_run(api, event.data, report)
+            outputs, ended = await _outputs_unless_ended(api, session.thread_id, event.data, report)
+            if ended is not None:
+                yield Event(f"thread.run.{ended.status}", ended)
+                return
             stop_run_events(events)
             await start(lambda run_id=event.data.id, outputs=outputs: api.beta.threads.runs.submit_tool_outputs(
                 run_id=run_id, thread_id=session.thread_id, tool_outputs=outputs))
@@ -232,7 +257,10 @@ async def turn_events(api: openai.AsyncOpenAI, session, text: str, *, wait_while
                 if event.event != "thread.run.requires_action":
                     yield event
                     continue
-                outputs = await outputs_for_run(api, event.data, report)
+                outputs, ended = await _outputs_unless_ended(api, session.thread_id, event.data, report)
+                if ended is not None:
+                    yield Event(f"thread.run.{ended.status}", ended)
+                    return
                 await manager.__aexit__(None, None, None)
                 manager = api.beta.threads.runs.submit_tool_outputs_stream(
                     run_id=event.data.id, thread_id=session.thread_id, tool_outputs=outputs)

@@ -214,7 +214,12 @@ ToolReport = Callable[[Any, bool | None], Awaitable[None]]
 async def _reported(tools: dict[str, FunctionTool], call: Any, timeout: float, report: ToolReport | None) -> str:
     if report is not None:
         await report(call, None)
-    output, ok = await _called(tools, call.function.name, call.function.arguments, timeout)
+    try:
+        output, ok = await _called(tools, call.function.name, call.function.arguments, timeout)
+    except asyncio.CancelledError:  # the run ended while it ran (``run_stream._outputs_unless_ended``)
+        if report is not None:
+            await report(call, False)
+        raise
     if report is not None:
         await report(call, ok)
     return output
