@@ -36,12 +36,16 @@ def test_creating_a_key_shows_it_once_and_stores_its_hash(web):
 def test_last_used_is_set_by_the_http_api(web):
     key, raw = issue(web)
     assert key.last_used is None
+    assert '<td class="field-used">never</td>' in web.get("/admin/assistants_api/apikey/").text
     api = Client()
     assert api.get("/v1/assistants", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
     key.refresh_from_db()
     assert key.last_used is not None
     listing = web.get("/admin/assistants_api/apikey/")
     assert [(k.name, k.last_used) for k in listing.context["cl"].result_list] == [("laptop", key.last_used)]
+    # Used a moment ago: "just now" (never "0 minutes ago"), the exact time on hover.
+    assert f'<td class="field-used"><time datetime="{key.last_used.isoformat()}" title="' in listing.text
+    assert '">just now</time></td>' in listing.text
 
 
 def test_revoking_refuses_the_key(web):

@@ -15,9 +15,9 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from django.utils import timezone
 
-from betaassi_django.admin.common import id_cell, when_cell
+from betaassi_django.admin.common import id_cell
 from betaassi_django.models import Assistant, Session
-from betaassi_django.templatetags.betaassi import ago, shorten
+from betaassi_django.templatetags.betaassi import ago, shorten, when_cell
 from tests.admin_paths import admin_path
 from tests.test_admin_urls import odd  # noqa: F401 (a fixture)
 from tests.testapp.models import Support

@@ -14,12 +14,9 @@ from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
-from django.utils.formats import date_format
-from django.utils.html import format_html
 from django.utils.http import urlencode
-from django.utils.timezone import localtime
 
-from betaassi_django.templatetags.betaassi import ago, short_id
+from betaassi_django.templatetags.betaassi import short_id
 
 #: Reads that only inform a page (queue lag, pending sessions) must not hold it up: no retries, a short timeout.
 INFORMATIVE_READ = {"max_retries": 0, "timeout": 10.0}
@@ -132,14 +129,6 @@ def admin_url(model, view: str, object_id=None, **query: str) -> str | None:
 def id_cell(value) -> str:
     """Every admin column showing a backend id: shortened to fit (``asst_LyTJ…FQ9WW``), the whole id on hover."""
     return short_id(value)
-
-
-def when_cell(when) -> str:
-    """A time column: "just now", "5 minutes ago", the exact time on hover; "-" for none."""
-    if when is None:
-        return "-"
-    return format_html('<time datetime="{}" title="{}">{}</time>', when.isoformat(),
-                       date_format(localtime(when), "DATETIME_FORMAT"), ago(when))
 
 
 def confirm_then(action_name: str):

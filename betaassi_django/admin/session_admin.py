@@ -17,9 +17,9 @@ from django.utils.html import format_html
 
 from betaassi_django.models import Session
 from betaassi_django.models.lookup import all_assistants, find_assistant
-from betaassi_django.templatetags.betaassi import shorten
+from betaassi_django.templatetags.betaassi import shorten, when_cell
 
-from .common import BackendAdminMixin, BackendFailed, admin_url, confirm_then, id_cell, log_deleted, when_cell
+from .common import BackendAdminMixin, BackendFailed, admin_url, confirm_then, id_cell, log_deleted
 from .session_forms import (
     SESSION_FIELDS,
     SessionForm,

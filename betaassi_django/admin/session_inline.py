@@ -16,9 +16,10 @@ from django.utils.html import format_html
 
 from betaassi_django.models import Session
 from betaassi_django.publishing.status import QueueStatus
+from betaassi_django.templatetags.betaassi import when_cell
 
 from . import session_forms
-from .common import BackendFailed, admin_url, when_cell
+from .common import BackendFailed, admin_url
 
 
 class SessionFormSet(BaseModelFormSet):

@@ -13,6 +13,8 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
+from betaassi_django.templatetags.betaassi import when_cell
+
 from .models import ApiKey, Assistant
 
 ISSUED_KEY_ATTR = "_betaassi_issued_key"
@@ -55,10 +57,22 @@ class RevokedFilter(admin.SimpleListFilter):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "scope", "created", "last_used", "revoked")
+    list_display = ("name", "prefix", "scope", "issued", "used", "revoked_at")
     list_filter = (RevokedFilter, "read_only")
     search_fields = ("name", "prefix")
     actions = ["revoke"]
+
+    @admin.display(description="created", ordering="created")
+    def issued(self, obj: ApiKey) -> str:
+        return when_cell(obj.created)
+
+    @admin.display(description="last used", ordering="last_used")
+    def used(self, obj: ApiKey) -> str:
+        return when_cell(obj.last_used) if obj.last_used else "never"
+
+    @admin.display(description="revoked", ordering="revoked")
+    def revoked_at(self, obj: ApiKey) -> str:
+        return when_cell(obj.revoked)
 
     @admin.display(description="Scope")
     def scope(self, obj: ApiKey) -> str:

@@ -1,6 +1,7 @@
 """Template filters the app's pages and its admin share: times as people say them, long ids shortened.
 
-``{% load betaassi %}`` then ``{{ session.touched_at|ago }}`` ("just now", "5 minutes ago") and
+``{% load betaassi %}`` then ``{{ session.touched_at|ago }}`` ("just now", "5 minutes ago"; ``|when`` adds the
+exact time on hover) and
 ``{{ assistant.id|short_id }}`` (``asst_LyTJ…FQ9WW``, the whole id on hover). It imports nothing of the app,
 so every floor may use it (the admin's columns call the same functions).
 """
@@ -11,9 +12,11 @@ import datetime
 
 from django import template
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
+from django.utils.timezone import localtime
 
 register = template.Library()
 
@@ -31,6 +34,15 @@ def ago(when: datetime.datetime | None, now: datetime.datetime | None = None) ->
     if (now - when).total_seconds() < 60:
         return "just now"
     return f"{timesince(when, now, depth=1)} ago"
+
+
+@register.filter(name="when")
+def when_cell(when: datetime.datetime | None) -> SafeString | str:
+    """A time as ``ago`` says it, the exact time on hover (``<time>``); "-" for none."""
+    if when is None or when == "":
+        return "-"
+    return format_html('<time datetime="{}" title="{}">{}</time>', when.isoformat(),
+                       date_format(localtime(when), "DATETIME_FORMAT"), ago(when))
 
 
 def shorten(value: str) -> str:
