@@ -6,8 +6,6 @@ publishes, waits a moment (without holding a worker thread) for the processor's 
 
 from __future__ import annotations
 
-import datetime
-
 import openai
 from asgiref.sync import sync_to_async
 from django.contrib import messages
@@ -16,8 +14,6 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.timesince import timesince
 
 from betaassi_django import access
 from betaassi_django.client import get_client
@@ -49,12 +45,10 @@ def _list_context(request: HttpRequest, assistants, form) -> dict:
             continue
         by_assistant.setdefault(session.assistant_id, []).append(session)
     pending = _pending_ops(request, [a for a in assistants if by_assistant[a.id]])
-    now = timezone.now()
     for assistant in assistants:
         for session in by_assistant[assistant.id]:
             ops = pending.get(assistant.id, {}).get(session.session_id, [])
             session.deleting, session.changing = "session.delete" in ops, "session.update" in ops
-            session.last_used = last_used(session.touched_at, now)
             session.context_text = context_text(session.kind, session.context_messages)
     return {"assistants": [(a, by_assistant[a.id]) for a in assistants], "form": form}
 
@@ -73,15 +67,6 @@ def _pending_ops(request: HttpRequest, assistants) -> dict[str, dict[str, list[s
             messages.warning(request, "Pending changes are unknown for now: the backend did not answer.")
             break
     return found
-
-
-def last_used(touched_at: datetime.datetime | None, now: datetime.datetime) -> str:
-    """"just now" under a minute (never "0 minutes ago"), else the largest unit: "3 hours ago"."""
-    if touched_at is None:
-        return "not used yet"
-    if now - touched_at < datetime.timedelta(minutes=1):
-        return "just now"
-    return f"{timesince(touched_at, now, depth=1)} ago"
 
 
 def context_text(kind: str, count: int | None) -> str:
@@ -208,7 +193,7 @@ async def delete_session(request: HttpRequest, assistant_id: str, session_id: st
     session, assistant = await sync_to_async(_own_session)(user, assistant_id, session_id)
     if request.method != "POST":
         return await sync_to_async(render)(request, "betaassi_django/session_delete.html", {
-            "session": session, "assistant": assistant, "last_used": last_used(session.touched_at, timezone.now()),
+            "session": session, "assistant": assistant,
             "context_text": context_text(session.kind, session.context_messages)})
     event_id = await _publish(request, assistant.sessions.delete, session_id)
     if event_id is None:
