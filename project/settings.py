@@ -38,6 +38,9 @@ ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 
 INSTALLED_APPS = [
     "daphne",
+    # Before django.contrib.admin: the app's admin/base_site.html (favicon, the admin's styles) is the admin's.
+    "betaassi_django.assistants_api",
+    "betaassi_django",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -45,8 +48,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
-    "betaassi_django.assistants_api",
-    "betaassi_django",
 ]
 
 MIDDLEWARE = [

@@ -2,8 +2,8 @@
 
 Each page is screenshot, must not scroll sideways and must pass axe-core (``tests/browser_checks.py``); the
 sessions changelist keeps its Status and Chat columns on screen at 1280 px, and the Publish queue button of an
-assistant whose id holds ``_`` reaches the queue page. The server runs ``tests.admin_browser_settings`` (the
-app's templates ahead of the admin's, as docs/admin.md asks), so every admin page links the app's favicon.
+assistant whose id holds ``_`` reaches the queue page. The server runs ``tests.settings`` (the
+project's, where the app comes ahead of the admin as docs/admin.md asks), so every admin page links the app's favicon.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ print(desk.id, bare.id)
 
 @pytest.fixture(scope="module")
 def server():
-    env = {"DJANGO_SETTINGS_MODULE": "tests.admin_browser_settings", "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
+    env = {"DJANGO_SETTINGS_MODULE": "tests.settings", "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
     with scratch_database_url(_database_url()) as url:
         live = LiveServer(url, env=env, cwd=settings.BASE_DIR)
         live.manage("migrate", "--run-syncdb", "--noinput", "-v", "0")  # the test app has no migrations

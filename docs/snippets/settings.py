@@ -4,10 +4,10 @@
 
 INSTALLED_APPS = [
     "daphne",  # first, so that `runserver` serves the ASGI application
+    "betaassi_django.assistants_api",  # the embedded /v1 Assistants API (the default backend)
+    "betaassi_django",  # before django.contrib.admin: its admin/base_site.html is the admin's (docs/admin.md)
     *INSTALLED_APPS,
     "channels",
-    "betaassi_django.assistants_api",  # the embedded /v1 Assistants API (the default backend)
-    "betaassi_django",
 ]
 
 # daphne loads the application of asgi.py: Django's views, the chat WebSockets and the processor.
