@@ -17,6 +17,7 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
 from betaassi_django.client import get_client
+from betaassi_django.forms import check_settings
 from betaassi_django.models import Session
 from betaassi_django.publishing import kinds
 from betaassi_django.publishing.events import Event, Rejected, check_session_args, check_session_id
@@ -98,11 +99,7 @@ class SessionForm(forms.ModelForm):
             self.fields["owner"].required = True
 
     def clean(self) -> dict:
-        data = super().clean()
-        data["context_messages"] = kinds.kept_context(data.get("kind"), data.get("context_messages"))
-        if "context_messages" not in self.errors and kinds.context_refusal(data.get("kind"), data["context_messages"]):
-            self.add_error("context_messages", kinds.ASK_FOR_COUNT)
-        data["model"] = data.get("model") or None
+        data = check_settings(self, super().clean())  # the checks every session form shares
         if not self.instance.pk and data.get("session_id"):
             try:
                 check_session_id(data["session_id"])
