@@ -58,7 +58,12 @@ def test_both_servers_stream_the_same_frames(servers):
             return await asyncio.gather(_collect(one, 2), _collect(two, 2))
 
     seen_one, seen_two = asyncio.run(talk())
-    assert seen_one == seen_two  # identical delta streams on both servers
+    # The same frames on both servers, each turn's in the same order. The two turns' frames may interleave
+    # differently: each connection gets its own process's turn directly and the other's through Redis, which
+    # can lag behind the next turn when the machine is busy.
+    assert sorted(map(json.dumps, seen_one)) == sorted(map(json.dumps, seen_two))
+    for run_id in {f.get("run_id") for f in seen_one} - {None}:
+        assert [f for f in seen_one if f.get("run_id") == run_id] == [f for f in seen_two if f.get("run_id") == run_id]
     created = [f["message"]["content"] for f in seen_one if f["type"] == "message.created"]
     assert sorted(created) == ["from one", "from two"]
     completed = [f["message"]["content"] for f in seen_one if f["type"] == "message.completed"]
