@@ -12,7 +12,7 @@ from django.conf import settings
 from playwright.sync_api import expect
 
 from betaassi_django.testing import LiveServer, scratch_database_url
-from tests.browser_checks import VIEWPORTS, check_page, new_page
+from tests.browser_checks import VIEWPORTS, check_page, new_page, shoot
 from tests.conftest import _database_url
 from tests.fake_upstream import Calls, FakeUpstream, Text
 
@@ -86,10 +86,15 @@ def test_the_pages_fit_pass_axe_and_ask_for_no_favicon_ico(chromium, server, siz
     send(page, MARKDOWN)
     check_page(page, "chat-markdown")
 
-    # The composer is inside the viewport, below the log, whatever the log holds.
-    box, height = page.locator("#composer").bounding_box(), page.viewport_size["height"]
-    assert box["y"] + box["height"] <= height
-    assert page.evaluate("document.scrollingElement.scrollHeight") <= height
+    # The composer is inside the viewport, below the log, whatever the log holds; also when an on-screen
+    # keyboard takes the lower half (interactive-widget=resizes-content: the layout viewport shrinks).
+    for height in (page.viewport_size["height"], page.viewport_size["height"] // 2):
+        page.set_viewport_size({"width": page.viewport_size["width"], "height": height})
+        box = page.locator("#composer").bounding_box()
+        assert box["y"] > page.locator("#log").bounding_box()["y"]
+        assert box["y"] + box["height"] <= height
+        assert page.evaluate("document.scrollingElement.scrollHeight") <= height
+    shoot(page, "chat-keyboard")
     icon = page.locator("link[rel=icon]").get_attribute("href")
     assert icon == "/static/betaassi_django/favicon.svg"
     answer = page.request.get(server.url + icon)
@@ -286,4 +291,41 @@ def test_the_page_shows_which_function_runs_and_how_it_ended(chromium, desk_serv
     check_page(page, "chat-tools")
     page.set_viewport_size(VIEWPORTS["phone"])
     check_page(page, "chat-tools")
+    page.context.close()
+
+
+#: Records the frame (document.timeline.currentTime) of every Markdown render the chat page makes, by wrapping
+#: markdown.js's render as chat.js picks it up.
+COUNT_RENDERS = """
+let wrapped;
+window.__renders = [];
+Object.defineProperty(window, "betaassiMarkdown", {configurable: true, get: () => wrapped,
+  set: (real) => { wrapped = {render: (...args) => {
+    window.__renders.push(document.timeline.currentTime); return real.render(...args); }}; }});
+"""
+
+
+def test_a_fast_reply_is_rendered_once_per_frame_not_once_per_delta(chromium, desk_server):
+    words = [f"**w{i}** " for i in range(200)]
+    desk_server.fake.script(Text(words, delay=0.005))  # about a second of deltas
+    page = new_page(chromium, "desktop")
+    page.add_init_script(COUNT_RENDERS)
+    deltas = []
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda payload: deltas.append(1) if '"message.delta"' in payload else None))
+    log_in(page, desk_server)
+    start_chat(page, desk_server, "Weather desk")
+    page.evaluate("window.__renders = []")
+    page.fill("#content", "Count your words.")
+    page.press("#content", "Enter")
+    page.locator(".msg.assistant.streaming").wait_for()
+    # A busy page (a slow phone): the deltas that arrive meanwhile wait, then come in one frame's time.
+    page.evaluate("() => { const end = performance.now() + 400; while (performance.now() < end); }")
+    reply = page.locator(".msg.assistant").last
+    page.locator(".msg.assistant:not(.streaming) strong", has_text="w199").wait_for()
+    assert reply.locator("strong").count() == 200
+    frames = page.evaluate("window.__renders")
+    assert len(deltas) >= 50, len(deltas)  # the run engine passed them on one by one, not in a few lumps
+    assert len(frames) == len(set(frames)), "two renders in one frame"
+    assert 1 <= len(frames) < len(deltas), (len(frames), len(deltas))  # several deltas shared a frame
     page.context.close()
