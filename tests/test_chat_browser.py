@@ -94,6 +94,7 @@ def test_the_pages_fit_pass_axe_and_ask_for_no_favicon_ico(chromium, server, siz
         assert box["y"] > page.locator("#log").bounding_box()["y"]
         assert box["y"] + box["height"] <= height
         assert page.evaluate("document.scrollingElement.scrollHeight") <= height
+        expect(page.locator(".msg.assistant").last.locator(".body > p").last).to_be_in_viewport()
     shoot(page, "chat-keyboard")
     icon = page.locator("link[rel=icon]").get_attribute("href")
     assert icon == "/static/betaassi_django/favicon.svg"

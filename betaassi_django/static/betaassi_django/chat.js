@@ -39,6 +39,7 @@
   let follow = true;
   log.addEventListener("scroll", () => { follow = log.scrollHeight - log.scrollTop - log.clientHeight < 48; });
   const followLog = () => { if (follow) log.scrollTop = log.scrollHeight; };
+  new ResizeObserver(followLog).observe(log);  // the keyboard opening shrinks the log: keep its end in view
   function show(found, text, now = false) {
     found.text = text;
     if (found.role !== "assistant") {
