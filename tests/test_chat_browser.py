@@ -272,7 +272,8 @@ def desk_server(tmp_path_factory):
 
 
 def test_the_page_shows_which_function_runs_and_how_it_ended(chromium, desk_server):
-    desk_server.fake.script(Calls([("get_weather", '{"city": "Paris"}'), ("open_ticket", '{"summary": "cold"}')]),
+    desk_server.fake.script(Calls([("get_weather", '{"city": "Paris"}'), ("open_ticket", '{"summary": "cold"}')],
+                                  text=["Let me ", "check."]),
                             Text(["It is **21 °C** ", "in Paris."]))
     page = new_page(chromium, "desktop")
     log_in(page, desk_server)
@@ -283,12 +284,16 @@ def test_the_page_shows_which_function_runs_and_how_it_ended(chromium, desk_serv
     assert page.inner_text("#session-info").startswith("Weather desk ·")
     # get_weather takes 1.5 s: it is shown running while open_ticket has already failed.
     page.locator(".tools li.running", has_text="Calling get_weather…").wait_for()
+    # The text before the calls completed as a message of its own; the run goes on, so Stop stays offered.
+    assert page.locator(".msg.assistant .body").first.inner_text() == "Let me check."
+    assert page.locator("#stop").is_visible()
     page.locator(".tools li.failed", has_text="open_ticket failed").wait_for()
     page.locator(".tools li.done", has_text="get_weather done").wait_for()
     assert sorted(lines.all_inner_texts()) == ["get_weather done", "open_ticket failed"]
     reply = page.locator(".msg.assistant:not(.streaming)").last
     reply.locator(".body strong", has_text="21 °C").wait_for()
     assert reply.locator(".body").inner_text() == "It is 21 °C in Paris."
+    assert page.locator(".msg.assistant .body").all_inner_texts() == ["Let me check.", "It is 21 °C in Paris."]
     check_page(page, "chat-tools")
     page.set_viewport_size(VIEWPORTS["phone"])
     check_page(page, "chat-tools")

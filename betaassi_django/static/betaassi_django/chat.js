@@ -153,6 +153,7 @@
       show(found, frame.message.content);
       entries.set(frame.message.id, found);
       endRun(frame.run_id);
+      entries.delete(frame.run_id);  // the run may go on (function calls): its next message gets a bubble of its own
       announce("Reply finished.");
     },
     "run.failed"(frame) {
@@ -168,6 +169,7 @@
       }
     },
     "tool.started"(frame) {
+      if (activeRun !== frame.run_id) setRun(frame.run_id);  // a message completed before the call: still running
       const line = toolLine(frame.run_id, frame.call_id, frame.name);
       line.className = "running";
       line.textContent = `Calling ${frame.name}…`;
