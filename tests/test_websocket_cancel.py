@@ -1,7 +1,7 @@
 """Stopping a reply: the ``run.cancel`` frame (the contract: docs/websocket.md), through the project's ASGI stack.
 
 The echo responder streams slowly (``BETAASSI_ECHO_DELAY``) so a run is still answering when the cancel
-arrives; the run engine is the embedded API's, in this process. ``test_websocket_cancel_live`` does the same
+arrives; the run engine is the embedded API's, in this process. ``test_websocket_live`` does the same
 across two daphne processes.
 """
 
