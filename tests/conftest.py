@@ -30,8 +30,10 @@ def _database_url() -> str:
 
 def pytest_collection_modifyitems(items):
     """In-process scenarios and model tests use the test database, committed: the run engine's thread
-    must see it."""
+    must see it. A test that drives Chromium is marked ``browser``."""
     for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "in_process" in (params.get("client"), params.get("aclient")) or "backend" in params:
             item.add_marker(pytest.mark.django_db(transaction=True))
