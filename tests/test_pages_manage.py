@@ -203,7 +203,7 @@ def test_bad_input_is_the_form_again_with_the_field_named_and_nothing_published(
     assert Session.objects.get(session_id="mine").kind == "default"
 
 
-def test_a_model_the_allow_list_no_longer_has_is_refused(web, alice, support, monkeypatch):
+def test_a_model_the_allow_list_no_longer_has_is_refused(web, alice, support, monkeypatch, no_wait):
     sessions_of(support, alice, mine="default")
     monkeypatch.setattr(Support, "allowed_models", ["gpt-4o-mini"])
     assert web.post(url(support, "mine", "edit"), {"kind": "default", "model": "gpt-4o-mini"}).status_code == 302
