@@ -335,3 +335,46 @@ def test_a_fast_reply_is_rendered_once_per_frame_not_once_per_delta(chromium, de
     assert len(frames) == len(set(frames)), "two renders in one frame"
     assert 1 <= len(frames) < len(deltas), (len(frames), len(deltas))  # several deltas shared a frame
     page.context.close()
+
+
+VIEWER = '''
+from django.contrib.auth.models import Permission, User
+if not User.objects.filter(username="viewer").exists():
+    viewer = User.objects.create_user("viewer", password="viewer-pass-1")
+    viewer.user_permissions.add(
+        Permission.objects.get(codename="view_session", content_type__app_label="betaassi_django"))
+'''
+
+
+@pytest.mark.parametrize("size", list(VIEWPORTS))
+def test_a_read_only_viewer_watches_the_owners_reply_and_cannot_send_or_stop(chromium, server, size):
+    """Someone with view_session on another user's session: the page fits and passes axe, the composer is
+    disabled, no Stop is offered (a reader may not cancel), and the owner's reply streams in as it does for them."""
+    owner = new_page(chromium, size)
+    log_in(owner, server)
+    start_chat(owner, server)
+    server.manage("shell", "-c", VIEWER)
+    viewer = new_page(chromium, size)
+    viewer.goto(server.url + "/accounts/login/")
+    viewer.fill("#id_username", "viewer")
+    viewer.fill("#id_password", "viewer-pass-1")
+    viewer.click("#login")
+    viewer.wait_for_url(server.url + "/")
+    viewer.goto(owner.url)
+    viewer.wait_for_selector("#status.connected")
+    assert viewer.locator("#read-only").inner_text().startswith(f"Read-only: this is {server.demo[0]}'s session.")
+    assert viewer.locator("#content").is_disabled() and viewer.locator("#send").is_disabled()
+
+    owner.fill("#content", LONG)
+    owner.press("#content", "Enter")
+    viewer.locator(".msg.assistant.streaming").wait_for()
+    assert owner.locator("#stop").is_visible() and not viewer.locator("#stop").is_visible()
+    viewer.keyboard.press("Escape")  # Escape is the owner's stop, not a reader's
+    check_page(viewer, "chat-read-only")
+    owner.locator("#stop").click()
+    for page in (owner, viewer):
+        page.locator(".msg.assistant.stopped .end-note", has_text="Stopped").wait_for()
+    assert viewer.locator(".msg.assistant .body").inner_text() == owner.locator(".msg.assistant .body").inner_text()
+    assert viewer.locator("#notice").inner_text() == ""  # no run.cancel was sent, so no read_only error came back
+    owner.context.close()
+    viewer.context.close()
