@@ -258,6 +258,14 @@ def alice():
     return get_user_model().objects.create_user("alice", password="secret-pass-1")
 
 
+@pytest.fixture
+def bob():
+    """A second ordinary user: someone else's sessions, ids and runs."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("bob", password="secret-pass-2")
+
+
 def wait_for_run(client, thread_id: str, run_id: str, timeout: float = 30, interval: float = 0.02):
     """The run once it has left queued / in_progress / cancelling."""
     deadline = time.monotonic() + timeout

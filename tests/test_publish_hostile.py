@@ -10,7 +10,6 @@ import json
 import openai
 import pytest
 from django.contrib.admin.utils import quote
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
@@ -24,16 +23,6 @@ from tests.conftest import client_of
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="x")
-
-
-@pytest.fixture
-def bob():
-    return get_user_model().objects.create_user("bob", password="x")
 
 
 def raw(assistant, body: str) -> str:

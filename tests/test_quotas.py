@@ -40,11 +40,6 @@ def view_session() -> Permission:
 
 
 @pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="x")
-
-
-@pytest.fixture
 def limits(settings):
     settings.BETAASSI_MAX_SESSIONS_PER_USER_PER_ASSISTANT = 2
     settings.BETAASSI_MAX_SESSIONS_PER_USER = 3

@@ -13,7 +13,6 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from betaassi_django.client import get_client
@@ -92,11 +91,6 @@ def fake(settings):
         settings.BETAASSI_UPSTREAM_MAX_RETRIES = 0
         yield upstream
     assert upstream.violations == []
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="x")
 
 
 @pytest.fixture

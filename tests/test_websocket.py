@@ -34,11 +34,6 @@ def _cookie(user) -> bytes:
 
 
 @pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="x")
-
-
-@pytest.fixture
 def support(alice):
     support = Support.objects.create(name="support")
     support.sessions.create("chat-1", owner=alice)

@@ -12,7 +12,6 @@ import asyncio
 import httpx2
 import pytest
 from asgiref.sync import sync_to_async
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from betaassi_django.client import build_async_client, get_client, use_clients
@@ -25,16 +24,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 #: A reply of 62 words, 50 ms apart: about three seconds of streaming.
 LONG = "m0" + " word" * 60
 NOTHING = "no reply is running in this session"
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="x")
-
-
-@pytest.fixture
-def bob():
-    return get_user_model().objects.create_user("bob", password="x")
 
 
 @pytest.fixture

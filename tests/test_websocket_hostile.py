@@ -14,7 +14,6 @@ import re
 import pytest
 import websockets
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 
@@ -35,11 +34,6 @@ TOO_DEEP = f"frames nest at most {MAX_DEPTH} levels of arrays and objects"
 def _nested(depth: int) -> str:
     """A user.message with one extra field holding arrays nested so the frame is ``depth`` deep."""
     return '{"type": "user.message", "content": "hi", "x": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="x")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 
 from betaassi_django.client import get_client
 from tests.fake_upstream import Calls, Text
-from tests.test_tools_sessions import alice, desk, fake  # noqa: F401 (fixtures)
+from tests.test_tools_sessions import desk, fake  # noqa: F401 (fixtures)
 from tests.test_websocket import _ready, _reply, _turn
 
 pytestmark = pytest.mark.django_db(transaction=True)

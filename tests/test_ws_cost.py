@@ -15,7 +15,6 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.backends.signals import connection_created
 
@@ -26,11 +25,6 @@ from tests.test_websocket import _cookie, _ready, _reply, _turn
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="x")
 
 
 @pytest.fixture
