@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -34,6 +35,21 @@ def servers():
         yield first, second, [server.login(*login) for server in (first, second)], login
 
 
+@contextlib.asynccontextmanager
+async def one_on_each(servers, path: str):
+    """A socket to the session on each server, each as its own browser, once both said ``session.ready``."""
+    first, second, webs, _ = servers
+    async with (
+        websockets.connect(f"ws://127.0.0.1:{first.port}{path}",
+                           additional_headers=first.websocket_headers(webs[0])) as one,
+        websockets.connect(f"ws://127.0.0.1:{second.port}{path}",
+                           additional_headers=second.websocket_headers(webs[1])) as two,
+    ):
+        for socket in (one, two):
+            assert json.loads(await socket.recv())["type"] == "session.ready"
+        yield one, two
+
+
 async def _collect(socket, turns: int) -> list[dict]:
     frames = []
     while sum(f["type"] == "message.completed" for f in frames) < turns:
@@ -42,19 +58,12 @@ async def _collect(socket, turns: int) -> list[dict]:
 
 
 def test_both_servers_stream_the_same_frames(servers):
-    first, second, webs, _ = servers
+    webs = servers[2]
     assistant_id, session_id = start_session_from_page(webs[0])
     path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
 
     async def talk():
-        async with (
-            websockets.connect(f"ws://127.0.0.1:{first.port}{path}",
-                               additional_headers=first.websocket_headers(webs[0])) as one,
-            websockets.connect(f"ws://127.0.0.1:{second.port}{path}",
-                               additional_headers=second.websocket_headers(webs[1])) as two,
-        ):
-            for socket in (one, two):
-                assert json.loads(await socket.recv())["type"] == "session.ready"
+        async with one_on_each(servers, path) as (one, two):
             await one.send(json.dumps({"type": "user.message", "content": "from one"}))
             await two.send(json.dumps({"type": "user.message", "content": "from two"}))
             return await asyncio.gather(_collect(one, 2), _collect(two, 2))
@@ -142,19 +151,12 @@ def test_a_stop_pressed_on_another_process_stops_the_reply_everywhere(servers):
     """The turn runs in the first process, the stop is pressed in a tab on the second: the second finds the run
     from the session's thread, the first's engine notices the cancel, both tabs get the same ``run.failed``, and
     the partial reply stays in the thread."""
-    first, second, webs, _ = servers
+    _, second, webs, _ = servers
     assistant_id, session_id = start_session_from_page(webs[0])
     path = f"/ws/assistants/{assistant_id}/sessions/{session_id}/"
 
     async def talk():
-        async with (
-            websockets.connect(f"ws://127.0.0.1:{first.port}{path}",
-                               additional_headers=first.websocket_headers(webs[0])) as one,
-            websockets.connect(f"ws://127.0.0.1:{second.port}{path}",
-                               additional_headers=second.websocket_headers(webs[1])) as two,
-        ):
-            for socket in (one, two):
-                assert json.loads(await socket.recv())["type"] == "session.ready"
+        async with one_on_each(servers, path) as (one, two):
             await one.send(json.dumps({"type": "user.message", "content": LONG}))
             head = await _until(two, "message.delta")
             await two.send(json.dumps({"type": "run.cancel"}))
