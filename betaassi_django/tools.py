@@ -185,13 +185,9 @@ def _as_output(result: Any) -> str:
     return pydantic_core.to_json(result, fallback=str).decode()
 
 
-async def call_tool(tools: dict[str, FunctionTool], name: str, arguments: str, timeout: float) -> str:
-    """One call's output: the function's result, or an error the model can read."""
-    return (await _called(tools, name, arguments, timeout))[0]
-
-
-async def _called(tools: dict[str, FunctionTool], name: str, arguments: str, timeout: float) -> tuple[str, bool]:
-    """One call's output and whether the function returned (False: unknown, refused, raised or timed out)."""
+async def call_tool(tools: dict[str, FunctionTool], name: str, arguments: str, timeout: float) -> tuple[str, bool]:
+    """One call's output (the function's result, or an error the model can read) and whether the function
+    returned (False: unknown, refused, raised or timed out)."""
     tool = tools.get(name)
     if tool is None:
         return _error(f"unknown function {name!r}"), False
@@ -215,7 +211,7 @@ async def _reported(tools: dict[str, FunctionTool], call: Any, timeout: float, r
     if report is not None:
         await report(call, None)
     try:
-        output, ok = await _called(tools, call.function.name, call.function.arguments, timeout)
+        output, ok = await call_tool(tools, call.function.name, call.function.arguments, timeout)
     except asyncio.CancelledError:  # the run ended while it ran (``run_stream._outputs_unless_ended``)
         if report is not None:
             await report(call, False)
