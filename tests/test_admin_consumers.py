@@ -13,7 +13,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
-from betaassi_django.admin.common import id_cell
 from betaassi_django.client import get_client, use_clients
 from betaassi_django.models import ConsumerFailure, PublishedEvent, StreamThread
 from betaassi_django.publishing import lease
@@ -21,6 +20,7 @@ from betaassi_django.publishing.backend import PUBLISH_KEY
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.publishing.publisher import publish
+from betaassi_django.templatetags.betaassi import short_id
 from betaassi_django.testing import LiveServer, counting_client, free_port
 from tests.admin_paths import admin_path
 from tests.conftest import client_of
@@ -69,8 +69,8 @@ def test_the_queue_page_lists_each_consumer_with_its_position_lag_lease_and_fail
     ]
     until = page.context["consumers"][1].expires_at
     row = page.text.split('id="consumer-billing"')[1].split("</tr>")[0]
-    for cell in ('<td class="consumer-name">billing</td>', f'<code>{id_cell(billing.id)}</code>',
-                 f'<td class="consumer-hwm"><code>{id_cell(created)}</code></td>', '<td class="consumer-lag">1</td>',
+    for cell in ('<td class="consumer-name">billing</td>', f'<code>{short_id(billing.id)}</code>',
+                 f'<td class="consumer-hwm"><code>{short_id(created)}</code></td>', '<td class="consumer-lag">1</td>',
                  f'held by worker-a:41 until {until:%H:%M:%S} UTC', '<td class="consumer-failures">1</td>'):
         assert cell in row
     assert '<td class="consumer-hwm"><code>(none yet)</code></td>' in page.text
@@ -165,7 +165,7 @@ def test_application_events_show_their_type_a_data_preview_and_passed(web, staff
                               "type must not start with 'betaassi.' (the app's own events)")
     assert [e["body"] for e in page.context["events"] if e["id"] == reserved] == [body]
     assert [e["op"] for e in page.context["events"]][-1] == "session.create"
-    row = page.text.split(f"<code>{id_cell(small)}</code>")[1].split("</tr>")[0]
+    row = page.text.split(f"<code>{short_id(small)}</code>")[1].split("</tr>")[0]
     assert '<td class="event-type">order.created</td>' in row
     assert '<td class="event-status">passed</td>' in row
     assert "{&quot;note&quot;: &quot;café&quot;, &quot;order&quot;: 7, &quot;total&quot;: &quot;12.50&quot;}" in row

@@ -15,9 +15,8 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from django.utils import timezone
 
-from betaassi_django.admin.common import id_cell
 from betaassi_django.models import Assistant, Session
-from betaassi_django.templatetags.betaassi import ago, shorten, when_cell
+from betaassi_django.templatetags.betaassi import ago, short_id, shorten, when_cell
 from tests.admin_paths import admin_path
 from tests.test_admin_urls import odd  # noqa: F401 (a fixture)
 from tests.testapp.models import Support
@@ -81,14 +80,14 @@ def test_the_change_page_is_titled_and_crumbed_with_the_assistants_name(web):
 def test_ids_are_shortened_with_the_whole_id_on_hover(web, staff):
     desk = Assistant.objects.create(name="", model="gpt-4o-mini")
     assert shorten(desk.id) == f"asst_{desk.id[5:9]}…{desk.id[-5:]}"
-    assert id_cell(desk.id) == f'<span class="short-id" title="{desk.id}">{shorten(desk.id)}</span>'
-    assert shorten("s_3") == "s_3" and id_cell("s_3") == "s_3"
+    assert short_id(desk.id) == f'<span class="short-id" title="{desk.id}">{shorten(desk.id)}</span>'
+    assert shorten("s_3") == "s_3" and short_id("s_3") == "s_3"
     listing = web.get(admin_path(Assistant, "changelist")).content.decode()
-    assert f'<td class="field-backend_id">{id_cell(desk.id)}</td>' in listing
+    assert f'<td class="field-backend_id">{short_id(desk.id)}</td>' in listing
     desk.sessions.create("s-1", owner=staff)  # pending: the sessions list shows its event, shortened
     sessions = web.get(admin_path(Session, "changelist", assistant=desk.id))
     event_id = sessions.context["cl"].pending_creations[0]["event_id"]
-    assert f"<code>{id_cell(event_id)}</code>" in sessions.content.decode()
+    assert f"<code>{short_id(event_id)}</code>" in sessions.content.decode()
 
 
 def test_times_read_just_now_under_a_minute():

@@ -26,6 +26,7 @@ from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
 from betaassi_django.models import Session, assistant_models
 from betaassi_django.publishing import status
+from betaassi_django.templatetags.betaassi import short_id
 
 from . import queue_actions, queue_page
 from .audit import CHANGE, log_action, log_each
@@ -37,7 +38,6 @@ from .common import (
     admin_url,
     confirm_then,
     describe,
-    id_cell,
     informative_reads_failed,
     log_deleted,
 )
@@ -164,7 +164,7 @@ class AssistantAdmin(BackendAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def backend_id(self, obj) -> str:
-        return id_cell(obj.id)
+        return short_id(obj.id)
 
     @admin.display(description="queue lag")
     def queue_lag(self, obj) -> str:

@@ -16,8 +16,6 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 
-from betaassi_django.templatetags.betaassi import short_id
-
 #: Reads that only inform a page (queue lag, pending sessions) must not hold it up: no retries, a short timeout.
 INFORMATIVE_READ = {"max_retries": 0, "timeout": 10.0}
 
@@ -124,11 +122,6 @@ def admin_url(model, view: str, object_id=None, **query: str) -> str | None:
     except NoReverseMatch:
         return None
     return f"{url}?{urlencode(query)}" if query else url
-
-
-def id_cell(value) -> str:
-    """Every admin column showing a backend id: shortened to fit (``asst_LyTJ…FQ9WW``), the whole id on hover."""
-    return short_id(value)
 
 
 def confirm_then(action_name: str):

@@ -17,9 +17,9 @@ from django.utils.html import format_html
 
 from betaassi_django.models import Session
 from betaassi_django.models.lookup import all_assistants, find_assistant
-from betaassi_django.templatetags.betaassi import shorten, when_cell
+from betaassi_django.templatetags.betaassi import short_id, shorten, when_cell
 
-from .common import BackendAdminMixin, BackendFailed, admin_url, confirm_then, id_cell, log_deleted
+from .common import BackendAdminMixin, BackendFailed, admin_url, confirm_then, log_deleted
 from .session_forms import (
     SESSION_FIELDS,
     SessionForm,
@@ -112,9 +112,9 @@ class SessionAdmin(BackendAdminMixin, admin.ModelAdmin):
     def assistant_link(self, obj) -> str:
         assistant = getattr(obj, "assistant_obj", None)
         if assistant is None:
-            return format_html("{} (not mirrored)", id_cell(obj.assistant_id))
+            return format_html("{} (not mirrored)", short_id(obj.assistant_id))
         url = admin_url(type(assistant), "change", assistant.pk)
-        shown = assistant.name or id_cell(assistant.id)
+        shown = assistant.name or short_id(assistant.id)
         return format_html('<a href="{}">{}</a>', url, shown) if url else shown
 
     @admin.display(description="last used", ordering="touched_at")
