@@ -38,6 +38,11 @@ def check_settings(form: forms.BaseForm, data: dict, assistant=None) -> dict:
     return data
 
 
+def settings_of(data: dict) -> dict:
+    """kind, N and model of a session form's cleaned data, as ``assistant.sessions.create`` / ``update`` take them."""
+    return {"kind": data["kind"], "context_messages": data.get("context_messages"), "model": data.get("model")}
+
+
 class SessionSettingsForm(forms.Form):
     """A session's kind, N and model; the subclass names the assistant (``assistant_for``) and the models."""
 
@@ -110,6 +115,4 @@ class EditSessionForm(SessionSettingsForm):
         return self.assistant
 
     def changes(self) -> dict:
-        """kind, N and model as ``assistant.sessions.update`` takes them."""
-        data = self.cleaned_data
-        return {"kind": data["kind"], "context_messages": data["context_messages"], "model": data["model"]}
+        return settings_of(self.cleaned_data)

@@ -220,6 +220,7 @@ def chat(request: HttpRequest, assistant_id: str, session_id: str) -> HttpRespon
     assistant = find_assistant(assistant_id)
     return render(request, "betaassi_django/chat.html", {
         "session": session, "assistant": assistant, "sessions_url": reverse("betaassi:sessions"),
+        "context_text": context_text(session.kind, session.context_messages),
         "socket_path": f"/ws/assistants/{assistant_id}/sessions/{session_id}/",
         "read_only": not access.may_send(request.user, session), "foreign": session.owner_id != request.user.pk,
     })

@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
 from betaassi_django.client import get_client
-from betaassi_django.forms import check_settings
+from betaassi_django.forms import check_settings, settings_of
 from betaassi_django.models import Session
 from betaassi_django.publishing import kinds
 from betaassi_django.publishing.events import Event, Rejected, check_session_args, check_session_id
@@ -114,9 +114,7 @@ class SessionForm(forms.ModelForm):
         return data
 
     def changes(self) -> dict:
-        """kind, N and model as ``assistant.sessions.update`` takes them."""
-        data = self.cleaned_data
-        return {"kind": data["kind"], "context_messages": data.get("context_messages"), "model": data.get("model")}
+        return settings_of(self.cleaned_data)
 
     def check_limits(self, assistant, creating: bool) -> None:
         """The operator's limits the publisher applies (``betaassi_django.quotas``), as errors on the named
