@@ -158,6 +158,7 @@
     },
     "run.failed"(frame) {
       const found = endRun(frame.run_id) || entry("failed-" + Date.now(), "assistant");
+      if (pending.delete(found)) renderMarkdown(found.body, found.text);  // all that came, before its end note
       if (frame.status === "cancelled") {  // stopped: the partial reply stays as it was
         found.el.classList.add("stopped");
         endNote(found, "Stopped");
