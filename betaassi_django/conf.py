@@ -51,6 +51,9 @@ class BetaassiSettings:
     queue_prune_seconds: float
     queue_keep: int
     publish_sweep_seconds: float
+    file_max_bytes: int
+    embeddings_model: str
+    embeddings_dimensions: int
 
 
 def _read(name: str, default, cast=str):
@@ -116,6 +119,18 @@ def _queue_settings() -> dict:
             "publish_sweep_seconds": sweep}
 
 
+def _knowledge() -> dict:
+    """Files and vector stores (docs/knowledge.md): the largest upload, and the embeddings model that makes search
+    hybrid (empty: keyword search only, fully offline)."""
+    max_bytes = _read("BETAASSI_FILE_MAX_BYTES", 64 * 1024 * 1024, int)
+    dimensions = _read("BETAASSI_EMBEDDINGS_DIMENSIONS", 0, int)
+    if max_bytes <= 0 or dimensions < 0:
+        raise ImproperlyConfigured(f"BETAASSI_FILE_MAX_BYTES={max_bytes} must be positive and "
+                                   f"BETAASSI_EMBEDDINGS_DIMENSIONS={dimensions} not negative")
+    return {"file_max_bytes": max_bytes, "embeddings_model": _read("BETAASSI_EMBEDDINGS_MODEL", "").strip(),
+            "embeddings_dimensions": dimensions}
+
+
 def _recheck_seconds() -> float:
     seconds = _read("BETAASSI_WEBSOCKET_RECHECK_SECONDS", 15.0, float)
     if not seconds > 0:
@@ -154,6 +169,7 @@ def get() -> BetaassiSettings:
         **_run_timing(),
         **_limits(),
         **_queue_settings(),
+        **_knowledge(),
     )
 
 

@@ -5,7 +5,7 @@ A user's clone has no ``../shared``, so the tests read a subset committed under
 
     python scripts/extract_openapi_subset.py path/to/openai-openapi.yaml
 
-It keeps every path under ``/assistants`` and ``/threads`` and the transitive
+It keeps every path under ``/assistants``, ``/threads``, ``/files`` and ``/vector_stores`` and the transitive
 closure of the component schemas they (and the stream events) reference, and
 writes two files:
 
@@ -42,9 +42,16 @@ REQUEST_SCHEMAS = (
     "CreateThreadAndRunRequest",
     "ModifyRunRequest",
     "SubmitToolOutputsRunRequest",
+    "CreateFileRequest",
+    "CreateVectorStoreRequest",
+    "UpdateVectorStoreRequest",
+    "CreateVectorStoreFileRequest",
+    "UpdateVectorStoreFileAttributesRequest",
+    "CreateVectorStoreFileBatchRequest",
+    "VectorStoreSearchRequest",
 )
 ANNOTATIONS = ("description", "example", "x-oaiMeta", "title", "x-oaiTypeLabel", "x-stainless-const")
-PATH_PREFIXES = ("/assistants", "/threads")
+PATH_PREFIXES = ("/assistants", "/threads", "/files", "/vector_stores")
 EXTRA_SCHEMAS = ("AssistantStreamEvent", "ErrorResponse", "Error")
 
 

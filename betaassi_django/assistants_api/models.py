@@ -174,6 +174,104 @@ class RunStep(StoredObject):
     failed_at = models.BigIntegerField(null=True)
     completed_at = models.BigIntegerField(null=True)
     usage = models.JSONField(null=True)
+    #: Upstream output items to send back with this step's calls (the Responses API's reasoning items); not part
+    #: of the API.
+    carried_items = models.JSONField(null=True)
+
+
+def _file_id() -> str:
+    return new_id("file").replace("_", "-", 1)  # OpenAI's file ids read ``file-…``
+
+
+def _vector_store_id() -> str:
+    return new_id("vs")
+
+
+def _file_batch_id() -> str:
+    return new_id("vsfb")
+
+
+def file_path(file: File, filename: str) -> str:
+    """Where a file's bytes go in the project's storage: by id, never by the client's name (which the API keeps
+    only as ``filename``)."""
+    return f"betaassi/files/{file.id}"
+
+
+class File(StoredObject):
+    """An uploaded file (``OpenAIFile``); its bytes are in the project's default storage (``storages["default"]``)."""
+
+    id = models.CharField(max_length=64, unique=True, default=_file_id)
+    bytes = models.BigIntegerField(default=0)
+    filename = models.CharField(max_length=255)
+    purpose = models.CharField(max_length=32)
+    expires_at = models.BigIntegerField(null=True)
+    content = models.FileField(upload_to=file_path, max_length=255)
+    #: The Content-Type the client sent (not part of the API; ingestion reads the name's extension first).
+    content_type = models.CharField(max_length=255, blank=True, default="")
+
+
+class VectorStore(StoredObject):
+    """A vector store; ``file_counts`` are counted from its files' statuses when it is read."""
+
+    id = models.CharField(max_length=64, unique=True, default=_vector_store_id)
+    name = models.CharField(max_length=256, null=True)
+    status = models.CharField(max_length=16, default="completed")
+    usage_bytes = models.BigIntegerField(default=0)
+    expires_after = models.JSONField(null=True)
+    expires_at = models.BigIntegerField(null=True)
+    last_active_at = models.BigIntegerField(null=True)
+
+
+class VectorStoreFileBatch(StoredObject):
+    id = models.CharField(max_length=64, unique=True, default=_file_batch_id)
+    vector_store = models.ForeignKey(VectorStore, on_delete=models.CASCADE, related_name="batches")
+    status = models.CharField(max_length=16, default="in_progress")
+
+
+class VectorStoreFile(models.Model):
+    """A file in a vector store (its public id is the file's id); ingestion moves ``status`` from ``in_progress``
+    to ``completed`` or ``failed``. ``claimed_at``: when a process took it to ingest (a lease, so that a process
+    killed mid-work leaves it to another)."""
+
+    seq = models.BigAutoField(primary_key=True)
+    vector_store = models.ForeignKey(VectorStore, on_delete=models.CASCADE, related_name="files")
+    file_id = models.CharField(max_length=64)
+    batch = models.ForeignKey(VectorStoreFileBatch, null=True, on_delete=models.SET_NULL, related_name="files")
+    created_at = models.BigIntegerField(default=now)
+    status = models.CharField(max_length=16, default="in_progress")
+    usage_bytes = models.BigIntegerField(default=0)
+    last_error = models.JSONField(null=True)
+    chunking_strategy = models.JSONField(default=dict)
+    attributes = models.JSONField(null=True)
+    claimed_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [models.UniqueConstraint(fields=["vector_store", "file_id"],
+                                               name="assistants_api_one_file_per_store")]
+        indexes = [models.Index(fields=["status"], condition=Q(status="in_progress"),
+                                name="assistants_api_vsfile_pending")]
+
+    def __str__(self) -> str:
+        return self.file_id
+
+
+class Chunk(models.Model):
+    """One chunk of a vector store file's text, as search returns it. ``embedding``: float32 values, little
+    endian, when an embeddings endpoint is configured. The keyword index over ``text`` is the database's own
+    (see ``knowledge``)."""
+
+    vector_store_file = models.ForeignKey(VectorStoreFile, on_delete=models.CASCADE, related_name="chunks")
+    vector_store_id = models.CharField(max_length=64)
+    file_id = models.CharField(max_length=64)
+    index = models.IntegerField()
+    text = models.TextField()
+    tokens = models.IntegerField(default=0)
+    embedding = models.BinaryField(null=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["vector_store_id", "file_id"])]
 
 
 def hash_key(raw_key: str) -> str:
