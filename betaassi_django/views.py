@@ -96,6 +96,28 @@ async def _publish(request: HttpRequest, call, *args, **kwargs) -> str | None:
         return None
 
 
+async def _still_pending(request: HttpRequest, assistant, session_id: str) -> bool:
+    """True, with the user told why, when an earlier change or deletion of the session is still in the queue.
+
+    One pending event per session: the assistant's queue is shared by all its users, so a user posting changes in
+    a loop would otherwise delay everyone else's. A queue that cannot be read leaves the decision to the publish
+    itself (which then fails with its own message)."""
+    def pending() -> list[str]:
+        try:
+            return queue_status(assistant, api=get_client().with_options(**PENDING_READ)).pending_by_session().get(
+                session_id, [])
+        except (ValueError, openai.APIError):
+            return []
+
+    ops = await sync_to_async(pending)()
+    if not ops:
+        return False
+    waiting = "deletion" if "session.delete" in ops else "change"
+    messages.error(request, f"Session {session_id} has a {waiting} that is not applied yet; wait until it is, "
+                            "then try again.")
+    return True
+
+
 async def _verdict(assistant, event_id: str) -> tuple[str | None, str]:
     """The processor's (status, reason) for the event, or (None, "") when it did not come in time."""
     try:
@@ -160,6 +182,8 @@ async def edit_session(request: HttpRequest, assistant_id: str, session_id: str)
                 session.kind, session.context_messages, session.model or None):
             messages.info(request, f"Session {session_id} already has these settings; nothing changed.")
             return redirect("betaassi:sessions")
+        if await _still_pending(request, assistant, session_id):
+            return redirect("betaassi:sessions")
         try:
             event_id = await _publish(request, assistant.sessions.update, session_id, **changes)
         except ValidationError as exc:
@@ -195,6 +219,8 @@ async def delete_session(request: HttpRequest, assistant_id: str, session_id: st
         return await sync_to_async(render)(request, "betaassi_django/session_delete.html", {
             "session": session, "assistant": assistant,
             "context_text": context_text(session.kind, session.context_messages)})
+    if await _still_pending(request, assistant, session_id):
+        return redirect("betaassi:sessions")
     event_id = await _publish(request, assistant.sessions.delete, session_id)
     if event_id is None:
         return redirect("betaassi:sessions")

@@ -128,7 +128,8 @@ def test_csrf_is_enforced_and_the_pages_forms_carry_it(alice, support, no_wait):
     for action, data in (("edit", {"kind": "oneshot"}), ("delete", {})):
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', web.get(url(support, "mine", action)).text)[1]
         assert web.post(url(support, "mine", action), {**data, "csrfmiddlewaretoken": token}).status_code == 302
-    assert Processor().run_once() == 2
+        assert Processor().run_once() == 1  # one pending event per session: the change is applied first
+    assert not Session.objects.filter(session_id="mine").exists()
 
 
 @pytest.mark.parametrize(("data", "kept", "shown"), [
@@ -232,36 +233,45 @@ def test_a_change_the_processor_refuses_says_why(web, alice, support, processor)
     assert (session.kind, session.model) == ("default", None)
 
 
-def test_a_session_someone_else_deleted_meanwhile_is_already_deleted(web, alice, support, request):
-    """The admin's deletion is pending when the owner's is published: the processor applies the first, and the
-    owner's page says the session was already deleted."""
-    import threading
-    import time
-
-    from django.db import connection
-
+def test_a_pending_deletion_refuses_the_owners_change_and_deletion_until_applied(web, alice, support, no_wait):
+    """The admin's deletion is pending: the owner's change and deletion are refused, saying why, and publish
+    nothing (one pending event per session); the processor then applies the admin's."""
     from betaassi_django.publishing.status import queue_status
 
     sessions_of(support, alice, mine="default")
     support.sessions.delete("mine")  # the admin's, not applied yet
-    answers = []
-
-    def delete_from_the_page() -> None:
-        try:
-            answers.append(web.post(url(support, "mine", "delete"), follow=True))
-        finally:
-            connection.close()  # this thread's own (PostgreSQL drops the test database only once none is left)
-
-    owner = threading.Thread(target=delete_from_the_page)
-    owner.start()
-    deadline = time.monotonic() + 5
-    while len(queue_status(support).pending) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert queue_status(support).pending_by_session() == {"mine": ["session.delete", "session.delete"]}
-    request.getfixturevalue("processor")  # now the processor runs, while the page waits for its verdict
-    owner.join(15)
-    assert "Session mine was already deleted." in answers[0].text
+    for action, data in (("edit", {"kind": "oneshot"}), ("delete", {})):
+        done = web.post(url(support, "mine", action), data, follow=True)
+        assert done.redirect_chain == [("/", 302)]
+        assert "Session mine has a deletion that is not applied yet; wait until it is, then try again." in done.text
+        assert "Deleting…" in row(done, "mine")
+    assert queue_status(support).pending_by_session() == {"mine": ["session.delete"]}
+    assert Processor().run_once() == 1
     assert not Session.objects.filter(session_id="mine").exists()
+
+
+def test_changes_posted_in_a_loop_publish_one_event_until_it_is_applied(web, alice, support, no_wait):
+    """The queue is shared by every user of the assistant: a user looping on the change page adds one event, not
+    one per post, so other users' changes are not delayed behind theirs."""
+    from betaassi_django.publishing.status import queue_status
+
+    sessions_of(support, alice, mine="default", other="default")
+    assert web.post(url(support, "mine", "edit"), {"kind": "oneshot"}).status_code == 302
+    for n in range(1, 6):
+        done = web.post(url(support, "mine", "edit"), {"kind": "manyshots", "context_messages": str(n)},
+                        follow=True)
+        assert "Session mine has a change that is not applied yet; wait until it is, then try again." in done.text
+    refused = web.post(url(support, "mine", "delete"), follow=True)
+    assert "Session mine has a change that is not applied yet" in refused.text
+    # Another session of the same user is not held up by it.
+    assert web.post(url(support, "other", "edit"), {"kind": "oneshot"}).status_code == 302
+    assert queue_status(support).pending_by_session() == {"mine": ["session.update"], "other": ["session.update"]}
+    assert Processor().run_once() == 2
+    assert Session.objects.get(session_id="mine").kind == "oneshot"
+    web.post(url(support, "mine", "edit"), {"kind": "manyshots", "context_messages": "3"})
+    assert Processor().run_once() == 1
+    mine = Session.objects.get(session_id="mine")
+    assert (mine.kind, mine.context_messages) == ("manyshots", 3)
 
 
 def test_a_backend_that_does_not_answer_is_a_message_never_a_500(web, alice, support):
