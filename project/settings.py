@@ -144,6 +144,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Uploaded files (the embedded API's /v1/files) go to the default storage: local files under MEDIA_ROOT here; a
+# deployment may set STORAGES["default"] to any django-storages backend instead (docs/knowledge.md). Never served
+# as static files: the API streams them to callers with a key.
+MEDIA_ROOT = env("MEDIA_ROOT", default=str(BASE_DIR / "media"))
 # daphne serves the static files itself (project/asgi.py) in development, and wherever this is set: the
 # test servers (betaassi_django.testing.LiveServer) run with DEBUG off and still need the admin's CSS and JS.
 SERVE_STATIC = env.bool("SERVE_STATIC", default=DEBUG)

@@ -1,11 +1,19 @@
 """The project's settings plus a test app whose models subclass the entity bases."""
 
+import atexit
 import os
 import secrets
+import shutil
+import tempfile
 
 # DEBUG is off in tests, as deployed, so the project refuses to start without a real key: one per test run,
 # inherited by the servers and processors the tests start (a LiveServer keeps one it is given).
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+# Uploaded files go to a directory of this test run, never into the checkout; the servers the tests start inherit
+# it (project/settings.py reads MEDIA_ROOT). Removed when the run that made it exits.
+if "MEDIA_ROOT" not in os.environ:
+    os.environ["MEDIA_ROOT"] = tempfile.mkdtemp(prefix="betaassi-media-")
+    atexit.register(shutil.rmtree, os.environ["MEDIA_ROOT"], ignore_errors=True)
 
 from project.settings import *  # noqa: F403
 from project.settings import BASE_DIR, DATABASES, INSTALLED_APPS

@@ -4,7 +4,9 @@
 official specification (see its NOTICE). ``ValidatingTransport`` wraps any
 httpx2 transport (in-process or real HTTP): each JSON body is checked against
 the schema the specification gives for its operation and status, each
-server-sent event against the schema of its event name. ``VALIDATED`` counts
+server-sent event against the schema of its event name; a file's raw bytes
+(``downloadFile``, whose 200 the specification types as a bare string) must
+not come back as JSON. ``VALIDATED`` counts
 what was checked, per operation id and transport kind, so the suite can prove
 it covered every endpoint.
 """
@@ -100,14 +102,28 @@ def _check(validator: Draft202012Validator, instance, what: str) -> None:
         raise SpecViolation(f"{what} does not match the specification: {detail}")
 
 
-def validate_json(method: str, path: str, status: int, body: bytes, kind: str) -> None:
+def _is_raw_content(schema: dict) -> bool:
+    """Whether a 200's schema is a bare ``{"type": "string"}``: how the specification describes an endpoint that
+    returns a file's raw bytes (``downloadFile``; OpenAI sends them as they are, not as a JSON string)."""
+    return schema == {"type": "string"}
+
+
+def validate_json(method: str, path: str, status: int, body: bytes, kind: str,
+                  content_type: str = "application/json") -> None:
+    """Validate a response body against its operation's schema. A 200 of raw content (``_is_raw_content``) must
+    come with a Content-Type other than JSON and may hold any bytes; every other body must be JSON."""
     op_id, op = operation(method, path)
-    data = json.loads(body)
     if status == 200:
         schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+        if _is_raw_content(schema):
+            if content_type.startswith("application/json"):
+                raise SpecViolation(f"{op_id} 200 returned JSON, not the file's raw bytes")
+            VALIDATED[(op_id, status, kind)] += 1
+            return
+        data = json.loads(body)
         _check(schema_validator(_ref_name(schema)), data, f"{op_id} 200 body")
     else:
-        _check(schema_validator("ErrorResponse"), data, f"{op_id} {status} body")
+        _check(schema_validator("ErrorResponse"), json.loads(body), f"{op_id} {status} body")
     VALIDATED[(op_id, status, kind)] += 1
 
 
@@ -196,7 +212,7 @@ class ValidatingTransport(httpx2.BaseTransport):
             stream = _CheckedSyncStream(response.stream, _SSEChecker(method, path, self.kind))
             return httpx2.Response(response.status_code, headers=response.headers, stream=stream, request=request)
         body = response.read()
-        validate_json(method, path, response.status_code, body, self.kind)
+        validate_json(method, path, response.status_code, body, self.kind, response.headers.get("content-type", ""))
         return httpx2.Response(response.status_code, headers=response.headers, content=body, request=request)
 
     def close(self) -> None:
@@ -216,7 +232,7 @@ class AsyncValidatingTransport(httpx2.AsyncBaseTransport):
             stream = _CheckedAsyncStream(response.stream, _SSEChecker(method, path, self.kind))
             return httpx2.Response(response.status_code, headers=response.headers, stream=stream, request=request)
         body = await response.aread()
-        validate_json(method, path, response.status_code, body, self.kind)
+        validate_json(method, path, response.status_code, body, self.kind, response.headers.get("content-type", ""))
         return httpx2.Response(response.status_code, headers=response.headers, content=body, request=request)
 
     async def aclose(self) -> None:

@@ -17,10 +17,10 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
-def _limit(query: QueryDict) -> int:
+def _limit(query: QueryDict, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
     raw = query.get("limit")
     if raw is None or raw == "":
-        return DEFAULT_LIMIT
+        return default
     try:
         if not raw.isascii() or not raw.lstrip("-").isdigit():
             raise ValueError(raw)
@@ -31,9 +31,9 @@ def _limit(query: QueryDict) -> int:
             param="limit",
             code="invalid_type",
         ) from None
-    if not 1 <= limit <= MAX_LIMIT:
+    if not 1 <= limit <= maximum:
         side = "below minimum" if limit < 1 else "above maximum"
-        bound = ">= 1" if limit < 1 else f"<= {MAX_LIMIT}"
+        bound = ">= 1" if limit < 1 else f"<= {maximum}"
         raise invalid(
             f"Invalid 'limit': integer {side} value. Expected a value {bound}, but got {raw[:50]} instead.",
             param="limit",
@@ -75,13 +75,15 @@ class Plan(NamedTuple):
     backwards: bool
 
 
-def plan(query: QueryDict, cursor_seq: Callable[[str, str], int]) -> Plan:
+def plan(query: QueryDict, cursor_seq: Callable[[str, str], int], *, default_limit: int = DEFAULT_LIMIT,
+         max_limit: int = MAX_LIMIT) -> Plan:
     """Read a list request's parameters; ``cursor_seq(name, id)`` is the seq of a cursor's object (or a 400).
+    ``default_limit`` and ``max_limit``: where the specification bounds ``limit`` otherwise (``GET /files``).
 
     ``after`` pages forward in the chosen order; ``before`` returns the objects just before the cursor (still
     in the chosen order), and ``has_more`` then says whether more lie further back.
     """
-    limit, order = _limit(query), _order(query)
+    limit, order = _limit(query, default_limit, max_limit), _order(query)
     after, before = query.get("after"), query.get("before")
     forward = order == "asc"
     bounds = []
@@ -126,9 +128,10 @@ def finish_encoded(items: list, plan: Plan, encode: Callable[[object], str], id_
                    f'"last_id":{json.dumps(last)},"has_more":{"true" if has_more else "false"}}}')
 
 
-def page(queryset: QuerySet, query: QueryDict, serialize: Callable[[object], dict]) -> dict:
-    """One page of ``queryset`` (in creation order) as an OpenAI list object (see ``plan``)."""
-    chosen = plan(query, lambda name, object_id: _cursor_seq(queryset, name, object_id))
+def page(queryset: QuerySet, query: QueryDict, serialize: Callable[[object], dict], **limits: int) -> dict:
+    """One page of ``queryset`` (in creation order) as an OpenAI list object (see ``plan``, which takes
+    ``limits``)."""
+    chosen = plan(query, lambda name, object_id: _cursor_seq(queryset, name, object_id), **limits)
     rows = queryset
     for op, seq in chosen.bounds:
         rows = rows.filter(**{f"seq__{op}": seq})

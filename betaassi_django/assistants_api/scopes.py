@@ -78,6 +78,14 @@ def check_assistant(scope: Scope, assistant_id: str) -> None:
         raise _outside("assistant", assistant_id)
 
 
+def check_unassigned(scope: Scope, kind: str) -> None:
+    """Objects that belong to no assistant (files, vector stores): a key limited to some assistants cannot tell
+    whose they are, so it reaches none of them (a read-only key still reads them)."""
+    if scope.limited:
+        raise denied(f"this API key is limited to some assistants and their threads, and {kind} belong to no "
+                     f"assistant: use a key without that limit.")
+
+
 def check_create_assistant(scope: Scope) -> None:
     if scope.limited:
         raise denied("this API key is limited to some assistants, so it may not create assistants.")

@@ -6,7 +6,8 @@ The async transport awaits the very view daphne calls; the sync one calls that
 view's ``handle`` (the code the view runs in its one thread hop) directly on
 the caller's thread, with no event loop, so a call made inside the caller's
 database transaction stays inside it. No middleware runs and no request
-signals are sent.
+signals are sent. A streamed response (a run's events, a file's bytes) is passed
+on chunk by chunk, never joined in memory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx2
 from asgiref.sync import async_to_sync
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponseBase
+from django.http import HttpResponseBase, StreamingHttpResponse
 from django.urls import resolve
 
 from .engine import engine
@@ -91,6 +92,35 @@ class _AsyncFrames(httpx2.AsyncByteStream):
         self._frames.close()
 
 
+class _SyncChunks(httpx2.SyncByteStream):
+    """A streamed Django response (a file's bytes: ``FileResponse``), chunk by chunk; closing it closes the file."""
+
+    def __init__(self, response: StreamingHttpResponse) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._response.streaming_content
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class _AsyncChunks(httpx2.AsyncByteStream):
+    def __init__(self, response: StreamingHttpResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._response.is_async:
+            async for chunk in self._response.streaming_content:
+                yield chunk
+        else:
+            for chunk in self._response.streaming_content:
+                yield chunk
+
+    async def aclose(self) -> None:
+        self._response.close()
+
+
 class InProcessTransport(httpx2.BaseTransport):
     """For ``openai.OpenAI``: call from sync code (not from inside an event loop)."""
 
@@ -100,6 +130,9 @@ class InProcessTransport(httpx2.BaseTransport):
         if isinstance(response, SSEResponse):
             stream = _SyncFrames(response.events)
             return httpx2.Response(response.status_code, headers=_headers(response), stream=stream, request=request)
+        if isinstance(response, StreamingHttpResponse):
+            return httpx2.Response(response.status_code, headers=_headers(response), stream=_SyncChunks(response),
+                                   request=request)
         return httpx2.Response(
             response.status_code, headers=_headers(response), content=response.content, request=request
         )
@@ -114,6 +147,9 @@ class AsyncInProcessTransport(httpx2.AsyncBaseTransport):
         if isinstance(response, SSEResponse):
             stream = _AsyncFrames(response.events)
             return httpx2.Response(response.status_code, headers=_headers(response), stream=stream, request=request)
+        if isinstance(response, StreamingHttpResponse):
+            return httpx2.Response(response.status_code, headers=_headers(response), stream=_AsyncChunks(response),
+                                   request=request)
         return httpx2.Response(
             response.status_code, headers=_headers(response), content=response.content, request=request
         )

@@ -4,6 +4,7 @@ from django.urls import path, re_path
 
 from . import views
 from .http import endpoint, unknown_path
+from .knowledge import file_views
 
 app_name = "assistants_api"
 
@@ -32,5 +33,8 @@ urlpatterns = [
     path(f"{RUN}/submit_tool_outputs", endpoint(POST=views.submit_tool_outputs)),
     path(f"{RUN}/steps", endpoint(GET=views.list_run_steps)),
     path(f"{RUN}/steps/<str:step_id>", endpoint(GET=views.retrieve_run_step)),
+    path("files", endpoint(GET=file_views.list_files, POST=file_views.create_file)),
+    path("files/<str:file_id>", endpoint(GET=file_views.retrieve_file, DELETE=file_views.delete_file)),
+    path("files/<str:file_id>/content", endpoint(GET=file_views.download_file)),
     re_path(r"^.*$", unknown_path),
 ]
