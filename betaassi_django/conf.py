@@ -54,6 +54,7 @@ class BetaassiSettings:
     file_max_bytes: int
     embeddings_model: str
     embeddings_dimensions: int
+    ingest_lease_seconds: float
 
 
 def _read(name: str, default, cast=str):
@@ -128,7 +129,16 @@ def _knowledge() -> dict:
         raise ImproperlyConfigured(f"BETAASSI_FILE_MAX_BYTES={max_bytes} must be positive and "
                                    f"BETAASSI_EMBEDDINGS_DIMENSIONS={dimensions} not negative")
     return {"file_max_bytes": max_bytes, "embeddings_model": _read("BETAASSI_EMBEDDINGS_MODEL", "").strip(),
-            "embeddings_dimensions": dimensions}
+            "embeddings_dimensions": dimensions, "ingest_lease_seconds": _ingest_lease()}
+
+
+def _ingest_lease() -> float:
+    """Seconds a process holds a file it ingests without renewing (knowledge/ingestion.py): a file whose process
+    died is taken again after this."""
+    seconds = _read("BETAASSI_INGEST_LEASE_SECONDS", 60.0, float)
+    if not seconds > 0:
+        raise ImproperlyConfigured(f"BETAASSI_INGEST_LEASE_SECONDS={seconds} must be positive")
+    return seconds
 
 
 def _recheck_seconds() -> float:
