@@ -8,7 +8,7 @@ schemas. Run by hand when the upstream specification changes::
 
 Writes ``tests/upstream_openapi/upstream-schemas.json``: the transitive closure
 of the request, response and stream-event schemas of ``POST /responses`` and
-``POST /chat/completions``, with ``nullable: true`` spelled the JSON Schema way
+``POST /chat/completions``, and of ``POST /embeddings``, with ``nullable: true`` spelled the JSON Schema way
 and prose dropped (as ``extract_openapi_subset.py`` does).
 """
 
@@ -33,6 +33,8 @@ ROOTS = (
     "CreateChatCompletionResponse",
     "CreateChatCompletionStreamResponse",
     "ErrorResponse",
+    "CreateEmbeddingRequest",
+    "CreateEmbeddingResponse",
 )
 
 

@@ -4,7 +4,7 @@ The product's ``openai`` responder talks to a model provider across the
 network; tests cannot reach one, so ``FakeUpstream`` is a real HTTP server (in
 a thread) that speaks the real wire formats of ``POST /v1/responses`` and
 ``POST /v1/chat/completions``: JSON or server-sent events, text, refusals and
-function calls. Every request the product sends is validated against the
+function calls; and ``POST /v1/embeddings`` (``tests/fake_embeddings.py``). Every request the product sends is validated against the
 request schema of OpenAI's specification, and every body and event the fake
 sends back against the response schemas (``tests/upstream_openapi/``, MIT,
 Copyright (c) OpenAI); anything off is recorded in ``violations`` and a bad
@@ -17,11 +17,13 @@ Tests script the replies, one per request, in order::
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import json
 import secrets
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -33,6 +35,8 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+from tests import fake_embeddings
 
 SCHEMAS_PATH = Path(__file__).parent / "upstream_openapi" / "upstream-schemas.json"
 SCHEMAS_URI = "urn:openai:upstream"
@@ -80,6 +84,9 @@ class Text:
     usage: tuple[int, int] = (11, 7)
     delay: float = 0.0
     first_delay: float = 0.0
+    #: The model stopped at its output token limit after these deltas (Responses ``response.incomplete`` with
+    #: reason ``max_output_tokens``; Chat ``finish_reason: "length"``).
+    incomplete: bool = False
 
 
 @dataclass
@@ -89,6 +96,9 @@ class Calls:
     calls: list[tuple[str, str]]
     text: list[str] = field(default_factory=list)
     usage: tuple[int, int] = (13, 5)
+    #: Responses API: a reasoning item before the calls (its ``encrypted_content`` only when the request's
+    #: ``include`` asks for ``reasoning.encrypted_content``, as OpenAI's); recorded in ``FakeUpstream.reasoning``.
+    reasoning: bool = False
 
 
 @dataclass
@@ -142,9 +152,13 @@ class FakeUpstream:
     default: object = field(default_factory=lambda: Text(["Hello", " from", " the", " model."]))
     #: Validate the events the fake sends (its self-check); the bench turns it off for both arms alike.
     check_replies: bool = True
+    #: ``POST /v1/embeddings`` answers this error instead of vectors while set (an unreachable or refusing model).
+    embeddings_failure: Status | None = None
     requests: list[Received] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     disconnects: int = 0
+    #: The reasoning items sent (``Calls(reasoning=True)``), as sent.
+    reasoning: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._replies: deque = deque()
@@ -254,7 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         path = self.path.split("?", 1)[0]
         self.upstream.requests.append(Received(path, body, {k.lower(): v for k, v in self.headers.items()}))
-        schema = {"/v1/responses": "CreateResponse", "/v1/chat/completions": "CreateChatCompletionRequest"}.get(path)
+        schema = {"/v1/responses": "CreateResponse", "/v1/chat/completions": "CreateChatCompletionRequest",
+                  "/v1/embeddings": "CreateEmbeddingRequest"}.get(path)
         if schema is None:
             self._error(404, f"Invalid URL (POST {path})")
             return
@@ -262,6 +277,9 @@ class _Handler(BaseHTTPRequestHandler):
         if found:
             self.upstream.violations += found
             self._error(400, found[0])
+            return
+        if path == "/v1/embeddings":
+            self._embeddings(body)
             return
         reply = self.upstream.next_reply()
         if isinstance(reply, Hang):
@@ -285,6 +303,32 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chat(body, reply)
         except ClientGone:
             self.close_connection = True
+
+    # -- embeddings ----------------------------------------------------------------
+
+    def _embeddings(self, body: dict) -> None:
+        """``tests/fake_embeddings.py``'s vectors (scripted replies are for the model's turns, not for these). The
+        specification's ``Embedding`` has a float array; with ``encoding_format: base64`` (the SDK's default ask)
+        OpenAI sends the float32 little-endian bytes in base64 instead: checked as floats, sent as asked."""
+        failure = self.upstream.embeddings_failure
+        if failure is not None:
+            self._error(failure.status, failure.message, failure.code)
+            return
+        inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        if not all(isinstance(text, str) for text in inputs):
+            self._error(400, "The fake embeds text inputs only, not token arrays.", param="input")
+            return
+        vectors = [fake_embeddings.vector(text, body.get("dimensions") or fake_embeddings.DEFAULT_DIMENSIONS)
+                   for text in inputs]
+        words = sum(len(text.split()) for text in inputs)
+        reply = {"object": "list", "model": body["model"], "usage": {"prompt_tokens": words, "total_tokens": words},
+                 "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]}
+        self._check("CreateEmbeddingResponse", reply)
+        if body.get("encoding_format") == "base64":
+            for item in reply["data"]:
+                item["embedding"] = base64.b64encode(struct.pack(f"<{len(item['embedding'])}f",
+                                                                 *item["embedding"])).decode()
+        self._json(200, reply)
 
     # -- the Responses API ---------------------------------------------------------
 
@@ -312,9 +356,18 @@ class _Handler(BaseHTTPRequestHandler):
         text = reply.deltas if isinstance(reply, Text) else reply.text if isinstance(reply, Calls) else []
         calls = reply.calls if isinstance(reply, Calls) else []
         output: list[dict] = []
+        if isinstance(reply, Calls) and reply.reasoning:
+            reasoning = {"type": "reasoning", "id": self.upstream.new_id("rs"), "summary": []}
+            if "reasoning.encrypted_content" in (body.get("include") or []):
+                reasoning["encrypted_content"] = "gAAAAB" + secrets.token_urlsafe(48)
+            self.upstream.reasoning.append(reasoning)
+            output.append(reasoning)
+        base = len(output)  # the output index of the message (or the first call)
+        incomplete = isinstance(reply, Text) and reply.incomplete
         message_id = self.upstream.new_id("msg")
         if text:
-            output.append({"type": "message", "id": message_id, "role": "assistant", "status": "completed",
+            output.append({"type": "message", "id": message_id, "role": "assistant",
+                           "status": "incomplete" if incomplete else "completed",
                            "content": [{"type": "output_text", "text": "".join(text), "annotations": [],
                                         "logprobs": []}]})
         if isinstance(reply, Refusal):
@@ -324,7 +377,9 @@ class _Handler(BaseHTTPRequestHandler):
             "call"), "name": name, "arguments": arguments, "status": "completed"} for name, arguments in calls]
         output += call_items
         response_id = self.upstream.new_id("resp")
-        final = self._response(response_id, body, "completed", output, reply.usage)
+        final = self._response(response_id, body, "incomplete" if incomplete else "completed", output, reply.usage)
+        if incomplete:
+            final["incomplete_details"] = {"reason": "max_output_tokens"}
         if not body.get("stream"):
             self._check("Response", final)
             self._json(200, final)
@@ -341,15 +396,19 @@ class _Handler(BaseHTTPRequestHandler):
         started = self._response(response_id, body, "in_progress", [], None)
         send({"type": "response.created", "response": started})
         send({"type": "response.in_progress", "response": started})
-        index = 0
+        index = base
+        for at, item in enumerate(output[:base]):  # reasoning items
+            send({"type": "response.output_item.added", "output_index": at, "item": {"type": "reasoning",
+                  "id": item["id"], "summary": []}})
+            send({"type": "response.output_item.done", "output_index": at, "item": item})
         if text or isinstance(reply, Refusal):
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []} if text else {
                 "type": "refusal", "refusal": ""}
-            send({"type": "response.output_item.added", "output_index": 0, "item": {
+            send({"type": "response.output_item.added", "output_index": base, "item": {
                 "type": "message", "id": message_id, "role": "assistant", "status": "in_progress", "content": []}})
-            send({"type": "response.content_part.added", "item_id": message_id, "output_index": 0,
+            send({"type": "response.content_part.added", "item_id": message_id, "output_index": base,
                   "content_index": 0, "part": part})
-            where = {"item_id": message_id, "output_index": 0, "content_index": 0}
+            where = {"item_id": message_id, "output_index": base, "content_index": 0}
             if text:
                 for number, delta in enumerate(text):
                     _pause(reply, number)
@@ -358,9 +417,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 send({"type": "response.refusal.delta", **where, "delta": reply.text})
                 send({"type": "response.refusal.done", **where, "refusal": reply.text})
-            send({"type": "response.content_part.done", **where, "part": output[0]["content"][0]})
-            send({"type": "response.output_item.done", "output_index": 0, "item": output[0]})
-            index = 1
+            send({"type": "response.content_part.done", **where, "part": output[base]["content"][0]})
+            send({"type": "response.output_item.done", "output_index": base, "item": output[base]})
+            index = base + 1
         for offset, item in enumerate(call_items):
             at = index + offset
             send({"type": "response.output_item.added", "output_index": at,
@@ -372,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
             send({"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": at,
                   "name": item["name"], "arguments": arguments})
             send({"type": "response.output_item.done", "output_index": at, "item": item})
-        send({"type": "response.completed", "response": final})
+        send({"type": "response.incomplete" if incomplete else "response.completed", "response": final})
         self._chunk(b"")
 
     def _responses_failure(self, body: dict, reply: Failed) -> None:
@@ -406,7 +465,7 @@ class _Handler(BaseHTTPRequestHandler):
         text = reply.deltas if isinstance(reply, Text) else reply.text if isinstance(reply, Calls) else []
         calls = [(self.upstream.new_id("call"), name, arguments) for name, arguments in
                  (reply.calls if isinstance(reply, Calls) else [])]
-        finish = "tool_calls" if calls else "stop"
+        finish = "tool_calls" if calls else "length" if isinstance(reply, Text) and reply.incomplete else "stop"
         usage = {"prompt_tokens": reply.usage[0], "completion_tokens": reply.usage[1],
                  "total_tokens": sum(reply.usage)}
         if not body.get("stream"):

@@ -51,8 +51,25 @@ _BOUND_OF = {"maxLength": "maximum", "minLength": "minimum", "maxItems": "maximu
 @cache
 def _contents() -> dict:
     contents = json.loads((Path(__file__).parent / "schemas" / "requests.json").read_text())
+    for name, schema in contents["components"]["schemas"].items():
+        _resolve_recursive_refs(schema, name)
     apply_schema_limits(contents["components"]["schemas"])
     return contents
+
+
+def _resolve_recursive_refs(schema: Any, name: str) -> None:
+    """``{"$recursiveRef": "#"}`` (draft 2019-09, which Draft 2020-12 ignores: ``CompoundFilter``'s nested filters
+    would match anything, and a ``ComparisonFilter`` in it both forms of its ``oneOf``) as a ``$ref`` to the
+    component ``name`` it sits in."""
+    if isinstance(schema, list):
+        for item in schema:
+            _resolve_recursive_refs(item, name)
+    elif isinstance(schema, dict):
+        if schema.get("$recursiveRef") == "#":
+            del schema["$recursiveRef"]
+            schema["$ref"] = f"{_LOCAL_REF}{name}"
+        for value in schema.values():
+            _resolve_recursive_refs(value, name)
 
 
 @cache
