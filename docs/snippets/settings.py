@@ -30,3 +30,7 @@ DATABASES["default"]["OPTIONS"] = {
 
 # Where `manage.py collectstatic` gathers the admin's and the pages' files for your web server.
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Where files uploaded to the embedded API (/v1/files) are kept, through the default storage: set
+# STORAGES["default"] to a django-storages backend to keep them elsewhere (docs/knowledge.md).
+MEDIA_ROOT = BASE_DIR / "media"
