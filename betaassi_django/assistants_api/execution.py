@@ -48,7 +48,8 @@ CANCEL_POLL_SECONDS = 0.25
 
 #: ``created_at``: a reply written with the start takes the time its events announce it (``announce``).
 MESSAGE_END_FIELDS = ["content", "status", "completed_at", "incomplete_at", "incomplete_details", "created_at"]
-RUN_END_FIELDS = ["status", "required_action", "completed_at", "cancelled_at", "failed_at", "last_error", "usage"]
+RUN_END_FIELDS = ["status", "required_action", "completed_at", "cancelled_at", "failed_at", "last_error", "usage",
+                  "incomplete_details"]
 STEP_END_FIELDS = ["status", "completed_at", "cancelled_at", "failed_at", "last_error", "usage", "created_at"]
 
 
@@ -93,7 +94,7 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
                 raise RunGone(run.id)
             if current.status not in WRITABLE:
                 raise RunEnded(current)
-            if outcome in ("completed", "requires_action") and current.status == "cancelling":
+            if outcome in ("completed", "requires_action", "incomplete") and current.status == "cancelling":
                 outcome = "cancelled"
         if outcome != "requires_action" and not started.opened:
             # A run that ends here has its reply message (empty, or incomplete) and step, even without text.
@@ -109,6 +110,10 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
             message.content = [{"type": "text", "text": {"value": text, "annotations": []}}] if keep else []
             if outcome in ("completed", "requires_action"):
                 message.status, message.completed_at = "completed", stamp
+                step.status, step.completed_at = "completed", stamp
+            elif outcome == "incomplete":  # a token limit (run_options): the message as OpenAI words it
+                message.status, message.incomplete_at = "incomplete", stamp
+                message.incomplete_details = {"reason": "max_tokens"}
                 step.status, step.completed_at = "completed", stamp
             elif outcome == "cancelled":
                 message.status, message.incomplete_at = "incomplete", stamp
@@ -129,7 +134,8 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
                     raise RunGone(run.id) from None
                 raise
         if outcome == "requires_action":
-            tool_step = new_step(run, "tool_calls", [_function_call(c) for c in started.calls], usage)
+            tool_step = new_step(run, "tool_calls", [_function_call(c) for c in started.calls], usage,
+                                 carried_items=reply.carried_items or None)
         if not claimed:
             # The first execution's usage is its own step's (no earlier step has any).
             run_usage = usage if started.first and message is not None else None
@@ -160,6 +166,9 @@ def _end_state(run: Run, started: Started, outcome: str, error: tuple[str, str],
             for c in started.calls]}}
     elif outcome == "completed":
         run.status, run.completed_at = "completed", stamp
+        run.usage = usage if usage is not None else _run_usage(run)
+    elif outcome == "incomplete":
+        run.status, run.incomplete_details = "incomplete", {"reason": started.incomplete}
         run.usage = usage if usage is not None else _run_usage(run)
     elif outcome == "cancelled":
         run.status, run.cancelled_at = "cancelled", stamp
@@ -316,7 +325,9 @@ async def _execute(run_id: str, started: object = _NOT_STARTED) -> bool:
     finally:
         if not consumer.done():
             consumer.cancel()
-    if outcome == "completed" and started.calls:
+    if outcome == "completed" and reply.incomplete:  # a token limit: the run ends incomplete, its calls dropped
+        outcome, started.incomplete = "incomplete", reply.incomplete
+    elif outcome == "completed" and started.calls:
         outcome = "requires_action"
     for event, data in await engine.db(_finish, started, "".join(parts), reply, outcome, error):
         engine.publish(run_id, event, data)
@@ -325,6 +336,9 @@ async def _execute(run_id: str, started: object = _NOT_STARTED) -> bool:
 
 async def _consume(run_id: str, started: Started, parts: list[str], reply: Reply) -> str:
     """Stream the responder's reply into the run's events; "cancelled" when a cancel arrived in this process."""
+    if started.request.limit_reached:  # a token limit reached before the model is asked (run_options)
+        reply.incomplete = started.request.limit_reached
+        return "completed"
     async with contextlib.aclosing(get_responder().stream(started.request, reply)) as stream:
         async for piece in stream:
             if engine.cancel_requested(run_id):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import statements
+from . import run_options, statements
 from .models import Message, Run, RunStep
 from .responders.interface import ContextMessage, ResponderRequest, ToolCall, ToolRound
 
@@ -35,19 +35,32 @@ def _transcript(run: Run) -> list[ContextMessage | ToolRound]:
                 turns.append(ContextMessage("assistant", _text_of(message)))
         elif step.type == "tool_calls":
             turns.append(ToolRound([ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"],
-                                             c["function"]["output"]) for c in details["tool_calls"]]))
+                                             c["function"]["output"]) for c in details["tool_calls"]],
+                                   step.carried_items or []))
     return turns
 
 
 def responder_request(run: Run, first: bool = False) -> ResponderRequest:
     """``first``: the run's first execution, which has no turns of its own yet (their query is skipped)."""
+    instructions = "\n\n".join(filter(None, [run.instructions, run.additional_instructions]))
+    transcript = [] if first else _transcript(run)
+    # max_prompt_tokens: the oldest thread messages left out until the prompt fits (run_options.fit).
+    context, fits = run_options.fit(instructions, _context(run), transcript, run.max_prompt_tokens)
+    budget = run_options.completion_budget(run, first)
+    limit_reached = None if fits else "max_prompt_tokens"
+    if limit_reached is None and budget is not None and budget <= 0:
+        limit_reached = "max_completion_tokens"
     return ResponderRequest(
         model=run.model,
-        instructions="\n\n".join(filter(None, [run.instructions, run.additional_instructions])),
-        messages=[*_context(run), *([] if first else _transcript(run))],
+        instructions=instructions,
+        messages=[*context, *transcript],
         temperature=run.temperature,
         top_p=run.top_p,
         tools=run.tools,
         parallel_tool_calls=run.parallel_tool_calls,
         tool_choice=run.tool_choice,
+        response_format=run.response_format,
+        max_completion_tokens=budget,
+        reasoning_effort=run.reasoning_effort,
+        limit_reached=limit_reached,
     )

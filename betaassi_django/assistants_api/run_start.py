@@ -59,6 +59,8 @@ class Started:
     first: bool = False
     #: The reply message and its step were announced (their created events published).
     opened: bool = False
+    #: The run ends ``incomplete`` for this token limit (``incomplete_details.reason``).
+    incomplete: str | None = None
 
 
 def start(run_id: str, created: Run | None = None) -> Started | Run | None:
@@ -121,9 +123,11 @@ def new_message(started: Started) -> Message:
                                   assistant_id=run.assistant_id, run_id=run.id, attachments=[])
 
 
-def new_step(run: Run, kind: str, details: dict | list, usage: dict | None = None) -> RunStep:
+def new_step(run: Run, kind: str, details: dict | list, usage: dict | None = None,
+             carried_items: list | None = None) -> RunStep:
     return RunStep.objects.create(run=run, thread_id=run.thread.id, assistant_id=run.assistant_id, type=kind,
-                                  status="in_progress", step_details={"type": kind, kind: details}, usage=usage)
+                                  status="in_progress", step_details={"type": kind, kind: details}, usage=usage,
+                                  carried_items=carried_items)
 
 
 def open_message(started: Started) -> list[tuple[str, dict]]:

@@ -12,7 +12,7 @@ from django.http import QueryDict
 
 from betaassi_django import conf
 
-from . import serializers, statements
+from . import run_options, serializers, statements
 from .engine import engine
 from .errors import invalid, not_found
 from .execution import execute_run, started_here
@@ -85,6 +85,8 @@ def _insert_run(run_id: str, thread: Thread, body: dict, assistant: Assistant | 
     _check_truncation(body)
     if assistant is None:
         assistant = get_assistant(body["assistant_id"])
+    tools = body.get("tools")
+    run_options.check_tool_choice(body.get("tool_choice"), assistant.tools if tools is None else tools)
     active = active_run(thread) if may_be_busy else None
     if active is not None:
         raise invalid(f"Thread {thread.id} already has an active run {active.id}.")

@@ -29,6 +29,8 @@ class ToolRound:
     """Function calls of this run the model made earlier, with their outputs (a continued run)."""
 
     calls: list[ToolCall]
+    #: Upstream items the model returned with these calls, sent back before them (Responses reasoning items).
+    carried: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ class ResponderRequest:
     tools: list = field(default_factory=list)
     parallel_tool_calls: bool = True
     tool_choice: str | dict | None = None
+    #: ``auto``, or ``{"type": "text" | "json_object" | "json_schema", ...}`` as the Assistants API takes it.
+    response_format: str | dict | None = None
+    #: What is left of the run's ``max_completion_tokens`` for this model call (None: no limit).
+    max_completion_tokens: int | None = None
+    reasoning_effort: str | None = None
+    #: A token limit reached before the model is asked (``max_prompt_tokens`` / ``max_completion_tokens``):
+    #: the run ends ``incomplete`` for it, and no responder is called.
+    limit_reached: str | None = None
 
     @property
     def thread_messages(self) -> list[ContextMessage]:
@@ -60,6 +70,10 @@ class Reply:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: The reply stopped at a token limit: the run's ``incomplete_details.reason`` (``max_completion_tokens``).
+    incomplete: str | None = None
+    #: Upstream items to send back with this round's function calls (reasoning items), as the upstream gave them.
+    carried_items: list = field(default_factory=list)
 
 
 class ResponderError(Exception):

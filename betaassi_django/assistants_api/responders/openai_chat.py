@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from .interface import ContextMessage, Reply, ResponderRequest, ToolCall, ToolRound
-from .upstream import new_call_id, open_stream, refusal, sampling, tool_choice, translated_errors
+from .upstream import chat_response_format, new_call_id, open_stream, refusal, sampling, tool_choice, translated_errors
 
 
 def chat_messages(request: ResponderRequest) -> list[dict]:
@@ -31,6 +31,13 @@ def params(request: ResponderRequest) -> dict:
         values["tools"] = tools
         values["tool_choice"] = tool_choice(request.tool_choice, flat=False)
         values["parallel_tool_calls"] = request.parallel_tool_calls
+    response_format = chat_response_format(request.response_format)
+    if response_format is not None:
+        values["response_format"] = response_format
+    if request.max_completion_tokens is not None:
+        values["max_completion_tokens"] = max(request.max_completion_tokens, 1)
+    if request.reasoning_effort:
+        values["reasoning_effort"] = request.reasoning_effort
     return values
 
 
@@ -47,6 +54,8 @@ class ChatCompletionsResponder:
                         reply.prompt_tokens += usage.get("prompt_tokens") or 0
                         reply.completion_tokens += usage.get("completion_tokens") or 0
                     for choice in (chunk.get("choices") or [])[:1]:
+                        if choice.get("finish_reason") == "length":  # stopped at max_completion_tokens
+                            reply.incomplete = "max_completion_tokens"
                         delta = choice.get("delta") or {}
                         if delta.get("content"):
                             yield delta["content"]

@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from .interface import ContextMessage, Reply, ResponderError, ResponderRequest, ToolCall, ToolRound
-from .upstream import new_call_id, open_stream, refusal, sampling, tool_choice, translated_errors
+from .upstream import (
+    new_call_id,
+    open_stream,
+    refusal,
+    sampling,
+    text_format,
+    tool_choice,
+    translated_errors,
+    wants_reasoning_items,
+)
+
+#: Responses' least ``max_output_tokens``: a smaller budget left over a run's rounds is sent as this.
+MIN_OUTPUT_TOKENS = 16
 
 #: Upstream error codes a run's ``last_error`` can carry as they are; any other is a ``server_error``.
 RUN_ERROR_CODES = ("server_error", "rate_limit_exceeded", "invalid_prompt")
@@ -18,6 +30,7 @@ def input_items(request: ResponderRequest) -> list[dict]:
         if isinstance(entry, ContextMessage):
             items.append({"role": entry.role, "content": entry.text})
         elif isinstance(entry, ToolRound):
+            items += entry.carried  # the reasoning that led to the calls, as the upstream returned it
             items += [{"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
                       for c in entry.calls]
             items += [{"type": "function_call_output", "call_id": c.id, "output": c.output or ""}
@@ -38,6 +51,15 @@ def params(request: ResponderRequest) -> dict:
                             "strict": bool(t["function"].get("strict"))} for t in tools]
         values["tool_choice"] = tool_choice(request.tool_choice, flat=True)
         values["parallel_tool_calls"] = request.parallel_tool_calls
+    text = text_format(request.response_format)
+    if text is not None:
+        values["text"] = {"format": text}
+    if request.max_completion_tokens is not None:
+        values["max_output_tokens"] = max(request.max_completion_tokens, MIN_OUTPUT_TOKENS)
+    if request.reasoning_effort:
+        values["reasoning"] = {"effort": request.reasoning_effort}
+    if wants_reasoning_items(request):
+        values["include"] = ["reasoning.encrypted_content"]
     return values
 
 
@@ -59,11 +81,17 @@ class ResponsesResponder:
                         item = event["item"]
                         yield ToolCall(item.get("call_id") or new_call_id(), item["name"],
                                        item.get("arguments") or "{}")
+                    elif kind == "response.output_item.done" and event["item"].get("type") == "reasoning":
+                        if event["item"].get("encrypted_content"):  # with store false, the only kind sent back
+                            reply.carried_items.append(event["item"])
                     elif kind in ("response.completed", "response.incomplete", "response.failed"):
                         usage = event["response"].get("usage")
                         if usage:
                             reply.prompt_tokens += usage.get("input_tokens") or 0
                             reply.completion_tokens += usage.get("output_tokens") or 0
+                        if kind == "response.incomplete" and (event["response"].get("incomplete_details") or {}).get(
+                                "reason") == "max_output_tokens":
+                            reply.incomplete = "max_completion_tokens"
                         if kind == "response.failed":
                             error = event["response"].get("error") or {}
                             code = error.get("code") if error.get("code") in RUN_ERROR_CODES else "server_error"

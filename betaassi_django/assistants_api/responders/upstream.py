@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 import weakref
 from collections.abc import AsyncIterator
@@ -112,3 +113,33 @@ def tool_choice(value, flat: bool):
         name = value.get("function", {}).get("name")
         return {"type": "function", "name": name} if flat else {"type": "function", "function": {"name": name}}
     return value if value in ("auto", "none", "required") else "auto"
+
+
+#: Model names of OpenAI's reasoning families (o1, o3, o4-mini, gpt-5...).
+REASONING_MODELS = re.compile(r"^(o[1-9]|gpt-5)")
+
+
+def wants_reasoning_items(request) -> bool:
+    """Ask the Responses API for encrypted reasoning items (``store`` is false, so they are the only way a
+    reasoning model keeps its reasoning across a run's tool rounds): when the run sets ``reasoning_effort``, or
+    its model is of a reasoning family. Not for other models, which have none (and OpenAI refuses the include)."""
+    return bool(request.reasoning_effort) or bool(REASONING_MODELS.match(request.model))
+
+
+def text_format(response_format) -> dict | None:
+    """The run's ``response_format`` as the Responses API's ``text.format`` (None for ``auto``): json_schema's
+    fields flat. A json_schema without a schema (the Assistants API allows it) asks for any JSON object."""
+    if not isinstance(response_format, dict):
+        return None
+    if response_format.get("type") != "json_schema":
+        return {"type": response_format["type"]}
+    schema = response_format.get("json_schema") or {}
+    flat = {"type": "json_schema", "name": schema.get("name") or "response",
+            "schema": schema["schema"] if isinstance(schema.get("schema"), dict) else {"type": "object"}}
+    flat.update({k: schema[k] for k in ("description", "strict") if schema.get(k) is not None})
+    return flat
+
+
+def chat_response_format(response_format) -> dict | None:
+    """The run's ``response_format`` for Chat Completions (the same shape; None for ``auto``)."""
+    return response_format if isinstance(response_format, dict) else None
