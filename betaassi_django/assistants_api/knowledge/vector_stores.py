@@ -143,7 +143,12 @@ def serialize_stores(stores: list[VectorStore]) -> list[dict]:
         status = "expired" if is_expired(store) else "in_progress" if counts["in_progress"] else "completed"
         given = {"object": "vector_store", "usage_bytes": (tally or {}).get("usage") or 0, "file_counts": counts,
                  "status": status}
-        result.append({name: given[name] if name in given else getattr(store, name) for name in STORE})
+        fields = {name: given[name] if name in given else getattr(store, name) for name in STORE}
+        # The specification types ``name`` as a string (never null) and has no null ``expires_after``.
+        fields["name"] = fields["name"] or ""
+        if fields["expires_after"] is None:
+            del fields["expires_after"]
+        result.append(fields)
     return result
 
 
