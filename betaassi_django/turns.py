@@ -178,7 +178,7 @@ def ask(session, text: str, *, user=None) -> str:
         session.touch()
     if run is None or run.status != "completed":
         status = run.status if run is not None else "without an end event"
-        error = run.last_error.message if run is not None and run.last_error else ""
+        error = _ended_why(run) if run is not None and (run.last_error or run.incomplete_details) else ""
         raise RuntimeError(f"run {run.id if run else ''} ended {status}: {error}")
     return text_of_all(messages)
 
@@ -201,10 +201,18 @@ async def astream(session, text: str, *, user=None) -> AsyncIterator[str]:
 # -- a WebSocket turn -----------------------------------------------------------------------------------------
 
 
+def _ended_why(run) -> str:
+    """Why a run ended without completing: its last_error's message; the token limit an ``incomplete`` run
+    reached (``max_prompt_tokens`` / ``max_completion_tokens``); else its status."""
+    if run.last_error:
+        return run.last_error.message
+    reason = getattr(run.incomplete_details, "reason", None)
+    return f"The reply reached the run's {reason} limit." if reason else run.status
+
+
 def _run_failed(run) -> dict:
     """The ``run.failed`` frame of a run that ended without completing (``status``: how it ended)."""
-    error = run.last_error.message if run.last_error else run.status
-    return {"type": "run.failed", "run_id": run.id, "error": error, "status": run.status}
+    return {"type": "run.failed", "run_id": run.id, "error": _ended_why(run), "status": run.status}
 
 
 async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit, turn: dict) -> None:

@@ -159,3 +159,15 @@ def test_token_limits_below_256_are_400(client, value):
             client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, **{param: value})
         assert (info.value.param, info.value.code) == (param, "integer_below_min_value")
     assert client.beta.threads.runs.list(thread.id).data == []
+
+
+def test_the_websocket_frame_of_an_incomplete_run_names_the_limit(client):
+    """Sessions set neither limit today; a turn whose run ends incomplete (a class that sets one) is shown as the
+    other ends are, its error naming the limit (``turns._run_failed``, the ``run.failed`` frame)."""
+    from betaassi_django import turns
+
+    assistant, thread = _thread(client, LONG)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   max_completion_tokens=256, poll_interval_ms=20)
+    assert turns._run_failed(run) == {"type": "run.failed", "run_id": run.id, "status": "incomplete",
+                                      "error": "The reply reached the run's max_completion_tokens limit."}
