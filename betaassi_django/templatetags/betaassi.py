@@ -47,8 +47,9 @@ def when_cell(when: datetime.datetime | None) -> SafeString | str:
 
 def shorten(value: str) -> str:
     """``asst_LyTJeBnJa5OLaHtGTx0FQ9WW`` -> ``asst_LyTJ…FQ9WW``; short values are kept whole."""
-    head, _, rest = value.partition("_") if "_" in value[:8] else ("", "", value)
-    prefix = f"{head}_" if head else ""
+    mark = "-" if value.startswith("file-") else "_"  # OpenAI's file ids read ``file-…``
+    head, _, rest = value.partition(mark) if mark in value[:8] else ("", "", value)
+    prefix = f"{head}{mark}" if head else ""
     if len(rest) <= HEAD + TAIL + 1:
         return value
     return f"{prefix}{rest[:HEAD]}…{rest[-TAIL:]}"
