@@ -320,9 +320,12 @@ def test_counts_at_the_bounds_are_accepted(api):
     thread = _created(api, "/threads", {"messages": [{"role": "user", "content": str(i)} for i in range(1000)]})
     page = api.get(f"/threads/{thread['id']}/messages", params={"limit": 100, "order": "asc"}).json()
     assert [m["content"][0]["text"]["value"] for m in page["data"]] == [str(i) for i in range(100)]
+    upload = api.build_request("POST", "/files", files={"file": ("f.txt", b"f")}, data={"purpose": "assistants"})
+    upload.headers["Content-Type"] = upload.stream.content_type  # not the client's JSON default
+    file_id = api.send(upload).json()["id"]  # attachments name a real file (an unknown one is a 400)
     message = _created(api, f"/threads/{thread['id']}/messages", {
         "role": "user", "content": [{"type": "text", "text": "p"}] * 100,
-        "attachments": [{"file_id": "f", "tools": [{"type": "file_search"}] * 8}] * 20})
+        "attachments": [{"file_id": file_id, "tools": [{"type": "file_search"}] * 8}] * 20})
     assert len(message["content"]) == 100 and len(message["attachments"]) == 20
     assert _created(api, "/assistants", {"model": "m" * 256})["model"] == "m" * 256
 

@@ -35,6 +35,7 @@ from django.db import DatabaseError, transaction
 from . import recovery, serializers
 from .engine import engine
 from .ids import now
+from .knowledge import run_search
 from .models import Message, Run, RunStep
 from .responders import get_responder
 from .responders.interface import Reply, ResponderError, ToolCall
@@ -107,7 +108,8 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
             message = step = None
         if message is not None:
             keep = text or outcome == "completed"
-            message.content = [{"type": "text", "text": {"value": text, "annotations": []}}] if keep else []
+            cited = run_search.annotations(text, started.citations)
+            message.content = [{"type": "text", "text": {"value": text, "annotations": cited}}] if keep else []
             if outcome in ("completed", "requires_action"):
                 message.status, message.completed_at = "completed", stamp
                 step.status, step.completed_at = "completed", stamp
@@ -142,6 +144,8 @@ def _finish(started: Started, text: str, reply: Reply, outcome: str,
             _end_state(current, started, outcome, error, stamp, run_usage)
             current.save(update_fields=RUN_END_FIELDS)  # Run.save adds heartbeat_at where it applies
     if message is not None:
+        if message.content and message.content[0]["text"]["annotations"]:  # as OpenAI streams them: in a delta
+            events.append(("thread.message.delta", run_search.annotations_delta(message)))
         message_event = "thread.message.completed" if message.status == "completed" else "thread.message.incomplete"
         events.append((message_event, serializers.message(message, thread_id)))
         events.append((f"thread.run.step.{step.status}", serializers.run_step(step, run.id)))
@@ -339,7 +343,7 @@ async def _consume(run_id: str, started: Started, parts: list[str], reply: Reply
     if started.request.limit_reached:  # a token limit reached before the model is asked (run_options)
         reply.incomplete = started.request.limit_reached
         return "completed"
-    async with contextlib.aclosing(get_responder().stream(started.request, reply)) as stream:
+    async with contextlib.aclosing(run_search.stream(run_id, started, get_responder(), reply)) as stream:
         async for piece in stream:
             if engine.cancel_requested(run_id):
                 return "cancelled"

@@ -24,6 +24,14 @@ def _context(run: Run) -> list[ContextMessage]:
     return [ContextMessage(role, _text(content)) for role, content in reversed(messages)]
 
 
+def _call(c: dict) -> ToolCall:
+    """A function call, or a file_search call the app answered (stored with the model's arguments and the output
+    it was given: ``knowledge.run_search``)."""
+    if c.get("type") == "file_search":
+        return ToolCall(c["id"], "file_search", c.get("arguments") or "{}", c.get("output") or "")
+    return ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"], c["function"]["output"])
+
+
 def _transcript(run: Run) -> list[ContextMessage | ToolRound]:
     """This run's earlier turns, in order: its text so far, its function calls with their outputs."""
     turns: list[ContextMessage | ToolRound] = []
@@ -34,8 +42,7 @@ def _transcript(run: Run) -> list[ContextMessage | ToolRound]:
             if message is not None and _text_of(message):
                 turns.append(ContextMessage("assistant", _text_of(message)))
         elif step.type == "tool_calls":
-            turns.append(ToolRound([ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"],
-                                             c["function"]["output"]) for c in details["tool_calls"]],
+            turns.append(ToolRound([_call(c) for c in details["tool_calls"]],
                                    step.carried_items or []))
     return turns
 

@@ -61,6 +61,8 @@ class Started:
     opened: bool = False
     #: The run ends ``incomplete`` for this token limit (``incomplete_details.reason``).
     incomplete: str | None = None
+    #: file_search results this execution may cite, ``"<call>:<result>"`` -> file id (``knowledge.run_search``).
+    citations: dict = field(default_factory=dict)
 
 
 def start(run_id: str, created: Run | None = None) -> Started | Run | None:

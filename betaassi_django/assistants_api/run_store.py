@@ -17,6 +17,7 @@ from .engine import engine
 from .errors import invalid, not_found
 from .execution import execute_run, started_here
 from .ids import now
+from .knowledge import resources
 from .limits import plausible_id
 from .models import Assistant, Message, Run, RunStep, Thread
 from .pagination import page
@@ -90,8 +91,12 @@ def _insert_run(run_id: str, thread: Thread, body: dict, assistant: Assistant | 
     active = active_run(thread) if may_be_busy else None
     if active is not None:
         raise invalid(f"Thread {thread.id} already has an active run {active.id}.")
+    searched = resources.check_attachments(body.get("additional_messages") or [], "additional_messages")
     added = Message.objects.bulk_create([new_message(thread, m) for m in body.get("additional_messages") or []])
+    resources.attach(thread, searched)  # file_search attachments: into the thread's vector store
     run = _new_run(run_id, thread, assistant, body)
+    # include[] on the create: the events of its file_search steps carry their results (knowledge.run_search).
+    run.include_search_content = bool(body.get("include[]"))
     try:
         # No savepoint of its own: every caller is inside an atomic block, which a refusal leaves with an
         # exception (so rolls back).
@@ -138,7 +143,7 @@ def create_thread_and_run(run_id: str, body: dict) -> tuple[dict, dict]:
         thread_body = {**thread_body, "tool_resources": body["tool_resources"]}
     with transaction.atomic():
         assistant = get_assistant(body["assistant_id"])
-        thread = insert_thread(thread_body)
+        thread = insert_thread(thread_body, "thread.messages")
         run = _insert_run(run_id, thread, {k: v for k, v in body.items() if k not in ("thread", "tool_resources")},
                           assistant, may_be_busy=False)  # a thread created here has no run yet
         return serializers.thread(thread), serializers.run(run, thread.id)
@@ -243,7 +248,7 @@ def submit_tool_outputs(thread_id: str, run_id: str, body: dict) -> tuple[dict, 
                       ("thread.run.queued", run_data)]
 
 
-def get_step(thread_id: str, run_id: str, step_id: str) -> dict:
+def get_step(thread_id: str, run_id: str, step_id: str, search_content: bool = False) -> dict:
     check_id("thread", thread_id)
     check_id("run", run_id)
     check_id("run step", step_id)
@@ -252,9 +257,10 @@ def get_step(thread_id: str, run_id: str, step_id: str) -> dict:
     except RunStep.DoesNotExist:
         get_run(thread_id, run_id)
         raise not_found("run step", step_id) from None
-    return serializers.run_step(step, run_id)
+    return serializers.run_step(step, run_id, search_content)
 
 
 def list_steps(thread_id: str, run_id: str, query: QueryDict) -> dict:
     run = get_run(thread_id, run_id)
-    return page(RunStep.objects.filter(run=run), query, lambda s: serializers.run_step(s, run_id))
+    content = bool(query.getlist("include[]"))  # check_include allows one value: the file_search results' content
+    return page(RunStep.objects.filter(run=run), query, lambda s: serializers.run_step(s, run_id, content))

@@ -46,8 +46,28 @@ def run(r: Run, thread_id: str | None = None) -> dict:
     return _fields(r, RUN, object="thread.run", thread_id=thread_id or r.thread.id)
 
 
-def run_step(s: RunStep, run_id: str | None = None) -> dict:
-    return _fields(s, RUN_STEP, object="thread.run.step", run_id=run_id or s.run.id)
+def run_step(s: RunStep, run_id: str | None = None, search_content: bool = False) -> dict:
+    """``search_content``: with the results of file_search calls and their content (``include[]``)."""
+    data = _fields(s, RUN_STEP, object="thread.run.step", run_id=run_id or s.run.id)
+    if s.type == "tool_calls":
+        data["step_details"] = _tool_calls(s.step_details, search_content)
+    return data
+
+
+def _tool_calls(details: dict, search_content: bool) -> dict:
+    """A file_search call as the specification has it: its ranking options, and its results (with their content)
+    only when asked; the rest stored with it (``knowledge.run_search``) is left out."""
+    if not any(call.get("type") == "file_search" for call in details.get("tool_calls", [])):
+        return details
+    calls = []
+    for call in details["tool_calls"]:
+        if call.get("type") == "file_search":
+            search = {"ranking_options": call["file_search"]["ranking_options"]}
+            if search_content:
+                search["results"] = call["file_search"]["results"]
+            call = {"id": call["id"], "type": "file_search", "file_search": search}
+        calls.append(call)
+    return {**details, "tool_calls": calls}
 
 
 def deleted(object_type: str, object_id: str) -> dict:

@@ -15,6 +15,7 @@ from django.http import QueryDict
 from . import recovery, serializers, statements
 from .errors import ApiError, invalid, not_found
 from .ids import now
+from .knowledge import resources
 from .limits import plausible_id
 from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
 from .pagination import bad_cursor, finish_encoded, page, plan
@@ -35,17 +36,9 @@ ASSISTANT_FIELDS = (
 
 
 def _tool_resources(value: dict | None, param: str) -> dict | None:
-    """Keep the stored shape of the specification; vector store creation is not offered."""
-    if value is None:
-        return None
-    search = value.get("file_search")
-    if isinstance(search, dict) and "vector_stores" in search:
-        raise invalid(
-            "Creating vector stores inline is not supported by the embedded API; pass 'vector_store_ids' instead.",
-            param=f"{param}.file_search.vector_stores",
-            code="unsupported_parameter",
-        )
-    return value
+    """The stored shape of the specification: a vector store named is checked, one the ``vector_stores`` helper
+    asks for is created (``knowledge.resources``)."""
+    return resources.resolve(value, param)
 
 
 # Assistants ---------------------------------------------------------------
@@ -146,12 +139,15 @@ def new_message(thread: Thread | None, body: dict) -> Message:
     )
 
 
-def insert_thread(body: dict) -> Thread:
+def insert_thread(body: dict, param: str = "messages") -> Thread:
+    """``param``: where the body's messages are (for the errors about their attachments)."""
+    searched = resources.check_attachments(body.get("messages") or [], param)
     thread = Thread.objects.create(
         metadata=body.get("metadata") or {},
         tool_resources=_tool_resources(body.get("tool_resources"), "tool_resources"),
     )
     Message.objects.bulk_create([new_message(thread, m) for m in body.get("messages") or []])
+    resources.attach(thread, searched)  # file_search attachments: into the thread's vector store
     return thread
 
 
@@ -240,7 +236,9 @@ def create_message(thread_id: str, body: dict) -> dict:
     its active run are looked at to say why (a 404, a 400), or to end a run whose time or process is gone."""
     check_id("thread", thread_id)
     message = new_message(None, body)
-    if statements.insert_message(message, thread_id):
+    attached = bool(body.get("attachments"))
+    searched = resources.check_attachments([body], "") if attached else []
+    if not attached and statements.insert_message(message, thread_id):
         return serializers.message(message, thread_id)
     with transaction.atomic():
         thread = get_thread(thread_id)
@@ -249,6 +247,7 @@ def create_message(thread_id: str, body: dict) -> dict:
             raise invalid(f"Can't add messages to {thread_id} while a run {active.id} is active.")
         message.thread = thread
         message.save()
+        resources.attach(thread, searched)  # file_search attachments: into the thread's vector store
     return serializers.message(message, thread_id)
 
 

@@ -150,6 +150,7 @@ def create_run(request: HttpRequest, thread_id: str) -> dict | SSEResponse:
     run_store.check_include(request.GET)
     body = read_body(request, "CreateRunRequest")
     _assistant(request, body["assistant_id"])
+    body["include[]"] = request.GET.getlist("include[]")
     return _start_run(body, lambda run_id: (run_store.create_run(thread_id, run_id, body),))
 
 
@@ -186,4 +187,4 @@ def list_run_steps(request: HttpRequest, thread_id: str, run_id: str) -> dict:
 def retrieve_run_step(request: HttpRequest, thread_id: str, run_id: str, step_id: str) -> dict:
     _thread(request, thread_id)
     run_store.check_include(request.GET)
-    return run_store.get_step(thread_id, run_id, step_id)
+    return run_store.get_step(thread_id, run_id, step_id, bool(request.GET.getlist("include[]")))

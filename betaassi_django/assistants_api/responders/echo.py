@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 from collections.abc import AsyncIterator
 
 from betaassi_django import conf
 
-from .interface import Reply, ResponderRequest
+from .interface import Reply, ResponderRequest, ToolCall, ToolRound
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 
@@ -28,6 +29,18 @@ def echo_json(last_user: str, context: int) -> str:
     return json.dumps({"echo": last_user, "context": context}, ensure_ascii=False)
 
 
+def _citation(request: ResponderRequest) -> str | None:
+    """The best result's citation marker from the run's last file_search output (``[no results]`` when it found
+    nothing); None before any search."""
+    for entry in reversed(request.messages):
+        if isinstance(entry, ToolRound):
+            for call in entry.calls:
+                if call.name == "file_search":
+                    results = json.loads(call.output or "{}").get("results") or []
+                    return results[0]["citation"] if results else "[no results]"
+    return None
+
+
 class EchoResponder:
     """``echo: <last user text> [context=<N>]``.
 
@@ -39,6 +52,10 @@ class EchoResponder:
     delta is one completion token. With ``response_format`` ``json_object`` or ``json_schema`` the reply is
     ``{"echo": "<last user text>", "context": N}`` (``echo_json``), streamed the same way; with a
     ``max_completion_tokens`` budget it stops after that many deltas, and the run ends ``incomplete``.
+
+    With file_search (the run offers the search: ``request.search``) echo first calls it with
+    ``{"query": "<last user text>"}``, then replies ``echo: <last user text> [context=<N>] <citation>``, the
+    citation being the best result's marker (``【0:0†<file name>】``, which the run annotates) or ``[no results]``.
     """
 
     async def stream(self, request: ResponderRequest, reply: Reply) -> AsyncIterator[str]:
@@ -49,6 +66,15 @@ class EchoResponder:
             text = echo_json(last_user, len(messages))
         budget = request.max_completion_tokens
         reply.prompt_tokens = _count_words(request.instructions) + sum(_count_words(m.text) for m in messages)
+        if request.search:
+            cited = _citation(request)
+            if cited is None:
+                reply.completion_tokens += 1
+                yield ToolCall("call_" + secrets.token_hex(12), "file_search",
+                               json.dumps({"query": last_user}, ensure_ascii=False))
+                return
+            if not _json_asked(request.response_format):
+                text = f"{text} {cited}"
         delay = conf.get().echo_delay
         for index, piece in enumerate(_WORDS.findall(text)):
             if budget is not None and index >= budget:

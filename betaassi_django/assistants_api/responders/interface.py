@@ -53,6 +53,9 @@ class ResponderRequest:
     #: A token limit reached before the model is asked (``max_prompt_tokens`` / ``max_completion_tokens``):
     #: the run ends ``incomplete`` for it, and no responder is called.
     limit_reached: str | None = None
+    #: The run offers the app's file search: the function tool named ``file_search`` in ``tools`` is it
+    #: (``knowledge.run_search``).
+    search: bool = False
 
     @property
     def thread_messages(self) -> list[ContextMessage]:
