@@ -8,6 +8,9 @@ import time
 import openai
 import pytest
 
+from betaassi_django.assistants_api.knowledge import vector_stores
+from betaassi_django.assistants_api.models import VectorStore
+from tests.conftest import in_process_client
 from tests.test_api_hostile import raw_client
 from tests.test_api_scopes import forbidden, key_client, refused
 
@@ -309,3 +312,27 @@ def test_hostile_bodies_are_400(api, path, raw, param):
     if param is not None:
         assert error["param"] == param, error
     assert api.get(f"/vector_stores/{store}").json()["file_counts"]["total"] == 0
+
+
+def test_touch_moves_the_expiry_and_an_expired_store_takes_no_files():
+    """In-process only: the test moves the clock of stores in its own database."""
+    client = in_process_client()
+    store = client.vector_stores.create(expires_after={"anchor": "last_active_at", "days": 1})
+    plain = client.vector_stores.create()
+    long_ago = store.last_active_at - 10 * 86400
+    VectorStore.objects.filter(id__in=[store.id, plain.id]).update(last_active_at=long_ago,
+                                                                     expires_at=long_ago + 86400)
+    assert client.vector_stores.retrieve(store.id).status == "expired"
+    vector_stores.touch([store.id, plain.id])
+    assert client.vector_stores.retrieve(store.id).status == "expired"  # an expired store stays expired
+    VectorStore.objects.filter(id=store.id).update(expires_at=None)
+    vector_stores.touch([store.id, plain.id, "vs_unknown"])
+    fresh = client.vector_stores.retrieve(store.id)
+    assert fresh.status == "completed" and fresh.last_active_at >= store.last_active_at
+    assert fresh.expires_at == fresh.last_active_at + 86400
+    VectorStore.objects.filter(id=store.id).update(expires_at=fresh.last_active_at - 1)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.vector_stores.files.create(vector_store_id=store.id, file_id=upload(client, "x.txt", b"x"))
+    assert error_of(caught) == {"message": f"Vector store '{store.id}' has expired: it takes no more files.",
+                                "type": "invalid_request_error", "param": "vector_store_id",
+                                "code": "vector_store_expired"}

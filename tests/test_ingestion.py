@@ -14,6 +14,7 @@ import time
 import pytest
 from django.core.files.base import ContentFile
 from django.test import override_settings
+from django.utils import timezone
 
 from betaassi_django.assistants_api import tokens
 from betaassi_django.assistants_api.knowledge import chunking, ingestion, parsing, vector_stores
@@ -233,7 +234,7 @@ def test_a_process_killed_mid_ingestion_leaves_the_file_to_another():
     store = vector_stores.create_store({})
     vs_file = VectorStoreFile.objects.create(vector_store=store, file_id=make_file("k.md", b"# kill me").id,
                                              chunking_strategy={"type": "static", "static": vector_stores.AUTO})
-    env = {**os.environ, "DATABASE_URL": shared_database_url(), "BETAASSI_INGEST_LEASE_SECONDS": "1"}
+    env = {**os.environ, "DATABASE_URL": shared_database_url(), "BETAASSI_INGEST_LEASE_SECONDS": "3"}
     child = subprocess.Popen([sys.executable, "-c", KILLED], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().split() == ["claimed", str(vs_file.pk), "1"]
@@ -242,14 +243,52 @@ def test_a_process_killed_mid_ingestion_leaves_the_file_to_another():
         child.wait(30)
     vs_file.refresh_from_db()
     assert vs_file.status == "in_progress" and vs_file.claimed_at is not None
-    with override_settings(BETAASSI_INGEST_LEASE_SECONDS=1):
-        assert ingestion.claim() is None  # still leased (just renewed, or just claimed)
+    left = vs_file.claimed_at  # the dead process's last stamp
+    with override_settings(BETAASSI_INGEST_LEASE_SECONDS=3):
         deadline = time.monotonic() + 30
-        while not ingestion.run_pending():
+        while (claimed := ingestion.claim()) is None:
+            if VectorStoreFile.objects.filter(pk=vs_file.pk, status="completed").exists():
+                break  # this process's worker thread (started by an earlier test) was first
             assert time.monotonic() < deadline
-            time.sleep(0.1)
+            time.sleep(0.05)
+        else:
+            # Taken again only once the lease ran out, then finished here.
+            assert (claimed[1].token - left).total_seconds() >= 3
+            assert ingestion.ingest(*claimed) == "completed"
     vs_file.refresh_from_db()
     assert (vs_file.status, vs_file.last_error, texts(vs_file)) == ("completed", None, ["# kill me"])
+
+
+WORKER = """
+import os, time, django
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+django.setup()
+from betaassi_django.assistants_api.knowledge import ingestion
+ingestion.start()                         # as any vector store request does
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_worker_of_a_live_process_takes_a_file_whose_lease_ran_out():
+    """A process that died just after claiming (its stamp fresh): another process's worker, started before the
+    lease ran out, finds the file on a later look of its timer."""
+    store = vector_stores.create_store({})
+    vs_file = VectorStoreFile.objects.create(vector_store=store, file_id=make_file("w.txt", b"orphan").id,
+                                             claimed_at=timezone.now())
+    env = {**os.environ, "DATABASE_URL": shared_database_url(), "BETAASSI_INGEST_LEASE_SECONDS": "2"}
+    child = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 60
+        while VectorStoreFile.objects.filter(pk=vs_file.pk, status="in_progress").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    vs_file.refresh_from_db()
+    assert (vs_file.status, vs_file.claimed_at, texts(vs_file)) == ("completed", None, ["orphan"])
 
 
 def test_json_files_are_pretty_printed_before_chunking():

@@ -5,10 +5,10 @@ Who does it: a worker thread of the process, started on demand (a file added, an
 import. It takes one file at a time with a lease: ``claimed_at`` is set by a conditional UPDATE that succeeds only
 while the file is ``in_progress`` and unclaimed (or its lease is older than ``BETAASSI_INGEST_LEASE_SECONDS``), and
 compared with the value read before, so two processes never hold the same file. A second thread renews the lease
-while the file is parsed and chunked. The result is written with one more conditional UPDATE on the lease: a file
-cancelled, deleted or retaken meanwhile is left alone (its chunks rolled back). When idle, the worker looks again
-every half lease: so files of a process that died (SIGKILL mid-ingestion) are finished by any live process's
-worker within 1.5 leases.
+while the file is parsed, chunked and embedded (``index.embed_pieces``, when an embeddings model is set). The
+result is written with one more conditional UPDATE on the lease: a file cancelled, deleted or retaken meanwhile is
+left alone (its chunks rolled back). When idle, the worker looks again every half lease: so files of a process that
+died (SIGKILL mid-ingestion) are finished by any live process's worker within 1.5 leases.
 """
 
 from __future__ import annotations
@@ -100,15 +100,17 @@ def pieces_of(vs_file: VectorStoreFile) -> list[tuple[str, int]]:
     return chunking.chunk(text, *chunking.static_of(vs_file.chunking_strategy or {}))
 
 
-def _store(vs_file: VectorStoreFile, lease: Lease, pieces: list[tuple[str, int]]) -> bool:
-    """The chunks and ``completed``, in one transaction: the file's row first (which, on PostgreSQL, also makes a
-    concurrent retake wait for this to end), then any chunks of an earlier attempt out, the new ones in."""
+def _store(vs_file: VectorStoreFile, lease: Lease, pieces: list[tuple[str, int]], vectors: list[bytes] | None
+           ) -> bool:
+    """The chunks and ``completed``, in one short transaction (the embeddings were computed before): the file's row
+    first (which, on PostgreSQL, also makes a concurrent retake wait for this to end), then any chunks of an earlier
+    attempt out, the new ones in."""
     usage = sum(len(text.encode()) for text, _ in pieces)
     with transaction.atomic():
         if not lease.finish(status="completed", usage_bytes=usage, last_error=None):
             return False
         Chunk.objects.filter(vector_store_file_id=vs_file.pk).delete()
-        index.add(vs_file, pieces)
+        index.add(vs_file, pieces, vectors)
     return True
 
 
@@ -120,8 +122,11 @@ def ingest(vs_file: VectorStoreFile, lease: Lease) -> str:
     renewer.start()
     try:
         pieces = pieces_of(vs_file)
+        vectors = index.embed_pieces(pieces)  # the network, while the lease is renewed
     except parsing.ParseError as error:
         pieces, failure = None, {"code": error.code, "message": error.message}
+    except index.IndexingError as error:
+        pieces, failure = None, {"code": "server_error", "message": error.message}
     except Exception:
         logger.exception("ingesting vector store file %s failed", vs_file.file_id)
         pieces, failure = None, {"code": "server_error", "message": INTERNAL}
@@ -130,7 +135,7 @@ def ingest(vs_file: VectorStoreFile, lease: Lease) -> str:
         renewer.join()
     if pieces is not None:
         try:
-            return "completed" if _store(vs_file, lease, pieces) else "lost"
+            return "completed" if _store(vs_file, lease, pieces, vectors) else "lost"
         except index.IndexingError as error:
             failure = {"code": "server_error", "message": error.message}
         except Exception:

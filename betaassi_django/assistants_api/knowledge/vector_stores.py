@@ -57,6 +57,11 @@ def is_expired(store: VectorStore) -> bool:
     return store.expires_at is not None and store.expires_at < now()
 
 
+def expired(store: VectorStore) -> ApiError:
+    return invalid(f"Vector store '{store.id}' has expired: it takes no more files.", param="vector_store_id",
+                   code="vector_store_expired")
+
+
 # Stores --------------------------------------------------------------------------------------------------------
 
 
@@ -180,6 +185,8 @@ def add_file(store: VectorStore, file_id: str, *, chunking_strategy: dict | None
     is a 400, an unknown one a 404 (both naming ``param``)."""
     if not plausible_id(file_id) or not File.objects.filter(id=file_id).exists():
         raise no_file(file_id, param)
+    if is_expired(store):
+        raise expired(store)
     strategy = chunking(chunking_strategy, param.rpartition("file_id")[0] + "chunking_strategy")
     try:
         with transaction.atomic():
