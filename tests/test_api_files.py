@@ -210,7 +210,9 @@ def test_bad_uploads_are_400_naming_the_param_and_store_nothing(api, data, files
 
 def test_a_body_that_is_not_a_form_is_400(api):
     error = refusal(api.post("/files", json={"purpose": "assistants", "file": "x"}))
-    assert error["message"] == "This endpoint takes a multipart/form-data body with the fields 'file' and 'purpose'."
+    assert (error["param"], error["message"]) == (
+        "file", "This endpoint takes a multipart/form-data body with the fields 'file' and 'purpose'.")
+    assert refusal(api.post("/files"))["param"] == "file"  # no body at all
 
 
 def test_two_files_in_one_request_are_400(api):

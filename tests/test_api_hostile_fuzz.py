@@ -112,6 +112,13 @@ def hostile_body(draw, schema_name: str) -> tuple[str, bool]:
     return raw, unstorable
 
 
+def _new_file(api: httpx2.Client) -> str:
+    """A file uploaded as the SDK uploads one (multipart; the client's JSON Content-Type replaced)."""
+    body = (b'--fz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n--fz\r\n'
+            b'Content-Disposition: form-data; name="file"; filename="fuzz.txt"\r\n\r\nfuzz\r\n--fz--\r\n')
+    return api.post("/files", content=body, headers={"Content-Type": "multipart/form-data; boundary=fz"}).json()["id"]
+
+
 def _world(api: httpx2.Client) -> dict[str, str]:
     """One of each object, so that real ids reach the handlers' deep paths."""
     assistant = api.post("/assistants", json={"model": "fuzz"}).json()
@@ -121,7 +128,7 @@ def _world(api: httpx2.Client) -> dict[str, str]:
     message = api.get(f"/threads/{thread['id']}/messages", params={"limit": 1}).json()["data"][0]
     step = api.get(f"/threads/{thread['id']}/runs/{run['id']}/steps").json()["data"][0]
     return {"assistant_id": assistant["id"], "thread_id": thread["id"], "message_id": message["id"],
-            "run_id": run["id"], "step_id": step["id"]}
+            "run_id": run["id"], "step_id": step["id"], "file_id": _new_file(api)}
 
 
 def _settle(api: httpx2.Client, runs: list[tuple[str, str]]) -> None:
@@ -178,6 +185,7 @@ def test_hostile_input_never_answers_5xx(request, kind, path, method, data):
         ids["thread_id"] = api.post("/threads", json={}).json()["id"]
         ids["message_id"] = api.post(f"/threads/{ids['thread_id']}/messages",
                                      json={"role": "user", "content": "x"}).json()["id"]
+        ids["file_id"] = _new_file(api)
     bad = data.draw(st.sampled_from([None, None, *sorted(ids)]), label="bad id")
     if bad is not None:
         ids[bad] = data.draw(st.sampled_from(BAD_IDS), label=bad)
@@ -198,7 +206,8 @@ def test_hostile_input_never_answers_5xx(request, kind, path, method, data):
         assert response.status_code == 400, (raw[:300], response.text[:300])
     if response.status_code == 200:
         assert not deep and not unstorable, (raw[:300], response.text[:300])
-        data_ = response.json() if not response.headers["content-type"].startswith("text/event-stream") else {}
+        # a stream of events, or a file's raw bytes, is not a JSON object
+        data_ = response.json() if response.headers["content-type"].startswith("application/json") else {}
         if data_.get("object") == "thread.run":
             started.append((data_["thread_id"], data_["id"]))
     elif response.status_code == 400:

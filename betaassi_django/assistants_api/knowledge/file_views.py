@@ -60,8 +60,9 @@ def _too_large(limit: int):
 def _form(request: HttpRequest) -> tuple[dict, object | None]:
     """The form's fields as a ``CreateFileRequest`` body, and the uploaded file (None when there is none)."""
     if request.content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        # Named ``file``: that is what such a body cannot carry.
         raise invalid("This endpoint takes a multipart/form-data body with the fields 'file' and 'purpose'.",
-                      code="invalid_content_type")
+                      param="file", code="invalid_content_type")
     limit = conf.get().file_max_bytes
     try:
         declared = int(request.headers.get("Content-Length") or 0)
