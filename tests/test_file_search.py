@@ -7,7 +7,9 @@ from __future__ import annotations
 import openai
 import pytest
 
+from tests.conftest import http_client
 from tests.test_api_hostile import raw_client
+from tests.test_api_scopes import key_client, refused
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -281,3 +283,37 @@ def test_raw_hostile_resources(api):
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == param, body[:80]
     assert api.get(f'/threads/{thread["id"]}/messages').json()["data"] == []
+
+
+def test_a_key_limited_to_assistants_may_not_name_files_or_stores(daphne_server):
+    full = http_client(daphne_server)
+    assistant = full.beta.assistants.create(model="m", tools=[{"type": "file_search"}])
+    store_id = full.vector_stores.create(name="not theirs").id
+    menu = upload(full, "menu.md", MENU)
+    limited = key_client(daphne_server, "--assistant", assistant.id)
+    thread = limited.beta.threads.create(metadata={"betaassi_assistant": assistant.id})
+    attached = [{"file_id": menu.id, "tools": [{"type": "file_search"}]}]
+    message = ("You have insufficient permissions for this operation: this API key is limited to some assistants "
+               "and their threads, and files and vector stores belong to no assistant: use a key without that limit.")
+    for call in [
+        lambda: limited.beta.assistants.update(assistant.id, tool_resources={
+            "file_search": {"vector_store_ids": [store_id]}}),
+        lambda: limited.beta.threads.update(thread.id, tool_resources={"file_search": {"vector_store_ids": []}}),
+        lambda: limited.beta.threads.create(metadata={"betaassi_assistant": assistant.id}, tool_resources={
+            "file_search": {"vector_stores": [{"file_ids": [menu.id]}]}}),
+        lambda: limited.beta.threads.messages.create(thread.id, role="user", content="x", attachments=attached),
+        lambda: limited.beta.threads.runs.create(thread.id, assistant_id=assistant.id, additional_messages=[
+            {"role": "user", "content": "x", "attachments": attached}]),
+        lambda: limited.beta.threads.create_and_run(assistant_id=assistant.id, thread={
+            "metadata": {"betaassi_assistant": assistant.id},
+            "messages": [{"role": "user", "content": "x", "attachments": attached}]}),
+    ]:
+        refused(call, message)
+    assert full.beta.threads.retrieve(thread.id).tool_resources is None
+    assert full.beta.threads.messages.list(thread.id).data == []
+    # Naming none, the key still runs its assistant (which has no store: echo as usual).
+    limited.beta.threads.messages.create(thread.id, role="user", content="hi")
+    run = limited.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                    poll_interval_ms=20)
+    [reply] = limited.beta.threads.messages.list(thread.id, run_id=run.id).data
+    assert reply.content[0].text.value == "echo: hi [context=1]"

@@ -38,6 +38,20 @@ def _in_thread(operation: Callable[..., dict], *, write: bool = False, schema: s
     return handler
 
 
+def _knowledge(request: HttpRequest, body: dict) -> dict:
+    """Files and vector stores belong to no assistant (``scopes.check_unassigned``): a key limited to some
+    assistants may not name them either, in ``tool_resources.file_search`` or in messages' ``attachments`` (a
+    run's search would read them). Returns the body."""
+    thread = body.get("thread") or {}
+    resources = [body.get("tool_resources"), thread.get("tool_resources")]
+    messages = [body, *(body.get("messages") or []), *(body.get("additional_messages") or []),
+                *(thread.get("messages") or [])]
+    if any(isinstance(r, dict) and r.get("file_search") is not None for r in resources) or any(
+            isinstance(m, dict) and m.get("attachments") for m in messages):
+        scopes.check_unassigned(scopes.of_request(request), "files and vector stores")
+    return body
+
+
 # Assistants
 
 
@@ -57,7 +71,7 @@ def retrieve_assistant(request: HttpRequest, assistant_id: str) -> dict:
 
 def modify_assistant(request: HttpRequest, assistant_id: str) -> dict:
     _assistant(request, assistant_id)
-    body = read_body(request, "ModifyAssistantRequest")
+    body = _knowledge(request, read_body(request, "ModifyAssistantRequest"))
     scopes.check_assistant_change(scopes.of_request(request), assistant_id, body)
     return store.modify_assistant(assistant_id, body)
 
@@ -71,7 +85,7 @@ def delete_assistant(request: HttpRequest, assistant_id: str) -> dict:
 
 
 def create_thread(request: HttpRequest) -> dict:
-    body = read_body(request, "CreateThreadRequest")
+    body = _knowledge(request, read_body(request, "CreateThreadRequest"))
     scopes.check_new_thread(scopes.of_request(request), body.get("metadata"))
     return store.create_thread(body)
 
@@ -83,7 +97,7 @@ def retrieve_thread(request: HttpRequest, thread_id: str) -> dict:
 
 def modify_thread(request: HttpRequest, thread_id: str) -> dict:
     _thread(request, thread_id, write=True)
-    body = read_body(request, "ModifyThreadRequest")
+    body = _knowledge(request, read_body(request, "ModifyThreadRequest"))
     if "metadata" in body:
         scopes.check_new_thread(scopes.of_request(request), body["metadata"])
     return store.modify_thread(thread_id, body)
@@ -102,7 +116,7 @@ def list_messages(request: HttpRequest, thread_id: str) -> dict:
 
 def create_message(request: HttpRequest, thread_id: str) -> dict:
     _thread(request, thread_id, write=True, publishing=True)
-    return store.create_message(thread_id, read_body(request, "CreateMessageRequest"))
+    return store.create_message(thread_id, _knowledge(request, read_body(request, "CreateMessageRequest")))
 
 
 retrieve_message = _in_thread(store.retrieve_message)
@@ -148,14 +162,14 @@ def list_runs(request: HttpRequest, thread_id: str) -> dict:
 def create_run(request: HttpRequest, thread_id: str) -> dict | SSEResponse:
     _thread(request, thread_id, write=True)
     run_store.check_include(request.GET)
-    body = read_body(request, "CreateRunRequest")
+    body = _knowledge(request, read_body(request, "CreateRunRequest"))
     _assistant(request, body["assistant_id"])
     body["include[]"] = request.GET.getlist("include[]")
     return _start_run(body, lambda run_id: (run_store.create_run(thread_id, run_id, body),))
 
 
 def create_thread_and_run(request: HttpRequest) -> dict | SSEResponse:
-    body = read_body(request, "CreateThreadAndRunRequest")
+    body = _knowledge(request, read_body(request, "CreateThreadAndRunRequest"))
     _assistant(request, body["assistant_id"])
     scopes.check_new_thread(scopes.of_request(request), (body.get("thread") or {}).get("metadata"))
     return _start_run(body, lambda run_id: run_store.create_thread_and_run(run_id, body))
