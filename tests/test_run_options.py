@@ -151,14 +151,39 @@ def test_tool_choice_naming_a_function_the_run_lacks_is_400(client):
     assert (run.status, run.tool_choice.function.name, run.parallel_tool_calls) == ("completed", "get_weather", False)
 
 
-@pytest.mark.parametrize("value", [0, 255, -1])
-def test_token_limits_below_256_are_400(client, value):
+@pytest.mark.parametrize(("value", "code"), [(0, "integer_below_min_value"), (255, "integer_below_min_value"),
+                                             (-1, "integer_below_min_value"), (2**40, "integer_above_max_value"),
+                                             (10**39, "integer_above_max_value")])
+def test_token_limits_out_of_range_are_400(client, value, code):
     assistant, thread = _thread(client, "hi")
     for param in ("max_prompt_tokens", "max_completion_tokens"):
         with pytest.raises(openai.BadRequestError) as info:
             client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, **{param: value})
-        assert (info.value.param, info.value.code) == (param, "integer_below_min_value")
+        assert (info.value.param, info.value.code) == (param, code)
+        assert str(value) in info.value.body["message"]
     assert client.beta.threads.runs.list(thread.id).data == []
+
+
+@pytest.mark.parametrize(("name", "code"), [("x" * 65, "string_above_max_length"), ("bad name", "invalid_value"),
+                                            ("", "invalid_value"), ("caf\u00e9", "invalid_value")])
+def test_a_json_schema_name_openai_would_refuse_is_400_everywhere(client, name, code):
+    fmt = {"type": "json_schema", "json_schema": {"name": name, "schema": {"type": "object"}}}
+    param = "response_format.json_schema.name"
+    assistant, thread = _thread(client, "hi")
+    attempts = [lambda: client.beta.assistants.create(model="m", response_format=fmt),
+                lambda: client.beta.assistants.update(assistant.id, response_format=fmt),
+                lambda: client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, response_format=fmt),
+                lambda: client.beta.threads.create_and_run(assistant_id=assistant.id, response_format=fmt)]
+    for attempt in attempts:
+        with pytest.raises(openai.BadRequestError) as info:
+            attempt()
+        assert (info.value.param, info.value.code) == (param, code)
+    assert client.beta.assistants.retrieve(assistant.id).response_format == "auto"
+    assert client.beta.threads.runs.list(thread.id).data == []
+    fmt["json_schema"]["name"] = "A-z_09" + "x" * 58  # 64: the longest name
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   response_format=fmt, poll_interval_ms=20)
+    assert run.status == "completed"
 
 
 def test_the_websocket_frame_of_an_incomplete_run_names_the_limit(client):

@@ -1,5 +1,5 @@
-"""The run options that shape what a responder is given: ``max_prompt_tokens``, ``max_completion_tokens``,
-``tool_choice`` as run creation checks it.
+"""The run options that shape what a responder is given: ``max_prompt_tokens``, ``max_completion_tokens``;
+``tool_choice`` and ``response_format`` as creation checks them.
 
 The prompt is counted with OpenAI's own tokenizer (``tokens.count``, o200k_base) as the Chat Completions format
 counts it (OpenAI's cookbook): each message costs its text's tokens plus ``PER_MESSAGE`` (its role and
@@ -8,6 +8,8 @@ output its text, each with ``PER_MESSAGE``. Reasoning items carried back are opa
 """
 
 from __future__ import annotations
+
+import re
 
 from . import tokens
 from .errors import invalid
@@ -70,3 +72,23 @@ def check_tool_choice(tool_choice, tools: list) -> None:
     if name not in {t["function"]["name"] for t in tools if t.get("type") == "function"}:
         raise invalid(f"Invalid value for 'tool_choice': function '{str(name)[:100]}' is not among the run's "
                       f"tools.", param="tool_choice", code="invalid_value")
+
+
+#: What OpenAI takes as a json_schema's ``name`` (the specification says it in words: a-z, A-Z, 0-9, _ and -, at
+#: most 64 characters): the upstream refuses others, so the API does at once.
+SCHEMA_NAME = re.compile(r"[a-zA-Z0-9_-]+")
+SCHEMA_NAME_MAX = 64
+
+
+def check_response_format(value, param: str = "response_format") -> None:
+    """A ``json_schema`` response format's name, as OpenAI checks it (a 400 naming the param)."""
+    if not (isinstance(value, dict) and value.get("type") == "json_schema"):
+        return
+    name, param = value["json_schema"]["name"], f"{param}.json_schema.name"
+    if len(name) > SCHEMA_NAME_MAX:
+        raise invalid(f"Invalid '{param}': string too long. Expected a string with maximum length {SCHEMA_NAME_MAX}, "
+                      f"but got a string with length {len(name)} instead.", param=param,
+                      code="string_above_max_length")
+    if not SCHEMA_NAME.fullmatch(name):
+        raise invalid(f"Invalid '{param}': string does not match pattern. Expected a string that matches the "
+                      f"pattern '^[a-zA-Z0-9_-]+$'.", param=param, code="invalid_value")

@@ -88,6 +88,7 @@ def _insert_run(run_id: str, thread: Thread, body: dict, assistant: Assistant | 
         assistant = get_assistant(body["assistant_id"])
     tools = body.get("tools")
     run_options.check_tool_choice(body.get("tool_choice"), assistant.tools if tools is None else tools)
+    run_options.check_response_format(body.get("response_format"))
     active = active_run(thread) if may_be_busy else None
     if active is not None:
         raise invalid(f"Thread {thread.id} already has an active run {active.id}.")

@@ -12,7 +12,7 @@ from functools import cache
 from django.db import connections, router, transaction
 from django.http import QueryDict
 
-from . import recovery, serializers, statements
+from . import recovery, run_options, serializers, statements
 from .errors import ApiError, invalid, not_found
 from .ids import now
 from .knowledge import resources
@@ -73,6 +73,7 @@ def get_assistant(assistant_id: str) -> Assistant:
 
 
 def create_assistant(body: dict) -> dict:
+    run_options.check_response_format(body.get("response_format"))
     values = {k: body[k] for k in ASSISTANT_FIELDS if k in body}
     values["tool_resources"] = _tool_resources(values.get("tool_resources"), "tool_resources")
     values.setdefault("tools", [])
@@ -84,6 +85,7 @@ def create_assistant(body: dict) -> dict:
 
 
 def modify_assistant(assistant_id: str, body: dict) -> dict:
+    run_options.check_response_format(body.get("response_format"))
     with transaction.atomic():
         assistant = get_assistant(assistant_id)
         for field in ASSISTANT_FIELDS:
