@@ -20,6 +20,7 @@ from betaassi_django.assistants_api import tokens
 from betaassi_django.assistants_api.knowledge import chunking, ingestion, parsing, vector_stores
 from betaassi_django.assistants_api.models import Chunk, File, VectorStoreFile
 from tests.conftest import shared_database_url
+from tests.fake_upstream import FakeUpstream, Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -186,6 +187,29 @@ def test_a_character_split_by_a_window_is_left_out_not_garbled():
         assert "\ufffd" not in piece and piece
 
 
+@pytest.fixture
+def embedding(settings):
+    """An embeddings model configured, served by the fake upstream."""
+    with FakeUpstream() as upstream:
+        settings.BETAASSI_EMBEDDINGS_MODEL = "text-embedding-3-small"
+        settings.BETAASSI_EMBEDDINGS_DIMENSIONS = 8
+        settings.BETAASSI_UPSTREAM_BASE_URL = upstream.base_url
+        settings.BETAASSI_UPSTREAM_API_KEY = "sk-upstream-test"
+        settings.BETAASSI_UPSTREAM_MAX_RETRIES = 0
+        yield upstream
+    assert upstream.violations == []
+
+
+def test_chunks_are_embedded_and_a_refusing_endpoint_fails_the_file(embedding):
+    done = ingested("e.txt", b"embedded words")
+    assert done.status == "completed"
+    assert [len(bytes(c.embedding)) for c in Chunk.objects.filter(vector_store_file=done)] == [8 * 4]
+    embedding.embeddings_failure = Status(503, "The model is down.")
+    failed = ingested("f.txt", b"not embedded")
+    assert (failed.status, failed.last_error["code"]) == ("failed", "server_error")
+    assert "The model is down." in failed.last_error["message"] and texts(failed) == []
+
+
 # -- leases and a killed process --------------------------------------------------------------------------------
 
 
@@ -216,6 +240,38 @@ def test_a_cancelled_file_is_not_written():
     assert ingestion.ingest(*claimed) == "lost"
     vs_file.refresh_from_db()
     assert vs_file.status == "cancelled" and texts(vs_file) == []
+
+
+def test_a_locked_database_leaves_the_file_waiting_not_failed():
+    """SQLite's write lock held elsewhere past the busy timeout: the file is not failed for it, and a later look
+    finishes it."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's file lock")
+    import sqlite3
+
+    store = vector_stores.create_store({})
+    vs_file = VectorStoreFile.objects.create(vector_store=store, file_id=make_file("l.txt", b"locked").id)
+    claimed = ingestion.claim()
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        assert ingestion.ingest(*claimed) == "retry"
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout = 30000")
+    vs_file.refresh_from_db()
+    assert vs_file.status == "in_progress" and vs_file.last_error is None
+    with override_settings(BETAASSI_INGEST_LEASE_SECONDS=0.2):
+        time.sleep(0.3)  # its lease (the release was locked out too) runs out
+        assert ingestion.run_pending() == 1
+    vs_file.refresh_from_db()
+    assert (vs_file.status, texts(vs_file)) == ("completed", ["locked"])
 
 
 KILLED = """

@@ -13,11 +13,12 @@ died (SIGKILL mid-ingestion) are finished by any live process's worker within 1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from datetime import datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -29,6 +30,8 @@ from . import chunking, index, parsing
 logger = logging.getLogger("betaassi_django.knowledge")
 
 INTERNAL = "The file could not be ingested because of an internal server error."
+#: Database errors that are not the file's fault (locked, connection lost): the file is tried again later.
+TRANSIENT = (OperationalError, InterfaceError)
 #: Candidates read per claim attempt (the first one whose conditional UPDATE succeeds is taken).
 CANDIDATES = 20
 
@@ -54,6 +57,10 @@ class Lease:
                 self.token = stamp
                 return True
             return False
+
+    def release(self) -> None:
+        with self.lock:
+            self._held().update(claimed_at=None)
 
     def finish(self, **values) -> bool:
         """Write the file's end (``status`` and what goes with it) if the lease still holds."""
@@ -115,8 +122,8 @@ def _store(vs_file: VectorStoreFile, lease: Lease, pieces: list[tuple[str, int]]
 
 
 def ingest(vs_file: VectorStoreFile, lease: Lease) -> str:
-    """Ingest a claimed file; its end status (``lost``: cancelled, deleted or retaken meanwhile). Never raises for
-    the file's sake: whatever goes wrong fails the file."""
+    """Ingest a claimed file; its end status (``lost``: cancelled, deleted or retaken meanwhile; ``retry``: the
+    database failed, the file waits). Never raises for the file's sake: whatever else goes wrong fails the file."""
     stop = threading.Event()
     renewer = threading.Thread(target=_renewing, args=(lease, stop), name="betaassi-ingest-lease", daemon=True)
     renewer.start()
@@ -127,6 +134,8 @@ def ingest(vs_file: VectorStoreFile, lease: Lease) -> str:
         pieces, failure = None, {"code": error.code, "message": error.message}
     except index.IndexingError as error:
         pieces, failure = None, {"code": "server_error", "message": error.message}
+    except TRANSIENT:
+        return _later(vs_file, lease)
     except Exception:
         logger.exception("ingesting vector store file %s failed", vs_file.file_id)
         pieces, failure = None, {"code": "server_error", "message": INTERNAL}
@@ -138,12 +147,27 @@ def ingest(vs_file: VectorStoreFile, lease: Lease) -> str:
             return "completed" if _store(vs_file, lease, pieces, vectors) else "lost"
         except index.IndexingError as error:
             failure = {"code": "server_error", "message": error.message}
+        except TRANSIENT:
+            return _later(vs_file, lease)
         except Exception:
             if not VectorStoreFile.objects.filter(pk=vs_file.pk, status="in_progress").exists():
                 return "lost"  # deleted or cancelled while its chunks were written
             logger.exception("indexing vector store file %s failed", vs_file.file_id)
             failure = {"code": "server_error", "message": INTERNAL}
-    return "failed" if lease.finish(status="failed", usage_bytes=0, last_error=failure) else "lost"
+    try:
+        return "failed" if lease.finish(status="failed", usage_bytes=0, last_error=failure) else "lost"
+    except TRANSIENT:
+        return _later(vs_file, lease)
+
+
+def _later(vs_file: VectorStoreFile, lease: Lease) -> str:
+    """The database failed (locked, gone away): not the file's fault, so it stays ``in_progress``, released for
+    a later look (or, if even that fails, taken again when its lease runs out)."""
+    logger.warning("ingesting vector store file %s: the database failed; trying again later", vs_file.file_id,
+                   exc_info=True)
+    with contextlib.suppress(TRANSIENT):
+        lease.release()
+    return "retry"
 
 
 def run_pending(limit: int | None = None) -> int:
@@ -153,8 +177,9 @@ def run_pending(limit: int | None = None) -> int:
         claimed = claim()
         if claimed is None:
             break
-        ingest(*claimed)
         taken += 1
+        if ingest(*claimed) == "retry":
+            break  # the database is failing: the worker looks again later
     return taken
 
 
