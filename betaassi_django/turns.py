@@ -41,7 +41,7 @@ from betaassi_django import quotas, run_stream
 from betaassi_django.assistants_api.engine import on_kept_connection
 from betaassi_django.client import get_async_client, get_client
 from betaassi_django.groups import fan_out, session_group
-from betaassi_django.messages import text_of, text_of_all
+from betaassi_django.messages import citations, text_of, text_of_all
 
 logger = logging.getLogger("betaassi_django.sessions")
 
@@ -241,8 +241,9 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit, turn: 
             elif name == "thread.message.completed":
                 if deltas is not None:
                     await deltas.close()
-                await emit({"type": "message.completed", "run_id": turn["run_id"],
-                            "message": message_frame(event.data)})
+                frame = {"type": "message.completed", "run_id": turn["run_id"], "message": message_frame(event.data)}
+                cited = await citations(api, session.thread_id, event.data)  # file_search's, if any
+                await emit({**frame, "citations": cited} if cited else frame)
             elif name in RUN_END_EVENTS:
                 if deltas is not None:
                     await deltas.close()

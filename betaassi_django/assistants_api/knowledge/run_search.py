@@ -34,6 +34,8 @@ from . import search, vector_stores
 SEARCH_NAME = "file_search"
 #: Search rounds one execution makes at most; the model is then asked without the tool (it must answer).
 MAX_ROUNDS = 3
+#: Search calls of one model turn that are searched; any more get no results (a model looping on calls).
+MAX_CALLS = 8
 #: The specification's default ``max_num_results`` (``gpt-4*`` models).
 DEFAULT_MAX_RESULTS = 20
 MARKER = re.compile(r"【(\d{1,6}):(\d{1,6})†([^】\n]{0,300})】")
@@ -132,8 +134,8 @@ def _record(started: Started, found: Plan, calls: list[ToolCall], reply: Reply) 
     ``requires_action``), so the reply's message step is created after this step, in the order of a listing."""
     run = started.run
     stored, answered = [], []
-    for call in calls:
-        hits = _search(found, call.arguments)
+    for position, call in enumerate(calls):
+        hits = _search(found, call.arguments) if position < MAX_CALLS else []
         number, found.calls = found.calls, found.calls + 1
         results = []
         for index, hit in enumerate(hits):

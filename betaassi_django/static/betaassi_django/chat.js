@@ -65,6 +65,26 @@
     found.el.append(note);
     followLog();
   }
+  function citationList(found, cited) {
+    const list = document.createElement("ol");
+    list.className = "citations";
+    list.setAttribute("aria-label", "Sources");
+    for (const c of cited) {
+      const item = document.createElement("li");
+      const name = document.createElement("span");
+      name.className = "file";
+      name.textContent = c.file_name || c.file_id;
+      item.append(name);
+      if (c.quote) {
+        const quote = document.createElement("q");
+        quote.textContent = c.quote;
+        item.append(" ", quote);
+      }
+      list.append(item);
+    }
+    found.el.append(list);
+    followLog();
+  }
   function toolLine(runId, callId, name) {
     const found = entry(runId, "assistant");
     if (!found.tools) {
@@ -150,7 +170,9 @@
     },
     "message.completed"(frame) {
       const found = entry(frame.run_id, "assistant");
-      show(found, frame.message.content);
+      const cited = frame.citations || [];  // file_search's: each marker becomes [n], listed under the bubble
+      show(found, cited.reduce((text, c, i) => text.split(c.text).join(`[${i + 1}]`), frame.message.content));
+      if (cited.length) citationList(found, cited);
       entries.set(frame.message.id, found);
       endRun(frame.run_id);
       entries.delete(frame.run_id);  // the run may go on (function calls): its next message gets a bubble of its own
