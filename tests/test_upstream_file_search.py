@@ -150,3 +150,29 @@ def test_a_search_with_a_function_call_then_outputs(api, fake, client):
     else:
         calls = [m["tool_calls"][0]["function"]["name"] for m in second["messages"] if m.get("tool_calls")]
         assert calls == ["file_search", "get_weather"]
+
+
+def test_three_search_rounds_at_most_and_the_tools_options(api, fake, client):
+    fake.script(*[Calls([("file_search", '{"queries": ["office parking"]}')])] * 3, Text(["Done."]))
+    assistant, _ = _assistant(client)
+    client.vector_stores.files.create_and_poll(
+        client.files.create(file=("more.md", b"The office has parking too.\n", "text/markdown"),
+                            purpose="assistants").id,
+        vector_store_id=assistant.tool_resources.file_search.vector_store_ids[0], poll_interval_ms=20)
+    options = {"max_num_results": 1, "ranking_options": {"ranker": "default_2024_08_21", "score_threshold": 0.0}}
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Office?"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   tools=[{"type": "file_search", "file_search": options}],
+                                                   poll_interval_ms=20)
+    assert run.status == "completed"
+    steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc", include=[INCLUDE]).data
+    assert [s.type for s in steps] == ["tool_calls"] * 3 + ["message_creation"]
+    for step in steps[:3]:
+        search = step.step_details.tool_calls[0].file_search
+        assert search.ranking_options.model_dump() == options["ranking_options"]
+        assert len(search.results) == 1  # max_num_results
+    assert [_offered(api, r.body) for r in fake.requests] == [["file_search"]] * 3 + [[]]
+    last = fake.requests[3].body
+    rounds = ([i for i in last["input"] if i.get("type") == "function_call_output"] if api == "responses"
+              else [m for m in last["messages"] if m["role"] == "tool"])
+    assert len(rounds) == 3
