@@ -247,6 +247,15 @@ def test_bad_file_ids_are_refused_naming_the_param(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=[real], files=[{"file_id": real}])
     assert error_of(caught)["param"] == "files"
+    fresh = upload(client, "f.txt", b"f")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.vector_stores.file_batches.create(vector_store_id=store.id, files=[{"file_id": fresh},
+                                                                                  {"file_id": real}])
+    assert error_of(caught)["param"] == "files[1].file_id" and error_of(caught)["code"] == "duplicate_file"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.vector_stores.file_batches.create(vector_store_id=store.id, files=[
+            {"file_id": fresh}, {"file_id": upload(client, "g.txt", b"g"), "chunking_strategy": STATIC}])
+    assert error_of(caught)["param"] == "files[1].chunking_strategy.static.chunk_overlap_tokens"
     assert client.vector_stores.retrieve(store.id).file_counts.total == 1  # nothing of the refused batches
     for call in (lambda: client.vector_stores.retrieve(assistant.id),
                  lambda: client.vector_stores.files.list(vector_store_id="vs_" + "9" * 40),
@@ -303,6 +312,7 @@ def api(request):
     ("{store}/files", '{"file_id": "file-x", "attributes": {"k": "' + "v" * 513 + '"}}', "attributes.k"),
     ("{store}/file_batches", '{"file_ids": []}', "file_ids"),
     ("{store}/file_batches", '{}', None),
+    ("{store}/file_batches", '{"file_ids": [' + ",".join(['"file-x"'] * 2001) + "]}", "file_ids"),
 ])
 def test_hostile_bodies_are_400(api, path, raw, param):
     store = api.post("/vector_stores", json={}).json()["id"]

@@ -79,7 +79,7 @@ def create_store(body: dict) -> VectorStore:
     for ingestion); an unknown or repeated file id refuses the whole request, nothing written."""
     strategy = chunking(body.get("chunking_strategy"))
     file_ids = body.get("file_ids") or []
-    _check_files(file_ids, "file_ids")
+    _check_files(file_ids, [f"file_ids[{i}]" for i in range(len(file_ids))])
     stamp = now()
     with transaction.atomic():
         store = VectorStore.objects.create(
@@ -164,18 +164,17 @@ def serialize_store(store: VectorStore) -> dict:
 # Files ---------------------------------------------------------------------------------------------------------
 
 
-def _check_files(file_ids: list[str], param: str) -> None:
-    """Every id names a File, once."""
+def _check_files(file_ids: list[str], params: list[str]) -> None:
+    """Every id names a File, once (one query); a refusal names the param of the id (``params[i]``)."""
     seen = set()
-    for index, file_id in enumerate(file_ids):
+    for file_id, param in zip(file_ids, params, strict=True):
         if file_id in seen:
-            raise invalid(f"Invalid '{param}[{index}]': file '{file_id}' is listed twice.", param=f"{param}[{index}]",
-                          code="duplicate_file")
+            raise invalid(f"Invalid '{param}': file '{file_id}' is listed twice.", param=param, code="duplicate_file")
         seen.add(file_id)
     known = set(File.objects.filter(id__in=[f for f in seen if plausible_id(f)]).values_list("id", flat=True))
-    for index, file_id in enumerate(file_ids):
+    for file_id, param in zip(file_ids, params, strict=True):
         if file_id not in known:
-            raise no_file(file_id, f"{param}[{index}]")
+            raise no_file(file_id, param)
 
 
 def add_file(store: VectorStore, file_id: str, *, chunking_strategy: dict | None = None,
@@ -244,26 +243,39 @@ def store_files(files, status: str | None):
 
 def create_batch(store_id: str, body: dict) -> VectorStoreFileBatch:
     """A batch of files (``file_ids`` with the shared ``attributes``/``chunking_strategy``, or ``files`` each with
-    its own), all added at once or none."""
+    its own), all added at once (a few queries for up to 2000 files) or none."""
     store = get_store(store_id)
     if "file_ids" in body and "files" in body:
         raise invalid("'file_ids' and 'files' are mutually exclusive: pass one of them.", param="files")
+    if is_expired(store):
+        raise expired(store)
     if "files" in body:
-        entries = [(f"files[{i}].", f) for i, f in enumerate(body["files"])]
+        entries = [(f"files[{i}].file_id", f"files[{i}].chunking_strategy", f) for i, f in enumerate(body["files"])]
     else:
         shared = {k: body[k] for k in ("attributes", "chunking_strategy") if k in body}
-        entries = [(f"file_ids[{i}]", {"file_id": file_id, **shared}) for i, file_id in enumerate(body["file_ids"])]
-    with transaction.atomic():
-        batch = VectorStoreFileBatch.objects.create(vector_store=store)
-        seen = set()
-        for prefix, entry in entries:
-            param = prefix + "file_id" if prefix.endswith(".") else prefix
-            if entry["file_id"] in seen:
-                raise invalid(f"Invalid '{param}': file '{entry['file_id']}' is listed twice.", param=param,
-                              code="duplicate_file")
-            seen.add(entry["file_id"])
-            add_file(store, entry["file_id"], chunking_strategy=entry.get("chunking_strategy"),
-                     attributes=entry.get("attributes"), batch=batch, param=param)
+        entries = [(f"file_ids[{i}]", "chunking_strategy", {"file_id": file_id, **shared})
+                   for i, file_id in enumerate(body["file_ids"])]
+    file_ids = [entry["file_id"] for _, _, entry in entries]
+    _check_files(file_ids, [param for param, _, _ in entries])
+    strategies = [chunking(entry.get("chunking_strategy"), param) for _, param, entry in entries]
+    present = set(VectorStoreFile.objects.filter(vector_store=store, file_id__in=file_ids)
+                  .values_list("file_id", flat=True))
+    for param, _, entry in entries:
+        if entry["file_id"] in present:
+            raise invalid(f"File '{entry['file_id']}' is already in vector store '{store.id}'.", param=param,
+                          code="duplicate_file")
+    try:
+        with transaction.atomic():
+            batch = VectorStoreFileBatch.objects.create(vector_store=store)
+            VectorStoreFile.objects.bulk_create(
+                [VectorStoreFile(vector_store=store, file_id=entry["file_id"], batch=batch, chunking_strategy=strategy,
+                                 attributes=entry.get("attributes"))
+                 for (_, _, entry), strategy in zip(entries, strategies, strict=True)], batch_size=500)
+    except IntegrityError:  # added by another request meanwhile
+        raise invalid(f"A file of this batch was added to vector store '{store.id}' meanwhile; nothing was added.",
+                      code="duplicate_file") from None
+    transaction.on_commit(ingestion.schedule)
+    batch.vector_store = store
     return batch
 
 
