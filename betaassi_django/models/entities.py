@@ -31,6 +31,7 @@ from betaassi_django.publishing.backend import (
 )
 from betaassi_django.publishing.status import forget_assistant
 
+from . import knowledge as declared_knowledge
 from .base import RemoteModel, from_unix
 
 logger = logging.getLogger("betaassi_django.models")
@@ -70,6 +71,9 @@ class BaseAssistant(RemoteModel):
     #: Models a session of this assistant may choose besides the assistant's own (exact names, or ``fnmatch``
     #: patterns such as ``"gpt-4o-*"``). None: the assistant's own model only. See ``betaassi_django.quotas``.
     allowed_models: ClassVar[list[str] | None] = None
+    #: Files to upload into a vector store for ``file_search`` (paths relative to ``BASE_DIR``), or one vector
+    #: store id: see ``betaassi_django.models.knowledge`` (docs/knowledge.md).
+    knowledge: ClassVar[list[str]] = []
 
     class Meta:
         abstract = True
@@ -82,6 +86,8 @@ class BaseAssistant(RemoteModel):
             from betaassi_django.tools import as_tools
 
             cls._function_tools = as_tools(cls.function_tools)  # a bad function fails at import, not at a run
+        if cls.__dict__.get("knowledge"):
+            declared_knowledge.parse(cls, cls.knowledge)  # a declaration no backend can serve fails at import
 
     @classmethod
     def function_tools_by_name(cls) -> dict:
@@ -95,7 +101,8 @@ class BaseAssistant(RemoteModel):
 
         payload = super().modify_payload(metadata)
         payload["tools"] = merge_tool_definitions(payload["tools"], self.function_tools_by_name().values())
-        return payload
+        prepared = getattr(self, "_knowledge", None)
+        return declared_knowledge.apply(prepared, payload) if prepared else payload
 
     @classmethod
     def default_instructions(cls) -> str | None:
@@ -113,7 +120,8 @@ class BaseAssistant(RemoteModel):
 
     @classmethod
     def reserved_keys(cls) -> tuple[str, ...]:
-        return (*super().reserved_keys(), PUBLISH_KEY, REGISTRY_KEY, OWNER_KEY)
+        knowledge = (declared_knowledge.KNOWLEDGE_KEY,) if cls.knowledge else ()  # only a class that declares it
+        return (*super().reserved_keys(), PUBLISH_KEY, REGISTRY_KEY, OWNER_KEY, *knowledge)
 
     def remote_values(self, obj: Any) -> dict[str, Any]:
         values = super().remote_values(obj)
@@ -134,25 +142,47 @@ class BaseAssistant(RemoteModel):
     def _undo_queue(self, thread_ids: list[str]) -> None:
         delete_queue(get_client(), dict(zip((PUBLISH_KEY, REGISTRY_KEY), thread_ids, strict=True)))
 
+    def _with_knowledge(self) -> None:
+        """Upload the class's declared knowledge if it changed (``models.knowledge``), after the values are
+        known to be valid; the save then sends the store in ``tool_resources``."""
+        self._knowledge = None
+        if not self.knowledge:
+            return
+        if self.id:
+            self.validate_for_backend()
+        self._knowledge = declared_knowledge.prepare(get_client(), type(self), self.metadata or {})
+        self.metadata = {**(self.metadata or {}), declared_knowledge.KNOWLEDGE_KEY: self._knowledge.marker}
+
+    def _after_knowledge(self, saved: bool) -> None:
+        prepared, self._knowledge = getattr(self, "_knowledge", None), None
+        if prepared is not None:
+            (declared_knowledge.finish if saved else declared_knowledge.undo)(get_client(), prepared)
+
     def save(self, *args, **kwargs) -> None:
         created = self._with_queue() if not self.id else None
         try:
+            self._with_knowledge()
             super().save(*args, **kwargs)
         except Exception:
+            self._after_knowledge(saved=False)
             if created:
                 self._undo_queue(created)
             raise
+        self._after_knowledge(saved=True)
 
     async def asave(self, *args, **kwargs) -> None:
         from asgiref.sync import sync_to_async
 
         created = await sync_to_async(self._with_queue)() if not self.id else None
         try:
+            await sync_to_async(self._with_knowledge)()
             await super().asave(*args, **kwargs)
         except Exception:
+            await sync_to_async(self._after_knowledge)(False)
             if created:
                 await sync_to_async(self._undo_queue)(created)
             raise
+        await sync_to_async(self._after_knowledge)(True)
 
     def delete(self, *args, **kwargs):
         """Delete the assistant, then its publish thread, registry and session threads.
@@ -162,8 +192,11 @@ class BaseAssistant(RemoteModel):
         """
         api, assistant_id = get_client(), self.id
         doomed = queue_threads(api, self.metadata or {})
+        made, _, _ = (self.metadata or {}).get(declared_knowledge.KNOWLEDGE_KEY, "").rpartition(":")
         result = super().delete(*args, **kwargs)
         forget_assistant(assistant_id)
+        if made:  # the store the class's knowledge was uploaded into, with its files
+            declared_knowledge.forget(api, made)
         try:
             delete_threads(api, doomed)
         except openai.APIError:
