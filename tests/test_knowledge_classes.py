@@ -4,13 +4,16 @@ assistant's ``file_search`` uses, uploaded again only when they change, and the 
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from betaassi_django.client import get_client
-from betaassi_django.models import BaseAssistant
+from betaassi_django.models import BaseAssistant, Session
 from betaassi_django.models.knowledge import KNOWLEDGE_KEY
+from betaassi_django.publishing.processor import Processor
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,6 +63,28 @@ def test_creating_the_assistant_uploads_its_knowledge_into_a_store_it_searches(d
     assert marker.startswith(f"{store_id}:") and len(marker) == len(store_id) + 25
     assert get_client().vector_stores.retrieve(store_id).name == "testapp.Support knowledge"
     assert Support.retrieve(desk.id).metadata[KNOWLEDGE_KEY] == marker
+
+
+def ingested(store_id: str, count: int, timeout: float = 30) -> None:
+    """Wait until the store's files are ingested (the backend does it in the background)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get_client().vector_stores.retrieve(store_id).file_counts.completed == count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{store_id}: not {count} files completed after {timeout}s")
+
+
+def test_a_session_of_the_assistant_answers_from_its_knowledge(declared, alice):
+    desk = Support.objects.create(name="Desk", model="echo")
+    store_id = store_of(desk.id)
+    ingested(store_id, 2)
+    desk.sessions.create("s-1", owner=alice)
+    Processor().run_once()
+    session = Session.objects.get(session_id="s-1")
+    reply = session.ask("How many days until refunds are paid?")
+    assert reply == "echo: How many days until refunds are paid? [context=1] 【0:0†handbook.md】"
+    assert session.ask("And returns with the receipt?").endswith("【0:0†returns.txt】")
 
 
 def test_a_save_uploads_again_only_when_the_files_changed(declared):
