@@ -75,3 +75,34 @@ def test_a_rate_limited_upstream_fails_the_run_over_http(served):
     assert (run.status, run.last_error.code, run.last_error.message) == (
         "failed", "rate_limit_exceeded", "The upstream model is rate limited: Too many.")
     assert len(fake.requests) == 2  # one retry (BETAASSI_UPSTREAM_MAX_RETRIES=1)
+
+
+def test_carried_reasoning_and_a_length_stop_over_http(served):
+    """Run options over HTTP: the reasoning a round of calls came with goes back with its outputs (Responses), and
+    the reply the model stops at its token limit ends the streamed run incomplete."""
+    server, fake, api = served
+    fake.requests.clear()
+    fake.reasoning.clear()
+    fake.script(Calls([("get_weather", '{"city": "Oslo"}')], reasoning=True),
+                Text(["Oslo ", "is col"], usage=(30, 290), incomplete=True))
+    client = http_client(server)
+    assistant = client.beta.assistants.create(model="o4-mini", tools=[WEATHER_TOOL])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Oslo?"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   max_completion_tokens=300, poll_interval_ms=20)
+    [call] = run.required_action.submit_tool_outputs.tool_calls
+    with client.beta.threads.runs.submit_tool_outputs_stream(
+            run_id=run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": call.id, "output": "-3C"}]) as stream:
+        names = [event.event for event in stream]
+        final = stream.get_final_run()
+    assert names[-3:] == ["thread.message.incomplete", "thread.run.step.completed", "thread.run.incomplete"]
+    assert (final.status, final.incomplete_details.reason) == ("incomplete", "max_completion_tokens")
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (13 + 30, 5 + 290)
+    first, second = (r.body for r in fake.requests)
+    if api == "responses":
+        [item] = fake.reasoning
+        assert first["include"] == ["reasoning.encrypted_content"] and item["encrypted_content"]
+        assert second["input"][1] == item and second["input"][2]["type"] == "function_call"
+        assert (first["max_output_tokens"], second["max_output_tokens"]) == (300, 295)
+    else:
+        assert (first["max_completion_tokens"], second["max_completion_tokens"]) == (300, 295)
