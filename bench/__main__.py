@@ -7,8 +7,8 @@ measured operations per path (default 300). One part alone: ``python -m bench co
 no daphne), ``turns`` (bench/turns.py: a chat turn, ours, the floor and the peer), ``scale`` (100,000 sessions and
 1,000 connections; ``BENCH_SCALE_PART=sessions`` or ``connections`` for one of them), ``idle`` (the processors'
 idle CPU with 1,000 assistants), ``api`` (the API round trips and the models' write-through, with a daphne),
-``publishing`` (the publish queue's rows), ``upstream`` (the openai responder's rows) and ``websockets`` (K sessions
-on a daphne).
+``publishing`` (the publish queue's rows), ``upstream`` (the openai responder's rows), ``search`` (vector
+store search at 10,000 chunks, bench/search.py) and ``websockets`` (K sessions on a daphne).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def everything(like: str, n: int) -> None:
 
 
 def run_all(server, n: int) -> None:
-    from . import admin, consumers, publishing, turns, upstream
+    from . import admin, consumers, publishing, search, turns, upstream
 
     # First, while no other benchmark's processor or consumer threads are about: every statement of the process
     # counts in a turn's SQL.
@@ -84,6 +84,7 @@ def run_all(server, n: int) -> None:
     publishing.run(samples=max(20, n // 6))
     consumers.run(samples=max(20, n // 6))
     upstream.run(n)  # the openai responder against a fake upstream on loopback
+    search.run(n)  # vector store search at 10,000 chunks: keyword and hybrid against a LIKE scan
 
 
 def consumers_alone(like: str, n: int) -> None:
@@ -161,6 +162,13 @@ def upstream_alone(like: str, n: int) -> None:
         upstream.run(n)
 
 
+def search_alone(like: str, n: int) -> None:
+    with scratch_django(like):
+        from . import search
+
+        search.run(n)
+
+
 def websockets_alone(like: str, n: int) -> None:
     from . import websockets
 
@@ -169,7 +177,7 @@ def websockets_alone(like: str, n: int) -> None:
 
 PARTS = {"all": everything, "consumers": consumers_alone, "turns": turns_alone, "scale": scale_alone,
          "idle": idle_alone, "api": api_alone, "publishing": publishing_alone, "upstream": upstream_alone,
-         "websockets": websockets_alone}
+         "search": search_alone, "websockets": websockets_alone}
 
 
 if __name__ == "__main__":

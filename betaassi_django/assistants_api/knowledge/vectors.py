@@ -92,7 +92,9 @@ def nearest(vector_store_ids: list[str], query: bytes, limit: int, eligible: lis
         if group is None:
             continue
         ids, files, matrix = group
-        scores = matrix @ q
+        # einsum rather than ``matrix @ q``: BLAS splits a matrix-vector product over its threads, which on a busy
+        # host wait for each other (measured 15 ms against 0.5 ms single-threaded at 10,000 x 256).
+        scores = np.einsum("ij,j->i", matrix, q)
         mask = np.isin(files, allowed) & (scores > 0)
         found_ids.append(ids[mask])
         found_scores.append(scores[mask])
