@@ -92,8 +92,16 @@ def session_frame(session) -> dict:
 
 async def history(thread_id: str, limit: int = HISTORY_MESSAGES) -> list[dict]:
     """The thread's last ``limit`` messages, oldest first."""
-    page = await get_async_client().beta.threads.messages.list(thread_id, order="desc", limit=limit)
-    return [message_frame(m) for m in reversed(page.data)]
+    api = get_async_client()
+    page = await api.beta.threads.messages.list(thread_id, order="desc", limit=limit)
+    return [await _cited_frame(api, thread_id, m) for m in reversed(page.data)]
+
+
+async def _cited_frame(api: openai.AsyncOpenAI, thread_id: str, message) -> dict:
+    """``message_frame``, with the reply's ``citations`` when it cites files (file_search: one request for them)."""
+    frame = message_frame(message)
+    cited = await citations(api, thread_id, message)
+    return {**frame, "citations": cited} if cited else frame
 
 
 # -- one turn ----------------------------------------------------------------------------------------------
@@ -241,9 +249,8 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit, turn: 
             elif name == "thread.message.completed":
                 if deltas is not None:
                     await deltas.close()
-                frame = {"type": "message.completed", "run_id": turn["run_id"], "message": message_frame(event.data)}
-                cited = await citations(api, session.thread_id, event.data)  # file_search's, if any
-                await emit({**frame, "citations": cited} if cited else frame)
+                await emit({"type": "message.completed", "run_id": turn["run_id"],
+                            "message": await _cited_frame(api, session.thread_id, event.data)})
             elif name in RUN_END_EVENTS:
                 if deltas is not None:
                     await deltas.close()

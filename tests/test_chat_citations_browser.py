@@ -49,4 +49,9 @@ def test_a_reply_lists_the_files_it_cites(chromium, server, size):
     assert sources.locator("li .file").all_inner_texts() == ["handbook.md"]
     assert sources.locator("li q").all_inner_texts() == [HANDBOOK.strip()]
     check_page(page, "chat-citations")
+    page.reload()  # the history shows them the same way
+    page.wait_for_selector("#status.connected")
+    reply = page.locator(".msg.assistant").last
+    assert reply.locator(".body").inner_text() == "echo: parking [context=1] [1]"
+    assert reply.locator("ol.citations li .file").all_inner_texts() == ["handbook.md"]
     page.context.close()

@@ -39,11 +39,17 @@ async def test_a_cited_reply_ends_with_its_citations(support, alice):  # noqa: F
     done = frames[-1]
     assert done["type"] == "message.completed"
     assert done["message"]["content"] == "echo: parking [context=1] 【0:0†handbook.md】"
-    assert done["citations"] == [{"file_id": file_id, "file_name": "handbook.md", "text": "【0:0†handbook.md】",
-                                  "quote": HANDBOOK.strip()}]
-    # A reply citing nothing has no citations field (the frame as before).
+    cited = [{"file_id": file_id, "file_name": "handbook.md", "text": "【0:0†handbook.md】",
+              "quote": HANDBOOK.strip()}]
+    assert done["message"]["citations"] == cited
+    # A reply citing nothing has no citations field (the message as before).
     await communicator.send_json_to({"type": "user.message", "content": "zebra"})
     frames = await _turn(communicator)
     assert frames[-1]["message"]["content"] == "echo: zebra [context=3] [no results]"
-    assert "citations" not in frames[-1]
+    assert "citations" not in frames[-1]["message"]
+    await communicator.disconnect()
+    # The history of a new connection has the same citations.
+    communicator, ready = await _ready(support, alice)
+    assert [m.get("citations") for m in ready["history"]] == [None, cited, None, None]
+    assert ready["history"][1] == done["message"]
     await communicator.disconnect()

@@ -65,6 +65,11 @@
     found.el.append(note);
     followLog();
   }
+  function showCited(found, message, now = false) {  // file_search's citations: each marker reads [n], listed below
+    const cited = message.citations || [];
+    show(found, cited.reduce((text, c, i) => text.split(c.text).join(`[${i + 1}]`), message.content), now);
+    if (cited.length) citationList(found, cited);
+  }
   function citationList(found, cited) {
     const list = document.createElement("ol");
     list.className = "citations";
@@ -146,7 +151,7 @@
       log.replaceChildren();
       entries.clear();
       pending.clear();
-      for (const m of frame.history) show(entry(m.id, m.role === "user" ? "user" : "assistant"), m.content, true);
+      for (const m of frame.history) showCited(entry(m.id, m.role === "user" ? "user" : "assistant"), m, true);
       follow = true;
       followLog();
       describe(frame.session);
@@ -170,9 +175,7 @@
     },
     "message.completed"(frame) {
       const found = entry(frame.run_id, "assistant");
-      const cited = frame.citations || [];  // file_search's: each marker becomes [n], listed under the bubble
-      show(found, cited.reduce((text, c, i) => text.split(c.text).join(`[${i + 1}]`), frame.message.content));
-      if (cited.length) citationList(found, cited);
+      showCited(found, frame.message);
       entries.set(frame.message.id, found);
       endRun(frame.run_id);
       entries.delete(frame.run_id);  // the run may go on (function calls): its next message gets a bubble of its own
