@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from betaassi_django.assistants_api import run_options, tokens
-from betaassi_django.assistants_api.responders.interface import ContextMessage
+from betaassi_django.assistants_api.responders.interface import ContextMessage, ToolCall, ToolRound
 from tests.conftest import wait_for_run
 from tests.test_api_runs import EXPECTED_PREFIX
 
@@ -37,6 +37,16 @@ def test_the_counts_the_tests_rely_on():
     assert run_options.entry_tokens("Repeat.") == 5 and run_options.entry_tokens(ContextMessage("user", APPLES)) == 103
     assert run_options.fit("", [], [], 256) == ([], True)
     assert run_options.fit("Repeat.", [], [], 7) == ([], False)
+    # the bound that spares the tokenizer never counts less than it
+    round_ = ToolRound([ToolCall("call_1", "get_weather", '{"city": "Paris"}', "14C"),
+                        ToolCall("call_2", "get_weather", '{"city": "Lima"}', "20C")])
+    messages = [ContextMessage("user", "caf\u00e9 \u4e2d\u6587 " * 50), ContextMessage("assistant", APPLES)]
+    exact = (run_options.REPLY_PRIMING + run_options.entry_tokens("Repeat.") + run_options.entry_tokens(round_)
+             + sum(run_options.entry_tokens(m) for m in messages))
+    assert run_options._bound("Repeat.", messages, [round_]) >= exact
+    for limit in (exact - 1, exact):  # at the exact count the prompt fits, one under it does not
+        assert run_options.fit("Repeat.", messages, [round_], limit)[0] == (messages if limit == exact
+                                                                           else messages[1:])
 
 
 @pytest.mark.parametrize("response_format", [{"type": "json_object"},

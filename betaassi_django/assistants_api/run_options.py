@@ -35,7 +35,7 @@ def fit(instructions: str, context: list[ContextMessage], transcript: list, limi
     """The thread's messages that fit ``limit`` prompt tokens with the instructions and this run's own turns,
     dropping the oldest first; and whether the prompt fits at all (False: not even the newest thread message
     fits; the run then ends ``incomplete`` without asking the model)."""
-    if limit is None:
+    if limit is None or _bound(instructions, context, transcript) <= limit:
         return context, True
     total = REPLY_PRIMING + entry_tokens(instructions) + sum(entry_tokens(t) for t in transcript)
     if total > limit:
@@ -49,6 +49,22 @@ def fit(instructions: str, context: list[ContextMessage], transcript: list, limi
     if context and not kept:
         return context, False
     return kept[::-1], True
+
+
+def _bound(instructions: str, context: list[ContextMessage], transcript: list) -> int:
+    """An upper bound of the prompt's tokens, counted as ``entry_tokens`` counts them but in UTF-8 bytes (a token
+    is at least one byte). A prompt within the limit by this bound is within it exactly, the usual case: the
+    tokenizer (its ranks take a second to load, once per process) then stays off the run's start."""
+    def size(text: str) -> int:
+        return len(text.encode("utf-8", "surrogatepass"))
+
+    total = REPLY_PRIMING + (size(instructions) + PER_MESSAGE if instructions else 0)
+    for entry in [*context, *transcript]:
+        if isinstance(entry, ContextMessage):
+            total += size(entry.text) + PER_MESSAGE
+        else:
+            total += sum(size(c.name + c.arguments + (c.output or "")) + 2 * PER_MESSAGE for c in entry.calls)
+    return total
 
 
 def completion_budget(run: Run, first: bool) -> int | None:
