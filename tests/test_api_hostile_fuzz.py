@@ -128,7 +128,15 @@ def _world(api: httpx2.Client) -> dict[str, str]:
     message = api.get(f"/threads/{thread['id']}/messages", params={"limit": 1}).json()["data"][0]
     step = api.get(f"/threads/{thread['id']}/runs/{run['id']}/steps").json()["data"][0]
     return {"assistant_id": assistant["id"], "thread_id": thread["id"], "message_id": message["id"],
-            "run_id": run["id"], "step_id": step["id"], "file_id": _new_file(api)}
+            "run_id": run["id"], "step_id": step["id"], **_new_store(api)}
+
+
+def _new_store(api: httpx2.Client) -> dict[str, str]:
+    """A file in a new vector store, in a batch of its own (so the store's, its files' and its batches' paths)."""
+    file_id = _new_file(api)
+    store = api.post("/vector_stores", json={}).json()["id"]
+    batch = api.post(f"/vector_stores/{store}/file_batches", json={"file_ids": [file_id]}).json()["id"]
+    return {"file_id": file_id, "vector_store_id": store, "batch_id": batch}
 
 
 def _settle(api: httpx2.Client, runs: list[tuple[str, str]]) -> None:
@@ -185,7 +193,7 @@ def test_hostile_input_never_answers_5xx(request, kind, path, method, data):
         ids["thread_id"] = api.post("/threads", json={}).json()["id"]
         ids["message_id"] = api.post(f"/threads/{ids['thread_id']}/messages",
                                      json={"role": "user", "content": "x"}).json()["id"]
-        ids["file_id"] = _new_file(api)
+        ids.update(_new_store(api))
     bad = data.draw(st.sampled_from([None, None, *sorted(ids)]), label="bad id")
     if bad is not None:
         ids[bad] = data.draw(st.sampled_from(BAD_IDS), label=bad)

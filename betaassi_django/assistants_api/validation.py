@@ -170,6 +170,11 @@ def _error_for(error: ValidationError) -> Exception:
         bounded = [e for e in error.context if e.validator in _BOUNDS and e.instance is value]
         if bounded:  # the one form that has the value's type, but not its size
             return _error_for(bounded[0])
+        if error.context and all(e.validator == "required" and e.instance is value for e in error.context):
+            # forms that differ by which member they require (a file batch's ``file_ids`` or ``files``)
+            names = list(dict.fromkeys(param_path([*path, e.message.split("'")[1]]) for e in error.context))
+            return invalid(f"Missing required parameter: {' or '.join(repr(n) for n in names)}.", param=names[0],
+                           code="missing_required_parameter")
         return invalid(
             f"Invalid value for {where}: {_describe(value)} does not match any of the forms the API accepts here.",
             param=param,
