@@ -7,7 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import http_client
+from tests.conftest import cancel_after_deltas, http_client
 from tests.test_api_hostile import raw_client
 from tests.test_api_scopes import key_client, refused
 
@@ -317,3 +317,20 @@ def test_a_key_limited_to_assistants_may_not_name_files_or_stores(daphne_server)
                                                     poll_interval_ms=20)
     [reply] = limited.beta.threads.messages.list(thread.id, run_id=run.id).data
     assert reply.content[0].text.value == "echo: hi [context=1]"
+
+
+def test_a_run_cancelled_after_its_search(client):
+    store_id = store_with(client, upload(client, "handbook.md", HANDBOOK))
+    assistant = client.beta.assistants.create(model="m", tools=[{"type": "file_search"}], tool_resources={
+        "file_search": {"vector_store_ids": [store_id]}})
+    words = " ".join(f"parking{i}" for i in range(40))
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": f"parking {words}"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        names = cancel_after_deltas(client, stream, thread.id, 2)
+    assert names[-1] == "thread.run.cancelled"
+    run = client.beta.threads.runs.list(thread.id).data[0]
+    assert run.status == "cancelled"
+    steps = steps_of(client, thread.id, run.id)
+    assert [(s.type, s.status) for s in steps] == [("tool_calls", "completed"), ("message_creation", "cancelled")]
+    [reply] = client.beta.threads.messages.list(thread.id, run_id=run.id).data
+    assert reply.status == "incomplete" and reply.content[0].text.annotations == []
