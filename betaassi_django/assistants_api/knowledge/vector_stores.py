@@ -116,7 +116,9 @@ def delete_store(store_id: str) -> dict:
 
 def touch(store_ids: list[str]) -> None:
     """A search or a run used these stores: ``last_active_at`` is now, and a store with ``expires_after`` expires
-    that many days later (an already expired store stays expired)."""
+    that many days later (an already expired store stays expired). This process's ingestion worker is started
+    too, if it is not running: files left by a process that died get taken up wherever stores are used."""
+    ingestion.start()
     stamp = now()
     live = VectorStore.objects.filter(id__in=list(store_ids)).filter(Q(expires_at__isnull=True)
                                                                       | Q(expires_at__gte=stamp))
@@ -294,9 +296,9 @@ def cancel_batch(store_id: str, batch_id: str) -> VectorStoreFileBatch:
     already finished is a 400."""
     with transaction.atomic():
         batch = get_batch(store_id, batch_id)
-        if serialize_batch(batch)["status"] != "in_progress":
-            raise invalid(f"Cannot cancel a vector store file batch whose status is "
-                          f"'{serialize_batch(batch)['status']}'.", param="batch_id")
+        status = serialize_batch(batch)["status"]
+        if status != "in_progress":
+            raise invalid(f"Cannot cancel a vector store file batch whose status is '{status}'.", param="batch_id")
         batch.files.filter(status="in_progress").update(status="cancelled", claimed_at=None)
         batch.status = "cancelled"
         batch.save(update_fields=["status"])
