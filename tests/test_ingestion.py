@@ -121,6 +121,8 @@ def test_a_name_without_a_known_extension_is_sniffed():
     ("blank.md", b" \n\t\n", "invalid_file", "The file holds no text to index."),
     ("hidden.html", b"<script>only()</script><style>x{}</style>", "invalid_file", "The file holds no text"),
     ("bad.json", b'{"a": ', "invalid_file", "The file is not valid JSON"),
+    ("deep.json", b"[" * 100000 + b"]" * 100000, "invalid_file", "The JSON file is nested too deeply to be read."),
+    ("deep", b"[" * 100000 + b"]" * 100000, "invalid_file", "The JSON file is nested too deeply to be read."),
     ("archive", b"PK\x03\x04" + b"\x00" * 40, "unsupported_file", "The file is an archive of an unsupported kind."),
 ])
 def test_a_file_without_text_fails_with_last_error(name, data, code, message):
@@ -179,6 +181,16 @@ def test_a_file_is_chunked_with_its_strategy_and_reports_it():
     assert auto.chunking_strategy == {"type": "static", "static": {"max_chunk_size_tokens": 800,
                                                                    "chunk_overlap_tokens": 400}}
     assert texts(auto) == ["short"]
+
+
+def test_a_large_file_gives_exactly_its_windows():
+    text = "".join(f" term{i % 997} and more" for i in range(150_000))  # ~3 MB
+    n = tokens.count(text)
+    vs_file = ingested("large.txt", text.encode(), {"type": "static", "static": {"max_chunk_size_tokens": 4096,
+                                                                                  "chunk_overlap_tokens": 2048}})
+    assert vs_file.status == "completed"
+    counts = list(Chunk.objects.filter(vector_store_file=vs_file).order_by("index").values_list("tokens", flat=True))
+    assert counts == [end - start for start, end in chunking.windows(n, 4096, 2048)]
 
 
 def test_a_character_split_by_a_window_is_left_out_not_garbled():
@@ -350,3 +362,5 @@ def test_the_worker_of_a_live_process_takes_a_file_whose_lease_ran_out():
 def test_json_files_are_pretty_printed_before_chunking():
     vs_file = ingested("d.json", json.dumps({"k": "v"}).encode())
     assert texts(vs_file) == ['{\n  "k": "v"\n}']
+    lone = ingested("s.json", b'{"a": "x\\ud800y"}')  # a lone surrogate escaped in JSON: stored replaced
+    assert (lone.status, texts(lone)) == ("completed", ['{\n  "a": "x\ufffdy"\n}'])

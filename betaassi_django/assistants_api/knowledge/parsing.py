@@ -111,6 +111,8 @@ def json_text(data: bytes) -> str:
         value = json.loads(_decode(data, "JSON"))
     except ValueError as error:
         raise ParseError(f"The file is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ParseError("The JSON file is nested too deeply to be read.") from None
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
@@ -133,6 +135,8 @@ def sniff(data: bytes) -> str:
         try:
             json.loads(data)
             return ".json"
+        except RecursionError:
+            return ".json"  # which says why it cannot be read
         except ValueError:
             pass
     return ".txt"
