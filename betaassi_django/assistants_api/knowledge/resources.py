@@ -10,10 +10,12 @@ unknown one is a 400 naming its param.
 
 from __future__ import annotations
 
+from django.db import transaction
+
 from ..errors import invalid
 from ..limits import plausible_id
 from ..models import File, Thread, VectorStore, VectorStoreFile
-from . import vector_stores
+from . import ingestion, vector_stores
 
 #: The expiry of a vector store created for a thread's attachments (OpenAI's default for them).
 THREAD_STORE_EXPIRY = {"anchor": "last_active_at", "days": 7}
@@ -61,6 +63,7 @@ def resolve(value: dict | None, param: str) -> dict | None:
                                               "chunking_strategy": helpers[0].get("chunking_strategy"),
                                               "metadata": helpers[0].get("metadata")})
         ids = [created.id]
+        transaction.on_commit(ingestion.schedule)  # create_store woke the worker inside the caller's transaction
     kept = {k: v for k, v in search.items() if k != "vector_stores"}
     return {**value, "file_search": {**kept, "vector_store_ids": list(ids)}}
 
@@ -103,3 +106,4 @@ def attach(thread: Thread, file_ids: list[str]) -> None:
     for file_id in file_ids:
         if file_id not in present:
             vector_stores.add_file(store, file_id)
+    transaction.on_commit(ingestion.schedule)  # add_file woke the worker before the caller's transaction commits
