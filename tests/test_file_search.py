@@ -334,3 +334,19 @@ def test_a_run_cancelled_after_its_search(client):
     assert [(s.type, s.status) for s in steps] == [("tool_calls", "completed"), ("message_creation", "cancelled")]
     [reply] = client.beta.threads.messages.list(thread.id, run_id=run.id).data
     assert reply.status == "incomplete" and reply.content[0].text.annotations == []
+
+
+def test_create_and_run_with_the_threads_store(client):
+    menu = upload(client, "menu.md", MENU)
+    assistant = client.beta.assistants.create(model="m")
+    store_id = store_with(client, menu)
+    run = client.beta.threads.create_and_run_poll(
+        assistant_id=assistant.id, tools=[{"type": "file_search"}], poll_interval_ms=20,
+        thread={"messages": [{"role": "user", "content": "apples"}]},
+        tool_resources={"file_search": {"vector_store_ids": [store_id]}})
+    assert run.status == "completed" and run.tools[0].type == "file_search"
+    thread = client.beta.threads.retrieve(run.thread_id)
+    assert thread.tool_resources.file_search.vector_store_ids == [store_id]
+    [reply] = client.beta.threads.messages.list(thread.id, run_id=run.id).data
+    assert reply.content[0].text.value == "echo: apples [context=1] 【0:0†menu.md】"
+    assert reply.content[0].text.annotations[0].file_citation.file_id == menu.id
