@@ -251,3 +251,11 @@ def test_the_vector_cache_sees_added_and_deleted_chunks(hybrid):
     key_count = len(vectors._cache)
     assert key_count >= 1
     assert embeddings.enabled()
+
+
+@pytest.mark.parametrize("query", ["", "!!!", "\ud800", "x" * 10240, "word " * 3000, "NEAR(a b)", "\x00"])
+def test_hostile_queries_in_hybrid_search(hybrid, query):
+    store = make_store(CARS)
+    hits = search([store.id], query)
+    assert all(0 <= hit.score <= 1 for hit in hits)
+    assert names(search([store.id], f"{query} automobile"))[0] == "car.txt"
