@@ -4,7 +4,8 @@ The product's ``openai`` responder talks to a model provider across the
 network; tests cannot reach one, so ``FakeUpstream`` is a real HTTP server (in
 a thread) that speaks the real wire formats of ``POST /v1/responses`` and
 ``POST /v1/chat/completions``: JSON or server-sent events, text, refusals and
-function calls; and ``POST /v1/embeddings`` (``tests/fake_embeddings.py``). Every request the product sends is validated against the
+function calls; and ``POST /v1/embeddings`` (``tests/fake_embeddings.py``).
+Every request the product sends is validated against the
 request schema of OpenAI's specification, and every body and event the fake
 sends back against the response schemas (``tests/upstream_openapi/``, MIT,
 Copyright (c) OpenAI); anything off is recorded in ``violations`` and a bad
