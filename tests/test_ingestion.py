@@ -13,6 +13,7 @@ import time
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
@@ -364,3 +365,19 @@ def test_json_files_are_pretty_printed_before_chunking():
     assert texts(vs_file) == ['{\n  "k": "v"\n}']
     lone = ingested("s.json", b'{"a": "x\\ud800y"}')  # a lone surrogate escaped in JSON: stored replaced
     assert (lone.status, texts(lone)) == ("completed", ['{\n  "a": "x\ufffdy"\n}'])
+
+
+def test_the_ingest_files_command_finishes_what_waits():
+    store = vector_stores.create_store({})
+    good = VectorStoreFile.objects.create(vector_store=store, file_id=make_file("g.txt", b"good").id)
+    bad = VectorStoreFile.objects.create(vector_store=store, file_id=make_file("b.pdf", b"not a pdf").id)
+    out = io.StringIO()
+    call_command("ingest_files", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"{good.file_id} in {store.id}: completed"
+    assert lines[1].startswith(f"{bad.file_id} in {store.id}: failed (invalid_file: The file could not be read as a "
+                               "PDF")
+    assert lines[2:] == ["2 file(s) ingested"]
+    out = io.StringIO()
+    call_command("ingest_files", stdout=out)
+    assert out.getvalue() == "0 file(s) ingested\n"
