@@ -8,8 +8,8 @@ import time
 import openai
 import pytest
 
-from betaassi_django.assistants_api.knowledge import vector_stores
-from betaassi_django.assistants_api.models import VectorStore
+from betaassi_django.assistants_api.knowledge import ingestion, vector_stores
+from betaassi_django.assistants_api.models import VectorStore, VectorStoreFile, VectorStoreFileBatch
 from tests.conftest import in_process_client
 from tests.test_api_hostile import raw_client
 from tests.test_api_scopes import forbidden, key_client, refused
@@ -346,3 +346,19 @@ def test_touch_moves_the_expiry_and_an_expired_store_takes_no_files():
     assert error_of(caught) == {"message": f"Vector store '{store.id}' has expired: it takes no more files.",
                                 "type": "invalid_request_error", "param": "vector_store_id",
                                 "code": "vector_store_expired"}
+
+
+def test_an_object_in_progress_tells_pollers_when_to_ask_again():
+    """In-process only: the file is added without waking the worker, so it is still in progress when read."""
+    client = in_process_client()
+    store = client.vector_stores.create()
+    file_id = upload(client, "p.txt", b"poll")
+    batch = VectorStoreFileBatch.objects.create(vector_store=VectorStore.objects.get(id=store.id))
+    VectorStoreFile.objects.create(vector_store=batch.vector_store, file_id=file_id, batch=batch)
+    raw = client.vector_stores.files.with_raw_response.retrieve(file_id, vector_store_id=store.id)
+    assert raw.headers["openai-poll-after-ms"] == "200" and raw.parse().status == "in_progress"
+    raw = client.vector_stores.file_batches.with_raw_response.retrieve(batch.id, vector_store_id=store.id)
+    assert raw.headers["openai-poll-after-ms"] == "200" and raw.parse().status == "in_progress"
+    ingestion.run_pending()
+    raw = client.vector_stores.files.with_raw_response.retrieve(file_id, vector_store_id=store.id)
+    assert "openai-poll-after-ms" not in raw.headers and raw.parse().status == "completed"

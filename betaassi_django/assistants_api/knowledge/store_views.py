@@ -9,15 +9,18 @@ up by the first process the vector store API is used in.
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from .. import scopes
-from ..http import read_body
+from ..http import json_response, read_body
 from ..limits import plausible_id
 from ..models import VectorStore, VectorStoreFile
 from ..pagination import bad_cursor, finish, plan
 from . import ingestion, vector_stores
 from .vector_stores import serialize_batch, serialize_file, serialize_store
+
+#: What an in-progress file or batch tells a poller to wait, in milliseconds.
+POLL_AFTER_MS = 200
 
 
 def _reach(request: HttpRequest) -> None:
@@ -95,9 +98,19 @@ def create_file(request: HttpRequest, vector_store_id: str) -> dict:
     return serialize_file(vs_file)
 
 
-def retrieve_file(request: HttpRequest, vector_store_id: str, file_id: str) -> dict:
+def _polled(data: dict) -> dict | HttpResponse:
+    """An object still ``in_progress`` tells the SDKs' ``poll`` helpers when to ask again (OpenAI's
+    ``openai-poll-after-ms`` header; without it they wait a second)."""
+    if data["status"] != "in_progress":
+        return data
+    response = json_response(data)
+    response["openai-poll-after-ms"] = str(POLL_AFTER_MS)
+    return response
+
+
+def retrieve_file(request: HttpRequest, vector_store_id: str, file_id: str) -> dict | HttpResponse:
     _reach(request)
-    return serialize_file(vector_stores.get_store_file(vector_store_id, file_id))
+    return _polled(serialize_file(vector_stores.get_store_file(vector_store_id, file_id)))
 
 
 def update_file(request: HttpRequest, vector_store_id: str, file_id: str) -> dict:
@@ -130,9 +143,9 @@ def create_batch(request: HttpRequest, vector_store_id: str) -> dict:
     return serialize_batch(vector_stores.create_batch(vector_store_id, body))
 
 
-def retrieve_batch(request: HttpRequest, vector_store_id: str, batch_id: str) -> dict:
+def retrieve_batch(request: HttpRequest, vector_store_id: str, batch_id: str) -> dict | HttpResponse:
     _reach(request)
-    return serialize_batch(vector_stores.get_batch(vector_store_id, batch_id))
+    return _polled(serialize_batch(vector_stores.get_batch(vector_store_id, batch_id)))
 
 
 def cancel_batch(request: HttpRequest, vector_store_id: str, batch_id: str) -> dict:
