@@ -129,6 +129,7 @@ def test_a_vector_store_is_made_listed_and_shows_its_files(web):
     links = follow_all(web, admin_path(VectorStore, "change", store.pk))
     assert admin_path(File, "change", good.pk) in links and admin_path(File, "change", bad.pk) in links
     page = web.get(admin_path(VectorStore, "change", store.pk)).content.decode()
+    assert "<h2>Policies</h2>" in page
     failed = VectorStoreFile.objects.get(file_id=bad.id).last_error
     assert failed["code"] == "invalid_file"
     assert f"invalid_file: {failed['message']}" in page

@@ -15,6 +15,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q, Sum
+from django.forms.models import BaseInlineFormSet
 from django.http import FileResponse, HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
@@ -61,6 +62,7 @@ class FileAdmin(admin.ModelAdmin):
     list_display = ("filename", "purpose", "size", "created", "expires", "file_id")
     list_filter = ("purpose",)
     search_fields = ("filename", "id")
+    ordering = ("-seq",)  # newest first, as the API lists them
     readonly_fields = ("id", "filename", "purpose", "size", "created", "expires", "content_type", "download",
                        "stores")
 
@@ -168,8 +170,16 @@ class VectorStoreForm(forms.ModelForm):
             self.fields["add_files"].choices = _file_choices(self.instance if self.instance.pk else None)
 
 
+class StoreFilesFormSet(BaseInlineFormSet):
+    def add_fields(self, form, index) -> None:
+        super().add_fields(form, index)
+        if "DELETE" in form.fields:  # a checkbox in a table cell: named for screen readers (its heading is apart)
+            form.fields["DELETE"].widget.attrs["aria-label"] = "Take out of the store"
+
+
 class VectorStoreFileInline(admin.TabularInline):
     model = VectorStoreFile
+    formset = StoreFilesFormSet
     fields = ("file", "status", "error", "usage", "added")
     readonly_fields = fields
     extra = 0
@@ -219,6 +229,7 @@ class VectorStoreAdmin(admin.ModelAdmin):
     list_display = ("title", "state", "completed", "in_progress", "failed", "total", "usage", "created", "store_id")
     search_fields = ("name", "id")
     inlines = [VectorStoreFileInline]
+    ordering = ("-seq",)
 
     def get_queryset(self, request):
         files_of = "files__status"
@@ -226,6 +237,12 @@ class VectorStoreAdmin(admin.ModelAdmin):
             total_files=Count("files"), usage_sum=Sum("files__usage_bytes"),
             **{f"{status}_files": Count("files", filter=Q(**{files_of: status}))
                for status in ("completed", "in_progress", "failed")})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        store = self.get_object(request, object_id)
+        if store is not None and store.name:  # headed by its name, as an assistant's page is (its id below)
+            extra_context = {**(extra_context or {}), "subtitle": store.name}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []  # a new store's files are chosen in "Add files"
