@@ -4,10 +4,14 @@ validated against the specification: ordering, limits, thresholds, filters, host
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
 
+from betaassi_django.assistants_api.models import VectorStore
+from tests.conftest import in_process_client
+from tests.fake_upstream import FakeUpstream, Status
 from tests.test_api_scopes import key_client, refused
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -161,3 +165,36 @@ def test_scopes(daphne_server):
     with pytest.raises(openai.PermissionDeniedError) as caught:
         limited.vector_stores.search(store.id, query="x")
     assert "vector stores belong to no assistant" in json.dumps(caught.value.response.json())
+
+
+def test_an_expired_store_is_400():
+    client = in_process_client()
+    store = client.vector_stores.create(name="old", expires_after={"anchor": "last_active_at", "days": 1})
+    VectorStore.objects.filter(id=store.id).update(expires_at=int(time.time()) - 1)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.vector_stores.search(store.id, query="x")
+    assert caught.value.response.json()["error"] == {
+        "message": f"Vector store '{store.id}' has expired: it can no longer be searched.",
+        "type": "invalid_request_error", "param": "vector_store_id", "code": "vector_store_expired"}
+
+
+def test_hybrid_search_end_to_end_finds_a_paraphrase(settings):
+    """Ingestion embeds the chunks through the fake upstream's /embeddings; the search embeds the query."""
+    with FakeUpstream() as fake:
+        settings.BETAASSI_EMBEDDINGS_MODEL = "text-embedding-3-small"
+        settings.BETAASSI_UPSTREAM_BASE_URL = fake.base_url
+        settings.BETAASSI_UPSTREAM_API_KEY = "sk-upstream-test"
+        client = in_process_client()
+        store = client.vector_stores.create(name="garage")
+        for name, text in (("car.txt", b"Automobile maintenance: change the engine oil every 10,000 kilometres."),
+                           ("doctor.txt", b"Book an appointment with a physician at the clinic on weekdays.")):
+            file_id = client.files.create(file=(name, text), purpose="assistants").id
+            done = client.vector_stores.files.create_and_poll(file_id=file_id, vector_store_id=store.id, **FAST)
+            assert done.status == "completed", done.last_error
+        page = client.vector_stores.search(store.id, query="How often should my car be serviced?")
+        assert page.data[0].filename == "car.txt" and page.data[0].score == 1.0
+        assert len(fake.bodies("/embeddings")) == 3  # two files, one query
+        fake.embeddings_failure = Status(500, "down")
+        # The query cannot be embedded: keyword search only (no word in common), not an error.
+        assert client.vector_stores.search(store.id, query="How often should my car be serviced?").data == []
+    assert fake.violations == []

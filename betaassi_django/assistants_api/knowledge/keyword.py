@@ -37,9 +37,9 @@ def words(query: str) -> list[str]:
 def _scope(eligible: list[int] | None) -> tuple[str, list]:
     """The SQL restricting chunks to completed files (``eligible``: the vector store files' seqs allowed, when a
     filter chose them)."""
-    if eligible is None:
-        return ("c.vector_store_file_id IN (SELECT seq FROM assistants_api_vectorstorefile "
-                "WHERE status = 'completed')"), []
+    if eligible is None:  # a primary-key lookup per matching chunk
+        return ("EXISTS (SELECT 1 FROM assistants_api_vectorstorefile v WHERE v.seq = c.vector_store_file_id "
+                "AND v.status = 'completed')"), []
     if not eligible:
         return "1 = 0", []
     return f"c.vector_store_file_id IN ({', '.join(['%s'] * len(eligible))})", list(eligible)

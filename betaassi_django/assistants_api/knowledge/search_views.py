@@ -4,7 +4,8 @@ The body is the specification's ``VectorStoreSearchRequest``. ``query`` may be a
 (searched together, as one query of all their words). ``rewrite_query`` is accepted, but no query is rewritten:
 ``search_query`` echoes the query as given (a rewrite would need a model call on the request path).
 ``ranking_options.ranker`` is accepted and changes nothing (there is one ranker); ``score_threshold`` and
-``max_num_results`` apply. All results fit one page: ``has_more`` is false, ``next_page`` null.
+``max_num_results`` apply. All results fit one page: ``has_more`` is false, ``next_page`` null. An expired store
+is a 400 ``vector_store_expired`` (as adding a file to it is).
 
 Scopes: as the rest of ``/vector_stores``, a key limited to some assistants reaches no store (403); a read-only
 key is refused by ``endpoint`` (the search is a POST).
@@ -25,6 +26,9 @@ def search_vector_store(request: HttpRequest, vector_store_id: str) -> dict:
     scopes.check_unassigned(scopes.of_request(request), "vector stores")
     body = read_body(request, "VectorStoreSearchRequest")
     store = vector_stores.get_store(vector_store_id)
+    if vector_stores.is_expired(store):
+        raise invalid(f"Vector store '{store.id}' has expired: it can no longer be searched.",
+                      param="vector_store_id", code="vector_store_expired")
     queries = [body["query"]] if isinstance(body["query"], str) else body["query"]
     if not queries:
         raise invalid("Invalid 'query': expected a string or a non-empty array of strings.", param="query",
