@@ -139,6 +139,10 @@ def test_a_file_that_cannot_be_parsed_fails_the_file_not_the_store(client):
     assert client.vector_stores.files.content(broken.id, vector_store_id=store.id).data == []
     assert [f.id for f in client.vector_stores.files.list(vector_store_id=store.id, filter="failed").data] == [
         broken.id]
+    batch = client.vector_stores.file_batches.create_and_poll(
+        vector_store_id=store.id, file_ids=[upload(client, "blank.txt", b" \n"), upload(client, "nul.md", b"\x00")],
+        poll_interval_ms=20)
+    assert batch.status == "failed" and batch.file_counts.failed == 2  # every file failed
 
 
 def test_file_batches(client):
