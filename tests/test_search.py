@@ -259,3 +259,16 @@ def test_hostile_queries_in_hybrid_search(hybrid, query):
     hits = search([store.id], query)
     assert all(0 <= hit.score <= 1 for hit in hits)
     assert names(search([store.id], f"{query} automobile"))[0] == "car.txt"
+
+
+def test_the_vector_cache_keeps_recent_stores_within_its_bound(hybrid, monkeypatch):
+    stores = [make_store([(f"car{n}.txt", [f"Automobile number {n}."], None)]) for n in range(3)]
+    monkeypatch.setattr(vectors, "MAX_CACHE_BYTES", 1)  # room for the last store loaded only
+    vectors._cache.clear()
+    for n, store in enumerate(stores):
+        assert names(search([store.id], "vehicle")) == [f"car{n}.txt"]
+    assert [store_id for _, store_id in vectors._cache] == [stores[-1].id]
+    monkeypatch.setattr(vectors, "MAX_CACHE_BYTES", 10 ** 9)
+    for store in stores:
+        search([store.id], "vehicle")
+    assert [store_id for _, store_id in vectors._cache] == [store.id for store in stores]  # the last one moved up

@@ -4,10 +4,10 @@ Why numpy: pgvector is not installable here (Debian bookworm has no package and 
 and this Python's ``sqlite3`` cannot load extensions (so no sqlite-vec). ``nearest`` is the one function to
 replace with a database query when they are.
 
-Each store's vectors are read once into a normalised float32 matrix, kept per process (the ``MAX_STORES`` most
-recently searched) and keyed by a cheap version, the store's chunk count and largest chunk id: chunks are only
-ever added (with their vector) or deleted, and ids only grow, so any change moves the version. A query then reads
-two numbers, not 10,000 blobs.
+Each store's vectors are read once into a normalised float32 matrix, kept per process (the most recently searched
+stores, up to ``MAX_CACHE_BYTES``) and keyed by a cheap version, the store's chunk count and largest chunk id:
+chunks are only ever added (with their vector) or deleted, and ids only grow, so any change moves the version. A
+query then reads two numbers, not 10,000 blobs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from django.db import connection
 
 from ..models import Chunk
 
-MAX_STORES = 16
+#: The cache's bound: the vectors of the most recently searched stores up to this many bytes (the last one loaded
+#: is kept whatever its size). 10,000 chunks of 1,536 dimensions take 61 MB.
+MAX_CACHE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class _Matrix:
     version: tuple
     #: Vector length (in floats) -> (chunk ids, their vector store files' seqs, unit vectors as rows).
     by_size: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(ids.nbytes + files.nbytes + matrix.nbytes for ids, files, matrix in self.by_size.values())
 
 
 _lock = threading.Lock()
@@ -71,7 +77,7 @@ def _matrix(store_id: str) -> _Matrix:
     with _lock:
         _cache[key] = loaded
         _cache.move_to_end(key)
-        while len(_cache) > MAX_STORES:
+        while len(_cache) > 1 and sum(cached.nbytes for cached in _cache.values()) > MAX_CACHE_BYTES:
             _cache.popitem(last=False)
     return loaded
 
