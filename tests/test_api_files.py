@@ -79,6 +79,31 @@ def test_upload_retrieve_download_and_delete(files):
     assert [f.id for f in files.files.list().data] == [blob.id]
 
 
+def test_a_file_larger_than_the_memory_threshold_goes_through_a_temporary_file(files):
+    """Past FILE_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) Django's parser writes the upload to a temporary file, which the
+    storage then moves into place."""
+    big = bytes(range(251)) * (3 * 1024 * 1024 // 251 + 1)
+    file = files.files.create(file=("big.bin", big, "application/octet-stream"), purpose="assistants")
+    assert file.bytes == len(big) > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    assert stored(file.id).read_bytes() == big
+    assert files.files.content(file.id).content == big
+
+
+@pytest.mark.parametrize("name, declared, served", [
+    ("data.json", "application/json", "application/json"),
+    ("page.html", "text/html", "text/html"),  # served as an attachment, never sniffed: not rendered
+    ("data.json", "not a type", "application/json"),  # a declared type that is no media type: from the name
+    ("report.pdf", "", "application/pdf"),
+    ("noext", "", "application/octet-stream"),
+])
+def test_the_download_content_type(files, name, declared, served):
+    file = files.files.create(file=(name, b"{}", declared) if declared else (name, b"{}"), purpose="assistants")
+    download = files.files.with_raw_response.content(file.id)
+    assert download.headers["content-type"] == served
+    assert download.headers["content-disposition"] == f'attachment; filename="{name}"'
+    assert download.headers["x-content-type-options"] == "nosniff"
+
+
 def test_list_filters_by_purpose_and_pages(files):
     made = [files.files.create(file=(f"doc{i}.txt", f"text {i}".encode(), "text/plain"), purpose="assistants").id
             for i in range(3)]

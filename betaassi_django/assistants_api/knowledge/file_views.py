@@ -102,16 +102,28 @@ def _form(request: HttpRequest) -> tuple[dict, object | None]:
     return validate_body("CreateFileRequest", body), uploads.get("file")
 
 
+def _uploads(request: HttpRequest) -> list:
+    """The files Django's parser made of this request (none when it did not get that far)."""
+    parsed = getattr(request, "_files", None)
+    return [upload for _, group in parsed.lists() for upload in group] if parsed is not None else []
+
+
 def _reach(request: HttpRequest) -> None:
     scopes.check_unassigned(scopes.of_request(request), "files")
 
 
 def create_file(request: HttpRequest) -> dict:
     _reach(request)
-    body, upload = _form(request)
-    seconds = (body.get("expires_after") or {}).get("seconds")
-    file = files.create_file(upload, body["purpose"], content_type=getattr(upload, "content_type", "") or "",
-                             expires_after_seconds=seconds)
+    try:
+        body, upload = _form(request)
+        seconds = (body.get("expires_after") or {}).get("seconds")
+        file = files.create_file(upload, body["purpose"], content_type=getattr(upload, "content_type", "") or "",
+                                 expires_after_seconds=seconds)
+    finally:
+        # The in-process transport never finishes the request (Django closes its uploads then): close them here,
+        # so a temporary file moved into storage is not unlinked again when it is collected.
+        for parsed in _uploads(request):
+            parsed.close()
     return files.serialize_file(file)
 
 
