@@ -106,8 +106,8 @@ def test_body_over_the_limit_is_400(daphne_server):
 
 def test_unknown_path_and_method(daphne_server):
     headers = {"Authorization": f"Bearer {daphne_server.api_key}"}
-    response = httpx2.get(daphne_server.base_url + "/files", headers=headers, timeout=30)
-    assert response.status_code == 404 and _error(response)["message"] == "Invalid URL (GET /v1/files)."
+    response = httpx2.get(daphne_server.base_url + "/fine_tuning/jobs", headers=headers, timeout=30)
+    assert response.status_code == 404 and _error(response)["message"] == "Invalid URL (GET /v1/fine_tuning/jobs)."
     response = httpx2.delete(daphne_server.base_url + "/threads", headers=headers, timeout=30)
     assert response.status_code == 405 and _error(response)["type"] == "invalid_request_error"
 
