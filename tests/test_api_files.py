@@ -114,6 +114,8 @@ def test_list_filters_by_purpose_and_pages(files):
     assert (newest_first.first_id, newest_first.last_id, newest_first.has_more) == (other, made[0], False)
     assert [f.id for f in files.files.list(purpose="user_data").data] == [other]
     assert files.files.list(purpose="batch").data == []
+    for odd in ("nonsense", "assistants\x00", "x" * 5000):  # no file has it; nothing reaches the database
+        assert files.files.list(purpose=odd).data == []
 
     first = files.files.list(purpose="assistants", order="asc", limit=2)
     assert ([f.id for f in first.data], first.has_more) == (made[:2], True)

@@ -35,6 +35,9 @@ logger = logging.getLogger("betaassi_django.api")
 #: The purposes this server serves: files for file_search and message attachments. The specification's others
 #: (``batch``, ``fine-tune``, ``vision``, ``evals``) belong to APIs it does not have, so they are a 400.
 SUPPORTED_PURPOSES = ("assistants", "user_data")
+#: The purposes a file can have in the specification (``OpenAIFile.purpose`` and ``CreateFileRequest.purpose``).
+LISTED_PURPOSES = frozenset(("assistants", "assistants_output", "batch", "batch_output", "fine-tune",
+                             "fine-tune-results", "vision", "user_data", "evals"))
 #: ``filename`` keeps at most this many characters (the column's size).
 MAX_FILENAME = 255
 #: The longest list ``GET /files`` returns, and its default (the specification's).
@@ -171,7 +174,8 @@ def list_files(query: QueryDict) -> dict:
     files = _live()
     purpose = query.get("purpose")
     if purpose:
-        files = files.filter(purpose=purpose)
+        # Any other value (a NUL, a lone surrogate: no database could even compare it) matches no file.
+        files = files.filter(purpose=purpose) if purpose in LISTED_PURPOSES else files.none()
     return page(files, query, serialize_file, default_limit=MAX_LIST_LIMIT, max_limit=MAX_LIST_LIMIT)
 
 
