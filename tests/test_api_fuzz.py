@@ -39,6 +39,9 @@ def from_schema(schema: dict, depth: int = 0) -> st.SearchStrategy:
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
     for key in ("anyOf", "oneOf"):
+        if key in schema and "properties" in schema:  # forms of one object (which members it requires)
+            rest = {k: v for k, v in schema.items() if k != key}
+            return st.one_of([from_schema({**rest, **s}, depth) for s in schema[key]])
         if key in schema:
             return st.one_of([from_schema(s, depth + 1) for s in schema[key]])
     if "allOf" in schema:
@@ -91,8 +94,11 @@ def _objects(server) -> dict[str, str]:
                                                    poll_interval_ms=20)
     message = client.beta.threads.messages.list(thread.id, limit=1).data[0]
     step = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data[0]
+    file_id = client.files.create(file=("fuzz.txt", b"fuzz"), purpose="assistants").id
+    store = client.vector_stores.create()
+    batch = client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=[file_id])
     return {"assistant_id": assistant.id, "thread_id": thread.id, "message_id": message.id, "run_id": run.id,
-            "step_id": step.id}
+            "step_id": step.id, "file_id": file_id, "vector_store_id": store.id, "batch_id": batch.id}
 
 
 @pytest.fixture(scope="module")
