@@ -194,6 +194,17 @@ def test_a_large_file_gives_exactly_its_windows():
     assert counts == [end - start for start, end in chunking.windows(n, 4096, 2048)]
 
 
+def test_a_long_text_is_encoded_in_segments_as_a_whole():
+    lines = [f"Line {i}: caf\u00e9 {i * 7}.\n" + ("  indented\n" if i % 3 else "/path\n") + "\r\n" * (i % 2)
+             for i in range(70_000)]
+    text = "".join(lines) + "x" * 10  # ~2 MB, cut in segments
+    assert len(text) > 2 * chunking.SEGMENT_CHARS
+    assert len(list(chunking._segments(text))) >= 2
+    assert chunking.encode(text).tolist() == tokens.encode(text)
+    one_line = "word " * (chunking.SEGMENT_CHARS // 4)  # no newline to cut at: one segment
+    assert list(chunking._segments(one_line)) == [one_line]
+
+
 def test_a_character_split_by_a_window_is_left_out_not_garbled():
     text = "\U0001f9d1\u200d\U0001f9af" * 200  # multi-token emoji sequences
     for piece, _ in chunking.chunk(text, 100, 50):
