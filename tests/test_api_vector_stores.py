@@ -361,6 +361,8 @@ def test_an_object_in_progress_tells_pollers_when_to_ask_again():
     VectorStoreFile.objects.create(vector_store=batch.vector_store, file_id=file_id, batch=batch)
     raw = client.vector_stores.files.with_raw_response.retrieve(file_id, vector_store_id=store.id)
     assert raw.headers["openai-poll-after-ms"] == "200" and raw.parse().status == "in_progress"
+    # A file row without a chunking strategy (as rows made before one was recorded) reports "other".
+    assert raw.parse().chunking_strategy.type == "other"
     raw = client.vector_stores.file_batches.with_raw_response.retrieve(batch.id, vector_store_id=store.id)
     assert raw.headers["openai-poll-after-ms"] == "200" and raw.parse().status == "in_progress"
     ingestion.run_pending()
