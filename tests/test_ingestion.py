@@ -298,6 +298,43 @@ def test_a_locked_database_leaves_the_file_waiting_not_failed():
     assert (vs_file.status, texts(vs_file)) == ("completed", ["locked"])
 
 
+CLAIMER = """
+import os, django
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+django.setup()
+from betaassi_django.assistants_api.knowledge import ingestion
+print("ready", flush=True)
+input()
+taken = []
+while (claimed := ingestion.claim()) is not None:
+    taken.append(claimed[0].pk)
+print(" ".join(map(str, taken)), flush=True)
+"""
+
+
+def test_two_processes_claiming_at_once_never_take_the_same_file():
+    store = vector_stores.create_store({})
+    file_id = make_file("c.txt", b"claim").id
+    other = [make_file(f"c{i}.txt", b"claim").id for i in range(39)]
+    rows = VectorStoreFile.objects.bulk_create([VectorStoreFile(vector_store=store, file_id=f)
+                                                for f in [file_id, *other]])
+    env = {**os.environ, "DATABASE_URL": shared_database_url()}
+    children = [subprocess.Popen([sys.executable, "-c", CLAIMER], env=env, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == "ready"
+        for child in children:  # both start claiming together
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        taken = [set(map(int, child.stdout.readline().split())) for child in children]
+    finally:
+        for child in children:
+            child.kill()
+            child.wait(30)
+    assert not taken[0] & taken[1] and taken[0] | taken[1] == {row.pk for row in rows}
+
+
 KILLED = """
 import os, sys, time, django
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"

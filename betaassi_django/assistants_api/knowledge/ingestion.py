@@ -70,19 +70,21 @@ class Lease:
 
 def claim() -> tuple[VectorStoreFile, Lease] | None:
     """Take the oldest file waiting for ingestion (unclaimed, or its lease run out); None when there is none."""
-    cutoff = timezone.now() - timedelta(seconds=lease_seconds())
-    waiting = (VectorStoreFile.objects.filter(status="in_progress")
-               .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=cutoff))
-               .order_by("seq").values_list("pk", "claimed_at")[:CANDIDATES])
-    for pk, before in list(waiting):
-        token = timezone.now()
-        rows = VectorStoreFile.objects.filter(pk=pk, status="in_progress")
-        rows = rows.filter(claimed_at__isnull=True) if before is None else rows.filter(claimed_at=before)
-        if rows.update(claimed_at=token):
-            found = VectorStoreFile.objects.select_related("vector_store").filter(pk=pk).first()
-            if found is not None:
-                return found, Lease(pk, token)
-    return None
+    while True:  # read again while other processes win every candidate read
+        cutoff = timezone.now() - timedelta(seconds=lease_seconds())
+        waiting = list(VectorStoreFile.objects.filter(status="in_progress")
+                       .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=cutoff))
+                       .order_by("seq").values_list("pk", "claimed_at")[:CANDIDATES])
+        if not waiting:
+            return None
+        for pk, before in waiting:
+            token = timezone.now()
+            rows = VectorStoreFile.objects.filter(pk=pk, status="in_progress")
+            rows = rows.filter(claimed_at__isnull=True) if before is None else rows.filter(claimed_at=before)
+            if rows.update(claimed_at=token):
+                found = VectorStoreFile.objects.select_related("vector_store").filter(pk=pk).first()
+                if found is not None:
+                    return found, Lease(pk, token)
 
 
 def _renewing(lease: Lease, stop: threading.Event) -> None:
