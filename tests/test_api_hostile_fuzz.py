@@ -46,7 +46,7 @@ KEYS = ["metadata", "model", "name", "instructions", "content", "role", "tempera
         "parameters", "zz_unknown"]
 
 BAD_IDS = ["x" * 3000, "é", "%00", "%ED%A0%80", "thread_%F0%9F%98%80", "asst_" + "9" * 60, "%20", "run_'--"]
-QUERY_KEYS = ["limit", "order", "after", "before", "run_id", "include[]", "purpose"]
+QUERY_KEYS = ["limit", "order", "after", "before", "run_id", "include[]", "purpose", "filter"]
 QUERY_VALUES = ["9" * 5000, "9" * 30, "-1", "0", "1", "100", "101", "\u0663", "1e3", " 5", "\x00", "é", "x" * 3000,
                 "asc", "desc", "step_details.tool_calls[*].file_search.results[*].content", "%ED%A0%80"]
 

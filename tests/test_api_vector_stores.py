@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from betaassi_django.assistants_api.knowledge import ingestion, vector_stores
-from betaassi_django.assistants_api.models import VectorStore, VectorStoreFile, VectorStoreFileBatch
+from betaassi_django.assistants_api.models import File, VectorStore, VectorStoreFile, VectorStoreFileBatch
 from tests.conftest import in_process_client
 from tests.test_api_hostile import raw_client
 from tests.test_api_scopes import forbidden, key_client, refused
@@ -344,6 +344,13 @@ def test_touch_moves_the_expiry_and_an_expired_store_takes_no_files():
     fresh = client.vector_stores.retrieve(store.id)
     assert fresh.status == "completed" and fresh.last_active_at >= store.last_active_at
     assert fresh.expires_at == fresh.last_active_at + 86400
+    gone = upload(client, "gone.txt", b"expired file")
+    File.objects.filter(id=gone).update(expires_at=fresh.last_active_at - 1)
+    for call in (lambda: client.vector_stores.files.create(vector_store_id=store.id, file_id=gone),
+                 lambda: client.vector_stores.create(file_ids=[gone])):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert error_of(caught)["message"] == f"No such File object: {gone}"
     VectorStore.objects.filter(id=store.id).update(expires_at=fresh.last_active_at - 1)
     with pytest.raises(openai.BadRequestError) as caught:
         client.vector_stores.files.create(vector_store_id=store.id, file_id=upload(client, "x.txt", b"x"))
