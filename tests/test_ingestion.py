@@ -3,6 +3,7 @@ mid-ingestion (another finishes the file)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -266,29 +267,50 @@ def test_a_cancelled_file_is_not_written():
     assert vs_file.status == "cancelled" and texts(vs_file) == []
 
 
-def test_a_locked_database_leaves_the_file_waiting_not_failed():
-    """SQLite's write lock held elsewhere past the busy timeout: the file is not failed for it, and a later look
-    finishes it."""
+@contextlib.contextmanager
+def chunks_locked_elsewhere():
+    """Another connection holds the write lock ingestion needs past this connection's wait for it: SQLite's file
+    lock, or PostgreSQL's lock on the chunk table."""
     from django.db import connection
 
-    if connection.vendor != "sqlite":
-        pytest.skip("SQLite's file lock")
-    import sqlite3
+    if connection.vendor == "sqlite":
+        import sqlite3
 
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout = 50")
+        other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            yield
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA busy_timeout = 30000")
+        return
+    import psycopg
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None), params.pop("context", None), params.pop("prepare_threshold", None)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '50ms'")
+    try:
+        with psycopg.connect(**params) as other:
+            other.execute("LOCK TABLE assistants_api_chunk IN EXCLUSIVE MODE")
+            yield
+            other.rollback()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+
+
+def test_a_locked_database_leaves_the_file_waiting_not_failed():
+    """The write lock held elsewhere past the wait: the file is not failed for it, and a later look finishes it."""
     store = vector_stores.create_store({})
     vs_file = VectorStoreFile.objects.create(vector_store=store, file_id=make_file("l.txt", b"locked").id)
     claimed = ingestion.claim()
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA busy_timeout = 50")
-    other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
+    with chunks_locked_elsewhere():
         assert ingestion.ingest(*claimed) == "retry"
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA busy_timeout = 30000")
     vs_file.refresh_from_db()
     assert vs_file.status == "in_progress" and vs_file.last_error is None
     with override_settings(BETAASSI_INGEST_LEASE_SECONDS=0.2):
