@@ -1,5 +1,5 @@
 """API keys of the embedded API in the admin: issue with a scope (the key is shown once), list, revoke. Files and
-vector stores are in ``knowledge/admin.py``, registered by the import below.
+vector stores are in ``knowledge/admin.py`` and ``knowledge/store_admin.py``, registered by the imports below.
 
 Only a key's SHA-256 hash is stored. The raw key is rendered once, in the
 response to the form that created it (never through the messages framework,
@@ -16,7 +16,8 @@ from django.utils.cache import add_never_cache_headers
 
 from betaassi_django.templatetags.betaassi import when_cell
 
-from .knowledge import admin as knowledge_admin  # noqa: F401 (registers files and vector stores)
+from .knowledge import admin as file_admin  # noqa: F401 (registers files)
+from .knowledge import store_admin  # noqa: F401 (registers vector stores)
 from .models import ApiKey, Assistant
 
 ISSUED_KEY_ATTR = "_betaassi_issued_key"
