@@ -19,6 +19,8 @@ from django.conf import settings
 from betaassi_django.testing import LiveServer, scratch_database_url
 from tests.spec import AsyncValidatingTransport, ValidatingTransport
 
+pytest_plugins = ["tests.upstream_fixtures"]
+
 #: Seconds between echo deltas on the live server: long enough that a run can be
 #: cancelled mid-stream, short enough to keep the suite quick.
 LIVE_ECHO_DELAY = "0.01"

@@ -11,31 +11,13 @@ import openai
 import pytest
 
 from tests.conftest import in_process_client
-from tests.fake_upstream import Calls, FakeUpstream, Text
+from tests.fake_upstream import Calls, Text
 from tests.test_upstream_runs import WEATHER_TOOL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 INCLUDE = "step_details.tool_calls[*].file_search.results[*].content"
 HANDBOOK = "The office opens at nine. Parking is behind the library.\n"
-
-
-@pytest.fixture
-def fake():
-    with FakeUpstream() as upstream:
-        yield upstream
-    assert upstream.violations == []
-
-
-@pytest.fixture(params=["responses", "chat"])
-def api(request, settings, fake) -> str:
-    """The openai responder pointed at the fake, through each upstream API."""
-    settings.BETAASSI_RESPONDER = "openai"
-    settings.BETAASSI_UPSTREAM_API = request.param
-    settings.BETAASSI_UPSTREAM_BASE_URL = fake.base_url
-    settings.BETAASSI_UPSTREAM_API_KEY = "sk-upstream-test"
-    settings.BETAASSI_UPSTREAM_TIMEOUT = 5.0
-    return request.param
 
 
 @pytest.fixture

@@ -9,29 +9,11 @@ import pytest
 
 from betaassi_django.assistants_api.models import RunStep
 from tests.conftest import in_process_client
-from tests.fake_upstream import Calls, FakeUpstream, Text
+from tests.fake_upstream import Calls, Text
 from tests.test_run_options import APPLES, INCOMPLETE_SUFFIX
 from tests.test_upstream_runs import WEATHER_TOOL
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def fake():
-    with FakeUpstream() as upstream:
-        yield upstream
-    assert upstream.violations == []
-
-
-@pytest.fixture(params=["responses", "chat"])
-def api(request, settings, fake) -> str:
-    """The embedded API with the openai responder pointed at the fake, through each upstream API."""
-    settings.BETAASSI_RESPONDER = "openai"
-    settings.BETAASSI_UPSTREAM_API = request.param
-    settings.BETAASSI_UPSTREAM_BASE_URL = fake.base_url
-    settings.BETAASSI_UPSTREAM_API_KEY = "sk-upstream-test"
-    settings.BETAASSI_UPSTREAM_MAX_RETRIES = 0
-    return request.param
 
 
 @pytest.fixture

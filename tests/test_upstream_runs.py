@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import cancel_after_deltas, in_process_client, wait_for_run
-from tests.fake_upstream import Calls, Failed, FakeUpstream, Hang, Refusal, Status, Text
+from tests.fake_upstream import Calls, Failed, Hang, Refusal, Status, Text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,25 +23,6 @@ WEATHER_TOOL = {"type": "function", "function": {
 TIME_TOOL = {"type": "function", "function": {
     "name": "get_time", "description": "The time in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-
-
-@pytest.fixture
-def fake():
-    with FakeUpstream() as upstream:
-        yield upstream
-    assert upstream.violations == []
-
-
-@pytest.fixture(params=["responses", "chat"])
-def api(request, settings, fake) -> str:
-    """The embedded API with the openai responder pointed at the fake, through each upstream API."""
-    settings.BETAASSI_RESPONDER = "openai"
-    settings.BETAASSI_UPSTREAM_API = request.param
-    settings.BETAASSI_UPSTREAM_BASE_URL = fake.base_url
-    settings.BETAASSI_UPSTREAM_API_KEY = "sk-upstream-test"
-    settings.BETAASSI_UPSTREAM_MAX_RETRIES = 2
-    settings.BETAASSI_UPSTREAM_TIMEOUT = 5.0
-    return request.param
 
 
 @pytest.fixture
