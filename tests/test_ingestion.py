@@ -451,3 +451,44 @@ def test_the_ingest_files_command_finishes_what_waits():
     out = io.StringIO()
     call_command("ingest_files", stdout=out)
     assert out.getvalue() == "0 file(s) ingested\n"
+
+
+@pytest.mark.parametrize("deletion", ["store", "store file", "file"])
+def test_a_deletion_waits_for_an_ingestion_writing_chunks_and_takes_them_too(deletion):
+    """An ingestion holds the file's row while it writes the chunks (``ingestion._store``): a deletion of the store,
+    of the file from the store, or of the File then waits for it and deletes the chunks it wrote, instead of
+    failing on them at commit (PostgreSQL's foreign key: a 500 before)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from betaassi_django.assistants_api.knowledge import files
+
+    vs_file = ingested("w.txt", b"written before")
+    holding, release = threading.Event(), threading.Event()
+
+    def ingestion_writing() -> None:
+        try:
+            with transaction.atomic():
+                VectorStoreFile.objects.select_for_update().get(pk=vs_file.pk)
+                Chunk.objects.create(vector_store_file=vs_file, vector_store_id=vs_file.vector_store.id,
+                                     file_id=vs_file.file_id, index=1, text="written meanwhile", tokens=2)
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=ingestion_writing)
+    writer.start()
+    assert holding.wait(10)
+    threading.Timer(0.3, release.set).start()
+    if deletion == "store":
+        vector_stores.delete_store(vs_file.vector_store.id)
+    elif deletion == "store file":
+        vector_stores.delete_store_file(vs_file.vector_store.id, vs_file.file_id)
+    else:
+        files.delete_file(File.objects.get(id=vs_file.file_id))
+    writer.join(10)
+    assert not writer.is_alive()
+    assert not VectorStoreFile.objects.filter(pk=vs_file.pk).exists()
+    assert Chunk.objects.filter(file_id=vs_file.file_id).count() == 0

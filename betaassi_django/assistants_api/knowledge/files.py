@@ -29,6 +29,7 @@ from ..ids import now
 from ..limits import plausible_id
 from ..models import File, VectorStoreFile
 from ..pagination import page
+from . import ingestion
 
 logger = logging.getLogger("betaassi_django.api")
 
@@ -184,7 +185,7 @@ def delete_file(file: File) -> None:
     once the deletion is committed."""
     name, storage = file.content.name, file.content.storage
     with transaction.atomic():
-        VectorStoreFile.objects.filter(file_id=file.id).delete()
+        ingestion.delete_files(VectorStoreFile.objects.filter(file_id=file.id))
         File.objects.filter(pk=file.pk).delete()
         transaction.on_commit(lambda: _delete_bytes(storage, name))
 

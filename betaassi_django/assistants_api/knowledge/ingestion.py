@@ -19,7 +19,7 @@ import threading
 from datetime import datetime, timedelta
 
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from betaassi_django import conf
@@ -121,6 +121,15 @@ def _store(vs_file: VectorStoreFile, lease: Lease, pieces: list[tuple[str, int]]
         Chunk.objects.filter(vector_store_file_id=vs_file.pk).delete()
         index.add(vs_file, pieces, vectors)
     return True
+
+
+def delete_files(files: QuerySet[VectorStoreFile]) -> None:
+    """Delete vector store files with their chunks, their rows locked first. An ingestion writing a file's chunks
+    holds the file's row (``_store``): the deletion then waits for it and deletes the chunks it wrote, instead of
+    missing them (PostgreSQL refused such a deletion at commit, for the chunks left pointing at a deleted file)."""
+    with transaction.atomic():
+        list(files.select_for_update().values_list("pk", flat=True))
+        files.delete()
 
 
 def ingest(vs_file: VectorStoreFile, lease: Lease) -> str:

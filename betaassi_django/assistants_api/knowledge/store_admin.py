@@ -19,7 +19,7 @@ from betaassi_django.templatetags.betaassi import short_id
 
 from ..errors import ApiError
 from ..models import File, VectorStore, VectorStoreFile
-from . import files, vector_stores
+from . import files, ingestion, vector_stores
 from .admin import size_cell, when_unix
 
 
@@ -54,6 +54,11 @@ class StoreFilesFormSet(BaseInlineFormSet):
         super().add_fields(form, index)
         if "DELETE" in form.fields:  # a checkbox in a table cell: named for screen readers (its heading is apart)
             form.fields["DELETE"].widget.attrs["aria-label"] = "Take out of the store"
+
+    def delete_existing(self, obj: VectorStoreFile, commit: bool = True) -> None:
+        """As the API takes a file out of a store (waiting for an ingestion writing its chunks)."""
+        if commit:
+            ingestion.delete_files(VectorStoreFile.objects.filter(pk=obj.pk))
 
 
 class VectorStoreFileInline(admin.TabularInline):

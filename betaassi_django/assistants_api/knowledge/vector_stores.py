@@ -110,7 +110,9 @@ def modify_store(store_id: str, body: dict) -> VectorStore:
 def delete_store(store_id: str) -> dict:
     """The store, its files' membership, batches and chunks (the Files themselves stay)."""
     store = get_store(store_id)
-    store.delete()
+    with transaction.atomic():
+        ingestion.delete_files(VectorStoreFile.objects.filter(vector_store=store))
+        store.delete()
     return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
 
 
@@ -224,7 +226,7 @@ def update_attributes(store_id: str, file_id: str, attributes: dict | None) -> V
 
 def delete_store_file(store_id: str, file_id: str) -> dict:
     """The file leaves the store with its chunks (the File stays); its ingestion, if running, finds it gone."""
-    get_store_file(store_id, file_id).delete()
+    ingestion.delete_files(VectorStoreFile.objects.filter(pk=get_store_file(store_id, file_id).pk))
     return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
 
