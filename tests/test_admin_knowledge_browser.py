@@ -21,7 +21,14 @@ good = files.create_file(SimpleUploadedFile("refund-policy-for-customers-in-ever
                                             b"# Refunds\\n\\nPaid within 14 days.", "text/markdown"), "assistants")
 bad = files.create_file(SimpleUploadedFile("broken.pdf", b"%PDF-1.4 garbage", "application/pdf"), "user_data")
 store = vector_stores.create_store({"name": "Policies", "file_ids": [good.id, bad.id]})
-ingestion.run_pending()
+# This process's worker thread may have claimed a file first: wait for both to end, or they would be left
+# in_progress (with the worker's lease) when the process exits.
+import time
+from betaassi_django.assistants_api.models import VectorStoreFile
+deadline = time.monotonic() + 60
+while VectorStoreFile.objects.filter(status="in_progress").exists() and time.monotonic() < deadline:
+    ingestion.run_pending()
+    time.sleep(0.05)
 print(good.pk, store.pk)
 """
 
