@@ -300,14 +300,17 @@ def test_the_page_shows_which_function_runs_and_how_it_ended(chromium, desk_serv
     page.context.close()
 
 
-#: Records the frame (document.timeline.currentTime) of every Markdown render the chat page makes, by wrapping
-#: markdown.js's render as chat.js picks it up.
+#: Records the animation frame of every Markdown render the chat page makes, by wrapping markdown.js's render as
+#: chat.js picks it up. Frames are numbered by the page's own requestAnimationFrame callbacks: under load headless
+#: Chromium can run two of them at one ``document.timeline.currentTime``, which made a time the wrong frame id.
 COUNT_RENDERS = """
-let wrapped;
+let wrapped, frame = 0;
 window.__renders = [];
+const realFrame = window.requestAnimationFrame.bind(window);
+window.requestAnimationFrame = (callback) => realFrame((time) => { frame += 1; return callback(time); });
 Object.defineProperty(window, "betaassiMarkdown", {configurable: true, get: () => wrapped,
   set: (real) => { wrapped = {render: (...args) => {
-    window.__renders.push(document.timeline.currentTime); return real.render(...args); }}; }});
+    window.__renders.push(frame); return real.render(...args); }}; }});
 """
 
 
