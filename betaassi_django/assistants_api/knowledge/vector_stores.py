@@ -207,14 +207,20 @@ def add_file(store: VectorStore, file_id: str, *, chunking_strategy: dict | None
     return vs_file
 
 
-def get_store_file(store_id: str, file_id: str) -> VectorStoreFile:
+def _in_store(store_id: str, model, kind: str, **lookup):
+    """The store's file or batch matching ``lookup`` (one id), with the store attached; OpenAI's 404 naming the
+    store's or the object's id otherwise."""
     store = get_store(store_id)
-    found = VectorStoreFile.objects.filter(vector_store=store, file_id=file_id).first() if plausible_id(
-        file_id) else None
+    (object_id,) = lookup.values()
+    found = model.objects.filter(vector_store=store, **lookup).first() if plausible_id(object_id) else None
     if found is None:
-        raise not_found("file", file_id)
+        raise not_found(kind, object_id)
     found.vector_store = store
     return found
+
+
+def get_store_file(store_id: str, file_id: str) -> VectorStoreFile:
+    return _in_store(store_id, VectorStoreFile, "file", file_id=file_id)
 
 
 def update_attributes(store_id: str, file_id: str, attributes: dict | None) -> VectorStoreFile:
@@ -289,13 +295,7 @@ def create_batch(store_id: str, body: dict) -> VectorStoreFileBatch:
 
 
 def get_batch(store_id: str, batch_id: str) -> VectorStoreFileBatch:
-    store = get_store(store_id)
-    found = VectorStoreFileBatch.objects.filter(vector_store=store, id=batch_id).first() if plausible_id(
-        batch_id) else None
-    if found is None:
-        raise not_found("vector store file batch", batch_id)
-    found.vector_store = store
-    return found
+    return _in_store(store_id, VectorStoreFileBatch, "vector store file batch", id=batch_id)
 
 
 def cancel_batch(store_id: str, batch_id: str) -> VectorStoreFileBatch:
