@@ -69,6 +69,16 @@ def test_vector_store_lifecycle(client):
     assert client.files.retrieve(one).id == one  # the files stay
 
 
+def test_a_store_name_has_no_length_limit_but_the_body_size(client):
+    """The specification gives ``name`` no maxLength: a long name is kept whole on every database (a 500 on
+    PostgreSQL once, when the column was varchar(256))."""
+    long_name = "x" * 300_000
+    store = client.vector_stores.create(name=long_name)
+    assert store.name == long_name
+    renamed = client.vector_stores.update(store.id, name=long_name + "y")
+    assert client.vector_stores.retrieve(store.id).name == renamed.name == long_name + "y"
+
+
 def test_list_vector_stores_pages(client):
     made = [client.vector_stores.create(name=f"s{i}").id for i in range(3)]
     newest = client.vector_stores.list(limit=2)

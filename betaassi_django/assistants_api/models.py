@@ -214,7 +214,8 @@ class VectorStore(StoredObject):
     """A vector store; ``file_counts`` are counted from its files' statuses when it is read."""
 
     id = models.CharField(max_length=64, unique=True, default=_vector_store_id)
-    name = models.CharField(max_length=256, null=True)
+    # Unbounded, as the specification's ``name`` is (no maxLength): the request body's size is the limit.
+    name = models.TextField(null=True)
     status = models.CharField(max_length=16, default="completed")
     usage_bytes = models.BigIntegerField(default=0)
     expires_after = models.JSONField(null=True)

@@ -41,6 +41,7 @@ class VectorStoreForm(forms.ModelForm):
     class Meta:
         model = VectorStore
         fields = ("name",)
+        widgets = {"name": forms.TextInput(attrs={"class": "vTextField"})}  # one line, though the column is text
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
