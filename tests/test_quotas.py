@@ -214,6 +214,25 @@ def test_events_naming_a_disallowed_model_or_past_the_counts_are_rejected_with_t
                                                               "owner already has 3 sessions in all; the limit is 3")]
 
 
+def test_a_model_is_judged_against_the_assistant_as_the_backend_has_it_when_applied(alice, monkeypatch):
+    """A sweep reads the assistants before it drains them: a model change made in between (by another
+    deployment, or while another processor held the lease) judges the events published after it. Before, the
+    sweep's copy did, and a page test failed now and then when its processor's sweep began just before."""
+    from betaassi_django.client import get_client
+
+    support = Support.objects.create(name="support", model="gpt-4o")
+    processor = Processor(assistant_ids=[support.id])
+    swept = processor.assistants()
+    assert swept[0].model == "gpt-4o"
+    get_client().beta.assistants.update(support.id, model="gpt-4o-mini")
+    chosen = publish(support, Event("session.create", "s", {"owner": alice.pk, "kind": "default", "model": "gpt-4o"}))
+    plain = publish(support, Event("session.create", "t", {"owner": alice.pk, "kind": "default"}))
+    monkeypatch.setattr(processor, "assistants", lambda: swept)  # the sweep as it began, before the change
+    assert processor.run_once() == 2
+    assert [_status(chosen), _status(plain)] == [
+        ("rejected", "model 'gpt-4o' is not allowed for this assistant; allowed: gpt-4o-mini, m*"), ("applied", "")]
+
+
 # -- the pages --------------------------------------------------------------------------------------------
 
 

@@ -98,6 +98,18 @@ def wanted(events: list[tuple[str, str]]) -> tuple[set[int], set[str]]:
     return owners, threads
 
 
+def choose_models(events: list[tuple[str, str]]) -> bool:
+    """Whether an event of the batch chooses a session's model (judged against the assistant's own model)."""
+    for _, content in events:
+        try:
+            event = parse(content)
+        except Rejected:
+            continue
+        if event.op in ("session.create", "session.update") and event.args.get("model") is not None:
+            return True
+    return False
+
+
 @dataclass
 class Batch:
     outcomes: list[Outcome] = field(default_factory=list)

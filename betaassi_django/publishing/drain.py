@@ -35,7 +35,7 @@ from betaassi_django.registry import (
 )
 
 from . import health, lease, notify, registrations
-from .apply import Batch, Facts, Outcome, apply_events, wanted
+from .apply import Batch, Facts, Outcome, apply_events, choose_models, wanted
 from .backend import (
     PUBLISH_KEY,
     REGISTRY_KEY,
@@ -43,6 +43,7 @@ from .backend import (
     delete_threads,
     list_events,
     load_page,
+    read_assistant,
     read_metadata,
     tagged_for,
     write_metadata,
@@ -189,8 +190,10 @@ class QueueDrainer:
             with contextlib.suppress(openai.NotFoundError, openai.BadRequestError):  # absent: tagged for no one
                 threads[thread_id] = dict(read_metadata(self.api, thread_id))
         users = existing_users(owners)
-        limits = quotas.event_limits(_assistant_class(assistant), assistant.id, assistant.model, users,
-                                     Session.objects)
+        # A model is judged against the assistant as the backend has it now: the sweep's copy may predate a
+        # change made since (by another deployment, or before this processor took the lease).
+        model = read_assistant(self.api, assistant.id).model if choose_models(events) else assistant.model
+        limits = quotas.event_limits(_assistant_class(assistant), assistant.id, model, users, Session.objects)
         return Facts(assistant.id, users, threads, **limits)
 
     def _new_page(self, assistant_id: str) -> Page:
