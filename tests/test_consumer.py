@@ -17,8 +17,9 @@ from betaassi_django.client import get_client
 from betaassi_django.metadata import PUBLISH_KEY
 from betaassi_django.models import StreamThread
 from betaassi_django.publishing import directory
-from betaassi_django.publishing.consumer import Consumer, QueueEvent
+from betaassi_django.publishing.consumer import Consumer
 from betaassi_django.publishing.positions import register
+from betaassi_django.publishing.queue_event import QueueEvent
 from tests.testapp.models import Kitchen, Support
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -19,8 +19,8 @@ from betaassi_django.client import get_client
 from betaassi_django.metadata import PUBLISH_KEY
 from betaassi_django.models import ConsumerFailure, ConsumerLease
 from betaassi_django.publishing import directory
-from betaassi_django.publishing.consumer import QueueEvent
 from betaassi_django.publishing.positions import register
+from betaassi_django.publishing.queue_event import QueueEvent
 from tests.conftest import shared_database_url
 from tests.testapp.models import Support
 

@@ -4,8 +4,9 @@ A named consumer keeps its position (the last event it committed, ``hwm``) in a 
 which the publish thread's directory names (``consumer:<name>``), so every process and deployment sharing the
 backend finds it. Delivery is at least once: events are read after the committed position, handed out, and the
 position moves only on ``commit()``; a process that dies first sees them again, with the same ids. A lease per
-consumer name and assistant (``ConsumerLease``) gives each assistant's queue to one process at a time. Per batch:
-one list of the publish thread, and one position write when committed.
+consumer name and assistant (``ConsumerLease``) gives each assistant's queue to one process at a time
+(``holds``: the leases and positions). Per batch: one list of the publish thread, and one position write when
+committed. This module reads the batches, hands them out and waits for more, woken by publishes.
 """
 
 from __future__ import annotations
@@ -14,90 +15,31 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import openai
 from asgiref.sync import sync_to_async
 
-from betaassi_django.client import get_client
-from betaassi_django.messages import text_of
-from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, TYPE_KEY
-
-from . import directory, lease, notify
+from . import notify
 from .backend import publish_thread, queue_ids
-from .events import Rejected, read
-from .positions import STARTS, check_name, model, newest, registered, root_hwm
-from .registrations import REASON_KEY, STATUS_KEY
+from .holds import QueueHolds, Track
+from .positions import STARTS, check_name, root_hwm
+from .queue_event import QueueEvent, to_event
 
 logger = logging.getLogger("betaassi_django.publishing")
-
-@dataclass(frozen=True)
-class QueueEvent:
-    """One event of a publish queue, as a consumer receives it."""
-
-    id: str
-    assistant_id: str
-    op: str | None
-    type: str | None
-    data: Any
-    session_id: str | None
-    created_at: int
-    rejected: str | None = None
-    status: str | None = None
-    reason: str | None = None  # the processor's reason for a noop or rejected verdict (applied_only)
-
-
-def to_event(assistant_id: str, message, *, with_status: bool = False) -> QueueEvent:
-    """A publish-thread message as a ``QueueEvent`` (an invalid body: ``op`` None and ``rejected`` its reason);
-    ``with_status``: with the processor's verdict read from the message (``registrations``)."""
-    parsed = read(text_of(message))
-    status = reason = None
-    if with_status:
-        verdict = message.metadata or {}
-        status, reason = verdict.get(STATUS_KEY), verdict.get(REASON_KEY)
-    if isinstance(parsed, Rejected):
-        return QueueEvent(message.id, assistant_id, None, None, None, None, message.created_at, str(parsed),
-                          status or ("rejected" if with_status else None), reason)
-    app = parsed.op == "app.event"
-    if with_status and status is None:
-        status = "passed" if app else "applied"
-    return QueueEvent(message.id, assistant_id, parsed.op, parsed.args.get("type") if app else parsed.op,
-                      parsed.args.get("data") if app else parsed.args, parsed.session_id, message.created_at,
-                      None, status, reason)
-
-
-@dataclass
-class _Track:
-    """One followed assistant: its queue, the position thread, and where reading and committing stand."""
-
-    assistant: Any
-    thread: Any = None  # the StreamThread, once read under the lease
-    committed: str = ""  # the position the thread holds
-    read: str = ""  # the last event listed
-    target: str = ""  # what commit() writes: the last event handed out (or passed by the filter)
-    previous: str = ""  # the target before the last event was handed out (``requeue``)
-    renewed: float | None = None  # time.monotonic() of the last successful acquire, None: not held
-
-    @property
-    def id(self) -> str:
-        return self.assistant.id
 
 
 @dataclass
 class _Batch:
-    track: _Track
+    track: Track
     events: list[QueueEvent] = field(default_factory=list)
     end: str = ""
 
 
-class Consumer:
+class Consumer(QueueHolds):
     """A named, durable consumer of one assistant's queue, a class's, or every assistant's."""
 
     #: The app's own consumers (``betaassi.`` names) set this.
@@ -109,20 +51,17 @@ class Consumer:
                  types: list[str] | None = None, start: str = "oldest", batch_size: int = 100,
                  holder: str | None = None, lease_seconds: float = 30.0, poll_interval: float = 1.0,
                  applied_only: bool = False, register_timeout: float = 10.0) -> None:
-        self.name = check_name(name, reserved_ok=self.reserved_ok)
+        name = check_name(name, reserved_ok=self.reserved_ok)
         if start not in STARTS:
             raise ValueError(f"start must be one of {', '.join(STARTS)}")
         if not 1 <= batch_size <= 100:
             raise ValueError("batch_size must be from 1 to 100")
-        self.assistant_ids, self.assistant_class = assistant_ids, assistant_class
-        self.types, self.start, self.batch_size = types, start, batch_size
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.lease_seconds, self.poll_interval = lease_seconds, poll_interval
-        self.applied_only, self.register_timeout = applied_only, register_timeout
+        super().__init__(name, assistant_ids=assistant_ids, assistant_class=assistant_class, start=start,
+                         holder=holder, lease_seconds=lease_seconds, applied_only=applied_only,
+                         register_timeout=register_timeout)
+        self.types, self.batch_size = types, batch_size
+        self.poll_interval = poll_interval
         self.behind: list[tuple[str, str, str]] = []
-        self.api = get_client()
-        self._tracks: dict[str, _Track] = {}
-        self._listed_at: float | None = None
         self._turn = 0
         self._woken = threading.Event()
         self._aio: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
@@ -130,96 +69,9 @@ class Consumer:
         self._interrupted = False
         notify.subscribe(self._wake)
 
-    # -- which assistants ------------------------------------------------------------------------------
-
-    def _refresh(self) -> None:
-        """Find the assistants to follow: once for named ones, at most every 10 s for a class or all."""
-        if self._listed_at is not None and (self.assistant_ids or time.monotonic() - self._listed_at < 10):
-            return
-        self._listed_at = time.monotonic()
-        if self.assistant_ids:
-            found = [self.api.beta.assistants.retrieve(a) for a in self.assistant_ids]
-        else:
-            found = [a for a in self.api.beta.assistants.list(limit=100, order="asc")
-                     if (a.metadata or {}).get(PUBLISH_KEY) and (a.metadata or {}).get(REGISTRY_KEY)
-                     and (self.assistant_class is None or (a.metadata or {}).get(TYPE_KEY) == self.assistant_class)]
-        for assistant in found:
-            self._tracks.setdefault(assistant.id, _Track(assistant))
-
-    # -- the lease and the position ---------------------------------------------------------------------
-
-    def _hold(self, track: _Track) -> bool:
-        """Take or renew the lease; (re)read the position unless it was held without a gap."""
-        now = time.monotonic()
-        if not lease.acquire(track.id, self.holder, self.lease_seconds, consumer=self.name):
-            if track.renewed is not None:
-                logger.warning("consumer %s lost the lease of %s to another process", self.name, track.id)
-                track.renewed, track.thread = None, None
-            return False
-        continuous = track.renewed is not None and now - track.renewed < self.lease_seconds * 0.9
-        if track.renewed is None:
-            logger.debug("consumer lease acquired consumer=%s assistant=%s holder=%s t=%.6f", self.name, track.id,
-                         self.holder, time.time())
-        track.renewed = now
-        if not continuous or track.thread is None:
-            self._load(track)
-        return True
-
-    def _load(self, track: _Track) -> None:
-        """The position thread, registering the name first if the directory lacks it."""
-        publish_id, root_id = queue_ids(track.assistant)
-        thread_id = directory.read(self.api, publish_id).get(self.name)
-        if not thread_id:
-            position = self._start_position(publish_id, root_id)
-            thread_id = registered(self.api, track.assistant, self.name, position, self.register_timeout)
-        track.thread = model().retrieve(thread_id)
-        track.committed = track.read = track.target = track.thread.hwm
-
-    def _start_position(self, publish_id: str, root_id: str):
-        if self.start == "oldest":
-            return lambda: ""
-        if self.applied_only:
-            return lambda: root_hwm(self.api, root_id)
-        return lambda: newest(self.api, publish_id)
-
-    def commit(self) -> None:
-        """Write each assistant's position: the last event handed out (one write per assistant that moved)."""
-        for track in self._tracks.values():
-            if track.thread is None or track.target == track.committed:
-                continue
-            read, target, committed = track.read, track.target, track.committed
-            if not self._hold(track) or track.committed != committed:
-                # Another process held it meanwhile (its position rules): what was handed out comes again.
-                logger.warning("consumer %s: not committing %s on %s (the lease lapsed)", self.name, target,
-                               track.id)
-                track.read = track.target = track.committed
-                continue
-            track.read, track.target = read, target  # a re-read under a renewed lease found it unmoved
-            track.thread.hwm = target
-            track.thread.save()
-            track.committed = target
-
-    def requeue(self, event: QueueEvent) -> None:
-        """Take back the last event ``events()`` handed out: ``commit()`` stops before it, and it comes again
-        (``consume_queue`` stopping in the middle of an event's retries)."""
-        track = self._tracks.get(event.assistant_id)
-        if track is not None and track.target == event.id:
-            track.target = track.read = track.previous
-
-    def positions(self) -> dict[str, str]:
-        """Assistant id -> committed position, as the position threads hold it (one read per assistant)."""
-        self._refresh()
-        found = {}
-        for track in self._tracks.values():
-            publish_id, _ = queue_ids(track.assistant)
-            thread_id = directory.read(self.api, publish_id).get(self.name)
-            if thread_id:
-                found[track.id] = (self.api.beta.threads.retrieve(thread_id).metadata or {}).get("hwm", "")
-        return found
-
     # -- reading -------------------------------------------------------------------------------------------
 
-    def _list(self, track: _Track) -> list:
+    def _list(self, track: Track) -> list:
         """The events after the track's read position (from the oldest retained one if it was removed)."""
         publish_id, _ = queue_ids(track.assistant)
         try:
@@ -235,7 +87,7 @@ class Consumer:
         track.read = ""
         return listed
 
-    def _batch(self, track: _Track) -> _Batch | None:
+    def _batch(self, track: Track) -> _Batch | None:
         """The next events of one held assistant that pass the filter (filtered ones still move the target)."""
         while True:
             limit = None
@@ -373,12 +225,7 @@ class Consumer:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        for track in self._tracks.values():
-            if track.renewed is not None:
-                logger.debug("consumer lease released consumer=%s assistant=%s holder=%s t=%.6f", self.name,
-                             track.id, self.holder, time.time())
-                lease.release(track.id, self.holder, consumer=self.name)
-                track.renewed = None
+        self._release()
 
     def __enter__(self) -> Consumer:
         return self

@@ -26,7 +26,7 @@ from django.db import transaction
 from betaassi_django.client import get_client
 from betaassi_django.metadata import TYPE_KEY
 
-from . import consumer, directory, lease, notify, ownership, positions
+from . import consumer, directory, lease, notify, ownership, positions, queue_event
 from .backend import find_record, load_registry, queue_ids
 from .mirror import mirror_session
 from .models import PublishedEvent, Session
@@ -172,7 +172,7 @@ class Follower:
 
     # -- one batch ---------------------------------------------------------------------------------------
 
-    def _record(self, assistant, batch: list[consumer.QueueEvent]) -> None:
+    def _record(self, assistant, batch: list[queue_event.QueueEvent]) -> None:
         """The owner's outcomes into ``PublishedEvent``, the touched sessions re-read into the mirror."""
         _, root_id = queue_ids(assistant)
         outcomes = [{"event_id": event.id, "op": event.op or "", "session_id": event.session_id,

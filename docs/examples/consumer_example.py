@@ -15,7 +15,7 @@ import datetime
 
 from django.core.mail import mail_managers
 
-from betaassi_django.publishing.consumer import QueueEvent
+from betaassi_django.publishing.queue_event import QueueEvent
 
 
 def summary(event: QueueEvent) -> tuple[str, str]:

@@ -15,9 +15,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
-from betaassi_django.publishing.consumer import Consumer, QueueEvent, logger
+from betaassi_django.publishing.consumer import Consumer, logger
 from betaassi_django.publishing.models import ConsumerFailure
 from betaassi_django.publishing.positions import STARTS
+from betaassi_django.publishing.queue_event import QueueEvent
 
 from .process_publish_queue import console_logging
 
