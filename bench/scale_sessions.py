@@ -32,7 +32,8 @@ from betaassi_django.publishing.apply import apply_events
 from betaassi_django.publishing.backend import load_registry
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
-from betaassi_django.registry import Page, double, encode_run, needs_growth, overflow_metadata, page_threads
+from betaassi_django.registry.pages import Page, encode_run, overflow_metadata, page_threads
+from betaassi_django.registry.root import double, needs_growth
 from betaassi_django.testing import counting_client
 from tests.testapp.models import Support
 

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 
 from betaassi_django.assistants_api.models import ApiKey, Assistant
 from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY, create_queue
-from betaassi_django.registry import Root
+from betaassi_django.registry.root import Root
 from tests.conftest import _sdk_client, http_client
 from tests.spec import _operations, operation
 

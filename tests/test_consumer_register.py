@@ -14,7 +14,7 @@ from betaassi_django.models import PublishedEvent, StreamThread
 from betaassi_django.publishing import directory, publisher
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
-from betaassi_django.registry import Root
+from betaassi_django.registry.root import Root
 from tests.testapp.models import Support
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,7 +7,8 @@ import random
 
 from betaassi_django.publishing.apply import apply_events, session_from_record
 from betaassi_django.publishing.events import Event
-from betaassi_django.registry import Page, Root
+from betaassi_django.registry.pages import Page
+from betaassi_django.registry.root import Root
 
 NOW = 1795579130
 

@@ -18,7 +18,8 @@ from betaassi_django.models import PublishedEvent, PublishState, Session
 from betaassi_django.publishing import status
 from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY, load_registry
 from betaassi_django.publishing.processor import Processor
-from betaassi_django.registry import PAGE_TYPE, page_threads
+from betaassi_django.registry.layout import PAGE_TYPE
+from betaassi_django.registry.pages import page_threads
 from tests.conftest import client_of
 from tests.testapp.models import Support
 

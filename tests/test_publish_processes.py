@@ -18,7 +18,8 @@ from betaassi_django.publishing.apply import apply_events
 from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY, load_registry
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.publisher import publish
-from betaassi_django.registry import Page, Root
+from betaassi_django.registry.pages import Page
+from betaassi_django.registry.root import Root
 from tests.conftest import shared_database_url
 from tests.testapp.models import Support
 

@@ -22,16 +22,8 @@ from betaassi_django.publishing.apply import NO_ROOM, apply_events, record_for
 from betaassi_django.publishing.backend import PUBLISH_KEY, REGISTRY_KEY, load_registry
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
-from betaassi_django.registry import (
-    Page,
-    Root,
-    bucket_hash,
-    encode_run,
-    new_key,
-    overflow_metadata,
-    page_threads,
-    put,
-)
+from betaassi_django.registry.pages import Page, encode_run, overflow_metadata, page_threads
+from betaassi_django.registry.root import Root, bucket_hash, new_key, put
 from tests.conftest import client_of
 from tests.spec import ValidatingTransport
 from tests.testapp.models import Support

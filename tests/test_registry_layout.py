@@ -7,7 +7,9 @@ import random
 import pytest
 
 from betaassi_django.metadata import MAX_PAIRS, MAX_VALUE_LENGTH
-from betaassi_django.registry import Page, RegistryFull, Root, double, put
+from betaassi_django.registry.layout import RegistryFull
+from betaassi_django.registry.pages import Page
+from betaassi_django.registry.root import Root, double, put
 
 
 def _record(index: int) -> dict:

@@ -19,14 +19,8 @@ from betaassi_django.publishing.backend import REGISTRY_KEY, load_registry
 from betaassi_django.publishing.events import Event
 from betaassi_django.publishing.processor import Processor
 from betaassi_django.publishing.publisher import publish
-from betaassi_django.registry import (
-    OVERFLOW_CAPACITY_CHARS,
-    PAGE_CAPACITY_CHARS,
-    Page,
-    directory_chars,
-    encode_run,
-    overflow_metadata,
-)
+from betaassi_django.registry.layout import OVERFLOW_CAPACITY_CHARS, PAGE_CAPACITY_CHARS
+from betaassi_django.registry.pages import Page, directory_chars, encode_run, overflow_metadata
 from betaassi_django.testing import counting_client
 from tests.testapp.models import Support
 
@@ -148,7 +142,7 @@ def test_a_lookup_keeps_the_root_and_reads_it_again_once_the_table_grew():
 
 def _one_bucket(monkeypatch) -> None:
     """A table that never grows: its one bucket spills into overflow runs after about 80 sessions."""
-    from betaassi_django.registry import Root
+    from betaassi_django.registry.root import Root
 
     monkeypatch.setattr(Root, "can_hold", lambda self, count, id_length=0: count <= 1)
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 
 from betaassi_django.metadata import OWNER_KEY, PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY
-from betaassi_django.registry import Page, Root
+from betaassi_django.registry.pages import Page
+from betaassi_django.registry.root import Root
 
 from .errors import ApiError
 from .limits import plausible_id

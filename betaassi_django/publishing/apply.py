@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from betaassi_django import quotas
-from betaassi_django.registry import Page, Root
+from betaassi_django.registry.pages import Page
+from betaassi_django.registry.root import Root
 
 from .backend import tagged_for
 from .events import Event, Rejected, check_session_args, parse

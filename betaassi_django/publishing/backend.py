@@ -13,7 +13,8 @@ from openai.types.beta.threads import Message
 
 from betaassi_django.client import calls_store_directly
 from betaassi_django.metadata import PUBLISH_KEY, REGISTRY_KEY, SESSION_ASSISTANT_KEY, SESSION_THREAD_KEY, TYPE_KEY
-from betaassi_django.registry import Page, Root, new_key, page_threads
+from betaassi_django.registry.pages import Page, page_threads
+from betaassi_django.registry.root import Root, new_key
 
 T = TypeVar("T")
 

@@ -23,16 +23,8 @@ from django.db import transaction
 from betaassi_django import quotas
 from betaassi_django.messages import text_of
 from betaassi_django.metadata import TYPE_KEY
-from betaassi_django.registry import (
-    Page,
-    Root,
-    double,
-    encode_run,
-    growth_factor,
-    in_place_run,
-    overflow_metadata,
-    page_threads,
-)
+from betaassi_django.registry.pages import Page, encode_run, in_place_run, overflow_metadata, page_threads
+from betaassi_django.registry.root import Root, double, growth_factor
 
 from . import health, lease, notify, registrations
 from .apply import Batch, Facts, Outcome, apply_events, choose_models, wanted

@@ -20,7 +20,7 @@ from django.utils import timezone
 from betaassi_django.client import get_client
 from betaassi_django.messages import text_of
 from betaassi_django.metadata import TYPE_KEY
-from betaassi_django.registry import Root
+from betaassi_django.registry.root import Root
 
 from . import directory
 from .backend import load_registry, publish_thread, queue_ids
