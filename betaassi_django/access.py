@@ -13,8 +13,8 @@ at once, through the channel-layer group ``user_group(pk)``; ``Rechecks`` re-rea
 every open connection of the process in rounds, as the safety net behind them.
 
 Only the pages, the consumers and the app's ``ready`` use this module; it sits above the publish queue, whose
-``Session`` table it reads and whose channel-layer sender it uses, and above the turns, whose database
-threads (``turns.on_database``) its rounds use.
+``Session`` table it reads and whose channel-layer sender it uses, and above ``ws_database``, whose database
+threads (``on_database``) its rounds use.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from typing import Any
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils.module_loading import import_string
 
-from betaassi_django import conf, turns
+from betaassi_django import conf
 from betaassi_django.groups import user_group
 from betaassi_django.publishing.models import Session
 from betaassi_django.publishing.notify import send  # the channel layer's one sender: logs an outage once
+from betaassi_django.ws_database import on_database
 
 VIEW_PERMISSION = "betaassi_django.view_session"
 CHANGE_PERMISSION = "betaassi_django.change_session"
@@ -172,8 +173,8 @@ class Rechecks:
             await asyncio.sleep(conf.get().websocket_recheck_seconds)
             consumers = [c for c in cls._open.get(loop, ()) if c.groups_joined]
             try:
-                states = await turns.on_database(connection_states,
-                                                 [(c.session_key, c.user_pk, c.session) for c in consumers])
+                states = await on_database(connection_states,
+                                           [(c.session_key, c.user_pk, c.session) for c in consumers])
                 for consumer, state in zip(consumers, states, strict=True):
                     if consumer.groups_joined:
                         await consumer.recheck(state)

@@ -21,7 +21,7 @@ import time
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from betaassi_django import access, quotas, turns
+from betaassi_django import access, frames, quotas, turns, ws_database
 from betaassi_django.groups import assistant_group, listen, origin, session_group, unlisten, user_group
 
 #: Largest frame accepted, in bytes of UTF-8.
@@ -172,8 +172,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.close(CLOSE_NOT_LOGGED_IN)
             return
         self.user_pk, self.session_key = user.pk, getattr(self.scope.get("session"), "session_key", None)
-        session, state = await turns.on_database(_session_and_state, self.session_key, self.user_pk,
-                                                 self.assistant_id, self.session_id)
+        session, state = await ws_database.on_database(_session_and_state, self.session_key, self.user_pk,
+                                                       self.assistant_id, self.session_id)
         if state is access.State.NO_LOGIN:
             await self.close(CLOSE_NOT_LOGGED_IN)
             return
@@ -188,8 +188,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.early: list[str] | None = []  # frames of a running turn that arrive before session.ready
         listen(self.groups_joined[0], self, self._deliver)
         access.Rechecks.join(self)
-        await self._send({"type": "session.ready", "session": turns.session_frame(session),
-                          "history": await turns.history(session.thread_id)})
+        await self._send({"type": "session.ready", "session": frames.session_frame(session),
+                          "history": await frames.history(session.thread_id)})
         while self.early:  # then those, in order (one more may arrive while one is sent)
             await self.send(text_data=self.early.pop(0))
         self.early = None
@@ -205,7 +205,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _state(self, session=None) -> access.State:
         session = session if session is not None or not self.groups_joined else self.session
-        return await turns.on_database(access.connection_state, self.session_key, self.user_pk, session)
+        return await ws_database.on_database(access.connection_state, self.session_key, self.user_pk, session)
 
     async def recheck(self, state: access.State | None = None) -> access.State:
         """Close the connection if its login is gone (4401) or it may no longer read (4403)."""
@@ -252,8 +252,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         except BadFrame as bad:
             await self._error(bad.code, bad.message)
             return
-        state, refusal = await turns.on_database(_admission, self.session_key, self.user_pk, self.session,
-                                                 kind == "user.message")
+        state, refusal = await ws_database.on_database(_admission, self.session_key, self.user_pk, self.session,
+                                                       kind == "user.message")
         state = await self.recheck(state)
         if state is access.State.READ:
             await self._error("read_only", "you may read this session but not send in it "
@@ -322,7 +322,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.session = session  # this connection's next turns use the new kind and model
             if await self.recheck() not in (access.State.SEND, access.State.READ):
                 return  # the session as it is now is not this user's to read: closed, nothing sent
-            await self._send({"type": "session.updated", "session": turns.session_frame(session)})
+            await self._send({"type": "session.updated", "session": frames.session_frame(session)})
 
     # -- helpers ---------------------------------------------------------------------------------------
 

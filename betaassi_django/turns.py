@@ -16,8 +16,10 @@ wait: they get the API's 400.
 
 The session is anything with the ``Session`` row's attributes (``assistant_id``, ``session_id``, ``thread_id``,
 ``owner_id``, ``run_options()``, ``touch()``): this module sits below the publish queue that owns that table,
-and imports only ``run_stream``, the clients, the quotas and the low helpers (group names, message text).
+and imports only ``run_stream``, the clients, the quotas, what frames carry (``frames``), the database work off
+the event loop (``ws_database``: its threads, the session touches) and the low helpers (group names, message text).
 """
+
 
 from __future__ import annotations
 
@@ -28,80 +30,27 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import openai
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.db import connection, transaction
-from django.utils import timezone
 
 from betaassi_django import quotas, run_stream
-from betaassi_django.assistants_api.engine import on_kept_connection
 from betaassi_django.client import get_async_client, get_client
+from betaassi_django.frames import cited_frame, message_frame
 from betaassi_django.groups import fan_out, session_group
-from betaassi_django.messages import citations, text_of, text_of_all
+from betaassi_django.messages import text_of_all
+from betaassi_django.ws_database import touch_due, touch_soon
 
 logger = logging.getLogger("betaassi_django.sessions")
 
 #: Turns a session may have waiting in one process before new ones are refused.
 MAX_PENDING_TURNS = 16
-#: Messages of history sent with ``session.ready``.
-HISTORY_MESSAGES = 50
 #: Deltas that arrive closer together than this are sent as one frame.
 DELTA_COALESCE_SECONDS = 0.02
 
 RUN_END_EVENTS = {f"thread.run.{status}" for status in run_stream.FAILED_RUN_STATUSES}
-# -- the WebSocket path's own database work ------------------------------------------------------------------
-
-
-@functools.cache
-def _executor() -> ThreadPoolExecutor:
-    """The threads of the WebSocket path's database work (admission, re-checks, touches). Channels'
-    ``database_sync_to_async`` closes the connection around every call (``CONN_MAX_AGE = 0``), so each turn
-    opened one or two new connections, all on the one thread every consumer of the process shares; these
-    threads keep theirs on SQLite (one thread: one writer) and give them back to the pool elsewhere (a
-    connection kept there would also hold the test database open at its drop)."""
-    return ThreadPoolExecutor(max_workers=1 if connection.vendor == "sqlite" else 2,
-                              thread_name_prefix="betaassi-ws-db")
-
-
-async def on_database(function: Callable, *args):
-    """``function(*args)`` on a thread of the WebSocket path's database work (``_executor``), on its kept
-    connection (SQLite) or one handed back to the pool after the call (elsewhere)."""
-    call = functools.partial(on_kept_connection, function, *args, give_back=connection.vendor != "sqlite")
-    return await sync_to_async(call, thread_sensitive=False, executor=_executor())()
-
-
-def message_frame(message) -> dict:
-    """A message as frames carry it."""
-    return {"id": message.id, "role": message.role, "content": text_of(message),
-            "created_at": message.created_at, "run_id": message.run_id}
-
-
-def session_frame(session) -> dict:
-    """A session as frames carry it (no owner details: the socket already knows its user)."""
-    return {
-        "assistant_id": session.assistant_id, "session_id": session.session_id, "kind": session.kind,
-        "context_messages": session.context_messages, "model": session.model, "thread_id": session.thread_id,
-        "created_at": int(session.created_at.timestamp()),
-        "touched_at": int(session.touched_at.timestamp()) if session.touched_at else None,
-    }
-
-
-async def history(thread_id: str, limit: int = HISTORY_MESSAGES) -> list[dict]:
-    """The thread's last ``limit`` messages, oldest first."""
-    api = get_async_client()
-    page = await api.beta.threads.messages.list(thread_id, order="desc", limit=limit)
-    return [await _cited_frame(api, thread_id, m) for m in reversed(page.data)]
-
-
-async def _cited_frame(api: openai.AsyncOpenAI, thread_id: str, message) -> dict:
-    """``message_frame``, with the reply's ``citations`` when it cites files (file_search: one request for them)."""
-    frame = message_frame(message)
-    cited = await citations(api, thread_id, message)
-    return {**frame, "citations": cited} if cited else frame
 
 
 # -- one turn ----------------------------------------------------------------------------------------------
@@ -150,18 +99,6 @@ async def _our_message(api: openai.AsyncOpenAI, thread_id: str):
 
 
 # -- what every turn does -------------------------------------------------------------------------------------
-
-
-_now = timezone.now
-
-
-def touch_due(session) -> bool:
-    """Whether a turn's end writes the session's ``touched_at``: not when this session object last wrote it in
-    the current minute. It is shown to the minute ("last used", the session list's order), so that write would
-    change nothing a reader sees; skipping it saves a turn one statement and, from async code, a thread hop."""
-    touched = session.touched_at
-    return touched is None or _now().replace(second=0, microsecond=0) != touched.replace(second=0, microsecond=0)
-
 
 def _counted_user(session, user) -> int | None:
     """Whose turn it is for the quotas: ``user`` (a user or a pk) when given, else the session's owner."""
@@ -250,7 +187,7 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit, turn: 
                 if deltas is not None:
                     await deltas.close()
                 await emit({"type": "message.completed", "run_id": turn["run_id"],
-                            "message": await _cited_frame(api, session.thread_id, event.data)})
+                            "message": await cited_frame(api, session.thread_id, event.data)})
             elif name in RUN_END_EVENTS:
                 if deltas is not None:
                     await deltas.close()
@@ -298,47 +235,6 @@ async def cancel(session, run_id: str | None = None) -> bool:
         return await run_stream.cancel_active_run(get_async_client(), session.thread_id, run_id)
     except openai.NotFoundError:  # the thread is gone: nothing can be running in it
         return False
-
-
-@dataclass
-class _Touches:
-    pending: list = field(default_factory=list)
-    writing: asyncio.Task | None = None
-
-
-_touches: dict[asyncio.AbstractEventLoop, _Touches] = {}
-
-
-def touch_soon(session) -> None:
-    """``session.touch()`` at once (when due: ``touch_due``), on ``on_database``'s threads, without the turn
-    waiting for it: the touches that arrive while one is written go together in one transaction."""
-    if not touch_due(session):
-        return
-    loop = asyncio.get_running_loop()
-    touches = _touches.setdefault(loop, _Touches())
-    touches.pending.append(session)
-    if touches.writing is None:
-        touches.writing = loop.create_task(_write_touches(loop, touches))
-
-
-async def _write_touches(loop: asyncio.AbstractEventLoop, touches: _Touches) -> None:
-    try:
-        while touches.pending:
-            batch, touches.pending = touches.pending, []
-            try:
-                await on_database(_touch_all, batch)
-            except Exception:  # the sessions' turns ran; only their touched_at is late
-                logger.exception("recording %d session touches failed", len(batch))
-    finally:
-        touches.writing = None
-        if _touches.get(loop) is touches and not touches.pending:
-            del _touches[loop]
-
-
-def _touch_all(sessions: list) -> None:
-    with transaction.atomic() if len(sessions) > 1 else contextlib.nullcontext():  # one UPDATE needs no BEGIN
-        for session in sessions:
-            session.touch()
 
 
 # -- the session's turns in this process --------------------------------------------------------------------

@@ -10,7 +10,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from betaassi_django import conf, consumers, turns
+from betaassi_django import conf, consumers, frames, turns
 from betaassi_django.publishing import events, kinds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def test_every_close_code_and_limit_is_documented():
                                    consumers.CLOSE_UNKNOWN, consumers.CLOSE_FLOOD)} <= closes
     limits = _section(page, "Limits")
     for value in (consumers.MAX_FRAME_BYTES, consumers.MAX_CONTENT_BYTES, turns.MAX_PENDING_TURNS,
-                  turns.HISTORY_MESSAGES):
+                  frames.HISTORY_MESSAGES):
         assert f"{value:,}" in limits or f"| {value} |" in limits, value
     assert f"| {consumers.MAX_DEPTH} levels |" in limits
 

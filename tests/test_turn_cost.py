@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.backends.signals import connection_created
 from django.db.backends.utils import CursorWrapper
 
-from betaassi_django import turns
+from betaassi_django import ws_database
 from betaassi_django.models import Session
 from betaassi_django.publishing.processor import Processor
 from tests.testapp.models import Support
@@ -126,7 +126,7 @@ class _Statements:
 #: (BEGIN; a conditional UPDATE, still queued with the metadata it was created with, so the run as created is not
 #: read again; the thread's messages; 2 INSERTs), nothing at the first delta, the end
 #: (BEGIN; the run in a conditional UPDATE, still in_progress with its metadata; the message; the step). The
-#: session's ``touch`` (one UPDATE) only in a minute the session was not touched in yet (``turns.touch_due``).
+#: session's ``touch`` (one UPDATE) only in a minute the session was not touched in yet (``ws_database.touch_due``).
 TURN_STATEMENTS = {"sqlite": 14, "postgresql": 11}
 
 
@@ -146,7 +146,7 @@ def test_a_turn_sends_a_known_number_of_statements(settings, alice, monkeypatch,
         touched = Session.objects.get(pk=session.pk).touched_at
         assert touched is not None and session.touched_at is not None
         clock = [session.touched_at.replace(second=59) + timedelta(minutes=minutes_later)]
-        monkeypatch.setattr(turns, "_now", lambda: clock[0])
+        monkeypatch.setattr(ws_database, "_now", lambda: clock[0])
         statements.install(monkeypatch)
         assert session.ask("ask") == "echo: ask [context=5]"
         asked = statements.take()

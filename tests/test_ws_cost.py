@@ -18,7 +18,7 @@ from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_
 from django.db import connection
 from django.db.backends.signals import connection_created
 
-from betaassi_django import access, groups, turns
+from betaassi_django import access, frames, groups, ws_database
 from betaassi_django.models import Session
 from betaassi_django.publishing.processor import Processor
 from tests.test_websocket import _cookie, _ready, _reply, _turn
@@ -149,7 +149,7 @@ async def test_websocket_turns_open_no_database_connection_after_the_first(suppo
     if connection.vendor == "sqlite":
         assert opened == []
     else:
-        assert await turns.on_database(lambda: connection.connection is None) is True
+        assert await ws_database.on_database(lambda: connection.connection is None) is True
 
 
 def test_the_periodic_recheck_reads_each_login_once(support, alice, django_assert_num_queries):
@@ -166,18 +166,18 @@ def test_the_periodic_recheck_reads_each_login_once(support, alice, django_asser
 
 async def test_touches_that_arrive_together_are_written_in_one_transaction(support, monkeypatch):
     batches: list[list[str]] = []
-    real = turns._touch_all
+    real = ws_database._touch_all
 
     def recorded(sessions: list) -> None:
         batches.append([s.session_id for s in sessions])
         real(sessions)
 
-    monkeypatch.setattr(turns, "_touch_all", recorded)
+    monkeypatch.setattr(ws_database, "_touch_all", recorded)
     sessions = await sync_to_async(list)(Session.objects.filter(session_id__in=["chat-1", "short"]).order_by("id"))
     for session in sessions:
-        turns.touch_soon(session)
+        ws_database.touch_soon(session)
     for _ in range(100):
-        if not turns._touches:
+        if not ws_database._touches:
             break
         await asyncio.sleep(0.02)
     assert batches == [["chat-1", "short"]]
@@ -195,13 +195,13 @@ async def test_a_connection_joining_mid_turn_gets_session_ready_first_then_the_r
     seen = [await first.receive_json_from(timeout=5)]
     while seen[-1]["type"] != "message.delta":
         seen.append(await first.receive_json_from(timeout=5))
-    real_history = turns.history
+    real_history = frames.history
 
-    async def slow_history(thread_id: str, limit: int = turns.HISTORY_MESSAGES):
+    async def slow_history(thread_id: str, limit: int = frames.HISTORY_MESSAGES):
         await asyncio.sleep(0.3)  # frames of the running turn arrive meanwhile
         return await real_history(thread_id, limit)
 
-    monkeypatch.setattr(turns, "history", slow_history)
+    monkeypatch.setattr(frames, "history", slow_history)
     second, _ = await _ready(support, alice)  # asserts its first frame is session.ready
     theirs = await _turn(second)
     mine = seen + await _turn(first)
