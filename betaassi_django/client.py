@@ -113,7 +113,7 @@ def run_events():
     then receives that run's ``(event, data)`` pairs straight from the run engine (``None`` ends a stream), as
     the API would stream them, without encoding them as server-sent events for the SDK to parse again. Give
     the queue back with ``stop_run_events(events)``."""
-    from betaassi_django.assistants_api.engine import listening
+    from betaassi_django.assistants_api.run_events import listening
 
     return listening()
 

@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 from django.utils import timezone
 
-from betaassi_django.assistants_api.engine import on_kept_connection
+from betaassi_django.assistants_api.kept_connections import on_kept_connection
 
 logger = logging.getLogger("betaassi_django.sessions")
 

@@ -5,14 +5,15 @@ engine moves it along. Execution lives on a dedicated loop, not on the caller's,
 because callers' loops come and go (``async_to_sync`` makes one per call, tests
 make one per test) while a run must outlive the request that created it.
 
-Streaming clients subscribe to a run's events. ``RunEvents`` is thread-safe and
-not bound to any event loop, so a subscriber may wait from daphne's loop, from a
-test's loop, or from the short-lived loops of the sync in-process transport.
+Streaming clients subscribe to a run's events; the engine pushes each event to
+its subscribers' queues (``run_events.RunEvents``, bound to no loop).
 
 The loop also keeps the beat of ``recovery``: every ``BETAASSI_RUN_HEARTBEAT_SECONDS``
 one UPDATE stamps the runs this process executes, and a sweep ends the runs of
 processes that died. Its database work has a thread of its own, so a busy engine
 does not delay the stamps; it runs on the loop, so a loop that hangs stops them.
+Runs' own database work goes to the engine's database threads (``db``), which keep
+their connections (``kept_connections``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import contextlib
 import contextvars
 import logging
 import threading
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
@@ -31,130 +31,13 @@ from django.core.signals import setting_changed
 
 from betaassi_django import conf
 
+from .kept_connections import close_thread_connections, on_kept_connection
+from .run_events import STREAM_END_EVENTS, RunEvents, listener
+
 logger = logging.getLogger("betaassi_django.engine")
-
-#: Events after which a run's stream ends (the client must act or it is over).
-STREAM_END_EVENTS = frozenset(
-    {
-        "thread.run.completed",
-        "thread.run.failed",
-        "thread.run.cancelled",
-        "thread.run.expired",
-        "thread.run.incomplete",
-        "thread.run.requires_action",
-    }
-)
-
-
-class RunEvents:
-    """One subscriber's queue of ``(event, data)`` pairs; ``None`` ends it."""
-
-    def __init__(self) -> None:
-        self._items: deque = deque()
-        self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
-        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None
-        #: The run subscribed to, once the store adopted this queue (``RunEngine.adopt_listener``), and the
-        #: messages created with it (``additional_messages``, as the API serialises them).
-        self.run_id: str | None = None
-        self.added_messages: list[dict] = []
-
-    def push(self, item: tuple[str, dict] | None) -> None:
-        with self._lock:
-            self._items.append(item)
-            self._ready.notify()
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            loop, future = waiter
-            with contextlib.suppress(RuntimeError):  # the subscriber's loop is gone
-                loop.call_soon_threadsafe(_wake, future)
-
-    async def get(self) -> tuple[str, dict] | None:
-        while True:
-            with self._lock:
-                if self._items:
-                    return self._items.popleft()
-                loop = asyncio.get_running_loop()
-                future = loop.create_future()
-                self._waiter = (loop, future)
-            await future
-
-    def get_blocking(self, timeout: float | None = None) -> tuple[str, dict] | None:
-        """``get()`` for sync code (``ask``): the next item as soon as it is pushed; TimeoutError after
-        ``timeout`` seconds without one."""
-        with self._ready:
-            if not self._items and not self._ready.wait_for(lambda: self._items, timeout):
-                raise TimeoutError
-            return self._items.popleft()
-
-
-#: An in-process caller's queue for the run its next API call creates or continues (``listening``).
-_listener: contextvars.ContextVar[RunEvents | None] = contextvars.ContextVar("betaassi_run_listener", default=None)
-
-
-@contextlib.contextmanager
-def listening() -> Iterator[RunEvents]:
-    """Receive the events of the run that a call made inside this block, in this process and context (the
-    in-process transports run the views in the caller's context), creates or continues.
-
-    Why: a session's turn in the process that executes its run reads the engine's ``(event, data)`` pairs
-    directly, rather than the same events encoded as server-sent events and parsed again by the SDK. The
-    store adopts the queue (``RunEngine.adopt_listener``) where the run is created or queued again; the
-    caller unsubscribes it (``RunEngine.unsubscribe``) when done.
-    """
-    events = RunEvents()
-    token = _listener.set(events)
-    try:
-        yield events
-    finally:
-        _listener.reset(token)
-
 
 #: Database threads of the engine on databases other than SQLite.
 DB_THREADS = 4
-
-
-def on_kept_connection(function: Callable, *args, give_back: bool = False):
-    """Run ``function`` on this thread's kept connection, first dropping it if an error left it unusable.
-
-    ``give_back``: afterwards hand the connection back to the pool (or close it) as ``CONN_MAX_AGE`` says,
-    rather than keep it (threads that must not hold a pooled connection between calls).
-    """
-    from django.db import connection
-
-    if connection.connection is not None and connection.errors_occurred:
-        if connection.is_usable():
-            connection.errors_occurred = False
-        else:
-            connection.close()
-    try:
-        return function(*args)
-    finally:
-        if connection.in_atomic_block:  # never: every function commits or rolls back its own
-            logger.error("database work left a transaction open; closing its connection")
-            connection.close()
-        elif give_back:
-            connection.close_if_unusable_or_obsolete()
-
-
-def close_thread_connections(executor: ThreadPoolExecutor, workers: int) -> None:
-    """Close the database connection each of ``executor``'s ``workers`` threads holds: one task per thread, each
-    holding its thread (a barrier) until every thread has one."""
-    from django.db import connections
-
-    barrier = threading.Barrier(workers)
-
-    def close() -> None:
-        connections.close_all()
-        barrier.wait(30)
-
-    for done in [executor.submit(close) for _ in range(workers)]:
-        done.result(60)
-
-
-def _wake(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class RunEngine:
@@ -303,7 +186,7 @@ class RunEngine:
     def adopt_listener(self, run_id: str, added_messages: list[dict] | None = None) -> None:
         """Subscribe the caller's ``listening()`` queue, if any and still free, to ``run_id`` (the store calls
         this before the run's execution is submitted, so no event is missed)."""
-        events = _listener.get()
+        events = listener()
         if events is not None and events.run_id is None:
             events.run_id, events.added_messages = run_id, added_messages or []
             with self._lock:

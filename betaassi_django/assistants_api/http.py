@@ -28,8 +28,8 @@ from django.views.decorators.csrf import csrf_exempt
 from betaassi_django import conf
 
 from . import scopes
-from .engine import close_thread_connections
 from .errors import ApiError, invalid, server_error
+from .kept_connections import close_thread_connections
 from .limits import MAX_DEPTH, too_deep
 from .models import ApiKey, hash_key
 from .serializers import Encoded

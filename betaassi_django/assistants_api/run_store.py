@@ -105,7 +105,7 @@ def _insert_run(run_id: str, thread: Thread, body: dict, assistant: Assistant | 
     except IntegrityError:
         # Another process started a run between our check and our insert.
         raise invalid(f"Thread {thread.id} already has an active run.") from None
-    # An in-process turn's queue (engine.listening), before the run can start; with the messages added with
+    # An in-process turn's queue (run_events.listening), before the run can start; with the messages added with
     # the run, which the turn shows its user (rather than listing the thread for them).
     engine.adopt_listener(run_id, [serializers.message(m, thread.id) for m in added])
     # Started on this thread as the creation commits (execution.started_here), then executed by the engine.

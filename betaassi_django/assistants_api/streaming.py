@@ -6,7 +6,8 @@ import json
 
 from django.http import StreamingHttpResponse
 
-from .engine import RunEvents, engine
+from .engine import engine
+from .run_events import RunEvents
 
 DONE = b"event: done\ndata: [DONE]\n\n"
 
