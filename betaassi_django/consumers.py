@@ -319,10 +319,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._send({"type": "session.deleted"})
             await self.close(1000)
         else:
-            self.session = session  # this connection's next turns use the new kind and model
+            known, self.session = self.session, session  # this connection's next turns use the new kind and model
             if await self.recheck() not in (access.State.SEND, access.State.READ):
                 return  # the session as it is now is not this user's to read: closed, nothing sent
-            await self._send({"type": "session.updated", "session": frames.session_frame(session)})
+            if frames.settings_of(session) != frames.settings_of(known):
+                await self._send({"type": "session.updated", "session": frames.session_frame(session)})
+            # else a notice of what this connection already has, e.g. its session's creation relayed late
 
     # -- helpers ---------------------------------------------------------------------------------------
 

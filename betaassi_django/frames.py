@@ -31,6 +31,11 @@ def session_frame(session) -> dict:
     }
 
 
+def settings_of(session) -> tuple:
+    """What a ``session.updated`` frame tells a connection: the session's kind, N, model and thread."""
+    return session.kind, session.context_messages, session.model, session.thread_id
+
+
 async def history(thread_id: str, limit: int = HISTORY_MESSAGES) -> list[dict]:
     """The thread's last ``limit`` messages, oldest first."""
     api = get_async_client()
