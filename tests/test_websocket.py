@@ -278,6 +278,24 @@ async def test_updates_and_deletion_are_pushed(support, alice):
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
 
 
+async def test_a_late_notice_of_what_the_connection_already_has_is_not_pushed(support, alice):
+    """The processor's notices cross processes through the channel layer and can arrive after a connection opened
+    with the session already as it is: its creation's notice, relayed late, pushes nothing; a change does."""
+    from betaassi_django.models import PublishedEvent
+    from betaassi_django.publishing import notify
+
+    communicator, ready = await _ready(support, alice)
+    created = await PublishedEvent.objects.filter(session_id="chat-1", op="session.create").afirst()
+    await sync_to_async(notify.broadcast)(support.id, [
+        {"event_id": created.event_id, "op": "session.create", "session_id": "chat-1", "status": "applied"}])
+    assert await communicator.receive_nothing(timeout=0.5)
+    await sync_to_async(support.sessions.update)("chat-1", kind="oneshot")
+    await sync_to_async(Processor().run_once)()
+    updated = await communicator.receive_json_from(timeout=5)
+    assert updated == {"type": "session.updated", "session": {**ready["session"], "kind": "oneshot"}}
+    await communicator.disconnect()
+
+
 async def test_other_sessions_events_are_not_pushed(support, alice):
     communicator, _ = await _ready(support, alice)
     await sync_to_async(support.sessions.update)("short", context_messages=5)
