@@ -201,12 +201,21 @@ class RunEngine:
                 self._subscribers.pop(run_id, None)
 
     def publish(self, run_id: str, event: str, data: dict) -> None:
+        """Push ``(event, data)`` to the run's subscribers; an event that ends the stream ends theirs too.
+
+        The subscribers an end event reaches are taken off the run as they are read, in one step: a client that
+        acts on ``requires_action`` at once subscribes to the run's next execution (it submits its tool outputs)
+        while this thread may not have gone on yet, and that stream, which this event never reached, must not be
+        ended here. Ended in a second step after the pushes, it was ended without an event, and the WebSocket
+        turn reading it stopped without its reply (seen on a loaded machine: a quick function's round).
+        """
+        ends = event in STREAM_END_EVENTS
         with self._lock:
-            subscribers = list(self._subscribers.get(run_id, ()))
+            subscribers = self._subscribers.pop(run_id, []) if ends else list(self._subscribers.get(run_id, ()))
         for events in subscribers:
             events.push((event, data))
-        if event in STREAM_END_EVENTS:
-            self.end(run_id)
+            if ends:
+                events.push(None)
 
     def end(self, run_id: str) -> None:
         """Close every subscriber's stream of this run."""
