@@ -122,25 +122,50 @@ def ask(session, text: str, *, user=None) -> str:
     if touch_due(session):
         session.touch()
     if run is None or run.status != "completed":
-        status = run.status if run is not None else "without an end event"
-        error = _ended_why(run) if run is not None and (run.last_error or run.incomplete_details) else ""
-        raise RuntimeError(f"run {run.id if run else ''} ended {status}: {error}")
+        raise _not_completed(run)
     return text_of_all(messages)
+
+
+def _not_completed(run, error: str = "", run_id: str = "") -> RuntimeError:
+    """What ``ask`` and ``astream`` raise for a run that did not complete (None: no end event came; ``run_id``
+    then names it when it was created)."""
+    status = run.status if run is not None else "without an end event"
+    if run is not None and (run.last_error or run.incomplete_details):
+        error = _ended_why(run)
+    return RuntimeError(f"run {run.id if run else run_id} ended {status}: {error}")
+
+
+def _stream_error(event) -> str:
+    """The message of a stream's ``error`` event: in ``data`` (the engine's dict); the SDK, which types no
+    ``error`` event (its data is an ``Error``), leaves the fields on an event named None."""
+    source = event.data if event.event == "error" else event
+    message = source.get("message") if isinstance(source, dict) else getattr(source, "message", None)
+    return message if isinstance(message, str) and message else "the run's stream reported an error"
 
 
 async def astream(session, text: str, *, user=None) -> AsyncIterator[str]:
     """Send ``text`` in ``session`` and yield the reply's text deltas as they arrive (``Session.astream``; the
-    turn counts against ``user``, default the owner, as in ``ask``)."""
+    turn counts against ``user``, default the owner, as in ``ask``). A run that does not complete raises
+    RuntimeError, as ``ask`` does, after the text it streamed."""
     check = functools.partial(quotas.check_turn, session, _counted_user(session, user))
     api = get_async_client()
+    run, error, run_id = None, "", ""
     async with contextlib.aclosing(run_stream.turn_events(api, session, text, wait_while_busy=False,
                                                           check=check)) as events:
         async for event in events:
             if event.event == "thread.message.delta":
                 for piece in run_stream.text_deltas(event):
                     yield piece
+            elif event.event == "thread.run.created":
+                run_id = event.data.id
+            elif event.event in RUN_END_EVENTS or event.event == "thread.run.completed":
+                run = event.data
+            elif event.event in ("error", None):
+                error = _stream_error(event)
     if touch_due(session):
         await sync_to_async(session.touch)()
+    if run is None or run.status != "completed":
+        raise _not_completed(run, error, run_id)
 
 
 # -- a WebSocket turn -----------------------------------------------------------------------------------------
@@ -161,7 +186,9 @@ def _run_failed(run) -> dict:
 
 
 async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit, turn: dict) -> None:
-    deltas = None
+    """The turn's frames from its run's events; a stream that stops before the run's end (an ``error`` event: the
+    run or its thread was deleted meanwhile, the server failed) still ends the turn, with ``run.failed``."""
+    deltas, ended = None, False
 
     async def report(call, ok: bool | None) -> None:  # a function tool starts (ok None) or ends
         if deltas is not None:
@@ -192,6 +219,20 @@ async def _stream_turn(api: openai.AsyncOpenAI, session, text: str, emit, turn: 
                 if deltas is not None:
                     await deltas.close()
                 await emit(_run_failed(event.data))
+                ended = True
+            elif name == "thread.run.completed":
+                ended = True
+            elif name in ("error", None):
+                if deltas is not None:
+                    await deltas.close()
+                await emit({"type": "run.failed", "run_id": turn["run_id"], "error": _stream_error(event),
+                            "status": None})
+                return
+    if not ended:  # the stream ended early without saying why: the client must not wait for an end
+        run = await _ended(api, session, turn["run_id"])
+        await emit(_run_failed(run) if run is not None else {
+            "type": "run.failed", "run_id": turn["run_id"], "status": None,
+            "error": "the run's events stopped before it ended; its reply, if any, shows in the history"})
 
 
 async def _ended(api: openai.AsyncOpenAI, session, run_id: str | None):

@@ -162,6 +162,29 @@ async def test_astream_yields_the_reply_in_deltas(user):
     assert deltas == ["echo: ", "hello ", "there ", "[context=1]"]
 
 
+
+async def test_astream_raises_after_its_text_when_the_run_does_not_complete(user, settings):
+    """As ``ask`` does: here the session's thread is deleted while the reply streams (the run's stream ends with
+    an ``error`` event), and the generator raises once the text it had is out, rather than just stopping."""
+    from asgiref.sync import sync_to_async
+
+    from betaassi_django.client import get_async_client
+
+    settings.BETAASSI_ECHO_DELAY = 0.05
+    support = await Support.objects.acreate()
+    await sync_to_async(support.sessions.create)("s", owner=user, kind="oneshot")
+    await sync_to_async(Processor().run_once)()
+    session = await sync_to_async(support.sessions.get)("s")
+    deltas = []
+    with pytest.raises(RuntimeError) as caught:
+        async for delta in session.astream("m0" + " word" * 40):
+            deltas.append(delta)
+            if len(deltas) == 2:
+                await get_async_client().beta.threads.delete(session.thread_id)
+    run_id = str(caught.value).split()[1]
+    assert str(caught.value) == f"run {run_id} ended without an end event: Run {run_id} was deleted while executing."
+    assert deltas[:2] == ["echo: ", "m0 "] and len(deltas) < 42
+
 @pytest.mark.heavy
 def test_ten_thousand_sessions_on_one_assistant(user):
     """The registry holds 10,000 sessions; finding any one costs two backend reads."""

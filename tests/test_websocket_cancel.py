@@ -259,3 +259,36 @@ async def test_a_run_that_ends_before_the_cancel_reaches_it_is_no_active_run(sup
     await communicator.send_json_to({"type": "user.message", "content": "still here"})
     assert _reply(await _turn(communicator)) == "echo: still here [context=3]"
     await communicator.disconnect()
+
+
+
+class _Opaque(httpx2.AsyncBaseTransport):
+    """The in-process transport under a name ``client.in_process`` does not follow: the turn reads its run's
+    events as the SDK parses them from the server-sent stream, as it does against a remote backend."""
+
+    def __init__(self, wrapped: httpx2.AsyncBaseTransport) -> None:
+        self.wrapped = wrapped
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self.wrapped.handle_async_request(request)
+
+
+@pytest.mark.parametrize("events", ["engine", "server-sent"])
+async def test_a_reply_whose_thread_is_deleted_meanwhile_ends_the_turn_for_every_connection(support, alice, events):
+    """The run's stream stops with an ``error`` event when its thread is deleted while it answers (by an operator,
+    another deployment): every connection gets ``run.failed`` with that reason, rather than waiting for an end."""
+    api = build_async_client(max_retries=0, wrap_transport=_Opaque) if events == "server-sent" else None
+    sender, ready = await _ready(support, alice)
+    watcher, _ = await _ready(support, alice)
+    with use_clients(async_=api):
+        await sender.send_json_to({"type": "user.message", "content": LONG})
+        head = await _until(sender, "message.delta")
+        run_id = head[1]["run_id"]
+        await sync_to_async(get_client().beta.threads.delete)(ready["session"]["thread_id"])
+        frames = head + await _turn(sender)
+    failed = {"type": "run.failed", "run_id": run_id, "error": f"Run {run_id} was deleted while executing.",
+              "status": None}
+    assert frames[-1] == failed and (await _turn(watcher))[-1] == failed
+    assert [f for f in frames if f["type"] == "message.completed"] == []
+    for communicator in (sender, watcher):
+        await communicator.disconnect()
