@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import ssl
 import weakref
 from collections.abc import Iterator
 
@@ -31,6 +33,13 @@ _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _overrides: list[tuple[openai.OpenAI | None, openai.AsyncOpenAI | None]] = []
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context of this process's HTTP clients (httpx's default: certifi's CA bundle). Loading the
+    bundle costs about 35 ms of CPU, which every new transport paid again; a client is made per event loop."""
+    return httpx2.create_ssl_context()
+
+
 def _connection(backend: str | None, asynchronous: bool, wrap_transport) -> dict:
     """base_url, api_key and http_client for the backend, shared by both client kinds."""
     settings = conf.get()
@@ -40,7 +49,7 @@ def _connection(backend: str | None, asynchronous: bool, wrap_transport) -> dict
         transport = AsyncInProcessTransport() if asynchronous else InProcessTransport()
         base_url, api_key = EMBEDDED_BASE_URL, EMBEDDED_API_KEY
     else:
-        transport = httpx2.AsyncHTTPTransport() if asynchronous else httpx2.HTTPTransport()
+        transport = (httpx2.AsyncHTTPTransport if asynchronous else httpx2.HTTPTransport)(verify=tls_context())
         base_url, api_key = settings.openai_base_url, settings.openai_api_key
     if wrap_transport is not None:
         transport = wrap_transport(transport)

@@ -163,7 +163,9 @@ class LiveServer:
 
     def login(self, username: str, password: str) -> httpx2.Client:
         """An HTTP client logged in through the login page, as a browser would be (CSRF included)."""
-        web = httpx2.Client(base_url=self.url, headers={"Referer": self.url + "/"})
+        from betaassi_django.client import tls_context
+
+        web = httpx2.Client(base_url=self.url, headers={"Referer": self.url + "/"}, verify=tls_context())
         web.get("/accounts/login/").raise_for_status()
         done = web.post("/accounts/login/", data={"username": username, "password": password,
                                                   "csrfmiddlewaretoken": web.cookies["csrftoken"]})

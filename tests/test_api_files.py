@@ -16,6 +16,7 @@ from django.conf import settings
 
 from betaassi_django.assistants_api.models import File
 from betaassi_django.assistants_api.transport import InProcessTransport
+from betaassi_django.client import tls_context
 from betaassi_django.testing import LiveServer, scratch_database_url
 from tests.conftest import _database_url, _sdk_client
 from tests.spec import ValidatingTransport
@@ -181,7 +182,7 @@ def test_an_expired_file_is_gone_and_the_next_list_deletes_it(files):
 def raw_api(kind: str, server=None) -> httpx2.Client:
     """httpx2 on the API, bodies sent exactly as built, every response checked against the specification."""
     if kind == "http":
-        transport, base_url, headers = httpx2.HTTPTransport(), server.base_url, {
+        transport, base_url, headers = httpx2.HTTPTransport(verify=tls_context()), server.base_url, {
             "Authorization": f"Bearer {server.api_key}"}
     else:
         transport, base_url, headers = InProcessTransport(), "http://embedded.betaassi.invalid/v1", {}

@@ -15,6 +15,7 @@ import httpx2
 import pytest
 
 from betaassi_django.assistants_api.transport import InProcessTransport
+from betaassi_django.client import tls_context
 from tests.conftest import wait_for_run
 from tests.spec import ValidatingTransport
 
@@ -26,7 +27,7 @@ DEEP_MESSAGE = "The request body is nested too deeply: at most 64 levels of arra
 def raw_client(kind: str, server=None) -> httpx2.Client:
     """httpx2 on the API, with bodies sent exactly as given and every response checked against the spec."""
     if kind == "http":
-        transport, base_url = httpx2.HTTPTransport(), server.base_url
+        transport, base_url = httpx2.HTTPTransport(verify=tls_context()), server.base_url
         headers = {"Authorization": f"Bearer {server.api_key}"}
     else:
         transport, base_url, headers = InProcessTransport(), "http://embedded.betaassi.invalid/v1", {}
