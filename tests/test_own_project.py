@@ -1,4 +1,4 @@
-"""docs/own-project.md, followed by a new user: the wheel in a fresh virtualenv, ``startproject``, the page's files.
+"""docs/own-project.md, followed by a new user: the wheel with the pins, ``startproject``, the page's files.
 
 The snippet files under docs/snippets/ are the very files the page includes; they are applied verbatim, as the page
 says (appended to settings.py, urls.py and asgi.py replaced, production.py added). Nothing of this checkout is on
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,19 +41,36 @@ PASSWORD = "wheel-test-" + secrets.token_urlsafe(12)
 NO_ISSUES = "System check identified no issues (0 silenced).\n"
 
 
-@pytest.fixture(scope="session")
-def venv(tmp_path_factory) -> Path:
-    """The built wheel in a fresh virtualenv, at the pinned versions; its bin folder."""
-    folder = tmp_path_factory.mktemp("wheel-venv")
-    # The pins as constraints (a constraint names no extras: psycopg[binary,pool] is psycopg there).
-    constraints = folder / "constraints.txt"
-    constraints.write_text(re.sub(r"\[[^\]]*\]", "", (ROOT / "requirements.txt").read_text()))
-    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=120)
-    done = subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                           str(build_distributions()[1]), "-c", str(constraints)],
+def _pip(python: Path, *args: str) -> None:
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return folder / "bin"
+
+
+@pytest.fixture(scope="session")
+def venv() -> Iterator[Path]:
+    """This run's wheel, installed afresh into a virtualenv of the pinned requirements; its bin folder.
+
+    The virtualenv is kept between test runs (installing the requirements is 30 s, the wheel 2 s), named by what
+    decides its contents: the pins, the package's metadata and the Python version. A lock keeps two test runs
+    from reinstalling the wheel under each other.
+    """
+    # The pins as constraints (a constraint names no extras: psycopg[binary,pool] is psycopg there).
+    pins = re.sub(r"\[[^\]]*\]", "", (ROOT / "requirements.txt").read_text())
+    key = hashlib.sha256("\0".join([pins, (ROOT / "pyproject.toml").read_text(), sys.version]).encode()).hexdigest()
+    folder = Path(tempfile.gettempdir()) / f"betaassi-wheel-venv-{key[:16]}"
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        python, wheel = folder / "bin" / "python", str(build_distributions()[1])
+        if not (folder / "installed").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a run that stopped midway
+            subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=120)
+            (folder / "constraints.txt").write_text(pins)
+            _pip(python, wheel, "-c", str(folder / "constraints.txt"))
+            (folder / "installed").touch()
+        else:  # the requirements are there; the package is replaced by this run's build, whatever it was
+            _pip(python, "--force-reinstall", "--no-deps", wheel)
+        yield folder / "bin"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
