@@ -13,8 +13,9 @@ from betaassi_django.publishing.models import (
 )
 from betaassi_django.quotas import TurnWindow
 
+from .assistants import BaseAssistant
 from .base import RemoteModel, RemoteQuerySet
-from .entities import Assistant, BaseAssistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
+from .entities import Assistant, BaseMessage, BaseRun, BaseThread, Message, Run, Thread
 from .lookup import all_assistants, assistant_models, find_assistant
 from .streams import StreamThread
 

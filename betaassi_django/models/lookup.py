@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.apps import apps
 
-from .entities import BaseAssistant
+from .assistants import BaseAssistant
 
 
 def assistant_models() -> list[type[BaseAssistant]]:
