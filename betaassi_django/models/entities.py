@@ -20,7 +20,8 @@ from betaassi_django.client import get_client
 from betaassi_django.messages import text_of
 
 from .assistants import BaseAssistant
-from .base import RemoteModel, from_unix
+from .base import RemoteModel
+from .mapping import from_unix
 
 
 class BaseThread(RemoteModel):
