@@ -295,6 +295,11 @@ def test_upstream_errors_fail_the_run_after_the_sdk_retries(api, fake, client, r
     assert fake.requests[0].body == fake.requests[-1].body
     reply = client.beta.threads.messages.list(thread.id, run_id=run.id).data[0]
     assert (reply.status, reply.incomplete_details.reason) == ("incomplete", "run_failed")
+    # The reply's step failed with the run's error; a step's code has no invalid_prompt (the specification's
+    # RunStepObject), so a refusal's step says server_error. Listing the steps validates them.
+    [step] = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data
+    assert (step.status, step.last_error.model_dump()) == ("failed", {
+        "code": "server_error" if code == "invalid_prompt" else code, "message": message})
     client.beta.threads.messages.create(thread.id, role="user", content="the thread is free")
 
 

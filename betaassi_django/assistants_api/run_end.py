@@ -28,6 +28,9 @@ MESSAGE_END_FIELDS = ["content", "status", "completed_at", "incomplete_at", "inc
 RUN_END_FIELDS = ["status", "required_action", "completed_at", "cancelled_at", "failed_at", "last_error", "usage",
                   "incomplete_details"]
 STEP_END_FIELDS = ["status", "completed_at", "cancelled_at", "failed_at", "last_error", "usage", "created_at"]
+#: The codes a step's ``last_error`` may carry (the specification's ``RunStepObject``: no ``invalid_prompt``, which
+#: only the run's may; the step then says ``server_error`` with the same message).
+STEP_ERROR_CODES = ("server_error", "rate_limit_exceeded")
 
 
 def _usage(prompt: int, completion: int) -> dict:
@@ -97,7 +100,8 @@ def finish(started: Started, text: str, reply: Reply, outcome: str,
                 message.status, message.incomplete_at = "incomplete", stamp
                 message.incomplete_details = {"reason": "run_failed"}
                 step.status, step.failed_at = "failed", stamp
-                step.last_error = {"code": error[0] or "server_error", "message": error[1] or "The run failed."}
+                step.last_error = {"code": error[0] if error[0] in STEP_ERROR_CODES else "server_error",
+                                   "message": error[1] or "The run failed."}
             if outcome != "requires_action":
                 step.usage = usage
             try:  # only the fields an end changes; no row (the message was deleted) raises
