@@ -350,3 +350,29 @@ def test_create_and_run_with_the_threads_store(client):
     [reply] = client.beta.threads.messages.list(thread.id, run_id=run.id).data
     assert reply.content[0].text.value == "echo: apples [context=1] 【0:0†menu.md】"
     assert reply.content[0].text.annotations[0].file_citation.file_id == menu.id
+
+
+def test_a_run_whose_store_expired_fails_and_searches_nothing():
+    """As OpenAI's: a run on a thread whose vector store expired fails, saying which store and what to do; the
+    model is not asked. In-process only: the test moves the store's clock in its own database."""
+    from betaassi_django.assistants_api.models import VectorStore
+    from tests.conftest import in_process_client
+
+    client = in_process_client()
+    store_id = store_with(client, upload(client, "handbook.md", HANDBOOK))
+    assistant = client.beta.assistants.create(model="m", tools=[{"type": "file_search"}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "parking"}],
+                                        tool_resources={"file_search": {"vector_store_ids": [store_id]}})
+    VectorStore.objects.filter(id=store_id).update(expires_at=1)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   poll_interval_ms=20)
+    assert (run.status, run.last_error.model_dump()) == ("failed", {
+        "code": "invalid_prompt", "message": f"Vector store '{store_id}' has expired. Create a new vector store with "
+                                             f"its files and attach it to the thread or the assistant."})
+    # As every failed run's: its reply's step failed (a step's last_error has no invalid_prompt: server_error), no
+    # search step, the reply empty and incomplete.
+    [step] = steps_of(client, thread.id, run.id)
+    assert (step.type, step.status, step.last_error.model_dump()) == ("message_creation", "failed", {
+        "code": "server_error", "message": run.last_error.message})
+    [reply] = client.beta.threads.messages.list(thread.id, run_id=run.id).data
+    assert (reply.status, reply.incomplete_details.reason, reply.content) == ("incomplete", "run_failed", [])
