@@ -84,9 +84,10 @@ class Facts:
         return self.threads is None or tagged_for(self.threads.get(thread_id), self.assistant_id, session_id)
 
 
-def wanted(events: list[tuple[str, str]]) -> tuple[set[int], set[str]]:
-    """The owners and threads that the ``session.create`` events of a batch name (to read as ``Facts``)."""
-    owners, threads = set(), set()
+def wanted(events: list[tuple[str, str]]) -> tuple[set[int], set[str], bool]:
+    """What to read as ``Facts`` for a batch: the owners and threads its ``session.create`` events name, and whether
+    an event chooses a session's model (judged against the assistant's own model)."""
+    owners, threads, models = set(), set(), False
     for _, content in events:
         try:
             event = parse(content)
@@ -96,19 +97,9 @@ def wanted(events: list[tuple[str, str]]) -> tuple[set[int], set[str]]:
             owners.add(event.args["owner"])
             if event.args.get("thread_id"):
                 threads.add(event.args["thread_id"])
-    return owners, threads
-
-
-def choose_models(events: list[tuple[str, str]]) -> bool:
-    """Whether an event of the batch chooses a session's model (judged against the assistant's own model)."""
-    for _, content in events:
-        try:
-            event = parse(content)
-        except Rejected:
-            continue
         if event.op in ("session.create", "session.update") and event.args.get("model") is not None:
-            return True
-    return False
+            models = True
+    return owners, threads, models
 
 
 @dataclass

@@ -27,7 +27,7 @@ from betaassi_django.registry.pages import Page, encode_run, in_place_run, overf
 from betaassi_django.registry.root import Root, double, growth_factor
 
 from . import health, lease, notify, registrations
-from .apply import Batch, Facts, Outcome, apply_events, choose_models, wanted
+from .apply import Batch, Facts, Outcome, apply_events, wanted
 from .backend import (
     PUBLISH_KEY,
     REGISTRY_KEY,
@@ -176,7 +176,7 @@ class QueueDrainer:
     def _facts(self, assistant, events: list[tuple[str, str]]) -> Facts:
         """Which named owners exist, how each named thread is tagged (one query, one read per thread), and the
         operator's limits (the assistant class's allowed models, sessions per owner: ``quotas``)."""
-        owners, thread_ids = wanted(events)
+        owners, thread_ids, chooses_model = wanted(events)
         threads: dict[str, dict] = {}
         for thread_id in sorted(thread_ids):
             with contextlib.suppress(openai.NotFoundError, openai.BadRequestError):  # absent: tagged for no one
@@ -184,7 +184,7 @@ class QueueDrainer:
         users = existing_users(owners)
         # A model is judged against the assistant as the backend has it now: the sweep's copy may predate a
         # change made since (by another deployment, or before this processor took the lease).
-        model = read_assistant(self.api, assistant.id).model if choose_models(events) else assistant.model
+        model = read_assistant(self.api, assistant.id).model if chooses_model else assistant.model
         limits = quotas.event_limits(_assistant_class(assistant), assistant.id, model, users, Session.objects)
         return Facts(assistant.id, users, threads, **limits)
 

@@ -122,7 +122,7 @@ def create_file(upload, purpose: str, *, filename: str | None = None, content_ty
     return file
 
 
-def _live() -> QuerySet:
+def live_files() -> QuerySet:
     """Files not expired."""
     return File.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now()))
 
@@ -131,7 +131,7 @@ def get_file(file_id: str) -> File:
     """A file by id, or OpenAI's 404 (an expired file is gone)."""
     if not plausible_id(file_id):
         raise not_found(file_id)
-    file = _live().filter(id=file_id).first()
+    file = live_files().filter(id=file_id).first()
     if file is None:
         raise not_found(file_id)
     return file
@@ -172,7 +172,7 @@ def serialize_file(file: File) -> dict:
 def list_files(query: QueryDict) -> dict:
     """``GET /files``: live files, newest first by default, optionally of one ``purpose``."""
     purge_expired()
-    files = _live()
+    files = live_files()
     purpose = query.get("purpose")
     if purpose:
         # Any other value (a NUL, a lone surrogate: no database could even compare it) matches no file.

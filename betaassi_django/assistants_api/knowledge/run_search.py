@@ -26,7 +26,7 @@ from django.db import transaction
 from .. import serializers
 from ..engine import engine
 from ..ids import now
-from ..models import Assistant, Message, RunStep, Thread, VectorStore
+from ..models import Assistant, Message, RunStep, Thread
 from ..responders.interface import Reply, Responder, ResponderError, ToolCall, ToolRound
 from ..run_start import Started, check_writable
 from . import search, vector_stores
@@ -78,7 +78,7 @@ def plan(started: Started) -> Plan | None:
     ids = list(dict.fromkeys(ids))
     if not ids:
         return None
-    expired = VectorStore.objects.filter(id__in=ids, expires_at__lt=now()).values_list("id", flat=True).first()
+    expired = vector_stores.first_expired(ids)
     if expired is not None:  # as OpenAI's: a run on a thread whose store expired fails (its files are not searched)
         raise ResponderError("invalid_prompt", f"Vector store '{expired}' has expired. Create a new vector store "
                                                f"with its files and attach it to the thread or the assistant.")

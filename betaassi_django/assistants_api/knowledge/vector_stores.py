@@ -14,8 +14,9 @@ from django.db.models import Count, F, Q, Sum
 from ..errors import ApiError, invalid, not_found
 from ..ids import now
 from ..limits import plausible_id
-from ..models import File, VectorStore, VectorStoreFile, VectorStoreFileBatch
+from ..models import VectorStore, VectorStoreFile, VectorStoreFileBatch
 from . import ingestion
+from .files import live_files
 
 DAY = 86400
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
@@ -55,6 +56,11 @@ def _expiry(expires_after: dict | None, anchor: int | None) -> int | None:
 
 def is_expired(store: VectorStore) -> bool:
     return store.expires_at is not None and store.expires_at < now()
+
+
+def first_expired(store_ids: list[str]) -> str | None:
+    """The id of one of these stores that has expired (``is_expired``, in one query), or None."""
+    return VectorStore.objects.filter(id__in=store_ids, expires_at__lt=now()).values_list("id", flat=True).first()
 
 
 def expired(store: VectorStore) -> ApiError:
@@ -168,11 +174,6 @@ def serialize_store(store: VectorStore) -> dict:
 # Files ---------------------------------------------------------------------------------------------------------
 
 
-def _live_files():
-    """Files not expired (an expired file is gone, as ``files.get_file`` has it)."""
-    return File.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now()))
-
-
 def _check_files(file_ids: list[str], params: list[str]) -> None:
     """Every id names a File, once (one query); a refusal names the param of the id (``params[i]``)."""
     seen = set()
@@ -180,7 +181,7 @@ def _check_files(file_ids: list[str], params: list[str]) -> None:
         if file_id in seen:
             raise invalid(f"Invalid '{param}': file '{file_id}' is listed twice.", param=param, code="duplicate_file")
         seen.add(file_id)
-    known = set(_live_files().filter(id__in=[f for f in seen if plausible_id(f)]).values_list("id", flat=True))
+    known = set(live_files().filter(id__in=[f for f in seen if plausible_id(f)]).values_list("id", flat=True))
     for file_id, param in zip(file_ids, params, strict=True):
         if file_id not in known:
             raise no_file(file_id, param)
@@ -191,7 +192,7 @@ def add_file(store: VectorStore, file_id: str, *, chunking_strategy: dict | None
              param: str = "file_id") -> VectorStoreFile:
     """Add an existing File to the store (``in_progress``) and schedule its ingestion. A file already in the store
     is a 400, an unknown one a 404 (both naming ``param``)."""
-    if not plausible_id(file_id) or not _live_files().filter(id=file_id).exists():
+    if not plausible_id(file_id) or not live_files().filter(id=file_id).exists():
         raise no_file(file_id, param)
     if is_expired(store):
         raise expired(store)
